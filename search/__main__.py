@@ -1,0 +1,110 @@
+"""Command line: `python -m search run --target jetson_orin.yaml` (and `--help` on every subcommand)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before torch/onnxruntime load: OpenMP threads that spin-wait made shared-machine runs 7x slower (BACKENDS.md)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESULTS_DIR = Path(os.environ.get("SEARCH_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
+
+
+def _cmd_run(args) -> int:
+    import json
+
+    from .space import load_space
+    from .target import load_target
+    from .tasks import load_task
+
+    run_dir = RESULTS_DIR / args.resume if args.resume else None
+    if run_dir is not None:
+        saved = run_dir / "run.json"
+        if not saved.is_file():
+            print(f"error: {saved}: --resume: no such run; give a directory name under {RESULTS_DIR}",
+                  file=sys.stderr)
+            return 2
+        prev = json.loads(saved.read_text())
+        args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
+        args.seed = prev["seed"]
+    # validate all three inputs before any heavy work
+    target = load_target(args.target)
+    space = load_space(args.space)
+    task = load_task(args.task)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from .study import RunSettings, run
+    from .tasks.teacher import prepare
+
+    if run_dir is None:
+        run_dir = RESULTS_DIR / (args.run_id or f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if run_dir.exists():
+            print(f"error: {run_dir}: --run-id: already exists; pick another or use --resume", file=sys.stderr)
+            return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(
+        {"target": str(target.path.resolve()), "space": str(space.path.resolve()),
+         "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
+         "threads": args.threads}, indent=2))
+    print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
+          f"{args.trials} completed trials wanted, training on {args.threads} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}", flush=True)
+    prepared = prepare(task, RESULTS_DIR / "cache", log=lambda s: print(s, flush=True))
+    settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
+                           seed=args.seed, threads=args.threads)
+    selected = run(target, space, prepared, run_dir, settings, resume=args.resume is not None,
+                   log=lambda s: print(s, flush=True))
+    return 0 if selected["meets_budget"] else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search", description=(
+        "Budget-driven compression search: distill, prune and quantize a teacher until it fits a device."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a compression search against a target's budget", description=(
+        "Sample recipes (distill -> prune -> quantize) with Optuna, measure each exported onnxruntime artifact, "
+        "and write results/<run>/ (study.db, trials.csv, pareto.csv, selected.json, dashboard.html, model/). "
+        "Exit 0 when the selected model meets every budget, 3 when none did, 2 on bad input."))
+    run.add_argument("--target", default="jetson_orin", help="target YAML path, or a name in targets/ "
+                                                             "(default: jetson_orin)")
+    run.add_argument("--space", default="default", help="search-space YAML path, or a name in spaces/")
+    run.add_argument("--task", default=None, help="task YAML (teacher dir + data file); default: built-in "
+                                                  "MiniLM-L6 on SMS spam")
+    run.add_argument("--trials", type=int, default=14, help="completed trials to reach (default 14)")
+    run.add_argument("--timeout-min", type=float, default=None, help="stop starting trials after this long")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=int, default=2, help="torch/onnxruntime threads for training and "
+                                                            "evaluation (default 2)")
+    run.add_argument("--run-id", default=None, help="name of the results directory (default: target-time)")
+    run.add_argument("--resume", default=None, metavar="RUN", help="continue results/RUN with its saved inputs")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .errors import ConfigError
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "trials", 1) < 1:
+        print("error: --trials: must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed trials are in study.db; continue with --resume RUN", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Memory: exact weight bytes of the artifact, plus an analytic peak-activation estimate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+
+from ..arch import ModelShape
+from ..candidate import QuantParams
+
+MB = 1e6
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of every initializer and Constant tensor in the ONNX file (measured, exact)."""
+    model = onnx.load(str(path))
+    total = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    total += numpy_helper.to_array(attr.t).nbytes
+    return int(total)
+
+
+def activation_bytes(shape: ModelShape, batch_size: int, sequence_length: int) -> int:
+    """Estimated peak fp32 activations of one encoder layer (the runtime frees layer by layer):
+    residual in/out, Q/K/V, attention scores and probabilities, FFN intermediate."""
+    b, s = batch_size, sequence_length
+    per_layer = [2 * b * s * shape.hidden + 3 * b * s * h * shape.head_dim + 2 * b * h * s * s + b * s * f
+                 for h, f in zip(shape.heads, shape.ffn)]
+    return 4 * max(per_layer + [2 * b * s * shape.hidden])
+
+
+def predicted_weight_bytes(shape: ModelShape, quant: QuantParams) -> int:
+    """Weight bytes the artifact will have, from the shape alone (for rejecting before training)."""
+    linears = shape.linear_shapes()
+    encoder, head = linears[:-2], linears[-2:]  # pooler and classifier are Gemm: left fp32 by every recipe
+    biases_norms = sum(o for _, o in linears) + 4 * shape.hidden * (2 * shape.layers + 1)  # + LN gamma/beta
+    embeddings = (shape.vocab + shape.max_positions + shape.type_vocab) * shape.hidden
+    fp32 = 4 * (biases_norms + sum(i * o for i, o in head))
+    if quant.bits == 32:
+        return fp32 + 4 * (embeddings + sum(i * o for i, o in encoder))
+    if quant.activations == "dynamic_int8":  # int8 + per-tensor scale and zero point
+        return fp32 + embeddings + sum(i * o for i, o in encoder)
+
+    def blocked(i, o, g):  # MatMulNBits: packed K rounded up to blocks, one fp32 scale per block
+        blocks = -(-i // g)
+        return o * blocks * (g * quant.bits // 8 + 4)
+
+    g = quant.group_size
+    matmuls = sum(blocked(i, o, g) for i, o in encoder)
+    if quant.bits == 4:  # GatherBlockQuantized over the hidden axis for the three embeddings
+        emb = sum(blocked(shape.hidden, rows, g) for rows in (shape.vocab, shape.max_positions, shape.type_vocab))
+    else:
+        emb = 4 * embeddings
+    return fp32 + matmuls + emb

@@ -1,0 +1,73 @@
+"""Estimated latency for a device we only have the spec of: a per-operator roofline.
+
+Each operator takes max(FLOPs / (peak x efficiency), bytes / (bandwidth x efficiency)) plus a fixed
+launch overhead; p99 = p50 x the target's stated tail factor. Always labelled `estimated`.
+"""
+from __future__ import annotations
+
+from ..arch import ModelShape
+from ..candidate import QuantParams
+from ..target import DeviceSpec
+from .latency import Latency
+
+
+def _precision(quant: QuantParams) -> tuple[str, float]:
+    """(compute precision, weight bytes per element) of the Linear layers."""
+    if quant.bits == 32:
+        return "fp32", 4.0
+    if quant.activations == "dynamic_int8":
+        return "int8", 1.0
+    return "fp16", quant.bits / 8  # weight-only: dequantized to fp16 in the kernel, weights read at `bits`
+
+
+def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, sparse_2_4: bool) -> list[dict]:
+    """Every kernel of one forward pass with its FLOPs, bytes moved and compute precision."""
+    prec, wbytes = _precision(quant)
+    tokens = batch * seq
+    ops = [{"name": "embeddings+layernorm", "flops": 8 * tokens * shape.hidden,
+            "bytes": 4 * tokens * shape.hidden * 4, "precision": "fp32"}]
+
+    def linear(name, i, o):
+        ops.append({"name": name, "flops": 2 * tokens * i * o, "bytes": wbytes * i * o + 4 * tokens * (i + o),
+                    "precision": prec, "sparse": sparse_2_4})
+
+    def elementwise(name, n, flops_per=4):
+        ops.append({"name": name, "flops": flops_per * n, "bytes": 8 * n, "precision": "fp32"})
+
+    for layer, (heads, ffn) in enumerate(zip(shape.heads, shape.ffn)):
+        a = heads * shape.head_dim
+        for proj in ("q", "k", "v"):
+            linear(f"L{layer}.{proj}", shape.hidden, a)
+        scores = batch * heads * seq * seq
+        ops.append({"name": f"L{layer}.qk", "flops": 2 * scores * shape.head_dim,
+                    "bytes": 4 * (2 * tokens * a + scores), "precision": "fp32"})
+        elementwise(f"L{layer}.softmax", scores, 5)
+        ops.append({"name": f"L{layer}.pv", "flops": 2 * scores * shape.head_dim,
+                    "bytes": 4 * (scores + 2 * tokens * a), "precision": "fp32"})
+        linear(f"L{layer}.attn_out", a, shape.hidden)
+        elementwise(f"L{layer}.add_ln1", tokens * shape.hidden, 8)
+        linear(f"L{layer}.ffn_up", shape.hidden, ffn)
+        elementwise(f"L{layer}.gelu", tokens * ffn, 8)
+        linear(f"L{layer}.ffn_down", ffn, shape.hidden)
+        elementwise(f"L{layer}.add_ln2", tokens * shape.hidden, 8)
+    ops.append({"name": "pooler+classifier", "flops": 2 * batch * shape.hidden * (shape.hidden + shape.num_labels),
+                "bytes": 4 * shape.hidden * (shape.hidden + shape.num_labels), "precision": "fp32"})
+    return ops
+
+
+def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: int, seq: int,
+             sparse_2_4: bool = False) -> Latency:
+    bandwidth = device.memory_bandwidth_gbps * 1e9 * device.bandwidth_efficiency
+    total_s = 0.0
+    ops = operators(shape, quant, batch, seq, sparse_2_4)
+    for op in ops:
+        # a precision the spec does not list runs at the fp32 rate
+        peak = device.peak_tops.get(op["precision"], device.peak_tops["fp32"]) * 1e12 * device.compute_efficiency
+        if op.get("sparse") and op["precision"] in ("int8", "fp16"):
+            peak *= device.sparse_2_4_speedup  # only as much as the target says is measured to pay off
+        total_s += max(op["flops"] / peak, op["bytes"] / bandwidth) + device.op_overhead_us * 1e-6
+    p50 = total_s * 1e3
+    return Latency(p50_ms=p50, p99_ms=p50 * device.tail_factor, spread=0.0, source="estimated",
+                   detail=f"roofline over {len(ops)} ops; compute efficiency {device.compute_efficiency}, "
+                          f"bandwidth efficiency {device.bandwidth_efficiency}, {device.op_overhead_us} us/op, "
+                          f"p99 = p50 x {device.tail_factor}")

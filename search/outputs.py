@@ -1,0 +1,124 @@
+"""What a run leaves in results/<run>/: trials.csv, pareto.csv, selected.json, dashboard.html, model/."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from optuna.trial import TrialState
+
+from . import pareto, report
+from .target import Target
+
+SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
+METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "p50_latency_ms",
+                  "p99_latency_ms", "latency_spread", "latency_source", "weight_sparsity", "parameters",
+                  "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s")
+
+
+def resolved_budget(target: Target, teacher_accuracy: float) -> dict:
+    b = target.budget
+    return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms,
+            "accuracy_floor": round(b.accuracy_floor.resolve(teacher_accuracy), 6),
+            "accuracy_floor_rule": b.accuracy_floor.describe()}
+
+
+def violations(metrics: dict, budget: dict) -> dict:
+    return pareto.violations(metrics, budget)
+
+
+def budget_line(budget: dict) -> str:
+    return (f"memory <= {budget['memory_mb']:g} MB, p99 <= {budget['p99_latency_ms']:g} ms, "
+            f"accuracy >= {budget['accuracy_floor']:.4f} ({budget['accuracy_floor_rule']})")
+
+
+def metrics_line(name: str, m: dict) -> str:
+    src = "" if m["latency_source"] == "measured" else f" ({m['latency_source']})"
+    return (f"{name}{' ' if name else ''}acc {m['accuracy']:.4f}  p50 {m['p50_latency_ms']:.2f} ms  "
+            f"p99 {m['p99_latency_ms']:.2f} ms{src}  mem {m['memory_mb']:.2f} MB")
+
+
+def completed_rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        rows.append({"trial": t.number, "params": dict(t.params), "label": t.user_attrs.get("label", ""),
+                     "metrics": {k: t.user_attrs[k] for k in METRIC_COLUMNS if k in t.user_attrs},
+                     "artifact": t.user_attrs.get("artifact")})
+    return rows
+
+
+def write_tables(study, run_dir: Path, budget: dict) -> None:
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        rec = {"trial": t.number, "state": t.state.name, "label": t.user_attrs.get("label", ""),
+               **{f"params_{k}": v for k, v in t.params.items()},
+               **{k: t.user_attrs.get(k) for k in METRIC_COLUMNS}}
+        if t.state == TrialState.COMPLETE:
+            rec["feasible"] = pareto.feasible(t.user_attrs, budget)
+        rec["reason"] = t.user_attrs.get("reason", "")
+        records.append(rec)
+    frame = pd.DataFrame.from_records(records)
+    _atomic_csv(frame, run_dir / "trials.csv")
+    if "feasible" in frame:
+        done = frame[(frame["state"] == "COMPLETE") & (frame["feasible"] == True)]  # noqa: E712
+        front_ids = {r["trial"] for r in pareto.front(done.to_dict("records"))}
+        _atomic_csv(done[done["trial"].isin(front_ids)], run_dir / "pareto.csv")
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def finish(study, run_dir: Path, budget: dict, teacher: dict, prepared, target: Target, log=print) -> dict:
+    rows = completed_rows(study)
+    choice = pareto.select(rows, budget)
+    sel = choice["selected"]
+    summary = {k: teacher[k] for k in SUMMARY_KEYS}
+    selected = {
+        "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,
+        "metrics": {k: sel["metrics"][k] for k in SUMMARY_KEYS} if sel else None,
+        "budget": budget, "meets_budget": choice["meets_budget"], "teacher": summary, "why": choice["why"],
+        "target": target.name, "model_dir": None,
+    }
+    if sel and choice["meets_budget"]:
+        selected["model_dir"] = str(export_model(sel, prepared, run_dir / "model"))
+    (run_dir / "selected.json").write_text(json.dumps(selected, indent=2))
+    info = report.front_info(rows, budget, teacher, selected["trial"])
+    report.render(info, run_dir / "dashboard.html", f"{target.name}: {len(rows)} completed trials")
+    log(summary_table(selected, budget))
+    log(f"results in {run_dir}: study.db trials.csv pareto.csv selected.json dashboard.html"
+        + (" model/" if selected["model_dir"] else ""))
+    return selected
+
+
+def export_model(row: dict, prepared, out: Path) -> Path:
+    """The exact artifact that was measured, its tokenizer and the recipe beside it."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    shutil.copy2(row["artifact"], out / "model.onnx")
+    prepared.tokenizer.save_pretrained(out)
+    (out / "recipe.json").write_text(json.dumps({"trial": row["trial"], "params": row["params"],
+                                                 "metrics": row["metrics"], "classes": prepared.classes},
+                                                indent=2, default=str))
+    return out
+
+
+def summary_table(selected: dict, budget: dict) -> str:
+    t, s = selected["teacher"], selected["metrics"]
+    lines = [f"{'':16s}{'teacher (fp32)':>18s}{'selected' + (' #' + str(selected['trial']) if s else ''):>18s}"
+             f"{'budget':>16s}"]
+    mark = lambda m, key: ("ok " if pareto.violations(m, budget)[key] <= 0 else "OVER") if m else ""  # noqa: E731
+    for key, label, fmt, limit in (("accuracy", "accuracy", "{:.4f}", f">= {budget['accuracy_floor']:.4f}"),
+                                   ("memory_mb", "memory MB", "{:.2f}", f"<= {budget['memory_mb']:g}"),
+                                   ("p99_latency_ms", "p99 ms", "{:.2f}", f"<= {budget['p99_latency_ms']:g}")):
+        tv = f"{fmt.format(t[key])} {mark(t, key)}"
+        sv = f"{fmt.format(s[key])} {mark(s, key)}" if s else "-"
+        lines.append(f"{label:16s}{tv:>18s}{sv:>18s}{limit:>16s}")
+    lines.append(f"{'p50 ms':16s}{t['p50_latency_ms']:>18.2f}{(s['p50_latency_ms'] if s else float('nan')):>18.2f}")
+    lines.append(f"latency: {t['latency_source']}")
+    why = selected["why"] if isinstance(selected["why"], list) else [selected["why"]]
+    lines += ["why: " + why[0]] + ["     " + w for w in why[1:]]
+    return "\n".join(lines)

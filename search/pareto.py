@@ -1,0 +1,79 @@
+"""Pure functions over finished trials: feasibility, the Pareto front, and the deploy choice with reasons."""
+from __future__ import annotations
+
+# objective -> +1 if higher is better, -1 if lower is better
+OBJECTIVES = {"accuracy": +1, "p99_latency_ms": -1, "memory_mb": -1}
+
+
+def violations(metrics: dict, budget: dict) -> dict:
+    """Amount by which each budget is missed (<= 0 means met); budget has an absolute accuracy_floor."""
+    return {"memory_mb": metrics["memory_mb"] - budget["memory_mb"],
+            "p99_latency_ms": metrics["p99_latency_ms"] - budget["p99_latency_ms"],
+            "accuracy": budget["accuracy_floor"] - metrics["accuracy"]}
+
+
+def feasible(metrics: dict, budget: dict) -> bool:
+    return all(v <= 0 for v in violations(metrics, budget).values())
+
+
+def dominates(a: dict, b: dict) -> bool:
+    at_least = all(sign * a[k] >= sign * b[k] for k, sign in OBJECTIVES.items())
+    better = any(sign * a[k] > sign * b[k] for k, sign in OBJECTIVES.items())
+    return at_least and better
+
+
+def front(rows: list[dict]) -> list[dict]:
+    """Non-dominated rows (accuracy up, p99 latency down, memory down), in input order."""
+    return [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
+
+
+def _margin_text(key: str, metrics: dict, budget: dict) -> str:
+    if key == "accuracy":
+        m = metrics["accuracy"] - budget["accuracy_floor"]
+        return f"accuracy {metrics['accuracy']:.4f} vs floor {budget['accuracy_floor']:.4f} (margin {m * 100:+.2f} pts)"
+    unit = "MB" if key == "memory_mb" else "ms"
+    m = budget[key] - metrics[key]
+    return (f"{key} {metrics[key]:.2f} vs budget {budget[key]:g} {unit} "
+            f"(margin {m:+.2f} {unit}, {100 * m / budget[key]:+.0f}%)")
+
+
+def _trade(a: dict, b: dict) -> str:
+    return (f"{(b['accuracy'] - a['accuracy']) * 100:+.2f} pts accuracy, "
+            f"{b['p99_latency_ms'] - a['p99_latency_ms']:+.2f} ms p99, {b['memory_mb'] - a['memory_mb']:+.2f} MB")
+
+
+def select(rows: list[dict], budget: dict) -> dict:
+    """Default policy: the most accurate candidate within every budget; ties go to lower p99, then memory.
+
+    rows: {"trial", "params", "metrics"} of completed trials. Returns {"selected", "meets_budget", "why"}.
+    """
+    if not rows:
+        return {"selected": None, "meets_budget": False, "why": "no trial completed"}
+    ok = [r for r in rows if feasible(r["metrics"], budget)]
+    if not ok:
+        def excess(r):  # relative shortfall summed over budgets, to name the closest candidate
+            v = violations(r["metrics"], budget)
+            return sum(max(0.0, v[k]) / (budget[k] if k != "accuracy" else budget["accuracy_floor"]) for k in v)
+        closest = min(rows, key=excess)
+        missed = {k for r in rows for k, v in violations(r["metrics"], budget).items() if v > 0}
+        never = [k for k in OBJECTIVES if all(violations(r["metrics"], budget)[k] > 0 for r in rows)]
+        why = (f"no candidate met every budget; missed: {', '.join(sorted(missed))}"
+               + (f"; no candidate met {', '.join(never)} at all" if never else "")
+               + f". Closest: trial {closest['trial']} ("
+               + "; ".join(_margin_text(k, closest["metrics"], budget) for k in OBJECTIVES) + ")")
+        return {"selected": closest, "meets_budget": False, "why": why}
+    ranked = sorted(ok, key=lambda r: (-r["metrics"]["accuracy"], r["metrics"]["p99_latency_ms"],
+                                       r["metrics"]["memory_mb"]))
+    best, m = ranked[0], ranked[0]["metrics"]
+    ties = [r for r in ranked[1:] if r["metrics"]["accuracy"] == m["accuracy"]]
+    margins = {k: _margin_text(k, m, budget) for k in OBJECTIVES}
+    tightest = min(("memory_mb", "p99_latency_ms"), key=lambda k: (budget[k] - m[k]) / budget[k])
+    why = [f"most accurate of {len(ok)} candidates that meet every budget (of {len(rows)} completed)",
+           "margins: " + "; ".join(margins.values()),
+           f"tightest resource budget: {tightest}"]
+    if ties:
+        why.append(f"tied on accuracy with trial(s) {', '.join(str(r['trial']) for r in ties)}: "
+                   "broken by lower p99 latency, then lower memory")
+    for r in ranked[1:3]:
+        why.append(f"runner-up trial {r['trial']}: {_trade(m, r['metrics'])}")
+    return {"selected": best, "meets_budget": True, "why": why}

@@ -1,0 +1,126 @@
+"""One candidate, start to finish: screen it, distill -> prune -> quantize, then measure the artifact."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import arch
+from .candidate import Candidate, QuantParams
+from .compress import distill, prune, quantize
+from .measure import accuracy, memory, roofline
+from .measure.latency import Latency, measure
+from .target import Target
+from .tasks.teacher import Prepared
+from .train import KD
+
+CALIBRATION_EXAMPLES = 128
+
+
+@dataclass
+class Context:
+    """Everything a trial needs that is the same for every trial of a run."""
+
+    prepared: Prepared
+    target: Target
+    cache_dir: Path
+    importance: arch.Importance  # of the teacher, ranks what students keep
+    calibration: tuple  # (input_ids, attention_mask) from the training split
+    threads: int
+    seed: int = 0
+
+
+def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: int, seed: int = 0) -> Context:
+    ids, mask, _ = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
+    importance = arch.measure_importance(prepared.teacher, ids, mask)
+    return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed)
+
+
+def kept(n: int, ratio: float) -> int:
+    """Units left after structured pruning removes `ratio` of n (at least one)."""
+    return max(1, round(n * (1 - ratio)))
+
+
+def planned_shape(teacher: arch.ModelShape, cand: Candidate) -> arch.ModelShape:
+    """The shipped model's shape, known from the recipe before any training."""
+    d, p = cand.distill, cand.prune
+    heads, ffn = d.heads, d.ffn
+    if p.type == "structured":
+        heads, ffn = kept(heads, p.ratio), kept(ffn, p.ratio)
+    return replace(teacher, layers=d.layers, hidden=d.hidden, heads=(heads,) * d.layers, ffn=(ffn,) * d.layers)
+
+
+def latency_of(ctx: Context, shape: arch.ModelShape, quant: QuantParams, sparse_2_4: bool,
+               artifact: Path | None) -> Latency:
+    wl, dev = ctx.target.workload, ctx.target.device
+    if dev.latency == "estimated":
+        return roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
+    if artifact is None:
+        raise ValueError("measured latency needs an artifact")
+    return measure(artifact, wl.batch_size, wl.sequence_length, dev.threads)
+
+
+def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
+    """Predicted memory (and latency where it is estimated) before training; reasons to reject."""
+    shape = planned_shape(arch.shape_of(ctx.prepared.teacher), cand)
+    wl, budget = ctx.target.workload, ctx.target.budget
+    predicted = {"predicted_memory_mb": (memory.predicted_weight_bytes(shape, cand.quant)
+                                         + memory.activation_bytes(shape, wl.batch_size, wl.sequence_length))
+                 / memory.MB}
+    reasons = []
+    if predicted["predicted_memory_mb"] > budget.memory_mb:
+        reasons.append(f"predicted memory {predicted['predicted_memory_mb']:.1f} MB > budget {budget.memory_mb} MB")
+    if ctx.target.device.latency == "estimated":
+        lat = latency_of(ctx, shape, cand.quant, cand.prune.type == "2:4", None)
+        predicted["predicted_p99_latency_ms"] = lat.p99_ms
+        if lat.p99_ms > budget.p99_latency_ms:
+            reasons.append(f"estimated p99 {lat.p99_ms:.2f} ms > budget {budget.p99_latency_ms} ms")
+    return predicted, reasons
+
+
+def measure_artifact(ctx: Context, path: Path, shape: arch.ModelShape, quant: QuantParams,
+                     sparse_2_4: bool) -> dict:
+    wl = ctx.target.workload
+    scores = accuracy.evaluate(path, ctx.prepared.val, ctx.threads)
+    weights = memory.weight_bytes(path)
+    activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
+    lat = latency_of(ctx, shape, quant, sparse_2_4, path)
+    return {**scores, "memory_mb": (weights + activations) / memory.MB, "weight_mb": weights / memory.MB,
+            "activation_mb_estimated": activations / memory.MB, "p50_latency_ms": lat.p50_ms,
+            "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread, "latency_source": lat.source,
+            "latency_detail": lat.detail}
+
+
+def measure_teacher(ctx: Context, workdir: Path) -> dict:
+    teacher = ctx.prepared.teacher
+    path = quantize.quantize_artifact(teacher, QuantParams(bits=32), workdir)
+    return {**measure_artifact(ctx, path, arch.shape_of(teacher), QuantParams(bits=32), False),
+            "artifact": str(path)}
+
+
+def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> dict:
+    """Distill, prune, quantize, measure. Raises CandidateError when the recipe cannot be built."""
+    p = ctx.prepared
+    timings = {}
+    t0 = time.perf_counter()
+    student = distill.apply(p.teacher, cand.distill, importance=ctx.importance, train_split=p.train,
+                            teacher_logits=p.teacher_train_logits, cache_dir=ctx.cache_dir, task_key=p.key,
+                            seed=ctx.seed, log=log)
+    timings["distill_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kd = KD(p.teacher_train_logits, cand.distill.temperature, cand.distill.alpha)
+    prune.apply(student, cand.prune, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
+    timings["prune_s"] = time.perf_counter() - t0
+    sparsity = prune.weight_sparsity(student)
+    shape = arch.shape_of(student)
+    t0 = time.perf_counter()
+    path = quantize.quantize_artifact(student, cand.quant, workdir)
+    timings["quantize_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = measure_artifact(ctx, path, shape, cand.quant, cand.prune.type == "2:4")
+    timings["measure_s"] = time.perf_counter() - t0
+    params = sum(t.numel() for t in student.state_dict().values())
+    return {**metrics, "weight_sparsity": sparsity, "parameters": params, "artifact": str(path),
+            "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn), **timings}

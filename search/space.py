@@ -1,0 +1,154 @@
+"""Space: the ranges of every knob, loaded from YAML; `suggest` is the only place trials are sampled."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .candidate import ACTIVATIONS, HEAD_DIM, PRUNE_TYPES, QUANT_BITS, Candidate, DistillParams, PruneParams, \
+    QuantParams
+from .schema import Reader, load_yaml
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    step: float | None
+    integer: bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple
+
+
+# knob -> (kind, allowed) ; kind "int"/"float" take a fixed number or {low, high, step}; "choice" a value or list
+KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
+    "distill": {"layers": ("int", (1, 48)), "hidden": ("int", (HEAD_DIM, 4096)), "heads": ("int", (1, 128)),
+                "ffn": ("int", (1, 16384)), "temperature": ("float", (0.5, 20.0)), "alpha": ("float", (0.0, 1.0)),
+                "epochs": ("int", (1, 50))},
+    "prune": {"type": ("choice", PRUNE_TYPES), "ratio": ("float", (0.0, 0.95)),
+              "recovery_steps": ("int", (0, 100000))},
+    "quant": {"bits": ("choice", QUANT_BITS), "group_size": ("choice", (32, 64, 128, 256)),
+              "activations": ("choice", ACTIVATIONS)},
+}
+
+
+@dataclass(frozen=True)
+class Space:
+    path: Path
+    knobs: dict  # "section.name" -> Range | Choice | fixed value
+
+    def suggest(self, trial) -> Candidate:
+        """Define-by-run: quant.group_size only for weight-only bits; activations only for 8 bits."""
+        g = lambda name: self._suggest(trial, name)  # noqa: E731
+        hidden = g("distill.hidden")
+        distill = DistillParams(layers=g("distill.layers"), hidden=hidden,
+                                heads=min(g("distill.heads"), hidden // HEAD_DIM), ffn=g("distill.ffn"),
+                                temperature=g("distill.temperature"), alpha=g("distill.alpha"),
+                                epochs=g("distill.epochs"))
+        ptype = g("prune.type")
+        ratio = {"none": 0.0, "2:4": 0.5}.get(ptype)
+        prune = PruneParams(type=ptype, ratio=g("prune.ratio") if ratio is None else ratio,
+                            recovery_steps=0 if ptype == "none" else g("prune.recovery_steps"))
+        bits = g("quant.bits")
+        activations = g("quant.activations") if bits == 8 else "none"
+        weight_only = bits < 32 and activations == "none"
+        quant = QuantParams(bits=bits, group_size=g("quant.group_size") if weight_only else None,
+                            activations=activations)
+        return Candidate(distill, prune, quant)
+
+    def _suggest(self, trial, name: str):
+        knob = self.knobs[name]
+        if isinstance(knob, Range):
+            if knob.integer:
+                return trial.suggest_int(name, int(knob.low), int(knob.high), step=int(knob.step or 1))
+            return trial.suggest_float(name, knob.low, knob.high, step=knob.step)
+        if isinstance(knob, Choice):
+            return trial.suggest_categorical(name, list(knob.options))
+        return knob
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (SPACES_DIR / name_or_path, SPACES_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def _read_knob(r: Reader, name: str, kind: str, allowed):
+    value = r.raw(name)
+    if kind == "choice":
+        options = value if isinstance(value, list) else [value]
+        if not options:
+            raise r.error(name, "empty list; give at least one of " + ", ".join(map(str, allowed)))
+        for opt in options:
+            if opt not in allowed or isinstance(opt, bool):
+                raise r.error(name, f"got {opt!r}; allowed: {', '.join(map(str, allowed))}")
+        return Choice(tuple(options)) if isinstance(value, list) else value
+    lo_allowed, hi_allowed = allowed
+    integer = kind == "int"
+    if isinstance(value, dict):
+        rr = Reader(r.file, value, r.key(name))
+        low = rr.number("low", lo=lo_allowed, hi=hi_allowed, integer=integer)
+        high = rr.number("high", lo=lo_allowed, hi=hi_allowed, integer=integer)
+        step = rr.number("step", default=None, lo=0, lo_open=True, integer=integer)
+        rr.done()
+        if low > high:
+            raise rr.error("low", f"got low={low} > high={high}; swap them")
+        if step is not None and abs(((high - low) / step) - round((high - low) / step)) > 1e-9:
+            raise rr.error("step", f"got {step}; high - low ({high - low}) must be a multiple of it")
+        return Range(low, high, step, integer)
+    return Reader(r.file, {name: value}, r.prefix).number(name, lo=lo_allowed, hi=hi_allowed, integer=integer)
+
+
+def load_space(name_or_path: str) -> Space:
+    path = resolve_space_path(name_or_path)
+    top = Reader(path, load_yaml(path, "space"))
+    knobs = {}
+    for section, spec in KNOBS.items():
+        r = top.section(section)
+        for name, (kind, allowed) in spec.items():
+            knobs[f"{section}.{name}"] = _read_knob(r, name, kind, allowed)
+        r.done()
+    top.done()
+    _check_cross_fields(path, knobs)
+    return Space(path=path, knobs=knobs)
+
+
+def values(knob) -> list:
+    """Every value a knob can take (ranges listed at their step or ends)."""
+    if isinstance(knob, Choice):
+        return list(knob.options)
+    if isinstance(knob, Range):
+        if knob.step:
+            n = int(round((knob.high - knob.low) / knob.step))
+            return [knob.low + i * knob.step for i in range(n + 1)]
+        return [knob.low, knob.high]
+    return [knob]
+
+
+def _check_cross_fields(path: Path, knobs: dict) -> None:
+    from .errors import ConfigError
+
+    for hidden in values(knobs["distill.hidden"]):
+        if int(hidden) % HEAD_DIM:
+            raise ConfigError(path, "distill.hidden", f"{hidden} is not a multiple of the head width {HEAD_DIM}; "
+                                                      f"use a step of {HEAD_DIM} or a multiple of it")
+
+
+def check_against_teacher(space: Space, layers: int, hidden: int, ffn: int) -> None:
+    """Students are cut from the teacher, so no knob may ask for more than the teacher has."""
+    from .errors import ConfigError
+
+    for name, limit in (("distill.layers", layers), ("distill.hidden", hidden), ("distill.ffn", ffn)):
+        top = max(values(space.knobs[name]))
+        if top > limit:
+            raise ConfigError(space.path, name, f"up to {top} asked, but the teacher has {limit}; "
+                                                f"students are cut from the teacher, so keep it <= {limit}")

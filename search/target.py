@@ -1,0 +1,131 @@
+"""Target: the device (measured here, or described by its spec), the workload and the budget."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .schema import REQUIRED, Reader, load_yaml
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Public spec of a device: what the roofline latency estimate needs."""
+
+    latency: str  # "measured" (run the artifact here) or "estimated" (roofline from this spec)
+    memory_mb: float
+    memory_bandwidth_gbps: float | None = None
+    peak_tops: dict = field(default_factory=dict)  # precision -> dense tera-ops/s
+    sparse_2_4_speedup: float = 1.0  # end-to-end credit for 2:4 sparsity, only as measured evidence says
+    compute_efficiency: float = 0.5
+    bandwidth_efficiency: float = 0.7
+    op_overhead_us: float = 10.0
+    tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
+    threads: int = 1  # for measured latency
+
+
+@dataclass(frozen=True)
+class Workload:
+    batch_size: int
+    sequence_length: int
+
+
+@dataclass(frozen=True)
+class AccuracyFloor:
+    absolute: float | None = None
+    max_drop: float | None = None  # in accuracy points as a fraction (0.01 = 1 point)
+
+    def resolve(self, teacher_accuracy: float) -> float:
+        return self.absolute if self.absolute is not None else teacher_accuracy - self.max_drop
+
+    def describe(self) -> str:
+        return f">= {self.absolute}" if self.absolute is not None else f"teacher - {self.max_drop}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    memory_mb: float
+    p99_latency_ms: float
+    accuracy_floor: AccuracyFloor
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    path: Path
+    device: DeviceSpec
+    workload: Workload
+    budget: Budget
+
+
+def resolve_target_path(name_or_path: str) -> Path:
+    """`--target` takes a path, or a bare name looked up in targets/ (with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (TARGETS_DIR / name_or_path, TARGETS_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path  # load_yaml reports it missing
+
+
+def load_target(name_or_path: str) -> Target:
+    path = resolve_target_path(name_or_path)
+    top = Reader(path, load_yaml(path, "target"))
+    name = top.string("name", default=path.stem)
+
+    dev = top.section("device")
+    latency = dev.string("latency", choices=("measured", "estimated"))
+    memory_mb = dev.number("memory_mb", lo=0, lo_open=True)
+    estimated = latency == "estimated"
+    bw = dev.number("memory_bandwidth_gbps", default=REQUIRED if estimated else None, lo=0, lo_open=True)
+    peak = {}
+    if dev.has("peak_tops") or estimated:
+        peaks = dev.section("peak_tops")
+        for precision in PRECISIONS:
+            peak[precision] = peaks.number(precision, default=None, lo=0, lo_open=True)
+        peaks.done()
+        peak = {k: v for k, v in peak.items() if v is not None}
+        if estimated and "fp32" not in peak:
+            raise peaks.error("fp32", "missing; an estimated device needs at least the fp32 peak")
+    spec = DeviceSpec(
+        latency=latency,
+        memory_mb=memory_mb,
+        memory_bandwidth_gbps=bw,
+        peak_tops=peak,
+        sparse_2_4_speedup=dev.number("sparse_2_4_speedup", default=1.0, lo=1.0, hi=2.0),
+        compute_efficiency=dev.number("compute_efficiency", default=0.5, lo=0, hi=1, lo_open=True),
+        bandwidth_efficiency=dev.number("bandwidth_efficiency", default=0.7, lo=0, hi=1, lo_open=True),
+        op_overhead_us=dev.number("op_overhead_us", default=10.0, lo=0),
+        tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
+        threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
+    )
+    dev.done()
+
+    wl = top.section("workload")
+    workload = Workload(
+        batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
+        sequence_length=wl.number("sequence_length", lo=1, hi=512, integer=True),
+    )
+    wl.done()
+
+    bud = top.section("budget")
+    budget_memory = bud.number("memory_mb", lo=0, lo_open=True)
+    if budget_memory > spec.memory_mb:
+        raise bud.error("memory_mb", f"got {budget_memory}; more than the device has (device.memory_mb = "
+                                     f"{spec.memory_mb}): lower it")
+    floor_r = bud.section("accuracy_floor")
+    absolute = floor_r.number("absolute", default=None, lo=0, hi=1)
+    max_drop = floor_r.number("max_drop", default=None, lo=0, hi=1)
+    floor_r.done()
+    if (absolute is None) == (max_drop is None):
+        raise floor_r.error("-", "give exactly one of `absolute` (e.g. 0.95) or `max_drop` "
+                                 "(e.g. 0.01 = one point below the teacher)")
+    budget = Budget(memory_mb=budget_memory,
+                    p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
+                    accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
+    bud.done()
+    top.done()
+    return Target(name=name, path=path, device=spec, workload=workload, budget=budget)

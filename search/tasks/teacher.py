@@ -1,0 +1,122 @@
+"""Prepare a task once: split and tokenize the data, fine-tune the teacher, cache it and its logits."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import ConfigError
+from ..train import logits_of, steps_for, train
+from . import Task
+from .data import Split, read_table, split_frame, tokenize
+
+
+@dataclass
+class Prepared:
+    task: Task
+    teacher: torch.nn.Module
+    tokenizer: object
+    classes: list
+    train: Split
+    val: Split
+    teacher_train_logits: torch.Tensor
+    key: str  # identifies teacher + data + split; student caches hang off it
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _task_key(task: Task) -> str:
+    weights = sorted(task.teacher_dir.glob("*.safetensors")) + sorted(task.teacher_dir.glob("*.bin"))
+    parts = {k: str(v) for k, v in asdict(task).items() if k not in ("path", "name", "teacher_dir", "data_path")}
+    parts["data"] = _file_digest(task.data_path)
+    parts["weights"] = [_file_digest(p) for p in weights]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_classifier(model_dir: Path, num_labels: int, file_for_errors: str):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(file_for_errors, "teacher", f"cannot read {model_dir}/config.json: {exc}") from None
+    if config.model_type != "bert":
+        raise ConfigError(file_for_errors, "teacher", f"model_type {config.model_type!r}: the student builder "
+                                                      "supports BERT-family encoders only (e.g. MiniLM)")
+    try:
+        # eager attention: the ONNX exporter and onnxruntime's BERT fusion expect the explicit graph
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_dir, num_labels=num_labels, attn_implementation="eager").eval()
+    except Exception as exc:  # transformers raises many kinds for corrupt weights; all are "unreadable"
+        raise ConfigError(file_for_errors, "teacher", f"cannot load weights from {model_dir}: "
+                                                      f"{str(exc).splitlines()[0]}") from None
+
+
+def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
+    from transformers import AutoTokenizer
+
+    frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
+    train_df, val_df, classes = split_frame(frame, task.validation_fraction, task.split_seed,
+                                            task.max_train_examples, task.max_validation_examples)
+    if len(classes) < 2:
+        raise ConfigError(task.source, "data.label_column", f"only {len(classes)} distinct label(s); need >= 2")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(task.teacher_dir)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(task.source, "teacher", f"no usable tokenizer in {task.teacher_dir}: {exc}") from None
+    train_split = tokenize(train_df, tokenizer, classes, task.max_length)
+    val_split = tokenize(val_df, tokenizer, classes, task.max_length)
+    log(f"task {task.name}: {len(train_split)} train / {len(val_split)} validation examples, "
+        f"{len(classes)} classes, max length {task.max_length} (split seed {task.split_seed})")
+
+    key = _task_key(task)
+    cached = cache_dir / f"teacher-{key}"
+    teacher = _load_cached(cached, len(classes), log)
+    if teacher is None:
+        teacher = load_classifier(task.teacher_dir, len(classes), task.source)
+        if task.finetune_epochs > 0:
+            steps = steps_for(len(train_split), task.finetune_epochs)
+            log(f"fine-tuning the teacher: {steps} steps ({task.finetune_epochs:g} epochs); cached afterwards")
+            t0 = time.perf_counter()
+            train(teacher, train_split, steps=steps, lr=task.finetune_learning_rate, seed=task.split_seed,
+                  desc="teacher fine-tune")
+            log(f"teacher fine-tuned in {time.perf_counter() - t0:.0f} s")
+        logits = logits_of(teacher, train_split)
+        tmp = cached.with_name(cached.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        teacher.save_pretrained(tmp)  # safetensors
+        tokenizer.save_pretrained(tmp)
+        save_file({"train_logits": logits.contiguous()}, str(tmp / "train_logits.safetensors"))
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)  # atomic: a crash mid-write never leaves a half cache
+    else:
+        log(f"teacher loaded from cache {cached}")
+    logits = load_file(str(cached / "train_logits.safetensors"))["train_logits"]
+    if logits.shape != (len(train_split), len(classes)):
+        shutil.rmtree(cached, ignore_errors=True)
+        raise ConfigError(cached, "train_logits", "cached teacher logits do not match the data; the cache was "
+                                                  "removed, run again")
+    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, logits, key)
+
+
+def _load_cached(cached: Path, num_labels: int, log):
+    if not (cached / "train_logits.safetensors").is_file():
+        return None
+    try:
+        return load_classifier(cached, num_labels, str(cached))
+    except ConfigError as exc:
+        log(f"warning: teacher cache unreadable ({exc}); fine-tuning again")
+        shutil.rmtree(cached, ignore_errors=True)
+        return None
