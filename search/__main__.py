@@ -16,6 +16,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 RESULTS_DIR = Path(os.environ.get("SEARCH_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
 
 
+def _quiet_libraries() -> None:
+    """Library chatter (per-tensor INFO lines, load bars, experimental-API notes) would bury our progress."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _cmd_run(args) -> int:
     import json
 
@@ -41,6 +53,7 @@ def _cmd_run(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    _quiet_libraries()
     from .study import RunSettings, run
     from .tasks.teacher import prepare
 

@@ -22,12 +22,14 @@ from ..errors import CandidateError
 OPSET = 17
 
 
-def _quiet_onnxruntime() -> None:
-    for name in ("onnxruntime", "onnxruntime.quantization", "onnxruntime.transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("onnxruntime"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+class _quiet:
+    """onnxruntime's quantizers log every tensor at INFO on the root logger; keep the terminal readable."""
+
+    def __enter__(self):
+        logging.disable(logging.WARNING)
+
+    def __exit__(self, *exc):
+        logging.disable(logging.NOTSET)
 
 
 def export_onnx(model, path: Path) -> Path:
@@ -56,32 +58,36 @@ def _fuse(src: Path, dst: Path, shape: arch.ModelShape) -> Path:
 
 def quantize_artifact(model, params: QuantParams, workdir: Path) -> Path:
     """Export + quantize into workdir; returns the path of the artifact (model.onnx)."""
-    _quiet_onnxruntime()
     workdir.mkdir(parents=True, exist_ok=True)
     shape = arch.shape_of(model)
     raw = export_onnx(model, workdir / "exported_fp32.onnx")
     out = workdir / "model.onnx"
     try:
-        if params.bits == 32:
-            _fuse(raw, out, shape)
-        elif params.bits == 8 and params.activations == "dynamic_int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            fused = _fuse(raw, workdir / "fused_fp32.onnx", shape)
-            # DefaultTensorType: without it the fused graph fails ("Unable to find data type for weight")
-            quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            fused.unlink()
-        elif params.bits in (4, 8) and params.activations == "none":
-            _weight_only(raw, out, params.bits, params.group_size)
-        else:
-            raise CandidateError(f"no onnxruntime recipe for {params}")
+        with _quiet():
+            _build(raw, out, params, shape, workdir)
     except CandidateError:
         raise
     except Exception as exc:  # onnxruntime's quantizers raise bare Exceptions for unsupported graphs
         raise CandidateError(f"onnxruntime could not quantize ({params}): {exc}") from exc
     raw.unlink()
     return out
+
+
+def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, workdir: Path) -> None:
+    if params.bits == 32:
+        _fuse(raw, out, shape)
+    elif params.bits == 8 and params.activations == "dynamic_int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        fused = _fuse(raw, workdir / "fused_fp32.onnx", shape)
+        # DefaultTensorType: without it the fused graph fails ("Unable to find data type for weight")
+        quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        fused.unlink()
+    elif params.bits in (4, 8) and params.activations == "none":
+        _weight_only(raw, out, params.bits, params.group_size)
+    else:
+        raise CandidateError(f"no onnxruntime recipe for {params}")
 
 
 def _weight_only(src: Path, dst: Path, bits: int, group_size: int | None) -> None:

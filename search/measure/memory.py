@@ -12,15 +12,29 @@ from ..candidate import QuantParams
 MB = 1e6
 
 
+PACKED_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+
+
+def tensor_bytes(t: onnx.TensorProto) -> int:
+    """Stored bytes; 4-bit tensors are packed two per byte (numpy would unpack them to one per byte)."""
+    if t.raw_data:
+        return len(t.raw_data)
+    bits = PACKED_BITS.get(t.data_type)
+    if bits:
+        n = 1
+        for d in t.dims:
+            n *= d
+        return -(-n * bits // 8)
+    return numpy_helper.to_array(t).nbytes
+
+
 def weight_bytes(path: Path) -> int:
     """Bytes of every initializer and Constant tensor in the ONNX file (measured, exact)."""
     model = onnx.load(str(path))
-    total = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    total = sum(tensor_bytes(t) for t in model.graph.initializer)
     for node in model.graph.node:
         if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    total += numpy_helper.to_array(attr.t).nbytes
+            total += sum(tensor_bytes(a.t) for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
     return int(total)
 
 

@@ -1,0 +1,76 @@
+"""Tiny in-process BERTs and data: every unit test runs in seconds with no network."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+from search.tasks.data import Split  # noqa: E402
+
+torch.set_num_threads(2)
+WORDS_POS = ["good", "great", "fine", "nice", "happy", "love", "best", "win"]
+WORDS_NEG = ["bad", "awful", "poor", "sad", "hate", "worst", "lose", "ugly"]
+FILLER = ["the", "a", "movie", "was", "is", "it", "this", "and", "very", "so"]
+
+
+def tiny_config(layers=3, hidden=128, heads=4, ffn=256, vocab=120, labels=2) -> BertConfig:
+    return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                      intermediate_size=ffn, max_position_embeddings=64, num_labels=labels,
+                      attn_implementation="eager")
+
+
+def tiny_model(seed=0, **kw) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_config(**kw)).eval()
+
+
+def random_split(n=64, length=16, vocab=120, seed=0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (n, length), generator=g)
+    lengths = torch.randint(length // 2, length + 1, (n,), generator=g)
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    ids = ids * mask
+    labels = torch.randint(0, 2, (n,), generator=g)
+    return Split(ids, mask, labels, [""] * n)
+
+
+@pytest.fixture
+def model():
+    return tiny_model()
+
+
+@pytest.fixture
+def split():
+    return random_split()
+
+
+def write_tiny_task(root, n=400, seed=0):
+    """A task directory: a tiny BERT teacher with a real WordPiece tokenizer, and a learnable CSV."""
+    from transformers import BertTokenizerFast
+
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS_POS + WORDS_NEG + FILLER
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    teacher = root / "teacher"
+    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    tok.save_pretrained(teacher)
+    tiny_model(vocab=len(vocab), layers=2, hidden=64, heads=2, ffn=128).save_pretrained(teacher)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = WORDS_POS if label else WORDS_NEG
+        pick = lambda pool, k: [pool[j] for j in torch.randint(0, len(pool), (k,), generator=g)]  # noqa: E731
+        rows.append({"sentence": " ".join(pick(FILLER, 4) + pick(words, 2) + pick(FILLER, 2)) + f" {i}",
+                     "y": "pos" if label else "neg"})
+    pd.DataFrame(rows).to_csv(root / "data.csv", index=False)
+    (root / "task.yaml").write_text(
+        "name: tiny\nteacher: teacher\ndata:\n  path: data.csv\n  text_column: sentence\n  label_column: y\n"
+        "  validation_fraction: 0.25\nmax_length: 16\nfinetune:\n  epochs: 3\n  learning_rate: 0.001\n")
+    return root / "task.yaml"

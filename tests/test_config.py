@@ -1,0 +1,98 @@
+"""Every bad input gives one line naming file and key, and exit code 2; shipped files load."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.errors import ConfigError
+from search.space import Choice, Range, load_space
+from search.target import load_target
+from search.tasks import load_task
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_TARGET = (ROOT / "targets" / "local_cpu.yaml").read_text()
+
+
+def test_shipped_targets_and_space_load():
+    orin = load_target("jetson_orin")  # bare name resolved in targets/
+    assert orin.device.latency == "estimated" and orin.device.peak_tops["int8"] == 20
+    assert orin.budget.accuracy_floor.resolve(0.98) == pytest.approx(0.965)
+    local = load_target(str(ROOT / "targets" / "local_cpu.yaml"))
+    assert local.device.latency == "measured" and local.workload.sequence_length == 128
+    space = load_space("default")
+    assert space.knobs["distill.layers"] == Range(1, 4, None, True)
+    assert space.knobs["quant.bits"] == Choice((32, 8, 4))
+
+
+@pytest.mark.parametrize("edit, key, words", [
+    (("threads: 1", "threads: 1\n  colour: red"), "device.colour", "unknown key"),
+    (("p99_latency_ms: 12.0", "p99_latency_ms: fast"), "budget.p99_latency_ms", "expected a number"),
+    (("p99_latency_ms: 12.0", "p99_latency_ms: -1"), "budget.p99_latency_ms", "must be >"),
+    (("memory_mb: 30", "memory_mb: 99999"), "budget.memory_mb", "more than the device has"),
+    (("max_drop: 0.015", "max_drop: 0.015\n    absolute: 0.9"), "budget.accuracy_floor", "exactly one"),
+    (("latency: measured", "latency: guessed"), "device.latency", "allowed: measured, estimated"),
+    (("sequence_length: 128", "sequence_length: 128.5"), "workload.sequence_length", "integer"),
+])
+def test_target_errors_name_file_and_key(tmp_path, edit, key, words):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD_TARGET.replace(*edit))
+    with pytest.raises(ConfigError) as err:
+        load_target(str(bad))
+    assert str(err.value).startswith(f"{bad}: {key}") and words in str(err.value)
+
+
+def test_estimated_target_needs_bandwidth(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text((ROOT / "targets" / "jetson_orin.yaml").read_text().replace("memory_bandwidth_gbps: 68", ""))
+    with pytest.raises(ConfigError, match="device.memory_bandwidth_gbps: missing"):
+        load_target(str(bad))
+
+
+def test_malformed_and_missing_files(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("budget: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: line \d+: malformed YAML"):
+        load_target(str(bad))
+    with pytest.raises(ConfigError, match="no such target file"):
+        load_target(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("edit, key", [
+    (("layers: {low: 1, high: 4}", "layers: {low: 5, high: 4}"), "distill.layers.low"),
+    (("step: 64}", "step: 48}"), "distill.hidden"),
+    (("bits: [32, 8, 4]", "bits: [32, 8, 3]"), "quant.bits"),
+    (("epochs: {low: 1, high: 2}", "epochs: {low: 1, high: 2}\n  dropout: 0.1"), "distill.dropout"),
+    (("ratio: {low: 0.2, high: 0.6, step: 0.1}", "ratio: {low: 0.2, high: 0.6, step: 0.25}"), "prune.ratio.step"),
+])
+def test_space_errors(tmp_path, edit, key):
+    bad = tmp_path / "space.yaml"
+    bad.write_text((ROOT / "spaces" / "default.yaml").read_text().replace(*edit))
+    with pytest.raises(ConfigError) as err:
+        load_space(str(bad))
+    assert str(err.value).startswith(f"{bad}: {key}")
+
+
+def test_task_errors(tmp_path):
+    task = tmp_path / "task.yaml"
+    task.write_text("teacher: missing_dir\ndata: {path: d.csv}\n")
+    with pytest.raises(ConfigError, match="task.yaml: teacher: .* no config.json"):
+        load_task(str(task))
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD_TARGET.replace("threads: 1", "threads: 1\n  colour: red"))
+    proc = subprocess.run([sys.executable, "-m", "search", "run", "--target", str(bad)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "device.colour: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_help_on_every_subcommand():
+    for args in (["--help"], ["run", "--help"]):
+        proc = subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0 and "usage:" in proc.stdout
