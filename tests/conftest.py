@@ -27,7 +27,12 @@ def tiny_config(layers=3, hidden=128, heads=4, ffn=256, vocab=120, labels=2) -> 
 
 def tiny_model(seed=0, **kw) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    return BertForSequenceClassification(tiny_config(**kw)).eval()
+    model = BertForSequenceClassification(tiny_config(**kw)).eval()
+    with torch.no_grad():  # like a trained model: no two biases/norms equal (the exporter would share them)
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.02)
+    return model
 
 
 def random_split(n=64, length=16, vocab=120, seed=0) -> Split:

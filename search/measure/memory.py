@@ -50,18 +50,17 @@ def activation_bytes(shape: ModelShape, batch_size: int, sequence_length: int) -
 def predicted_weight_bytes(shape: ModelShape, quant: QuantParams) -> int:
     """Weight bytes the artifact will have, from the shape alone (for rejecting before training)."""
     linears = shape.linear_shapes()
-    encoder, head = linears[:-2], linears[-2:]  # pooler and classifier are Gemm: left fp32 by every recipe
-    biases_norms = sum(o for _, o in linears) + 4 * shape.hidden * (2 * shape.layers + 1)  # + LN gamma/beta
+    encoder, head = linears[:-2], linears[-2:]  # pooler and classifier are Gemm nodes
+    vectors = sum(o for _, o in linears) + 2 * shape.hidden * (2 * shape.layers + 1)  # biases, LN gamma/beta
     embeddings = (shape.vocab + shape.max_positions + shape.type_vocab) * shape.hidden
-    fp32 = 4 * (biases_norms + sum(i * o for i, o in head))
+    head_params = sum(i * o for i, o in head)
     if quant.bits == 32:
-        return fp32 + 4 * (embeddings + sum(i * o for i, o in encoder))
-    if quant.activations == "dynamic_int8":  # int8 + per-tensor scale and zero point
-        return fp32 + embeddings + sum(i * o for i, o in encoder)
+        return 4 * (vectors + embeddings + head_params + sum(i * o for i, o in encoder))
+    if quant.activations == "dynamic_int8":  # every matrix incl. the Gemm head to int8, per-tensor scale
+        return 4 * vectors + embeddings + head_params + sum(i * o for i, o in encoder)
 
     def blocked(i, o, g):  # MatMulNBits: packed K rounded up to blocks, one fp32 scale per block
-        blocks = -(-i // g)
-        return o * blocks * (g * quant.bits // 8 + 4)
+        return o * -(-i // g) * (g * quant.bits // 8 + 4)
 
     g = quant.group_size
     matmuls = sum(blocked(i, o, g) for i, o in encoder)
@@ -69,4 +68,4 @@ def predicted_weight_bytes(shape: ModelShape, quant: QuantParams) -> int:
         emb = sum(blocked(shape.hidden, rows, g) for rows in (shape.vocab, shape.max_positions, shape.type_vocab))
     else:
         emb = 4 * embeddings
-    return fp32 + matmuls + emb
+    return 4 * (vectors + head_params) + matmuls + emb  # weight-only leaves the Gemm head in fp32

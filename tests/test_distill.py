@@ -1,0 +1,71 @@
+"""Students are cut from the teacher exactly as asked, and start from the teacher's weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import random_split, tiny_model
+from search import arch
+from search.candidate import DistillParams
+from search.compress import distill
+from search.train import KD, logits_of
+
+
+@pytest.mark.parametrize("n_teacher, n_student, expected", [
+    (6, 1, [5]), (6, 2, [0, 5]), (6, 3, [0, 2, 5]), (6, 6, [0, 1, 2, 3, 4, 5]), (3, 2, [0, 2])])
+def test_teacher_layers_evenly_spaced_keep_last(n_teacher, n_student, expected):
+    assert distill.teacher_layers(n_teacher, n_student) == expected
+
+
+@pytest.mark.parametrize("layers, hidden, heads, ffn", [(1, 64, 2, 64), (2, 96, 3, 128), (3, 128, 4, 256),
+                                                        (2, 128, 1, 32)])
+def test_student_has_the_sampled_shape(model, split, layers, hidden, heads, ffn):
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    student = distill.build_student(model, DistillParams(layers, hidden, heads, ffn), imp)
+    shape = arch.shape_of(student)
+    assert (shape.layers, shape.hidden, shape.heads, shape.ffn) == (layers, hidden, (heads,) * layers,
+                                                                   (ffn,) * layers)
+    assert student.config.num_hidden_layers == layers and student.config.hidden_size == hidden
+    ids, mask, _ = split.batch(torch.arange(4))
+    assert student(input_ids=ids, attention_mask=mask).logits.shape == (4, 2)
+
+
+def test_full_size_student_is_the_teacher(model, split):
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    student = distill.build_student(model, DistillParams(3, 128, 4, 256), imp)
+    assert torch.allclose(logits_of(student, split), logits_of(model, split), atol=1e-5)
+
+
+def test_cut_keeps_teacher_weights(model, split):
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    student = distill.build_student(model, DistillParams(1, 128, 4, 256), imp)
+    # one layer kept: the teacher's last, weights copied unchanged
+    assert torch.equal(student.bert.encoder.layer[0].output.dense.weight,
+                       model.bert.encoder.layer[2].output.dense.weight)
+
+
+def test_too_large_student_is_a_candidate_error(model, split):
+    from search.errors import CandidateError
+
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    with pytest.raises(CandidateError):
+        distill.build_student(model, DistillParams(4, 128, 4, 256), imp)
+
+
+def test_distillation_trains_towards_teacher_and_caches(tmp_path, model):
+    data = random_split(n=64)
+    teacher_logits = logits_of(model, data) * 5
+    imp = arch.measure_importance(model, data.input_ids[:16], data.attention_mask[:16])
+    params = DistillParams(1, 64, 2, 64, temperature=1.0, alpha=1.0, epochs=3)
+    before = distill.build_student(model, params, imp)
+    kd = KD(teacher_logits, 1.0, 1.0)
+    idx = torch.arange(len(data))
+    loss_before = kd.loss(logits_of(before, data), data.labels, idx).item()
+    student = distill.apply(model, params, importance=imp, train_split=data, teacher_logits=teacher_logits,
+                            cache_dir=tmp_path, task_key="t", seed=0, log=lambda s: None)
+    assert kd.loss(logits_of(student, data), data.labels, idx).item() < loss_before
+    cached = list(tmp_path.glob("student-*.safetensors"))
+    assert len(cached) == 1
+    again = distill.apply(model, params, importance=imp, train_split=data, teacher_logits=teacher_logits,
+                          cache_dir=tmp_path, task_key="t", seed=0, log=lambda s: None)
+    assert torch.equal(logits_of(again, data), logits_of(student, data))

@@ -1,0 +1,90 @@
+"""The onnxruntime artifact: numerics agree with torch, 4-bit groups are real, bytes are predicted."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from search import arch
+from search.candidate import QuantParams
+from search.compress import quantize
+from search.measure import accuracy, memory
+from search.train import logits_of
+
+ALL_QUANT = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
+             QuantParams(4, 64), QuantParams(4, 128)]
+
+
+def _onnx_logits(path, split):
+    sess = accuracy.session(path, 2)
+    ids, mask, _ = split.batch(torch.arange(len(split)))
+    return sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+
+
+def test_fp32_artifact_matches_torch(model, split, tmp_path):
+    path = quantize.quantize_artifact(model, QuantParams(32), tmp_path)
+    ref = logits_of(model, split).numpy()
+    assert np.abs(_onnx_logits(path, split) - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("quant", ALL_QUANT[1:], ids=lambda q: f"{q.bits}-{q.group_size}-{q.activations}")
+def test_quantized_artifact_stays_close(model, split, tmp_path, quant):
+    path = quantize.quantize_artifact(model, quant, tmp_path)
+    ref = logits_of(model, split).numpy()
+    err = np.abs(_onnx_logits(path, split) - ref).max()
+    assert 0 < err < 0.25 * np.abs(ref).max()  # changed (really quantized), but not broken
+
+
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_4bit_groups_have_at_most_16_levels_and_round_to_nearest(tmp_path, group):
+    from conftest import tiny_model
+
+    model = tiny_model(hidden=256, heads=8, ffn=512, layers=1)
+    path = quantize.quantize_artifact(model, QuantParams(4, group), tmp_path)
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    node = next(n for n in graph.node if n.op_type == "MatMulNBits" and "layer.0/intermediate" in n.name)
+    packed = numpy_helper.to_array(inits[node.input[1]])  # [N, blocks, group/2] uint8
+    scales = numpy_helper.to_array(inits[node.input[2]]).reshape(packed.shape[0], packed.shape[1])
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["bits"] == 4 and attrs["block_size"] == group
+    q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(packed.shape[0], packed.shape[1], group)
+    dequant = (q.astype(np.float32) - 8) * scales[..., None]  # symmetric: zero point 8
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight.detach().numpy()  # [N, K]
+    w = weight.reshape(weight.shape[0], -1, group)
+    assert q.shape == w.shape
+    for n in range(0, w.shape[0], 37):
+        for b in range(w.shape[1]):
+            assert len(np.unique(dequant[n, b])) <= 16
+    # round-to-nearest: within half a step of the grid, except values clipped at the grid's ends
+    err, step = np.abs(dequant - w), np.abs(scales[..., None])
+    clipped = (q == 0) | (q == 15)
+    assert (err[~clipped] <= step.repeat(group, -1)[~clipped] / 2 + 1e-6).all()
+    assert (err <= step + 1e-6).all()
+
+
+@pytest.mark.parametrize("quant", ALL_QUANT, ids=lambda q: f"{q.bits}-{q.group_size}-{q.activations}")
+def test_predicted_weight_bytes_match_the_artifact(model, tmp_path, quant):
+    path = quantize.quantize_artifact(model, quant, tmp_path)
+    measured = memory.weight_bytes(path)
+    predicted = memory.predicted_weight_bytes(arch.shape_of(model), quant)
+    assert predicted == pytest.approx(measured, rel=0.03)
+
+
+def test_4bit_bytes_count_packed_nibbles(model, tmp_path):
+    path = quantize.quantize_artifact(model, QuantParams(4, 32), tmp_path)
+    fp32 = quantize.quantize_artifact(model, QuantParams(32), tmp_path / "fp32")
+    assert memory.weight_bytes(path) < 0.25 * memory.weight_bytes(fp32)
+
+
+def test_structured_pruning_shrinks_onnx_weights(model, split, tmp_path):
+    from search.compress import prune
+
+    dense = memory.weight_bytes(quantize.quantize_artifact(model, QuantParams(32), tmp_path / "dense"))
+    prune.structured(model, 0.5, arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16]))
+    pruned = memory.weight_bytes(quantize.quantize_artifact(model, QuantParams(32), tmp_path / "pruned"))
+    # embeddings stay; each layer's attention and FFN matrices halve
+    layer_bytes = 4 * 3 * (4 * 128 * 128 + 2 * 128 * 256)
+    assert dense - pruned == pytest.approx(layer_bytes / 2, rel=0.02)
