@@ -59,7 +59,7 @@ def latency_of(ctx: Context, shape: arch.ModelShape, quant: QuantParams, sparse_
         return roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
     if artifact is None:
         raise ValueError("measured latency needs an artifact")
-    return measure(artifact, wl.batch_size, wl.sequence_length, dev.threads)
+    return measure(artifact, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab)
 
 
 def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:

@@ -22,12 +22,12 @@ class Latency:
         return asdict(self)
 
 
-def measure(path: Path, batch_size: int, sequence_length: int, threads: int, rounds: int = 5,
+def measure(path: Path, batch_size: int, sequence_length: int, threads: int, vocab_size: int, rounds: int = 5,
             runs_per_round: int = 40, warmup: int = 10, seed: int = 0) -> Latency:
     """Warm-up, then several rounds; p50 is the median of all runs, p99 their 99th percentile."""
     sess = session(path, threads)
     rng = np.random.default_rng(seed)
-    feed = {"input_ids": rng.integers(1000, 2000, (batch_size, sequence_length), dtype=np.int64),
+    feed = {"input_ids": rng.integers(1, vocab_size, (batch_size, sequence_length), dtype=np.int64),
             "attention_mask": np.ones((batch_size, sequence_length), dtype=np.int64)}
     for _ in range(warmup):
         sess.run(["logits"], feed)

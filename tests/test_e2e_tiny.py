@@ -1,0 +1,106 @@
+"""The whole `python -m search run` on a tiny teacher and task: outputs, resume, errors (seconds, no network)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import write_tiny_task
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = """distill:
+  layers: {low: 1, high: 2}
+  hidden: {low: 32, high: 64, step: 32}
+  heads: {low: 1, high: 2}
+  ffn: {low: 64, high: 128, step: 64}
+  temperature: 2.0
+  alpha: {low: 0.5, high: 1.0, step: 0.5}
+  epochs: 2
+prune:
+  type: [none, unstructured, structured, "2:4"]
+  ratio: {low: 0.25, high: 0.5, step: 0.25}
+  recovery_steps: 4
+quant:
+  bits: [32, 8, 4]
+  group_size: [32]
+  activations: [none, dynamic_int8]
+"""
+TARGET = """name: tiny_local
+device: {latency: measured, memory_mb: 1000, threads: 1}
+workload: {batch_size: 1, sequence_length: 16}
+budget:
+  memory_mb: {memory}
+  p99_latency_ms: 100
+  accuracy_floor: {max_drop: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    task = write_tiny_task(root / "task")
+    (root / "space.yaml").write_text(SPACE)
+    (root / "target.yaml").write_text(TARGET.replace("{memory}", "50"))
+    (root / "impossible.yaml").write_text(TARGET.replace("{memory}", "0.001"))
+    return root, task
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(root / "results")}
+    return subprocess.run([sys.executable, "-m", "search", "run", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=600)
+
+
+def test_run_writes_every_output_and_resumes(files):
+    root, task = files
+    proc = run_cli(root, "--target", str(root / "target.yaml"), "--space", str(root / "space.yaml"),
+                   "--task", str(task), "--trials", "3", "--run-id", "r1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = root / "results" / "r1"
+    for name in ("study.db", "trials.csv", "pareto.csv", "selected.json", "dashboard.html", "model/model.onnx"):
+        assert (run / name).is_file(), name
+    selected = json.loads((run / "selected.json").read_text())
+    assert set(selected) >= {"trial", "params", "metrics", "budget", "meets_budget", "teacher", "why"}
+    assert set(selected["metrics"]) == {"accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms",
+                                        "latency_source"}
+    assert selected["metrics"]["latency_source"] == "measured" and selected["meets_budget"] is True
+    assert selected["budget"]["accuracy_floor"] == pytest.approx(selected["teacher"]["accuracy"] - 0.5, abs=1e-6)
+    trials = pd.read_csv(run / "trials.csv")
+    assert (trials["state"] == "COMPLETE").sum() == 3
+    assert set(trials["state"]) <= {"COMPLETE", "PRUNED", "FAIL"}
+    assert "teacher (fp32)" in proc.stdout and "why:" in proc.stdout
+    page = (run / "dashboard.html").read_text()
+    assert "plotly" in page and "<script src=" not in page  # plotly.js inlined: works offline
+
+    proc = run_cli(root, "--resume", "r1", "--trials", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run / 'study.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+    assert all("memory_mb" in t.user_attrs and len(t.constraints) == 3 for t in done)
+
+
+def test_impossible_budget_is_refused_before_training(files):
+    root, task = files
+    proc = run_cli(root, "--target", str(root / "impossible.yaml"), "--space", str(root / "space.yaml"),
+                   "--task", str(task), "--trials", "2")
+    assert proc.returncode == 2
+    assert "impossible.yaml: budget.memory_mb: 0.001 MB, but the smallest recipe" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_teacher_checkpoint_is_one_line(files, tmp_path):
+    root, task = files
+    bad = tmp_path / "task"
+    write_tiny_task(bad)
+    (bad / "teacher" / "model.safetensors").write_bytes(b"not a checkpoint")
+    proc = run_cli(tmp_path, "--target", str(root / "target.yaml"), "--space", str(root / "space.yaml"),
+                   "--task", str(bad / "task.yaml"), "--trials", "1")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "task.yaml: teacher: cannot load weights" in proc.stderr and "Traceback" not in proc.stderr

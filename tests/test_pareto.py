@@ -1,0 +1,49 @@
+"""Pure selection logic with exact expectations."""
+from __future__ import annotations
+
+from search import pareto
+
+BUDGET = {"memory_mb": 20.0, "p99_latency_ms": 3.0, "accuracy_floor": 0.95}
+
+
+def row(trial, acc, p99, mem):
+    return {"trial": trial, "params": {}, "metrics": {"accuracy": acc, "p99_latency_ms": p99, "memory_mb": mem}}
+
+
+def test_front_drops_dominated_points():
+    pts = [{"accuracy": 0.9, "p99_latency_ms": 2, "memory_mb": 10},
+           {"accuracy": 0.8, "p99_latency_ms": 3, "memory_mb": 12},  # dominated by the first
+           {"accuracy": 0.95, "p99_latency_ms": 5, "memory_mb": 10},
+           {"accuracy": 0.9, "p99_latency_ms": 2, "memory_mb": 10}]  # equal to the first: both stay
+    assert pareto.front(pts) == [pts[0], pts[2], pts[3]]
+
+
+def test_feasible_and_violations():
+    m = {"accuracy": 0.96, "p99_latency_ms": 3.5, "memory_mb": 19.0}
+    assert pareto.violations(m, BUDGET) == {"memory_mb": -1.0, "p99_latency_ms": 0.5,
+                                            "accuracy": -0.010000000000000009}
+    assert not pareto.feasible(m, BUDGET)
+    assert pareto.feasible({**m, "p99_latency_ms": 3.0}, BUDGET)  # on the line counts as met
+
+
+def test_select_most_accurate_feasible_with_tie_break_and_reasons():
+    rows = [row(0, 0.99, 5.0, 10), row(1, 0.97, 2.5, 15), row(2, 0.97, 2.0, 18), row(3, 0.96, 1.0, 5)]
+    out = pareto.select(rows, BUDGET)
+    assert out["meets_budget"] and out["selected"]["trial"] == 2
+    why = "\n".join(out["why"])
+    assert "3 candidates that meet every budget (of 4 completed)" in why
+    assert "tied on accuracy with trial(s) 1" in why
+    assert "tightest resource budget: p99_latency_ms" not in why  # memory margin 10% < latency 33%
+    assert "tightest resource budget: memory_mb" in why
+    assert "runner-up trial 1: +0.00 pts accuracy, +0.50 ms p99, -3.00 MB" in why
+
+
+def test_select_when_nothing_fits_names_the_budget_and_closest():
+    rows = [row(0, 0.99, 5.0, 10), row(1, 0.97, 3.3, 12)]
+    out = pareto.select(rows, BUDGET)
+    assert not out["meets_budget"] and out["selected"]["trial"] == 1
+    assert "no candidate met p99_latency_ms at all" in out["why"] and "Closest: trial 1" in out["why"]
+
+
+def test_select_empty():
+    assert pareto.select([], BUDGET) == {"selected": None, "meets_budget": False, "why": "no trial completed"}
