@@ -19,9 +19,9 @@ WORDS_NEG = ["bad", "awful", "poor", "sad", "hate", "worst", "lose", "ugly"]
 FILLER = ["the", "a", "movie", "was", "is", "it", "this", "and", "very", "so"]
 
 
-def tiny_config(layers=3, hidden=128, heads=4, ffn=256, vocab=120, labels=2) -> BertConfig:
+def tiny_config(layers=3, hidden=128, heads=4, ffn=256, vocab=120, labels=2, positions=64) -> BertConfig:
     return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                      intermediate_size=ffn, max_position_embeddings=64, num_labels=labels,
+                      intermediate_size=ffn, max_position_embeddings=positions, num_labels=labels,
                       attn_implementation="eager")
 
 
