@@ -44,7 +44,7 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
     model.train()
     order = torch.empty(0, dtype=torch.long)
     recent = []
-    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0)
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0, disable=None)  # None: off when not a TTY
     for _ in bar:
         if len(order) < batch_size:
             order = torch.cat([order, torch.randperm(len(data), generator=gen)])
