@@ -119,6 +119,5 @@ def summary_table(selected: dict, budget: dict) -> str:
         lines.append(f"{label:16s}{tv:>18s}{sv:>18s}{limit:>16s}")
     lines.append(f"{'p50 ms':16s}{t['p50_latency_ms']:>18.2f}{(s['p50_latency_ms'] if s else float('nan')):>18.2f}")
     lines.append(f"latency: {t['latency_source']}")
-    why = selected["why"] if isinstance(selected["why"], list) else [selected["why"]]
-    lines += ["why: " + why[0]] + ["     " + w for w in why[1:]]
+    lines += ["why: " + selected["why"][0]] + ["     " + w for w in selected["why"][1:]]
     return "\n".join(lines)

@@ -42,13 +42,52 @@ def _trade(a: dict, b: dict) -> str:
             f"{b['p99_latency_ms'] - a['p99_latency_ms']:+.2f} ms p99, {b['memory_mb'] - a['memory_mb']:+.2f} MB")
 
 
-def select(rows: list[dict], budget: dict) -> dict:
-    """Default policy: the most accurate candidate within every budget; ties go to lower p99, then memory.
+POLICIES = ("accuracy", "latency", "memory", "knee")
+
+
+def _knee_distance(rows: list[dict]) -> dict:
+    """Distance to the utopia point after scaling each objective to [0, 1] over the rows (flat dicts)."""
+    span = {}
+    for k in OBJECTIVES:
+        vals = [r[k] for r in rows]
+        span[k] = (min(vals), max(vals) - min(vals) or 1.0)
+    dist = {}
+    for r in rows:
+        parts = []
+        for k, sign in OBJECTIVES.items():
+            lo, width = span[k]
+            x = (r[k] - lo) / width
+            parts.append((1 - x) if sign > 0 else x)  # 0 = best value seen
+        dist[r["trial"]] = sum(p * p for p in parts) ** 0.5
+    return dist
+
+
+def _ranking(policy: str, ok: list[dict]):
+    """Sort key and the sentence that says what the policy optimises; later keys break ties."""
+    acc = lambda r: -r["metrics"]["accuracy"]  # noqa: E731
+    p99 = lambda r: r["metrics"]["p99_latency_ms"]  # noqa: E731
+    mem = lambda r: r["metrics"]["memory_mb"]  # noqa: E731
+    if policy == "accuracy":
+        return (lambda r: (acc(r), p99(r), mem(r))), "most accurate", "lower p99 latency, then lower memory"
+    if policy == "latency":
+        return (lambda r: (p99(r), acc(r), mem(r))), "lowest p99 latency", "higher accuracy, then lower memory"
+    if policy == "memory":
+        return (lambda r: (mem(r), acc(r), p99(r))), "smallest memory", "higher accuracy, then lower p99 latency"
+    if policy == "knee":
+        dist = _knee_distance(front([r["metrics"] | {"trial": r["trial"]} for r in ok]))
+        return ((lambda r: (dist.get(r["trial"], float("inf")), acc(r))),
+                "knee of the front (closest to the best of all three objectives, each scaled to [0, 1])",
+                "higher accuracy")
+    raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+
+
+def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
+    """Pick the deploy candidate among those within every budget (default: the most accurate).
 
     rows: {"trial", "params", "metrics"} of completed trials. Returns {"selected", "meets_budget", "why"}.
     """
     if not rows:
-        return {"selected": None, "meets_budget": False, "why": "no trial completed"}
+        return {"selected": None, "meets_budget": False, "why": ["no trial completed"]}
     ok = [r for r in rows if feasible(r["metrics"], budget)]
     if not ok:
         def excess(r):  # relative shortfall summed over budgets, to name the closest candidate
@@ -57,23 +96,22 @@ def select(rows: list[dict], budget: dict) -> dict:
         closest = min(rows, key=excess)
         missed = {k for r in rows for k, v in violations(r["metrics"], budget).items() if v > 0}
         never = [k for k in OBJECTIVES if all(violations(r["metrics"], budget)[k] > 0 for r in rows)]
-        why = (f"no candidate met every budget; missed: {', '.join(sorted(missed))}"
-               + (f"; no candidate met {', '.join(never)} at all" if never else "")
-               + f". Closest: trial {closest['trial']} ("
-               + "; ".join(_margin_text(k, closest["metrics"], budget) for k in OBJECTIVES) + ")")
+        why = [f"no candidate met every budget; missed: {', '.join(sorted(missed))}"
+               + (f"; no candidate met {', '.join(never)} at all" if never else ""),
+               f"closest: trial {closest['trial']}: "
+               + "; ".join(_margin_text(k, closest["metrics"], budget) for k in OBJECTIVES)]
         return {"selected": closest, "meets_budget": False, "why": why}
-    ranked = sorted(ok, key=lambda r: (-r["metrics"]["accuracy"], r["metrics"]["p99_latency_ms"],
-                                       r["metrics"]["memory_mb"]))
+    key, goal, tie_rule = _ranking(policy, ok)
+    ranked = sorted(ok, key=key)
     best, m = ranked[0], ranked[0]["metrics"]
-    ties = [r for r in ranked[1:] if r["metrics"]["accuracy"] == m["accuracy"]]
+    ties = [r for r in ranked[1:] if key(r)[0] == key(best)[0]]
     margins = {k: _margin_text(k, m, budget) for k in OBJECTIVES}
     tightest = min(("memory_mb", "p99_latency_ms"), key=lambda k: (budget[k] - m[k]) / budget[k])
-    why = [f"most accurate of {len(ok)} candidates that meet every budget (of {len(rows)} completed)",
+    why = [f"policy {policy}: {goal} of {len(ok)} candidates that meet every budget (of {len(rows)} completed)",
            "margins: " + "; ".join(margins.values()),
            f"tightest resource budget: {tightest}"]
     if ties:
-        why.append(f"tied on accuracy with trial(s) {', '.join(str(r['trial']) for r in ties)}: "
-                   "broken by lower p99 latency, then lower memory")
+        why.append(f"tied with trial(s) {', '.join(str(r['trial']) for r in ties)}: broken by {tie_rule}")
     for r in ranked[1:3]:
         why.append(f"runner-up trial {r['trial']}: {_trade(m, r['metrics'])}")
     return {"selected": best, "meets_budget": True, "why": why}

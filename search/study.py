@@ -16,7 +16,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from . import arch, outputs
-from .candidate import Candidate, DistillParams, PruneParams, QuantParams
+from .candidate import HEAD_DIM, Candidate, DistillParams, PruneParams, QuantParams
 from .errors import CandidateError, ConfigError
 from .pipeline import Context, make_context, measure_teacher, run_candidate, screen
 from .space import Space, check_against_teacher, values
@@ -38,7 +38,7 @@ def smallest_candidates(space: Space) -> list[Candidate]:
     k = space.knobs
     low = lambda name: min(values(k[name]))  # noqa: E731
     distill = DistillParams(layers=low("distill.layers"), hidden=low("distill.hidden"),
-                            heads=min(low("distill.heads"), low("distill.hidden") // 32), ffn=low("distill.ffn"))
+                            heads=min(low("distill.heads"), low("distill.hidden") // HEAD_DIM), ffn=low("distill.ffn"))
     prune = (PruneParams("structured", max(values(k["prune.ratio"])))
              if "structured" in values(k["prune.type"]) else PruneParams())
     quants = []

@@ -31,8 +31,8 @@ def test_select_most_accurate_feasible_with_tie_break_and_reasons():
     out = pareto.select(rows, BUDGET)
     assert out["meets_budget"] and out["selected"]["trial"] == 2
     why = "\n".join(out["why"])
-    assert "3 candidates that meet every budget (of 4 completed)" in why
-    assert "tied on accuracy with trial(s) 1" in why
+    assert "policy accuracy: most accurate of 3 candidates that meet every budget (of 4 completed)" in why
+    assert "tied with trial(s) 1: broken by lower p99 latency, then lower memory" in why
     assert "tightest resource budget: p99_latency_ms" not in why  # memory margin 10% < latency 33%
     assert "tightest resource budget: memory_mb" in why
     assert "runner-up trial 1: +0.00 pts accuracy, +0.50 ms p99, -3.00 MB" in why
@@ -42,8 +42,17 @@ def test_select_when_nothing_fits_names_the_budget_and_closest():
     rows = [row(0, 0.99, 5.0, 10), row(1, 0.97, 3.3, 12)]
     out = pareto.select(rows, BUDGET)
     assert not out["meets_budget"] and out["selected"]["trial"] == 1
-    assert "no candidate met p99_latency_ms at all" in out["why"] and "Closest: trial 1" in out["why"]
+    assert "no candidate met p99_latency_ms at all" in out["why"][0] and out["why"][1].startswith("closest: trial 1")
 
 
 def test_select_empty():
-    assert pareto.select([], BUDGET) == {"selected": None, "meets_budget": False, "why": "no trial completed"}
+    assert pareto.select([], BUDGET) == {"selected": None, "meets_budget": False, "why": ["no trial completed"]}
+
+
+def test_other_policies():
+    rows = [row(0, 0.99, 5.0, 10), row(1, 0.97, 2.5, 15), row(2, 0.97, 2.0, 18), row(3, 0.96, 1.0, 5)]
+    assert pareto.select(rows, BUDGET, "latency")["selected"]["trial"] == 3
+    assert pareto.select(rows, BUDGET, "memory")["selected"]["trial"] == 3
+    rows = [row(0, 0.99, 2.9, 19), row(1, 0.98, 1.5, 10), row(2, 0.951, 1.0, 5)]
+    # scaled: trial 1 sits at (0.5, 0.26, 0.36) from the utopia point; the ends are 1 away on some axis
+    assert pareto.select(rows, BUDGET, "knee")["selected"]["trial"] == 1
