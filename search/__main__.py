@@ -78,6 +78,55 @@ def _cmd_run(args) -> int:
     return 0 if selected["meets_budget"] else 3
 
 
+def _run_dir(name: str) -> Path:
+    from .errors import ConfigError
+
+    for candidate in (Path(name), RESULTS_DIR / name):
+        if (candidate / "study.db").is_file():
+            return candidate
+    raise ConfigError(name, "RUN", f"no run here (no study.db); give a directory under {RESULTS_DIR} or a path")
+
+
+def _cmd_select(args) -> int:
+    from .outputs import finish, load_study
+
+    _quiet_libraries()
+    run_dir = _run_dir(args.run)
+    selected = finish(load_study(run_dir), run_dir, policy=args.policy, log=lambda s: print(s, flush=True))
+    return 0 if selected["meets_budget"] else 3
+
+
+def _cmd_report(args) -> int:
+    import json
+
+    from .outputs import completed_rows, load_study
+    from .report import front_info, render
+
+    _quiet_libraries()
+    runs = []
+    for name in args.runs:
+        run_dir = _run_dir(name)
+        saved = json.loads((run_dir / "budget.json").read_text())
+        teacher = json.loads((run_dir / "teacher.json").read_text())
+        selected = run_dir / "selected.json"
+        trial = json.loads(selected.read_text())["trial"] if selected.is_file() else None
+        info = front_info(completed_rows(load_study(run_dir)), saved["budget"], teacher, trial)
+        runs.append((f"{run_dir.name} ({saved['target']})", info))
+    default = _run_dir(args.runs[0]) / "dashboard.html" if len(args.runs) == 1 else RESULTS_DIR / "compare.html"
+    out = Path(args.out) if args.out else default
+    render(runs, out, " vs ".join(name for name, _ in runs))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export
+
+    out = export(_run_dir(args.run), Path(args.out))
+    print(f"exported to {out}: model.onnx, tokenizer, recipe.json, DEPLOY.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=(
         "Budget-driven compression search: distill, prune and quantize a teacher until it fits a device."))
@@ -99,6 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="name of the results directory (default: target-time)")
     run.add_argument("--resume", default=None, metavar="RUN", help="continue results/RUN with its saved inputs")
     run.set_defaults(func=_cmd_run)
+
+    from .pareto import POLICIES
+
+    sel = sub.add_parser("select", help="choose the deploy candidate of a finished run", description=(
+        "Re-select from a run's completed trials and rewrite selected.json, dashboard.html and model/. "
+        "Exit 0 when a candidate meets every budget, 3 when none does (the closest is named)."))
+    sel.add_argument("run", help="run directory name under results/, or a path")
+    sel.add_argument("--policy", choices=POLICIES, default="accuracy",
+                     help="accuracy: most accurate within every budget (default); latency: fastest; memory: "
+                          "smallest; knee: the knee of the front")
+    sel.set_defaults(func=_cmd_select)
+
+    rep = sub.add_parser("report", help="write the dashboard of one or several runs (fronts overlaid)",
+                         description="Self-contained HTML (plotly.js inlined): fronts, budgets, teacher, selection.")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="run directory names under results/, or paths")
+    rep.add_argument("--out", default=None, help="output HTML (default: RUN/dashboard.html, or "
+                                                 "results/compare.html for several runs)")
+    rep.set_defaults(func=_cmd_report)
+
+    exp = sub.add_parser("export", help="copy the selected model, its tokenizer and a deploy card to a folder",
+                         description="Writes model.onnx (the exact artifact measured), tokenizer files, "
+                                     "recipe.json and DEPLOY.md (budget, margins, recipe, checksums, usage).")
+    exp.add_argument("run", help="run directory name under results/, or a path")
+    exp.add_argument("--out", required=True, help="destination folder")
+    exp.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -43,8 +43,7 @@ def completed_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         rows.append({"trial": t.number, "params": dict(t.params), "label": t.user_attrs.get("label", ""),
-                     "metrics": {k: t.user_attrs[k] for k in METRIC_COLUMNS if k in t.user_attrs},
-                     "artifact": t.user_attrs.get("artifact")})
+                     "metrics": {k: t.user_attrs[k] for k in METRIC_COLUMNS if k in t.user_attrs}})
     return rows
 
 
@@ -72,36 +71,59 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def finish(study, run_dir: Path, budget: dict, teacher: dict, prepared, target: Target, log=print) -> dict:
+def save_run_inputs(run_dir: Path, prepared, budget: dict, target: Target) -> None:
+    """What `select` and `export` need later without re-preparing the task."""
+    prepared.tokenizer.save_pretrained(run_dir / "tokenizer")
+    (run_dir / "budget.json").write_text(json.dumps({"target": target.name, "budget": budget,
+                                                     "classes": prepared.classes, "task": prepared.task.source,
+                                                     "max_length": prepared.task.max_length}, indent=2,
+                                                    default=str))
+
+
+def load_study(run_dir: Path):
+    import optuna
+
+    return optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def finish(study, run_dir: Path, policy: str = "accuracy", log=print) -> dict:
+    """Select (policy), write selected.json and dashboard.html, copy the chosen artifact to model/."""
+    saved = json.loads((run_dir / "budget.json").read_text())
+    budget, target_name = saved["budget"], saved["target"]
+    teacher = json.loads((run_dir / "teacher.json").read_text())
     rows = completed_rows(study)
-    choice = pareto.select(rows, budget)
+    choice = pareto.select(rows, budget, policy)
     sel = choice["selected"]
-    summary = {k: teacher[k] for k in SUMMARY_KEYS}
     selected = {
         "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,
         "metrics": {k: sel["metrics"][k] for k in SUMMARY_KEYS} if sel else None,
-        "budget": budget, "meets_budget": choice["meets_budget"], "teacher": summary, "why": choice["why"],
-        "target": target.name, "model_dir": None,
+        "budget": budget, "meets_budget": choice["meets_budget"],
+        "teacher": {k: teacher[k] for k in SUMMARY_KEYS}, "why": choice["why"], "policy": policy,
+        "target": target_name, "model_dir": None,
     }
     if sel and choice["meets_budget"]:
-        selected["model_dir"] = str(export_model(sel, prepared, run_dir / "model"))
+        selected["model_dir"] = str(copy_model(sel, run_dir, saved["classes"], run_dir / "model"))
     (run_dir / "selected.json").write_text(json.dumps(selected, indent=2))
     info = report.front_info(rows, budget, teacher, selected["trial"])
-    report.render(info, run_dir / "dashboard.html", f"{target.name}: {len(rows)} completed trials")
+    report.render([(run_dir.name, info)], run_dir / "dashboard.html",
+                  f"{target_name}: {len(rows)} completed trials")
     log(summary_table(selected, budget))
     log(f"results in {run_dir}: study.db trials.csv pareto.csv selected.json dashboard.html"
         + (" model/" if selected["model_dir"] else ""))
     return selected
 
 
-def export_model(row: dict, prepared, out: Path) -> Path:
+def artifact_path(run_dir: Path, trial: int) -> Path:
+    return run_dir / "trials" / f"{trial:04d}" / "model.onnx"
+
+
+def copy_model(row: dict, run_dir: Path, classes: list, out: Path) -> Path:
     """The exact artifact that was measured, its tokenizer and the recipe beside it."""
     shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    shutil.copy2(row["artifact"], out / "model.onnx")
-    prepared.tokenizer.save_pretrained(out)
+    shutil.copytree(run_dir / "tokenizer", out)
+    shutil.copy2(artifact_path(run_dir, row["trial"]), out / "model.onnx")
     (out / "recipe.json").write_text(json.dumps({"trial": row["trial"], "params": row["params"],
-                                                 "metrics": row["metrics"], "classes": prepared.classes},
+                                                 "metrics": row["metrics"], "classes": classes},
                                                 indent=2, default=str))
     return out
 

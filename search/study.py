@@ -84,6 +84,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         teacher = measure_teacher(ctx, run_dir / "teacher")
         teacher_file.write_text(json.dumps(teacher, indent=2))
     budget = outputs.resolved_budget(target, teacher["accuracy"])
+    outputs.save_run_inputs(run_dir, prepared, budget, target)
     log(outputs.metrics_line("teacher", teacher) + f"  | budget: {outputs.budget_line(budget)}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -138,5 +139,5 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
                            callbacks=[MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,)), write])
         finally:
             outputs.write_tables(study, run_dir, budget)
-    return outputs.finish(study, run_dir, budget, teacher, prepared, target, log)
+    return outputs.finish(study, run_dir, log=log)
 

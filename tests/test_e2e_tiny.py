@@ -104,3 +104,49 @@ def test_corrupt_teacher_checkpoint_is_one_line(files, tmp_path):
                    "--task", str(bad / "task.yaml"), "--trials", "1")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "task.yaml: teacher: cannot load weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_select_report_export_reproduce_the_accuracy(files, tmp_path):
+    root, task = files
+    env_run = lambda *a: subprocess.run([sys.executable, "-m", "search", *a], capture_output=True, text=True,  # noqa
+                                        cwd=ROOT, env={**os.environ, "SEARCH_RESULTS_DIR": str(root / "results")})
+    if not (root / "results" / "r1" / "selected.json").is_file():
+        pytest.skip("needs the run of test_run_writes_every_output_and_resumes")
+    proc = env_run("select", "r1", "--policy", "memory")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    selected = json.loads((root / "results" / "r1" / "selected.json").read_text())
+    assert selected["policy"] == "memory" and selected["why"][0].startswith("policy memory: smallest memory")
+
+    proc = env_run("report", "r1", "r1", "--out", str(tmp_path / "both.html"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "both.html").read_text().count("Pareto front (within budget)") >= 2
+
+    out = tmp_path / "ship"
+    proc = env_run("export", "r1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = (out / "DEPLOY.md").read_text()
+    from search.export import sha256
+
+    assert f"`model.onnx` {sha256(out / 'model.onnx')}" in card and "estimated" in card
+
+    # the shipped artifact, its shipped tokenizer, the task's validation split: same accuracy as reported
+    from transformers import AutoTokenizer
+
+    from search.measure.accuracy import evaluate
+    from search.tasks import load_task
+    from search.tasks.data import read_table, split_frame, tokenize
+
+    t = load_task(str(task))
+    _, val, classes = split_frame(read_table(t.data_path, t.text_column, t.label_column, task),
+                                  t.validation_fraction, t.split_seed, t.max_train_examples,
+                                  t.max_validation_examples)
+    split = tokenize(val, AutoTokenizer.from_pretrained(out), classes, t.max_length)
+    assert evaluate(out / "model.onnx", split)["accuracy"] == pytest.approx(selected["metrics"]["accuracy"],
+                                                                            abs=0.001)
+
+
+def test_select_on_unknown_run_is_one_line(files):
+    root, _ = files
+    proc = subprocess.run([sys.executable, "-m", "search", "select", "no-such-run"], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "SEARCH_RESULTS_DIR": str(root / "results")})
+    assert proc.returncode == 2 and "no-such-run: RUN: no run here" in proc.stderr
