@@ -5,6 +5,7 @@ all_head_size) are the ones BertSelfAttention.forward reads, so a cut model runs
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -184,3 +185,30 @@ def measure_importance(model, input_ids: torch.Tensor, attention_mask: torch.Ten
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(scores, k).indices.sort().values
+
+
+@torch.no_grad()
+def to_standard(model):
+    """An equivalent model with a stock BertConfig, so `from_pretrained` loads it without custom code.
+
+    Pruned heads and FFN neurons come back as zeros: a head whose query, key, value and output
+    weights are zero adds exactly nothing, and so does a neuron with zero weights (GELU(0) = 0).
+    """
+    from transformers import BertForSequenceClassification
+
+    shape = shape_of(model)
+    config = copy.deepcopy(model.config)
+    config.num_attention_heads = shape.hidden // HEAD_DIM
+    config.intermediate_size = max(shape.ffn)
+    config.hidden_size, config.num_hidden_layers = shape.hidden, shape.layers
+    for key in ("search_heads_per_layer", "search_ffn_per_layer", "search_teacher_layers"):
+        config.__dict__.pop(key, None)
+    out = BertForSequenceClassification(config).eval()
+    state = out.state_dict()
+    for key, value in state.items():
+        value.zero_()
+    for key, value in model.state_dict().items():
+        target = state[key]
+        target[tuple(slice(0, n) for n in value.shape)] = value  # kept units first, zeros after
+    out.load_state_dict(state)
+    return out

@@ -45,6 +45,12 @@ def export(run_dir: Path, out: Path) -> Path:
         raise ConfigError(source, "-", f"the artifact of trial {trial} is missing; was the run directory pruned?")
     copy_model({"trial": trial, "params": selected["params"], "metrics": selected["metrics"]}, run_dir,
                saved["classes"], out)
+    hf = source.parent / "hf"
+    if hf.is_dir():  # the fp32 student before quantization, for from_pretrained
+        shutil.copytree(hf, out / "hf")
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            if (out / name).is_file():
+                shutil.copy2(out / name, out / "hf" / name)
     (out / "DEPLOY.md").write_text(deploy_card(selected, saved, out))
     return out
 
@@ -68,6 +74,11 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     lines += [f"| `{k}` | {v} |" for k, v in sorted(selected["params"].items())]
     lines += ["", "## Files (sha256)", ""]
     lines += [f"- `{p.name}` {sha256(p)}" for p in sorted(out.iterdir()) if p.is_file() and p.name != "DEPLOY.md"]
+    if (out / "hf").is_dir():
+        lines += ["", "`hf/` holds the same student in fp32 *before* quantization, as a stock Hugging Face "
+                      "directory (`AutoModelForSequenceClassification.from_pretrained('hf')`, safetensors): "
+                      "for further fine-tuning or another runtime. Pruned heads and neurons are stored as "
+                      "zeros there. What was measured and is meant to ship is `model.onnx`."]
     lines += ["", "## Run it with onnxruntime", "", USAGE.format(max_length=saved["max_length"],
                                                                classes=saved["classes"]), ""]
     return "\n".join(lines)

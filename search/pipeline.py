@@ -122,5 +122,7 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     metrics = measure_artifact(ctx, path, shape, cand.quant, cand.prune.type == "2:4")
     timings["measure_s"] = time.perf_counter() - t0
     params = sum(t.numel() for t in student.state_dict().values())
+    # the fp32 student before quantization, loadable with plain from_pretrained (for `export`)
+    arch.to_standard(student).save_pretrained(workdir / "hf")
     return {**metrics, "weight_sparsity": sparsity, "parameters": params, "artifact": str(path),
             "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn), **timings}

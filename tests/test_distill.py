@@ -28,6 +28,7 @@ def test_student_has_the_sampled_shape(model, split, layers, hidden, heads, ffn)
     assert student.config.num_hidden_layers == layers and student.config.hidden_size == hidden
     ids, mask, _ = split.batch(torch.arange(4))
     assert student(input_ids=ids, attention_mask=mask).logits.shape == (4, 2)
+    assert torch.allclose(logits_of(arch.to_standard(student), split), logits_of(student, split), atol=1e-5)
 
 
 def test_full_size_student_is_the_teacher(model, split):

@@ -127,7 +127,11 @@ def test_select_report_export_reproduce_the_accuracy(files, tmp_path):
     card = (out / "DEPLOY.md").read_text()
     from search.export import sha256
 
-    assert f"`model.onnx` {sha256(out / 'model.onnx')}" in card and "estimated" in card
+    assert f"`model.onnx` {sha256(out / 'model.onnx')}" in card and "measured" in card
+    from transformers import AutoModelForSequenceClassification
+
+    hf = AutoModelForSequenceClassification.from_pretrained(out / "hf")
+    assert hf.config.num_labels == 2 and (out / "hf" / "model.safetensors").is_file()
 
     # the shipped artifact, its shipped tokenizer, the task's validation split: same accuracy as reported
     from transformers import AutoTokenizer

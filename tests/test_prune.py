@@ -66,3 +66,14 @@ def test_structured_removes_least_important_head(model, split):
     kept_value_rows = model.bert.encoder.layer[0].attention.output.dense.weight
     assert kept_value_rows.shape[1] == 96 and (kept_value_rows.abs().sum(0) > 0).all()
 
+
+
+def test_pruned_model_round_trips_through_from_pretrained(model, split, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    prune.apply(model, PruneParams("structured", 0.5, recovery_steps=2), train_split=split, kd=_kd(model, split),
+                calibration=_calib(split))
+    arch.to_standard(model).save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager")
+    assert torch.allclose(logits_of(loaded, split), logits_of(model, split), atol=1e-5)
+    assert (tmp_path / "model.safetensors").is_file()
