@@ -154,3 +154,31 @@ def test_select_on_unknown_run_is_one_line(files):
     proc = subprocess.run([sys.executable, "-m", "search", "select", "no-such-run"], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ, "SEARCH_RESULTS_DIR": str(root / "results")})
     assert proc.returncode == 2 and "no-such-run: RUN: no run here" in proc.stderr
+
+
+def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
+    """Before shipping, the choice is re-measured; one that no longer meets the budget is replaced."""
+    from search import outputs
+    from search.measure import remeasure
+    from search.measure.latency import Latency
+
+    root, _ = files
+    run = root / "results" / "r1"
+    if not (run / "selected.json").is_file():
+        pytest.skip("needs the run of test_run_writes_every_output_and_resumes")
+    saved = json.loads((run / "budget.json").read_text())
+    rows = outputs.completed_rows(outputs.load_study(run))
+    first = outputs.pareto.select(rows, saved["budget"])["selected"]["trial"]
+    calls = []
+
+    def fake(path, *args):  # the first choice comes back slow, any other within budget
+        calls.append(path)
+        slow = f"{first:04d}" in str(path)
+        return Latency(p50_ms=1.0, p99_ms=1e6 if slow else 1.0, spread=0.0, source="measured", detail="fake")
+
+    monkeypatch.setattr(remeasure, "remeasure", fake)
+    choice = outputs.select_confirmed(rows, run, saved, "accuracy", log=lambda s: None)
+    assert len(calls) == 2 and choice["meets_budget"] and choice["selected"]["trial"] != first
+    assert any(f"trial {first} dropped: re-measured p99 1000000.00 ms" in w for w in choice["why"])
+    assert choice["selected"]["metrics"]["p99_latency_ms"] == 1.0
+    assert "still within" in choice["why"][-1]
