@@ -99,7 +99,7 @@ def _cmd_select(args) -> int:
 def _cmd_report(args) -> int:
     import json
 
-    from .outputs import completed_rows, load_study
+    from .outputs import completed_rows, importances, load_study
     from .report import front_info, render
 
     _quiet_libraries()
@@ -110,7 +110,8 @@ def _cmd_report(args) -> int:
         teacher = json.loads((run_dir / "teacher.json").read_text())
         selected = run_dir / "selected.json"
         trial = json.loads(selected.read_text())["trial"] if selected.is_file() else None
-        info = front_info(completed_rows(load_study(run_dir)), saved["budget"], teacher, trial)
+        study = load_study(run_dir)
+        info = front_info(completed_rows(study), saved["budget"], teacher, trial, importances(study))
         runs.append((f"{run_dir.name} ({saved['target']})", info))
     default = _run_dir(args.runs[0]) / "dashboard.html" if len(args.runs) == 1 else RESULTS_DIR / "compare.html"
     out = Path(args.out) if args.out else default

@@ -82,6 +82,21 @@ def save_run_inputs(run_dir: Path, prepared, budget: dict, target: Target) -> No
          "vocab_size": prepared.teacher.config.vocab_size}, indent=2, default=str))
 
 
+def importances(study) -> dict:
+    """PED-ANOVA importance of each knob for reaching high accuracy (Optuna's default evaluator, which
+    ranks knobs for *low* targets: hence -accuracy); empty until there are enough varied trials."""
+    import warnings
+
+    import optuna
+
+    try:
+        with warnings.catch_warnings():  # "few trials per regime" notes: the page says how many trials there are
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(study, target=lambda t: -t.values[0])
+    except (ValueError, RuntimeError):  # too few completed trials, or no knob varied yet
+        return {}
+
+
 def load_study(run_dir: Path):
     import optuna
 
@@ -106,7 +121,7 @@ def finish(study, run_dir: Path, policy: str = "accuracy", log=print) -> dict:
     if sel and choice["meets_budget"]:
         selected["model_dir"] = str(copy_model(sel, run_dir, saved["classes"], run_dir / "model"))
     (run_dir / "selected.json").write_text(json.dumps(selected, indent=2))
-    info = report.front_info(rows, budget, teacher, selected["trial"])
+    info = report.front_info(rows, budget, teacher, selected["trial"], importances(study))
     report.render([(run_dir.name, info)], run_dir / "dashboard.html",
                   f"{target_name}: {len(rows)} completed trials")
     log(summary_table(selected, budget))

@@ -115,3 +115,29 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
     for r in ranked[1:3]:
         why.append(f"runner-up trial {r['trial']}: {_trade(m, r['metrics'])}")
     return {"selected": best, "meets_budget": True, "why": why}
+
+
+def _hv2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    area, best_y = 0.0, ref[1]
+    for x, y in sorted(points):
+        if y < best_y:
+            area += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return area
+
+
+def hypervolume(rows: list[dict], budget: dict) -> float:
+    """Volume of objective space inside the budget box that the rows dominate (exact, by slicing).
+
+    Minimisation form: (floor - accuracy, p99, memory) against (0, p99 budget, memory budget); only
+    rows within every budget count. Units: accuracy points(fraction) x ms x MB.
+    """
+    ref = (0.0, budget["p99_latency_ms"], budget["memory_mb"])
+    pts = sorted(((budget["accuracy_floor"] - r["accuracy"], r["p99_latency_ms"], r["memory_mb"])
+                  for r in rows if feasible(r, budget)), key=lambda p: p[2])
+    volume = 0.0
+    for i, p in enumerate(pts):
+        top = pts[i + 1][2] if i + 1 < len(pts) else ref[2]
+        if top > p[2]:
+            volume += _hv2d([(q[0], q[1]) for q in pts[:i + 1]], ref[:2]) * (top - p[2])
+    return volume

@@ -4,13 +4,26 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .pareto import feasible, front
+from .pareto import feasible, front, hypervolume
 
 RUN_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#7f7f7f")
 
 
-def front_info(rows: list[dict], budget: dict, teacher: dict | None, selected_trial: int | None) -> dict:
-    """Points split into front / other feasible / infeasible, plus the teacher and the selected trial."""
+def history(rows: list[dict], budget: dict) -> list[dict]:
+    """After each completed trial (in trial order): hypervolume within the budget, best feasible accuracy."""
+    out, seen = [], []
+    for r in sorted(rows, key=lambda r: r["trial"]):
+        seen.append(r["metrics"])
+        ok = [m["accuracy"] for m in seen if feasible(m, budget)]
+        out.append({"trial": r["trial"], "hypervolume": hypervolume(seen, budget),
+                    "best_feasible_accuracy": max(ok) if ok else None})
+    return out
+
+
+def front_info(rows: list[dict], budget: dict, teacher: dict | None, selected_trial: int | None,
+               importances: dict | None = None) -> dict:
+    """Points split into front / other feasible / infeasible, plus the teacher, the selected trial,
+    the search's progress over time and (when given) parameter importances for accuracy."""
     ok = {r["trial"] for r in rows if feasible(r["metrics"], budget)}
     front_ids = {r["trial"] for r in front([r["metrics"] | {"trial": r["trial"]} for r in rows if r["trial"] in ok])}
     groups = {"front": [], "feasible": [], "infeasible": []}
@@ -18,7 +31,8 @@ def front_info(rows: list[dict], budget: dict, teacher: dict | None, selected_tr
         key = "front" if r["trial"] in front_ids else "feasible" if r["trial"] in ok else "infeasible"
         groups[key].append(r)
     selected = next((r for r in rows if r["trial"] == selected_trial), None)
-    return {"groups": groups, "teacher": teacher, "selected": selected, "budget": budget}
+    return {"groups": groups, "teacher": teacher, "selected": selected, "budget": budget, "rows": rows,
+            "history": history(rows, budget), "importances": importances or {}}
 
 
 def _hover(run: str, r: dict) -> str:
@@ -68,8 +82,57 @@ def render(runs: list[tuple[str, dict]], path: Path, title: str) -> Path:
         fig.update_xaxes(title_text=x, row=1, col=col)
         fig.update_yaxes(title_text="validation accuracy", row=1, col=col)
     fig.update_layout(title=title, height=600, template="plotly_white")
-    page = fig.to_html(include_plotlyjs=True, full_html=True, div_id="fronts")  # inlined: works offline
-    return _write(path, page, runs)
+    divs = [fig.to_html(include_plotlyjs=True, full_html=False, div_id="fronts")]  # inlined: works offline
+    divs += [f.to_html(include_plotlyjs=False, full_html=False, div_id=name) for name, f in _extra_figures(runs)]
+    return _write(path, title, divs, runs)
+
+
+def _extra_figures(runs: list[tuple[str, dict]]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cube = go.Figure()
+    for i, (name, info) in enumerate(runs):
+        rows = info["rows"]
+        cube.add_trace(go.Scatter3d(
+            x=[r["metrics"]["p99_latency_ms"] for r in rows], y=[r["metrics"]["memory_mb"] for r in rows],
+            z=[r["metrics"]["accuracy"] for r in rows], mode="markers", name=name,
+            marker={"size": 5, "color": RUN_COLORS[i % len(RUN_COLORS)]},
+            hovertext=[_hover(name, r) for r in rows], hoverinfo="text"))
+    cube.update_layout(title="all three objectives", height=600, template="plotly_white",
+                       scene={"xaxis_title": "p99_latency_ms", "yaxis_title": "memory_mb", "zaxis_title": "accuracy"})
+    yield "objectives-3d", cube
+
+    name, info = runs[0]
+    rows = info["rows"]
+    if rows:
+        knobs = sorted({k for r in rows for k, v in r["params"].items() if isinstance(v, (int, float))})
+        dims = [{"label": k, "values": [r["params"].get(k, float("nan")) for r in rows]} for k in knobs]
+        dims += [{"label": m, "values": [r["metrics"][m] for r in rows]}
+                 for m in ("p99_latency_ms", "memory_mb", "accuracy")]
+        par = go.Figure(go.Parcoords(dimensions=dims, line={"color": [r["metrics"]["accuracy"] for r in rows],
+                                                            "colorscale": "Viridis", "showscale": True}))
+        par.update_layout(title=f"knobs vs metrics ({name})", height=500)
+        yield "parallel", par
+
+    prog = make_subplots(rows=1, cols=3, subplot_titles=("hypervolume within the budget",
+                                                         "best accuracy within every budget",
+                                                         "knob importance for high accuracy (PED-ANOVA)"))
+    for i, (name, info) in enumerate(runs):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        hist = info["history"]
+        prog.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["hypervolume"] for h in hist],
+                                  mode="lines+markers", name=f"{name} hypervolume", line={"color": color}), 1, 1)
+        prog.add_trace(go.Scatter(x=[h["trial"] for h in hist], y=[h["best_feasible_accuracy"] for h in hist],
+                                  mode="lines+markers", name=f"{name} best feasible accuracy",
+                                  line={"color": color, "dash": "dot"}), 1, 2)
+        imp = info["importances"]
+        prog.add_trace(go.Bar(x=list(imp.values()), y=list(imp.keys()), orientation="h", name=f"{name} importance",
+                              marker={"color": color}), 1, 3)
+    prog.update_xaxes(title_text="trial", row=1, col=1)
+    prog.update_xaxes(title_text="trial", row=1, col=2)
+    prog.update_layout(height=450, template="plotly_white", title="the search over time")
+    yield "progress", prog
 
 
 def _largest(runs: list[tuple[str, dict]], key: str) -> float:
@@ -78,14 +141,27 @@ def _largest(runs: list[tuple[str, dict]], key: str) -> float:
     return max(values, default=0.0)
 
 
-def _write(path: Path, page: str, runs: list[tuple[str, dict]]) -> Path:
+SORT_JS = """<script>
+// click a header to sort the front table (numbers numerically)
+document.querySelectorAll('#front-table th').forEach((th, col) => th.addEventListener('click', () => {
+  const table = th.closest('table'), rows = Array.from(table.querySelectorAll('tr')).slice(1);
+  const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+  const key = r => { const t = r.children[col].textContent; const n = parseFloat(t); return isNaN(n) ? t : n; };
+  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1));
+  rows.forEach(r => table.appendChild(r));
+}));
+</script>"""
+
+
+def _write(path: Path, title: str, divs: list[str], runs: list[tuple[str, dict]]) -> Path:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{r['trial']}</td><td>{r['metrics']['accuracy']:.4f}</td>"
         f"<td>{r['metrics']['p99_latency_ms']:.2f}</td><td>{r['metrics']['memory_mb']:.2f}</td>"
         f"<td>{html.escape(r.get('label', ''))}</td></tr>"
         for name, info in runs for r in sorted(info["groups"]["front"], key=lambda r: -r["metrics"]["accuracy"]))
-    table = ("<h3 style='font-family:sans-serif'>Pareto front (within budget)</h3><table id='front-table' border=1 "
-             "cellpadding=4 style='font-family:sans-serif;border-collapse:collapse'><tr><th>run</th><th>trial</th>"
-             f"<th>accuracy</th><th>p99 ms</th><th>memory MB</th><th>recipe</th></tr>{rows}</table>")
-    path.write_text(page.replace("</body>", table + "</body>"))
+    table = ("<h3>Pareto front (within budget)</h3><table id='front-table' border=1 cellpadding=4 "
+             "style='border-collapse:collapse'><tr><th>run</th><th>trial</th><th>accuracy</th><th>p99 ms</th>"
+             f"<th>memory MB</th><th>recipe</th></tr>{rows}</table>")
+    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+                    f"<body style='font-family:sans-serif'>{''.join(divs)}{table}{SORT_JS}</body></html>")
     return path

@@ -1,6 +1,8 @@
 """Pure selection logic with exact expectations."""
 from __future__ import annotations
 
+import pytest
+
 from search import pareto
 
 BUDGET = {"memory_mb": 20.0, "p99_latency_ms": 3.0, "accuracy_floor": 0.95}
@@ -56,3 +58,14 @@ def test_other_policies():
     rows = [row(0, 0.99, 2.9, 19), row(1, 0.98, 1.5, 10), row(2, 0.951, 1.0, 5)]
     # scaled: trial 1 sits at (0.5, 0.26, 0.36) from the utopia point; the ends are 1 away on some axis
     assert pareto.select(rows, BUDGET, "knee")["selected"]["trial"] == 1
+
+
+def test_hypervolume_exact():
+    b = {"memory_mb": 10.0, "p99_latency_ms": 4.0, "accuracy_floor": 0.9}
+    one = {"accuracy": 0.95, "p99_latency_ms": 2.0, "memory_mb": 5.0}
+    assert pareto.hypervolume([one], b) == pytest.approx(0.05 * 2.0 * 5.0)
+    two = {"accuracy": 0.92, "p99_latency_ms": 1.0, "memory_mb": 8.0}
+    # union of boxes 0.05x2x5 and 0.02x3x2 overlapping in 0.02x2x2
+    assert pareto.hypervolume([one, two], b) == pytest.approx(0.5 + 0.12 - 0.08)
+    over = {"accuracy": 0.99, "p99_latency_ms": 5.0, "memory_mb": 1.0}  # over the latency budget: ignored
+    assert pareto.hypervolume([one, two, over], b) == pytest.approx(0.54)
