@@ -90,9 +90,9 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
         return {"selected": None, "meets_budget": False, "why": ["no trial completed"]}
     ok = [r for r in rows if feasible(r["metrics"], budget)]
     if not ok:
-        def excess(r):  # relative shortfall summed over budgets, to name the closest candidate
+        def excess(r):  # shortfall summed over budgets (resources relative, accuracy in fraction points)
             v = violations(r["metrics"], budget)
-            return sum(max(0.0, v[k]) / (budget[k] if k != "accuracy" else budget["accuracy_floor"]) for k in v)
+            return max(0.0, v["accuracy"]) + sum(max(0.0, v[k]) / budget[k] for k in ("memory_mb", "p99_latency_ms"))
         closest = min(rows, key=excess)
         missed = {k for r in rows for k, v in violations(r["metrics"], budget).items() if v > 0}
         never = [k for k in OBJECTIVES if all(violations(r["metrics"], budget)[k] > 0 for r in rows)]

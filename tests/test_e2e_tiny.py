@@ -182,3 +182,45 @@ def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     assert any(f"trial {first} dropped: re-measured p99 1000000.00 ms" in w for w in choice["why"])
     assert choice["selected"]["metrics"]["p99_latency_ms"] == 1.0
     assert "still within" in choice["why"][-1]
+
+
+def test_select_with_no_feasible_candidate_exits_3_and_names_the_budget(files, tmp_path):
+    import shutil
+
+    root, _ = files
+    if not (root / "results" / "r1" / "selected.json").is_file():
+        pytest.skip("needs the run of test_run_writes_every_output_and_resumes")
+    run = tmp_path / "r1"
+    shutil.copytree(root / "results" / "r1", run)
+    saved = json.loads((run / "budget.json").read_text())
+    saved["budget"]["memory_mb"] = 1e-6
+    (run / "budget.json").write_text(json.dumps(saved))
+    proc = subprocess.run([sys.executable, "-m", "search", "select", str(run)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 3
+    selected = json.loads((run / "selected.json").read_text())
+    assert not selected["meets_budget"] and selected["model_dir"] is None
+    assert "no candidate met memory_mb at all" in selected["why"][0] and selected["why"][1].startswith("closest")
+
+
+def test_optuna_dashboard_reads_the_storage(files):
+    """optuna-dashboard's own API serves the run: objective names and the metrics as user attrs."""
+    import io
+
+    import optuna_dashboard
+
+    root, _ = files
+    db = root / "results" / "r1" / "study.db"
+    if not db.is_file():
+        pytest.skip("needs the run of test_run_writes_every_output_and_resumes")
+    app = optuna_dashboard.wsgi(f"sqlite:///{db}")
+    status = {}
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/studies/1", "QUERY_STRING": "", "wsgi.input": io.BytesIO(),
+           "wsgi.errors": sys.stderr, "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    body = b"".join(app(env, lambda s, h, exc_info=None: status.update(code=s)))
+    assert status["code"].startswith("200")
+    study = json.loads(body)
+    assert study["objective_names"] == ["accuracy", "p99_latency_ms", "memory_mb"]
+    done = [t for t in study["trials"] if t["state"] == "Complete"]
+    assert done and all({"accuracy", "memory_mb", "p99_latency_ms"} <= {a["key"] for a in t["user_attrs"]}
+                        for t in done)
