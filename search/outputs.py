@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -12,8 +13,8 @@ from . import pareto, report
 from .target import Target
 
 SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "p50_latency_ms",
-                  "p99_latency_ms", "latency_spread", "latency_source", "weight_sparsity", "parameters",
+METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb",
+                  "p50_latency_ms", "p99_latency_ms", "latency_spread", "latency_noisy", "latency_source", "weight_sparsity", "parameters",
                   "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s")
 
 
@@ -79,7 +80,8 @@ def save_run_inputs(run_dir: Path, prepared, budget: dict, target: Target) -> No
         {"target": target.name, "budget": budget, "classes": prepared.classes, "task": prepared.task.source,
          "max_length": prepared.task.max_length, "latency": target.device.latency, "threads": target.device.threads,
          "batch_size": wl.batch_size, "sequence_length": wl.sequence_length,
-         "vocab_size": prepared.teacher.config.vocab_size}, indent=2, default=str))
+         "vocab_size": prepared.teacher.config.vocab_size,
+         "runner": asdict(target.device.runner) if target.device.runner else None}, indent=2, default=str))
 
 
 def importances(study) -> dict:
@@ -133,7 +135,7 @@ def finish(study, run_dir: Path, policy: str = "accuracy", log=print) -> dict:
 def select_confirmed(rows: list[dict], run_dir: Path, saved: dict, policy: str, log=print) -> dict:
     """Select; for a measured device ship only what still meets the latency budget when measured again
     in a fresh process with more runs, otherwise drop it and select again, saying so in `why`."""
-    from .measure.remeasure import remeasure
+    from .measure import latency
 
     budget, notes, left = saved["budget"], [], list(rows)
     while True:
@@ -142,17 +144,19 @@ def select_confirmed(rows: list[dict], run_dir: Path, saved: dict, policy: str, 
             return {**choice, "why": choice["why"] + notes}
         row = choice["selected"]
         log(f"re-measuring trial {row['trial']} in a fresh process ...")
-        lat = remeasure(artifact_path(run_dir, row["trial"]), saved["batch_size"], saved["sequence_length"],
-                        saved["threads"], saved["vocab_size"])
+        lat = latency.measure(artifact_path(run_dir, row["trial"]), saved["batch_size"], saved["sequence_length"],
+                              saved["threads"], saved["vocab_size"], rounds=10, runs_per_round=50,
+                              runner=latency.Runner(**saved["runner"]) if saved.get("runner") else None)
         first = row["metrics"]["p99_latency_ms"]
-        if lat.p99_ms <= budget["p99_latency_ms"]:
+        if lat.p99_ms <= budget["p99_latency_ms"] and not lat.noisy:
             row["metrics"] = {**row["metrics"], "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms,
                               "latency_spread": lat.spread}
             notes.append(f"re-measured in a fresh process ({lat.detail}): p99 {lat.p99_ms:.2f} ms (the search "
                          f"measured {first:.2f} ms), still within {budget['p99_latency_ms']:g} ms")
             return {**choice, "why": choice["why"] + notes}
-        notes.append(f"trial {row['trial']} dropped: re-measured p99 {lat.p99_ms:.2f} ms > budget "
-                     f"{budget['p99_latency_ms']:g} ms (the search measured {first:.2f} ms)")
+        notes.append(f"trial {row['trial']} dropped: re-measured p99 {lat.p99_ms:.2f} ms "
+                     + ("too noisy to trust" if lat.noisy else f"> budget {budget['p99_latency_ms']:g} ms")
+                     + f" (the search measured {first:.2f} ms)")
         left = [r for r in left if r["trial"] != row["trial"]]
 
 

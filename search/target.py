@@ -24,6 +24,7 @@ class DeviceSpec:
     op_overhead_us: float = 10.0
     tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
     threads: int = 1  # for measured latency
+    runner: object = None  # measure.latency.Runner: measure on a reachable device instead of here
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,20 @@ def resolve_target_path(name_or_path: str) -> Path:
     return path  # load_yaml reports it missing
 
 
+def _runner(dev: Reader, latency: str):
+    if not dev.has("runner"):
+        return None
+    from .measure.latency import Runner
+
+    r = dev.section("runner")
+    runner = Runner(command=r.string("command"), python=r.string("python", default="python3"),
+                    workdir=r.string("workdir", default="/tmp/search-probe"))
+    r.done()
+    if latency != "measured":
+        raise dev.error("runner", "a runner measures on the device: set device.latency to `measured`")
+    return runner
+
+
 def load_target(name_or_path: str) -> Target:
     path = resolve_target_path(name_or_path)
     top = Reader(path, load_yaml(path, "target"))
@@ -101,6 +116,7 @@ def load_target(name_or_path: str) -> Target:
         op_overhead_us=dev.number("op_overhead_us", default=10.0, lo=0),
         tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
         threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
+        runner=_runner(dev, latency),
     )
     dev.done()
 

@@ -159,7 +159,7 @@ def test_select_on_unknown_run_is_one_line(files):
 def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     """Before shipping, the choice is re-measured; one that no longer meets the budget is replaced."""
     from search import outputs
-    from search.measure import remeasure
+    from search.measure import latency
     from search.measure.latency import Latency
 
     root, _ = files
@@ -171,12 +171,12 @@ def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     first = outputs.pareto.select(rows, saved["budget"])["selected"]["trial"]
     calls = []
 
-    def fake(path, *args):  # the first choice comes back slow, any other within budget
+    def fake(path, *args, **kwargs):  # the first choice comes back slow, any other within budget
         calls.append(path)
         slow = f"{first:04d}" in str(path)
         return Latency(p50_ms=1.0, p99_ms=1e6 if slow else 1.0, spread=0.0, source="measured", detail="fake")
 
-    monkeypatch.setattr(remeasure, "remeasure", fake)
+    monkeypatch.setattr(latency, "measure", fake)
     choice = outputs.select_confirmed(rows, run, saved, "accuracy", log=lambda s: None)
     assert len(calls) == 2 and choice["meets_budget"] and choice["selected"]["trial"] != first
     assert any(f"trial {first} dropped: re-measured p99 1000000.00 ms" in w for w in choice["why"])
