@@ -15,10 +15,12 @@ $(STAMP): requirements.lock requirements-assets.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
-	# Debian's chromium for the dashboard's browser test (needs root; skipped with a warning otherwise)
-	command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
-	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
-	  echo "warning: chromium not installed; the browser test will be skipped"
+	# Debian's chromium (dashboard browser test) and openssh-server (remote-runner test against a loopback
+	# sshd); needs root, else those tests are skipped with a warning
+	(command -v chromium && test -x /usr/sbin/sshd) >/dev/null 2>&1 || \
+	  apt-get install -y -q chromium openssh-server >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium openssh-server >/dev/null 2>&1) || \
+	  echo "warning: chromium/openssh-server not installed; the browser and ssh tests will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)
