@@ -128,6 +128,26 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .target import load_target
+
+    target = load_target(args.target)
+    _quiet_libraries()
+    import torch
+
+    torch.set_num_threads(1)
+    out = RESULTS_DIR / "bench"
+    if args.what == "latency":
+        from .bench.latency import run
+
+        run(target, args.candidates, out, seed=args.seed, log=lambda s: print(s, flush=True))
+    else:
+        from .bench.stability import run
+
+        run(target, out, log=lambda s: print(s, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=(
         "Budget-driven compression search: distill, prune and quantize a teacher until it fits a device."))
@@ -174,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run", help="run directory name under results/, or a path")
     exp.add_argument("--out", required=True, help="destination folder")
     exp.set_defaults(func=_cmd_export)
+
+    ben = sub.add_parser("bench", help="benchmarks that write results/bench/", description=(
+        "latency: measure N varied artifacts on this machine, calibrate the roofline predictor on half and "
+        "report its error on the rest (results/bench/latency.csv/.md; factors saved as "
+        "targets/<target>.calibration.json). stability: re-measure one artifact while another process "
+        "loads the machine (results/bench/stability.csv/.md)."))
+    ben.add_argument("what", choices=("latency", "stability"))
+    ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
+    ben.add_argument("--candidates", type=int, default=32, help="artifacts to measure (latency; default 32)")
+    ben.add_argument("--seed", type=int, default=0)
+    ben.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -51,6 +51,10 @@ class Candidate:
     def label(self) -> str:
         d, p, q = self.distill, self.prune, self.quant
         prune = "" if p.type == "none" else f" {p.type}@{p.ratio:g}"
-        quant = {32: "fp32", 8: "int8" if q.activations == "dynamic_int8" else f"w8g{q.group_size}",
-                 4: f"w4g{q.group_size}"}[q.bits]
-        return f"L{d.layers} h{d.hidden} a{d.heads} f{d.ffn}{prune} {quant}"
+        return f"L{d.layers} h{d.hidden} a{d.heads} f{d.ffn}{prune} {quant_label(q)}"
+
+
+def quant_label(q: QuantParams) -> str:
+    if q.bits == 32:
+        return "fp32"
+    return "int8" if q.activations == "dynamic_int8" else f"w{q.bits}g{q.group_size}"

@@ -8,6 +8,7 @@ from .schema import REQUIRED, Reader, load_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+KERNEL_CLASSES = ("w8", "w4")  # weight-only kernels: an efficiency of their own (calibration fits them)
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,12 @@ class DeviceSpec:
     memory_bandwidth_gbps: float | None = None
     peak_tops: dict = field(default_factory=dict)  # precision -> dense tera-ops/s
     sparse_2_4_speedup: float = 1.0  # end-to-end credit for 2:4 sparsity, only as measured evidence says
-    compute_efficiency: float = 0.5
+    compute_efficiency: float | dict = 0.5  # one factor, or one per precision (as calibration fits them)
     bandwidth_efficiency: float = 0.7
     op_overhead_us: float = 10.0
     tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
     threads: int = 1  # for measured latency
+    calibration: str = ""  # where fitted factors came from, when a calibration file overrode the YAML
     runner: object = None  # measure.latency.Runner: measure on a reachable device instead of here
 
 
@@ -72,6 +74,40 @@ def resolve_target_path(name_or_path: str) -> Path:
     return path  # load_yaml reports it missing
 
 
+def _efficiency(dev: Reader):
+    if isinstance(dev.data.get("compute_efficiency"), dict):
+        r = dev.section("compute_efficiency")
+        out = {p: r.number(p, default=None, lo=0, hi=10, lo_open=True) for p in PRECISIONS + KERNEL_CLASSES}
+        r.done()
+        return {p: v for p, v in out.items() if v is not None}
+    return dev.number("compute_efficiency", default=0.5, lo=0, hi=1, lo_open=True)
+
+
+def calibration_path(target_path: Path) -> Path:
+    return target_path.with_name(target_path.stem + ".calibration.json")
+
+
+def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
+    """Factors fitted by `python -m search bench latency` replace the assumed ones (see calibrate.py)."""
+    import json
+    from dataclasses import replace
+
+    path = calibration_path(target_path)
+    if not path.is_file():
+        return spec
+    try:
+        fit = json.loads(path.read_text())
+        return replace(spec, compute_efficiency=dict(fit["compute_efficiency"]),
+                       bandwidth_efficiency=float(fit["bandwidth_efficiency"]),
+                       op_overhead_us=float(fit["op_overhead_us"]),
+                       calibration=f"calibrated on {fit['measured_runs']} measured artifacts ({path.name})")
+    except (ValueError, KeyError, TypeError) as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(path, "-", f"unreadable calibration ({exc}); delete it or re-run "
+                                     "`python -m search bench latency`") from None
+
+
 def _runner(dev: Reader, latency: str):
     if not dev.has("runner"):
         return None
@@ -111,7 +147,7 @@ def load_target(name_or_path: str) -> Target:
         memory_bandwidth_gbps=bw,
         peak_tops=peak,
         sparse_2_4_speedup=dev.number("sparse_2_4_speedup", default=1.0, lo=1.0, hi=2.0),
-        compute_efficiency=dev.number("compute_efficiency", default=0.5, lo=0, hi=1, lo_open=True),
+        compute_efficiency=_efficiency(dev),
         bandwidth_efficiency=dev.number("bandwidth_efficiency", default=0.7, lo=0, hi=1, lo_open=True),
         op_overhead_us=dev.number("op_overhead_us", default=10.0, lo=0),
         tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
@@ -119,6 +155,7 @@ def load_target(name_or_path: str) -> Target:
         runner=_runner(dev, latency),
     )
     dev.done()
+    spec = _apply_calibration(spec, path)
 
     wl = top.section("workload")
     workload = Workload(

@@ -31,7 +31,7 @@ def test_shipped_targets_and_space_load():
     (("threads: 1", "threads: 1\n  colour: red"), "device.colour", "unknown key"),
     (("p99_latency_ms: 12.0", "p99_latency_ms: fast"), "budget.p99_latency_ms", "expected a number"),
     (("p99_latency_ms: 12.0", "p99_latency_ms: -1"), "budget.p99_latency_ms", "must be >"),
-    (("memory_mb: 30", "memory_mb: 99999"), "budget.memory_mb", "more than the device has"),
+    (("memory_mb: 40 ", "memory_mb: 99999 "), "budget.memory_mb", "more than the device has"),
     (("max_drop: 0.015", "max_drop: 0.015\n    absolute: 0.9"), "budget.accuracy_floor", "exactly one"),
     (("latency: measured", "latency: guessed"), "device.latency", "allowed: measured, estimated"),
     (("sequence_length: 128", "sequence_length: 128.5"), "workload.sequence_length", "integer"),

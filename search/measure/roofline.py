@@ -11,25 +11,29 @@ from ..target import DeviceSpec
 from .latency import Latency
 
 
-def _precision(quant: QuantParams) -> tuple[str, float]:
-    """(compute precision, weight bytes per element) of the Linear layers."""
+def _precision(quant: QuantParams) -> tuple[str, str, float]:
+    """(peak precision, kernel class, weight bytes per element) of the Linear layers.
+
+    The kernel class keys the efficiency factor: weight-only kernels (MatMulNBits) run at their own
+    efficiency, different per bit width, so calibration fits them apart from the dense ones."""
     if quant.bits == 32:
-        return "fp32", 4.0
+        return "fp32", "fp32", 4.0
     if quant.activations == "dynamic_int8":
-        return "int8", 1.0
-    return "fp16", quant.bits / 8  # weight-only: dequantized to fp16 in the kernel, weights read at `bits`
+        return "int8", "int8", 1.0
+    # weight-only: dequantized to fp16 in the kernel (GPU), weights read at `bits`
+    return "fp16", f"w{quant.bits}", quant.bits / 8
 
 
 def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, sparse_2_4: bool) -> list[dict]:
     """Every kernel of one forward pass with its FLOPs, bytes moved and compute precision."""
-    prec, wbytes = _precision(quant)
+    prec, kernel, wbytes = _precision(quant)
     tokens = batch * seq
     ops = [{"name": "embeddings+layernorm", "flops": 8 * tokens * shape.hidden,
             "bytes": 4 * tokens * shape.hidden * 4, "precision": "fp32"}]
 
     def linear(name, i, o):
         ops.append({"name": name, "flops": 2 * tokens * i * o, "bytes": wbytes * i * o + 4 * tokens * (i + o),
-                    "precision": prec, "sparse": sparse_2_4})
+                    "precision": prec, "kernel": kernel, "sparse": sparse_2_4})
 
     def elementwise(name, n, flops_per=4):
         ops.append({"name": name, "flops": flops_per * n, "bytes": 8 * n, "precision": "fp32"})
@@ -62,12 +66,24 @@ def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: i
     ops = operators(shape, quant, batch, seq, sparse_2_4)
     for op in ops:
         # a precision the spec does not list runs at the fp32 rate
-        peak = device.peak_tops.get(op["precision"], device.peak_tops["fp32"]) * 1e12 * device.compute_efficiency
+        peak = device.peak_tops.get(op["precision"], device.peak_tops["fp32"]) * 1e12 * efficiency(device, op)
         if op.get("sparse") and op["precision"] in ("int8", "fp16"):
             peak *= device.sparse_2_4_speedup  # only as much as the target says is measured to pay off
         total_s += max(op["flops"] / peak, op["bytes"] / bandwidth) + device.op_overhead_us * 1e-6
     p50 = total_s * 1e3
+    how = device.calibration or "assumed, uncalibrated factors"
     return Latency(p50_ms=p50, p99_ms=p50 * device.tail_factor, spread=0.0, source="estimated",
-                   detail=f"roofline over {len(ops)} ops; compute efficiency {device.compute_efficiency}, "
-                          f"bandwidth efficiency {device.bandwidth_efficiency}, {device.op_overhead_us} us/op, "
+                   detail=f"roofline over {len(ops)} ops ({how}); compute efficiency {device.compute_efficiency}, "
+                          f"bandwidth efficiency {device.bandwidth_efficiency}, {device.op_overhead_us:.1f} us/op, "
                           f"p99 = p50 x {device.tail_factor}")
+
+
+def efficiency(device: DeviceSpec, op: dict) -> float:
+    """A fitted factor for the op's kernel class, else for its precision, else the fp32 one."""
+    ce = device.compute_efficiency
+    if not isinstance(ce, dict):
+        return ce
+    for key in (op.get("kernel"), op["precision"], "fp32"):
+        if key in ce:
+            return ce[key]
+    return 0.5

@@ -1,0 +1,121 @@
+"""`python -m search bench latency`: measure varied artifacts here, fit the roofline to half of them,
+and report the predictor's error on the other half (and on all). Writes results/bench/latency.{csv,md}
+and the fitted factors beside the target (targets/<name>.calibration.json)."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import arch
+from ..candidate import HEAD_DIM, QuantParams, quant_label
+from ..compress import quantize
+from ..measure import calibrate, roofline
+from ..measure.latency import measure
+from ..target import Target, calibration_path
+
+QUANTS = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
+          QuantParams(4, 128)]
+TOLERANCE = 0.15
+
+
+def random_shapes(n: int, seed: int) -> list[tuple[arch.ModelShape, QuantParams]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        hidden = rng.choice([128, 192, 256, 320, 384])
+        layers = rng.randint(1, 6)
+        heads = rng.randint(1, hidden // HEAD_DIM)
+        ffn = rng.choice([256, 512, 768, 1024, 1536])
+        shape = arch.ModelShape(layers=layers, hidden=hidden, heads=(heads,) * layers, ffn=(ffn,) * layers,
+                                vocab=30522, max_positions=512, type_vocab=2, num_labels=2)
+        out.append((shape, QUANTS[i % len(QUANTS)]))
+    return out
+
+
+def build(shape: arch.ModelShape, seed: int):
+    """A BERT of this shape with random weights: latency does not depend on the weights' values."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                        num_attention_heads=shape.hidden // HEAD_DIM, intermediate_size=shape.ffn[0],
+                        max_position_embeddings=shape.max_positions, attn_implementation="eager")
+    model = BertForSequenceClassification(config).eval()
+    for layer in arch.layers_of(model):
+        arch.slice_heads(layer, list(range(shape.heads[0])))
+    return model
+
+
+def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print) -> pd.DataFrame:
+    wl, dev = target.workload, target.device
+    if "fp32" not in dev.peak_tops or dev.memory_bandwidth_gbps is None:
+        raise ValueError(f"{target.path}: device needs peak_tops and memory_bandwidth_gbps to predict latency")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    work = out_dir / "latency-artifacts"
+    for i, (shape, quant) in enumerate(random_shapes(n, seed)):
+        t0 = time.perf_counter()
+        path = quantize.quantize_artifact(build(shape, seed + i), quant, work / f"{i:03d}")
+        lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab)
+        rows.append({"candidate": f"L{shape.layers} h{shape.hidden} a{shape.heads[0]} f{shape.ffn[0]} "
+                                  f"{quant_label(quant)}",
+                     "shape": shape, "quant": quant, "measured_p50_ms": lat.p50_ms, "measured_p99_ms": lat.p99_ms,
+                     "spread": lat.spread, "noisy": lat.noisy})
+        log(f"[{i + 1}/{n}] {rows[-1]['candidate']:32s} p50 {lat.p50_ms:7.2f} ms  p99 {lat.p99_ms:7.2f} ms  "
+            f"spread {lat.spread:.2f}{'  NOISY' if lat.noisy else ''}  ({time.perf_counter() - t0:.0f} s)")
+    rng = np.random.default_rng(seed)
+    train = set(rng.permutation(len(rows))[: len(rows) // 2].tolist())
+    usable = [i for i, r in enumerate(rows) if i in train and not r["noisy"]]
+    cases = [{"shape": r["shape"], "quant": r["quant"], "batch": wl.batch_size, "seq": wl.sequence_length}
+             for r in rows]
+    fitted = calibrate.fit([cases[i] for i in usable], [rows[i]["measured_p50_ms"] for i in usable], dev)
+    for i, r in enumerate(rows):
+        r["split"] = "fit" if i in train else "held-out"
+        r["predicted_p50_uncalibrated_ms"] = roofline.estimate(r["shape"], r["quant"], dev, wl.batch_size,
+                                                               wl.sequence_length).p50_ms
+        r["predicted_p50_ms"] = roofline.estimate(r["shape"], r["quant"], fitted, wl.batch_size,
+                                                  wl.sequence_length).p50_ms
+        r["error_pct"] = 100 * (r["predicted_p50_ms"] / r["measured_p50_ms"] - 1)
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k not in ("shape", "quant")} for r in rows])
+    frame.to_csv(out_dir / "latency.csv", index=False)
+    held = frame[frame["split"] == "held-out"]
+    within = lambda f: float((f["error_pct"].abs() <= 100 * TOLERANCE).mean())  # noqa: E731
+    summary = {"target": target.name, "candidates": len(frame), "fitted_on": len(usable),
+               "held_out_within_15pct": within(held), "all_within_15pct": within(frame),
+               "held_out_median_abs_error_pct": float(held["error_pct"].abs().median()),
+               "uncalibrated_median_abs_error_pct": float(
+                   (100 * (frame["predicted_p50_uncalibrated_ms"] / frame["measured_p50_ms"] - 1)).abs().median())}
+    calibration = {"compute_efficiency": fitted.compute_efficiency, "bandwidth_efficiency": fitted.bandwidth_efficiency,
+                   "op_overhead_us": fitted.op_overhead_us, "measured_runs": len(usable),
+                   "fitted": time.strftime("%Y-%m-%d"), **summary}
+    calibration_path(target.path).write_text(json.dumps(calibration, indent=2))
+    (out_dir / "latency.md").write_text(_markdown(frame, summary, calibration))
+    log(_markdown(frame, summary, calibration))
+    return frame
+
+
+def _markdown(frame: pd.DataFrame, summary: dict, calibration: dict) -> str:
+    lines = [f"# Latency predictor vs measurement ({summary['target']})", "",
+             f"{summary['candidates']} artifacts measured here (fresh process, onnxruntime CPU); roofline factors "
+             f"fitted on {summary['fitted_on']} of them (`fit`), error reported on the others (`held-out`).", "",
+             f"- held-out within ±15%: **{100 * summary['held_out_within_15pct']:.0f}%** "
+             f"(median |error| {summary['held_out_median_abs_error_pct']:.1f}%)",
+             f"- all within ±15%: {100 * summary['all_within_15pct']:.0f}%",
+             f"- before calibration (assumed factors): median |error| "
+             f"{summary['uncalibrated_median_abs_error_pct']:.0f}%",
+             f"- fitted: compute efficiency {json.dumps({k: round(v, 3) for k, v in calibration['compute_efficiency'].items()})}, "
+             f"bandwidth efficiency {calibration['bandwidth_efficiency']:.3f}, {calibration['op_overhead_us']:.1f} us/op",
+             "", "| candidate | split | predicted p50 ms | measured p50 ms | measured p99 ms | spread | error % |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in frame.iterrows():
+        lines.append(f"| {r['candidate']} | {r['split']} | {r['predicted_p50_ms']:.2f} | {r['measured_p50_ms']:.2f} | "
+                     f"{r['measured_p99_ms']:.2f} | {r['spread']:.2f}{' noisy' if r['noisy'] else ''} | "
+                     f"{r['error_pct']:+.1f} |")
+    return "\n".join(lines) + "\n"
