@@ -63,7 +63,7 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print) -> pd.D
     for i, (shape, quant) in enumerate(random_shapes(n, seed)):
         t0 = time.perf_counter()
         path = quantize.quantize_artifact(build(shape, seed + i), quant, work / f"{i:03d}")
-        lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab)
+        lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
         rows.append({"candidate": f"L{shape.layers} h{shape.hidden} a{shape.heads[0]} f{shape.ffn[0]} "
                                   f"{quant_label(quant)}",
                      "shape": shape, "quant": quant, "measured_p50_ms": lat.p50_ms, "measured_p99_ms": lat.p99_ms,

@@ -33,7 +33,7 @@ def run(target: Target, out_dir: Path, log=print) -> pd.DataFrame:
         try:
             time.sleep(1.0 if hog else 0)
             for i in range(REPEATS):
-                lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab)
+                lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
                 rows.append({"condition": condition, "repeat": i, "p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms,
                              "spread": lat.spread, "noisy": lat.noisy})
                 log(f"{condition:6s} #{i}: p50 {lat.p50_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms  spread {lat.spread:.3f}")
