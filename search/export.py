@@ -1,13 +1,13 @@
 """Export: the exact measured ONNX artifact, its tokenizer, and a deploy card (DEPLOY.md) with checksums."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from .errors import ConfigError
 from .outputs import artifact_path, copy_model
+from .tasks.teacher import file_sha256 as sha256
 
 USAGE = '''```python
 import numpy as np, onnxruntime as ort
@@ -20,14 +20,6 @@ logits = sess.run(["logits"], {{"input_ids": enc["input_ids"].astype(np.int64),
                                "attention_mask": enc["attention_mask"].astype(np.int64)}})[0]
 print({classes!r}[int(logits.argmax(-1)[0])])
 ```'''
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export(run_dir: Path, out: Path) -> Path:

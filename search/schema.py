@@ -15,6 +15,17 @@ from .errors import ConfigError
 REQUIRED = object()
 
 
+def resolve(name_or_path: str, directory: Path) -> Path:
+    """A path as given, or a bare name looked up in `directory` (with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (directory / name_or_path, directory / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path  # load_yaml reports it missing
+
+
 def load_yaml(path: Path, what: str) -> dict:
     """Read a YAML mapping with safe_load; missing file and syntax errors become ConfigError."""
     if not path.is_file():

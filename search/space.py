@@ -7,7 +7,7 @@ from typing import Any
 
 from .candidate import ACTIVATIONS, HEAD_DIM, PRUNE_TYPES, QUANT_BITS, Candidate, DistillParams, PruneParams, \
     QuantParams
-from .schema import Reader, load_yaml
+from .schema import Reader, load_yaml, resolve
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -72,16 +72,6 @@ class Space:
         return knob
 
 
-def resolve_space_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for candidate in (SPACES_DIR / name_or_path, SPACES_DIR / f"{name_or_path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    return path
-
-
 def _read_knob(r: Reader, name: str, kind: str, allowed):
     value = r.raw(name)
     if kind == "choice":
@@ -109,7 +99,7 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
 
 
 def load_space(name_or_path: str) -> Space:
-    path = resolve_space_path(name_or_path)
+    path = resolve(name_or_path, SPACES_DIR)
     top = Reader(path, load_yaml(path, "space"))
     knobs = {}
     for section, spec in KNOBS.items():

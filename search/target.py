@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import REQUIRED, Reader, load_yaml
+from .schema import REQUIRED, Reader, load_yaml, resolve
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -63,17 +63,6 @@ class Target:
     budget: Budget
 
 
-def resolve_target_path(name_or_path: str) -> Path:
-    """`--target` takes a path, or a bare name looked up in targets/ (with or without .yaml)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for candidate in (TARGETS_DIR / name_or_path, TARGETS_DIR / f"{name_or_path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    return path  # load_yaml reports it missing
-
-
 def _efficiency(dev: Reader):
     if isinstance(dev.data.get("compute_efficiency"), dict):
         r = dev.section("compute_efficiency")
@@ -123,7 +112,7 @@ def _runner(dev: Reader, latency: str):
 
 
 def load_target(name_or_path: str) -> Target:
-    path = resolve_target_path(name_or_path)
+    path = resolve(name_or_path, TARGETS_DIR)
     top = Reader(path, load_yaml(path, "target"))
     name = top.string("name", default=path.stem)
 

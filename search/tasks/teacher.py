@@ -29,7 +29,7 @@ class Prepared:
     key: str  # identifies teacher + data + split; student caches hang off it
 
 
-def _file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -40,8 +40,8 @@ def _file_digest(path: Path) -> str:
 def _task_key(task: Task) -> str:
     weights = sorted(task.teacher_dir.glob("*.safetensors")) + sorted(task.teacher_dir.glob("*.bin"))
     parts = {k: str(v) for k, v in asdict(task).items() if k not in ("path", "name", "teacher_dir", "data_path")}
-    parts["data"] = _file_digest(task.data_path)
-    parts["weights"] = [_file_digest(p) for p in weights]
+    parts["data"] = file_sha256(task.data_path)
+    parts["weights"] = [file_sha256(p) for p in weights]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
