@@ -36,6 +36,7 @@ def budget_line(budget: dict) -> str:
 
 def metrics_line(name: str, m: dict) -> str:
     src = "" if m["latency_source"] == "measured" else f" ({m['latency_source']})"
+    src += " NOISY" if m.get("latency_noisy") else ""
     return (f"{name}{' ' if name else ''}acc {m['accuracy']:.4f}  p50 {m['p50_latency_ms']:.2f} ms  "
             f"p99 {m['p99_latency_ms']:.2f} ms{src}  mem {m['memory_mb']:.2f} MB")
 
