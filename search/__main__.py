@@ -131,7 +131,7 @@ def _cmd_export(args) -> int:
 def _cmd_bench(args) -> int:
     from .target import load_target
 
-    target = load_target(args.target)
+    target = load_target(args.target, calibrated=False)  # the assumed factors are the baseline
     _quiet_libraries()
     import torch
 
@@ -140,7 +140,7 @@ def _cmd_bench(args) -> int:
     if args.what == "latency":
         from .bench.latency import run
 
-        run(target, args.candidates, out, seed=args.seed, log=lambda s: print(s, flush=True))
+        run(target, args.candidates, out, seed=args.seed, log=lambda s: print(s, flush=True), refit=args.refit)
     else:
         from .bench.stability import run
 
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
     ben.add_argument("--candidates", type=int, default=32, help="artifacts to measure (latency; default 32)")
     ben.add_argument("--seed", type=int, default=0)
+    ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
+                                                          "measurements instead of measuring again")
     ben.set_defaults(func=_cmd_bench)
     return parser
 

@@ -22,7 +22,8 @@ class DeviceSpec:
     sparse_2_4_speedup: float = 1.0  # end-to-end credit for 2:4 sparsity, only as measured evidence says
     compute_efficiency: float | dict = 0.5  # one factor, or one per precision (as calibration fits them)
     bandwidth_efficiency: float = 0.7
-    op_overhead_us: float = 10.0
+    op_overhead_us: float | dict = 10.0  # one value, or one per kernel class (as calibration fits them)
+    run_overhead_us: float | dict = 0.0  # fixed cost per inference (session, shape sub-graph), likewise
     tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
     threads: int = 1  # for measured latency
     calibration: str = ""  # where fitted factors came from, when a calibration file overrode the YAML
@@ -76,6 +77,10 @@ def calibration_path(target_path: Path) -> Path:
     return target_path.with_name(target_path.stem + ".calibration.json")
 
 
+def _number_or_map(value):
+    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)
+
+
 def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
     """Factors fitted by `python -m search bench latency` replace the assumed ones (see calibrate.py)."""
     import json
@@ -88,7 +93,8 @@ def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
         fit = json.loads(path.read_text())
         return replace(spec, compute_efficiency=dict(fit["compute_efficiency"]),
                        bandwidth_efficiency=float(fit["bandwidth_efficiency"]),
-                       op_overhead_us=float(fit["op_overhead_us"]),
+                       op_overhead_us=_number_or_map(fit["op_overhead_us"]),
+                       run_overhead_us=_number_or_map(fit.get("run_overhead_us", 0.0)),
                        calibration=f"calibrated on {fit['measured_runs']} measured artifacts ({path.name})")
     except (ValueError, KeyError, TypeError) as exc:
         from .errors import ConfigError
@@ -111,7 +117,7 @@ def _runner(dev: Reader, latency: str):
     return runner
 
 
-def load_target(name_or_path: str) -> Target:
+def load_target(name_or_path: str, calibrated: bool = True) -> Target:
     path = resolve(name_or_path, TARGETS_DIR)
     top = Reader(path, load_yaml(path, "target"))
     name = top.string("name", default=path.stem)
@@ -144,7 +150,7 @@ def load_target(name_or_path: str) -> Target:
         runner=_runner(dev, latency),
     )
     dev.done()
-    spec = _apply_calibration(spec, path)
+    spec = _apply_calibration(spec, path) if calibrated else spec
 
     wl = top.section("workload")
     workload = Workload(

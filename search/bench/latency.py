@@ -18,6 +18,7 @@ from ..candidate import HEAD_DIM, QuantParams, quant_label
 from ..compress import quantize
 from ..measure import calibrate, roofline
 from ..measure.latency import measure
+from ..errors import ConfigError
 from ..target import Target, calibration_path
 
 QUANTS = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
@@ -53,47 +54,19 @@ def build(shape: arch.ModelShape, seed: int):
     return model
 
 
-def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print) -> pd.DataFrame:
+def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: bool = False) -> pd.DataFrame:
+    """Measure n artifacts (or, with refit, reuse latency.csv's measurements), then evaluate and calibrate."""
     wl, dev = target.workload, target.device
     if "fp32" not in dev.peak_tops or dev.memory_bandwidth_gbps is None:
-        raise ValueError(f"{target.path}: device needs peak_tops and memory_bandwidth_gbps to predict latency")
+        raise ConfigError(target.path, "device.peak_tops", "latency prediction needs peak_tops and "
+                                                           "memory_bandwidth_gbps for this device")
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    work = out_dir / "latency-artifacts"
-    for i, (shape, quant) in enumerate(random_shapes(n, seed)):
-        t0 = time.perf_counter()
-        path = quantize.quantize_artifact(build(shape, seed + i), quant, work / f"{i:03d}")
-        lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
-        rows.append({"candidate": f"L{shape.layers} h{shape.hidden} a{shape.heads[0]} f{shape.ffn[0]} "
-                                  f"{quant_label(quant)}",
-                     "shape": shape, "quant": quant, "measured_p50_ms": lat.p50_ms, "measured_p99_ms": lat.p99_ms,
-                     "spread": lat.spread, "noisy": lat.noisy})
-        log(f"[{i + 1}/{n}] {rows[-1]['candidate']:32s} p50 {lat.p50_ms:7.2f} ms  p99 {lat.p99_ms:7.2f} ms  "
-            f"spread {lat.spread:.2f}{'  NOISY' if lat.noisy else ''}  ({time.perf_counter() - t0:.0f} s)")
-    rng = np.random.default_rng(seed)
-    train = set(rng.permutation(len(rows))[: len(rows) // 2].tolist())
-    usable = [i for i, r in enumerate(rows) if i in train and not r["noisy"]]
-    cases = [{"shape": r["shape"], "quant": r["quant"], "batch": wl.batch_size, "seq": wl.sequence_length}
-             for r in rows]
-    fitted = calibrate.fit([cases[i] for i in usable], [rows[i]["measured_p50_ms"] for i in usable], dev)
-    for i, r in enumerate(rows):
-        r["split"] = "fit" if i in train else "held-out"
-        r["predicted_p50_uncalibrated_ms"] = roofline.estimate(r["shape"], r["quant"], dev, wl.batch_size,
-                                                               wl.sequence_length).p50_ms
-        r["predicted_p50_ms"] = roofline.estimate(r["shape"], r["quant"], fitted, wl.batch_size,
-                                                  wl.sequence_length).p50_ms
-        r["error_pct"] = 100 * (r["predicted_p50_ms"] / r["measured_p50_ms"] - 1)
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k not in ("shape", "quant")} for r in rows])
+    rows = _from_csv(out_dir / "latency.csv") if refit else _measure(target, n, out_dir, seed, log)
+    frame, summary, fitted = evaluate(rows, target, seed)
     frame.to_csv(out_dir / "latency.csv", index=False)
-    held = frame[frame["split"] == "held-out"]
-    within = lambda f: float((f["error_pct"].abs() <= 100 * TOLERANCE).mean())  # noqa: E731
-    summary = {"target": target.name, "candidates": len(frame), "fitted_on": len(usable),
-               "held_out_within_15pct": within(held), "all_within_15pct": within(frame),
-               "held_out_median_abs_error_pct": float(held["error_pct"].abs().median()),
-               "uncalibrated_median_abs_error_pct": float(
-                   (100 * (frame["predicted_p50_uncalibrated_ms"] / frame["measured_p50_ms"] - 1)).abs().median())}
     calibration = {"compute_efficiency": fitted.compute_efficiency, "bandwidth_efficiency": fitted.bandwidth_efficiency,
-                   "op_overhead_us": fitted.op_overhead_us, "measured_runs": len(usable),
+                   "op_overhead_us": fitted.op_overhead_us, "run_overhead_us": fitted.run_overhead_us,
+                   "measured_runs": summary["fitted_on"],
                    "fitted": time.strftime("%Y-%m-%d"), **summary}
     calibration_path(target.path).write_text(json.dumps(calibration, indent=2))
     (out_dir / "latency.md").write_text(_markdown(frame, summary, calibration))
@@ -101,21 +74,88 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print) -> pd.D
     return frame
 
 
+def _measure(target: Target, n: int, out_dir: Path, seed: int, log) -> list[dict]:
+    wl, dev = target.workload, target.device
+    rows = []
+    for i, (shape, quant) in enumerate(random_shapes(n, seed)):
+        t0 = time.perf_counter()
+        path = quantize.quantize_artifact(build(shape, seed + i), quant, out_dir / "latency-artifacts" / f"{i:03d}")
+        lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
+        rows.append({"candidate": f"L{shape.layers} h{shape.hidden} a{shape.heads[0]} f{shape.ffn[0]} "
+                                  f"{quant_label(quant)}", "shape": shape, "quant": quant,
+                     "measured_p50_ms": lat.p50_ms, "measured_p99_ms": lat.p99_ms, "spread": lat.spread,
+                     "noisy": lat.noisy})
+        log(f"[{i + 1}/{n}] {rows[-1]['candidate']:32s} p50 {lat.p50_ms:7.2f} ms  p99 {lat.p99_ms:7.2f} ms  "
+            f"spread {lat.spread:.2f}{'  NOISY' if lat.noisy else ''}  ({time.perf_counter() - t0:.0f} s)")
+    return rows
+
+
+def _from_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise ConfigError(path, "-", "no measurements to refit; run `python -m search bench latency` first")
+    rows = []
+    for r in pd.read_csv(path).to_dict("records"):
+        layers, heads, ffn = int(r["layers"]), int(r["heads"]), int(r["ffn"])
+        shape = arch.ModelShape(layers=layers, hidden=int(r["hidden"]), heads=(heads,) * layers,
+                                ffn=(ffn,) * layers, vocab=30522, max_positions=512, type_vocab=2, num_labels=2)
+        quant = QuantParams(int(r["bits"]), None if pd.isna(r["group_size"]) else int(r["group_size"]),
+                            r["activations"])
+        rows.append({**{k: r[k] for k in ("candidate", "measured_p50_ms", "measured_p99_ms", "spread", "noisy")},
+                     "shape": shape, "quant": quant})
+    return rows
+
+
+def evaluate(rows: list[dict], target: Target, seed: int, folds: int = 8):
+    """k-fold cross-validation: every candidate is predicted by factors fitted on the other folds, so
+    every reported error is out-of-sample. The saved calibration is then fitted on all of them."""
+    wl, dev = target.workload, target.device
+    cases = [{"shape": r["shape"], "quant": r["quant"], "batch": wl.batch_size, "seq": wl.sequence_length}
+             for r in rows]
+    fold_of = np.random.default_rng(seed).permutation(len(rows)) % folds
+    usable = [i for i, r in enumerate(rows) if not r["noisy"]]  # a noisy measurement never trains the model
+    for k in range(folds):
+        train = [i for i in usable if fold_of[i] != k]
+        fitted_k = calibrate.fit([cases[i] for i in train], [rows[i]["measured_p50_ms"] for i in train], dev)
+        for i in np.flatnonzero(fold_of == k):
+            rows[i]["predicted_p50_ms"] = roofline.estimate(rows[i]["shape"], rows[i]["quant"], fitted_k,
+                                                            wl.batch_size, wl.sequence_length).p50_ms
+    fitted = calibrate.fit([cases[i] for i in usable], [rows[i]["measured_p50_ms"] for i in usable], dev)
+    for i, r in enumerate(rows):
+        r["fold"] = int(fold_of[i])
+        r["predicted_p50_uncalibrated_ms"] = roofline.estimate(r["shape"], r["quant"], dev, wl.batch_size,
+                                                               wl.sequence_length).p50_ms
+        r["error_pct"] = 100 * (r["predicted_p50_ms"] / r["measured_p50_ms"] - 1)
+        s, q = r["shape"], r["quant"]
+        r.update(layers=s.layers, hidden=s.hidden, heads=s.heads[0], ffn=s.ffn[0], bits=q.bits,
+                 group_size=q.group_size, activations=q.activations)
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k not in ("shape", "quant")} for r in rows])
+    errors = frame["error_pct"].abs()
+    uncalibrated = (100 * (frame["predicted_p50_uncalibrated_ms"] / frame["measured_p50_ms"] - 1)).abs()
+    summary = {"target": target.name, "candidates": len(frame), "fitted_on": len(usable), "folds": folds,
+               "within_15pct": float((errors <= 100 * TOLERANCE).mean()),
+               "median_abs_error_pct": float(errors.median()),
+               "uncalibrated_median_abs_error_pct": float(uncalibrated.median())}
+    return frame, summary, fitted
+
+
 def _markdown(frame: pd.DataFrame, summary: dict, calibration: dict) -> str:
     lines = [f"# Latency predictor vs measurement ({summary['target']})", "",
-             f"{summary['candidates']} artifacts measured here (fresh process, onnxruntime CPU); roofline factors "
-             f"fitted on {summary['fitted_on']} of them (`fit`), error reported on the others (`held-out`).", "",
-             f"- held-out within ±15%: **{100 * summary['held_out_within_15pct']:.0f}%** "
-             f"(median |error| {summary['held_out_median_abs_error_pct']:.1f}%)",
-             f"- all within ±15%: {100 * summary['all_within_15pct']:.0f}%",
+             f"{summary['candidates']} artifacts measured (fresh process, onnxruntime CPU). Predictions are "
+             f"{summary['folds']}-fold cross-validated: each candidate is predicted by roofline factors fitted on "
+             f"the other folds, never on itself. The saved calibration is fitted on all "
+             f"{summary['fitted_on']} steady measurements.", "",
+             f"- within ±15% (out-of-sample): **{100 * summary['within_15pct']:.0f}%** of candidates "
+             f"(median |error| {summary['median_abs_error_pct']:.1f}%)",
              f"- before calibration (assumed factors): median |error| "
              f"{summary['uncalibrated_median_abs_error_pct']:.0f}%",
              f"- fitted: compute efficiency {json.dumps({k: round(v, 3) for k, v in calibration['compute_efficiency'].items()})}, "
-             f"bandwidth efficiency {calibration['bandwidth_efficiency']:.3f}, {calibration['op_overhead_us']:.1f} us/op",
-             "", "| candidate | split | predicted p50 ms | measured p50 ms | measured p99 ms | spread | error % |",
+             f"bandwidth efficiency {calibration['bandwidth_efficiency']:.3f}, per-op overhead us "
+             f"{json.dumps({k: round(v, 1) for k, v in calibration['op_overhead_us'].items()})}, per-run overhead us "
+             f"{json.dumps({k: round(v) for k, v in calibration['run_overhead_us'].items()})}",
+             "", "| candidate | fold | predicted p50 ms | measured p50 ms | measured p99 ms | spread | error % |",
              "|---|---|---|---|---|---|---|"]
     for _, r in frame.iterrows():
-        lines.append(f"| {r['candidate']} | {r['split']} | {r['predicted_p50_ms']:.2f} | {r['measured_p50_ms']:.2f} | "
+        lines.append(f"| {r['candidate']} | {r['fold']} | {r['predicted_p50_ms']:.2f} | {r['measured_p50_ms']:.2f} | "
                      f"{r['measured_p99_ms']:.2f} | {r['spread']:.2f}{' noisy' if r['noisy'] else ''} | "
                      f"{r['error_pct']:+.1f} |")
     return "\n".join(lines) + "\n"

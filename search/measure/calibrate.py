@@ -1,5 +1,5 @@
-"""Fit the roofline's free factors to measured latencies (per-precision compute efficiency,
-bandwidth efficiency, per-op overhead) by minimising the squared log error.
+"""Fit the roofline's free factors to measured latencies (compute efficiency, per-op and per-run
+overhead per kernel class; bandwidth efficiency) by minimising the squared log error.
 
 Plain gradient descent in torch on log-parameters: five unknowns, a few dozen points; no
 optimisation library is needed for that and torch is already here.
@@ -12,30 +12,34 @@ from dataclasses import replace
 import torch
 
 from ..target import DeviceSpec
-from .roofline import operators
+from .roofline import _precision, operators
 
 KERNELS = ("fp32", "int8", "w8", "w4")  # kernel classes with a fitted efficiency each
 
 
 def _features(cases: list[dict], device: DeviceSpec):
-    """Flattened over every op of every case: FLOPs / peak, bytes / bandwidth, precision, case index."""
-    f, b, p, case, n_ops = [], [], [], [], []
+    """Flattened over every op of every case: FLOPs / peak, bytes / bandwidth, kernel class, case index;
+    per case: op count and the recipe's kernel class (which selects its per-op overhead)."""
+    f, b, p, case, n_ops, graph = [], [], [], [], [], []
     for i, c in enumerate(cases):
         ops = operators(c["shape"], c["quant"], c["batch"], c["seq"], False)
         n_ops.append(len(ops))
+        graph.append(KERNELS.index(_precision(c["quant"])[1]))
         for op in ops:
             f.append(op["flops"] / (device.peak_tops.get(op["precision"], device.peak_tops["fp32"]) * 1e12))
             b.append(op["bytes"] / (device.memory_bandwidth_gbps * 1e9))
             p.append(KERNELS.index(op.get("kernel", op["precision"])))
             case.append(i)
     as_t = lambda x, dt=torch.float64: torch.tensor(x, dtype=dt)  # noqa: E731
-    return as_t(f), as_t(b), as_t(p, torch.long), as_t(case, torch.long), as_t(n_ops)
+    return as_t(f), as_t(b), as_t(p, torch.long), as_t(case, torch.long), as_t(n_ops), as_t(graph, torch.long)
 
 
-def predict_ms(feats, eff: torch.Tensor, bw: torch.Tensor, overhead_s: torch.Tensor) -> torch.Tensor:
-    f, b, p, case, n_ops = feats
+def predict_ms(feats, eff: torch.Tensor, bw: torch.Tensor, overhead_s: torch.Tensor,
+               run_s: torch.Tensor) -> torch.Tensor:
+    f, b, p, case, n_ops, graph = feats
     per_op = torch.maximum(f / eff[p], b / bw)
-    return (torch.zeros(len(n_ops), dtype=torch.float64).index_add(0, case, per_op) + n_ops * overhead_s) * 1e3
+    total = torch.zeros(len(n_ops), dtype=torch.float64).index_add(0, case, per_op)
+    return (total + n_ops * overhead_s[graph] + run_s[graph]) * 1e3
 
 
 def fit(cases: list[dict], measured_ms: list[float], device: DeviceSpec, steps: int = 2000) -> DeviceSpec:
@@ -44,16 +48,19 @@ def fit(cases: list[dict], measured_ms: list[float], device: DeviceSpec, steps: 
     # log-parameters: a fitted efficiency above 1 says the spec's peak is too low, and is kept visible
     raw_eff = torch.full((len(KERNELS),), math.log(0.5), dtype=torch.float64, requires_grad=True)
     raw_bw = torch.tensor(math.log(0.5), dtype=torch.float64, requires_grad=True)
-    log_over = torch.tensor(math.log(10.0), dtype=torch.float64, requires_grad=True)  # microseconds
+    log_over = torch.full((len(KERNELS),), math.log(10.0), dtype=torch.float64, requires_grad=True)  # us
+    log_run = torch.full((len(KERNELS),), math.log(50.0), dtype=torch.float64, requires_grad=True)  # us
     target = torch.log(torch.tensor(measured_ms, dtype=torch.float64))
-    opt = torch.optim.Adam([raw_eff, raw_bw, log_over], lr=0.05)
+    opt = torch.optim.Adam([raw_eff, raw_bw, log_over, log_run], lr=0.05)
     for _ in range(steps):
-        pred = predict_ms(feats, torch.exp(raw_eff), torch.exp(raw_bw), torch.exp(log_over) * 1e-6)
+        pred = predict_ms(feats, torch.exp(raw_eff), torch.exp(raw_bw), torch.exp(log_over) * 1e-6,
+                          torch.exp(log_run) * 1e-6)
         loss = ((torch.log(pred) - target) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
         eff = torch.exp(raw_eff).tolist()
-        return replace(device, compute_efficiency=dict(zip(KERNELS, eff)),
-                       bandwidth_efficiency=torch.exp(raw_bw).item(), op_overhead_us=torch.exp(log_over).item())
+        return replace(device, compute_efficiency=dict(zip(KERNELS, eff)), bandwidth_efficiency=torch.exp(raw_bw).item(),
+                       op_overhead_us=dict(zip(KERNELS, torch.exp(log_over).tolist())),
+                       run_overhead_us=dict(zip(KERNELS, torch.exp(log_run).tolist())))

@@ -69,13 +69,26 @@ def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: i
         peak = device.peak_tops.get(op["precision"], device.peak_tops["fp32"]) * 1e12 * efficiency(device, op)
         if op.get("sparse") and op["precision"] in ("int8", "fp16"):
             peak *= device.sparse_2_4_speedup  # only as much as the target says is measured to pay off
-        total_s += max(op["flops"] / peak, op["bytes"] / bandwidth) + device.op_overhead_us * 1e-6
-    p50 = total_s * 1e3
+        total_s += max(op["flops"] / peak, op["bytes"] / bandwidth) + overhead_us(device, quant) * 1e-6
+    p50 = (total_s + _by_kernel(device.run_overhead_us, quant, 0.0) * 1e-6) * 1e3
     how = device.calibration or "assumed, uncalibrated factors"
     return Latency(p50_ms=p50, p99_ms=p50 * device.tail_factor, spread=0.0, source="estimated",
                    detail=f"roofline over {len(ops)} ops ({how}); compute efficiency {device.compute_efficiency}, "
-                          f"bandwidth efficiency {device.bandwidth_efficiency}, {device.op_overhead_us:.1f} us/op, "
+                          f"bandwidth efficiency {device.bandwidth_efficiency}, {overhead_us(device, quant):.1f} us/op, "
                           f"p99 = p50 x {device.tail_factor}")
+
+
+def overhead_us(device: DeviceSpec, quant: QuantParams) -> float:
+    """Per-kernel launch/dispatch cost; may depend on the recipe, because the graph does: fp32 and int8
+    artifacts run onnxruntime's fused BERT graph, weight-only ones the unfused graph with more small ops
+    (whose shape/mask sub-graph is also a fixed cost per run: `run_overhead_us`)."""
+    return _by_kernel(device.op_overhead_us, quant, 10.0)
+
+
+def _by_kernel(value, quant: QuantParams, default: float) -> float:
+    if not isinstance(value, dict):
+        return value
+    return value.get(_precision(quant)[1], value.get("fp32", default))
 
 
 def efficiency(device: DeviceSpec, op: dict) -> float:
