@@ -28,6 +28,12 @@ class ModelShape:
     type_vocab: int
     num_labels: int
     head_dim: int = HEAD_DIM
+    id_map_size: int = 0  # > 0 when the vocabulary is trimmed: the int64 id lookup table's length
+
+    @property
+    def input_vocab(self) -> int:
+        """Token ids the model accepts (the tokenizer's vocabulary, trimmed or not)."""
+        return self.id_map_size or self.vocab
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """(in_features, out_features) of every encoder/pooler/classifier Linear."""
@@ -50,7 +56,8 @@ def shape_of(model) -> ModelShape:
         heads=tuple(layer.attention.self.num_attention_heads for layer in layers),
         ffn=tuple(layer.intermediate.dense.out_features for layer in layers),
         vocab=emb.word_embeddings.num_embeddings, max_positions=emb.position_embeddings.num_embeddings,
-        type_vocab=emb.token_type_embeddings.num_embeddings, num_labels=model.classifier.out_features)
+        type_vocab=emb.token_type_embeddings.num_embeddings, num_labels=model.classifier.out_features,
+        id_map_size=len(emb.word_embeddings.id_map) if hasattr(emb.word_embeddings, "id_map") else 0)
 
 
 def encoder_linears(model) -> list[nn.Linear]:
@@ -201,6 +208,7 @@ def to_standard(model):
     config.num_attention_heads = shape.hidden // HEAD_DIM
     config.intermediate_size = max(shape.ffn)
     config.hidden_size, config.num_hidden_layers = shape.hidden, shape.layers
+    config.vocab_size = shape.input_vocab
     for key in ("search_heads_per_layer", "search_ffn_per_layer", "search_teacher_layers"):
         config.__dict__.pop(key, None)
     out = BertForSequenceClassification(config).eval()
@@ -208,7 +216,12 @@ def to_standard(model):
     for key, value in state.items():
         value.zero_()
     for key, value in model.state_dict().items():
+        if key not in state:  # the trimmed embedding's own keys: handled below
+            continue
         target = state[key]
         target[tuple(slice(0, n) for n in value.shape)] = value  # kept units first, zeros after
+    words = model.bert.embeddings.word_embeddings
+    if hasattr(words, "full_weight"):  # trimmed vocabulary: expand back, every id to the row it used
+        state["bert.embeddings.word_embeddings.weight"] = words.full_weight()
     out.load_state_dict(state)
     return out

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 PRUNE_TYPES = ("none", "unstructured", "structured", "2:4")
 QUANT_BITS = (32, 8, 4)
 ACTIVATIONS = ("none", "dynamic_int8")
+VOCABS = ("full", "task")
 HEAD_DIM = 32  # MiniLM's head width; students keep whole teacher heads so they can start from them
 
 
@@ -18,6 +19,7 @@ class DistillParams:
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the soft-logit KD loss; 1 - alpha goes to the label loss
     epochs: int = 1
+    vocab: str = "full"  # "task": keep only embedding rows of tokens in the task's training text
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class Candidate:
     def label(self) -> str:
         d, p, q = self.distill, self.prune, self.quant
         prune = "" if p.type == "none" else f" {p.type}@{p.ratio:g}"
-        return f"L{d.layers} h{d.hidden} a{d.heads} f{d.ffn}{prune} {quant_label(q)}"
+        vocab = " vocab=task" if d.vocab == "task" else ""
+        return f"L{d.layers} h{d.hidden} a{d.heads} f{d.ffn}{vocab}{prune} {quant_label(q)}"
 
 
 def quant_label(q: QuantParams) -> str:

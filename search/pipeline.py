@@ -9,7 +9,7 @@ import torch
 
 from . import arch
 from .candidate import Candidate, QuantParams
-from .compress import distill, prune, quantize
+from .compress import distill, prune, quantize, vocab
 from .measure import accuracy, memory, roofline
 from .measure.latency import Latency, measure
 from .target import Target
@@ -30,12 +30,17 @@ class Context:
     calibration: tuple  # (input_ids, attention_mask) from the training split
     threads: int
     seed: int = 0
+    vocab_ids: torch.Tensor | None = None  # token ids of the training text (+ specials), for vocab="task"
+    unk_id: int = 0
 
 
 def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: int, seed: int = 0) -> Context:
     ids, mask, _ = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
     importance = arch.measure_importance(prepared.teacher, ids, mask)
-    return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed)
+    tok = prepared.tokenizer
+    unk = tok.unk_token_id if tok.unk_token_id is not None else 0
+    vocab_ids = vocab.task_token_ids(prepared.train.input_ids, [i for i in tok.all_special_ids] + [unk])
+    return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed, vocab_ids, unk)
 
 
 def kept(n: int, ratio: float) -> int:
@@ -43,13 +48,16 @@ def kept(n: int, ratio: float) -> int:
     return max(1, round(n * (1 - ratio)))
 
 
-def planned_shape(teacher: arch.ModelShape, cand: Candidate) -> arch.ModelShape:
+def planned_shape(teacher: arch.ModelShape, cand: Candidate, vocab_size: int | None = None) -> arch.ModelShape:
     """The shipped model's shape, known from the recipe before any training."""
     d, p = cand.distill, cand.prune
     heads, ffn = d.heads, d.ffn
     if p.type == "structured":
         heads, ffn = kept(heads, p.ratio), kept(ffn, p.ratio)
-    return replace(teacher, layers=d.layers, hidden=d.hidden, heads=(heads,) * d.layers, ffn=(ffn,) * d.layers)
+    shape = replace(teacher, layers=d.layers, hidden=d.hidden, heads=(heads,) * d.layers, ffn=(ffn,) * d.layers)
+    if d.vocab == "task" and vocab_size:
+        shape = replace(shape, vocab=vocab_size, id_map_size=teacher.vocab)
+    return shape
 
 
 def latency_of(ctx: Context, shape: arch.ModelShape, quant: QuantParams, sparse_2_4: bool,
@@ -59,12 +67,13 @@ def latency_of(ctx: Context, shape: arch.ModelShape, quant: QuantParams, sparse_
         return roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
     if artifact is None:
         raise ValueError("measured latency needs an artifact")
-    return measure(artifact, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
+    return measure(artifact, wl.batch_size, wl.sequence_length, dev.threads, shape.input_vocab, runner=dev.runner)
 
 
 def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
     """Predicted memory (and latency where it is estimated) before training; reasons to reject."""
-    shape = planned_shape(arch.shape_of(ctx.prepared.teacher), cand)
+    shape = planned_shape(arch.shape_of(ctx.prepared.teacher), cand,
+                          None if ctx.vocab_ids is None else len(ctx.vocab_ids))
     wl, budget = ctx.target.workload, ctx.target.budget
     predicted = {"predicted_memory_mb": (memory.predicted_weight_bytes(shape, cand.quant)
                                          + memory.activation_bytes(shape, wl.batch_size, wl.sequence_length))
@@ -110,7 +119,7 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     t0 = time.perf_counter()
     student = distill.apply(p.teacher, cand.distill, importance=ctx.importance, train_split=p.train,
                             teacher_logits=p.teacher_train_logits, cache_dir=ctx.cache_dir, task_key=p.key,
-                            seed=ctx.seed, log=log)
+                            seed=ctx.seed, log=log, vocab_ids=ctx.vocab_ids, unk_id=ctx.unk_id)
     timings["distill_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     kd = KD(p.teacher_train_logits, cand.distill.temperature, cand.distill.alpha)

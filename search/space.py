@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .candidate import ACTIVATIONS, HEAD_DIM, PRUNE_TYPES, QUANT_BITS, Candidate, DistillParams, PruneParams, \
+from .candidate import ACTIVATIONS, HEAD_DIM, PRUNE_TYPES, QUANT_BITS, VOCABS, Candidate, DistillParams, PruneParams, \
     QuantParams
 from .schema import Reader, load_yaml, resolve
 
@@ -29,7 +29,7 @@ class Choice:
 KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
     "distill": {"layers": ("int", (1, 48)), "hidden": ("int", (HEAD_DIM, 4096)), "heads": ("int", (1, 128)),
                 "ffn": ("int", (1, 16384)), "temperature": ("float", (0.5, 20.0)), "alpha": ("float", (0.0, 1.0)),
-                "epochs": ("int", (1, 50))},
+                "epochs": ("int", (1, 50)), "vocab": ("choice", VOCABS)},
     "prune": {"type": ("choice", PRUNE_TYPES), "ratio": ("float", (0.0, 0.95)),
               "recovery_steps": ("int", (0, 100000))},
     "quant": {"bits": ("choice", QUANT_BITS), "group_size": ("choice", (32, 64, 128, 256)),
@@ -49,7 +49,7 @@ class Space:
         distill = DistillParams(layers=g("distill.layers"), hidden=hidden,
                                 heads=min(g("distill.heads"), hidden // HEAD_DIM), ffn=g("distill.ffn"),
                                 temperature=g("distill.temperature"), alpha=g("distill.alpha"),
-                                epochs=g("distill.epochs"))
+                                epochs=g("distill.epochs"), vocab=g("distill.vocab"))
         ptype = g("prune.type")
         ratio = {"none": 0.0, "2:4": 0.5}.get(ptype)
         prune = PruneParams(type=ptype, ratio=g("prune.ratio") if ratio is None else ratio,
@@ -98,6 +98,9 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
     return Reader(r.file, {name: value}, r.prefix).number(name, lo=lo_allowed, hi=hi_allowed, integer=integer)
 
 
+OPTIONAL = {"distill.vocab": "full"}  # knobs added later keep older space files valid
+
+
 def load_space(name_or_path: str) -> Space:
     path = resolve(name_or_path, SPACES_DIR)
     top = Reader(path, load_yaml(path, "space"))
@@ -105,7 +108,8 @@ def load_space(name_or_path: str) -> Space:
     for section, spec in KNOBS.items():
         r = top.section(section)
         for name, (kind, allowed) in spec.items():
-            knobs[f"{section}.{name}"] = _read_knob(r, name, kind, allowed)
+            key = f"{section}.{name}"
+            knobs[key] = OPTIONAL[key] if key in OPTIONAL and not r.has(name) else _read_knob(r, name, kind, allowed)
         r.done()
     top.done()
     _check_cross_fields(path, knobs)

@@ -38,7 +38,8 @@ def smallest_candidates(space: Space) -> list[Candidate]:
     k = space.knobs
     low = lambda name: min(values(k[name]))  # noqa: E731
     distill = DistillParams(layers=low("distill.layers"), hidden=low("distill.hidden"),
-                            heads=min(low("distill.heads"), low("distill.hidden") // HEAD_DIM), ffn=low("distill.ffn"))
+                            heads=min(low("distill.heads"), low("distill.hidden") // HEAD_DIM), ffn=low("distill.ffn"),
+                            vocab="task" if "task" in values(k["distill.vocab"]) else "full")
     prune = (PruneParams("structured", max(values(k["prune.ratio"])))
              if "structured" in values(k["prune.type"]) else PruneParams())
     quants = []

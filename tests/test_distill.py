@@ -70,3 +70,29 @@ def test_distillation_trains_towards_teacher_and_caches(tmp_path, model):
     again = distill.apply(model, params, importance=imp, train_split=data, teacher_logits=teacher_logits,
                           cache_dir=tmp_path, task_key="t", seed=0, log=lambda s: None)
     assert torch.equal(logits_of(again, data), logits_of(student, data))
+
+
+def test_task_vocabulary_trims_rows_and_keeps_ids(model, split, tmp_path):
+    from search.compress import vocab
+    from search.measure import memory
+    from search.candidate import QuantParams
+    from search.compress import quantize
+
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    keep = vocab.task_token_ids(split.input_ids[:8], [0, 1])
+    student = distill.build_student(model, DistillParams(3, 128, 4, 256, vocab="task"), imp, keep, unk_id=1)
+    shape = arch.shape_of(student)
+    assert shape.vocab == len(keep) < 120 and shape.id_map_size == 120
+    # on the texts whose tokens were kept, the trimmed model is exactly the untrimmed one
+    seen = split.subset(8)
+    assert torch.allclose(logits_of(student, seen), logits_of(model, seen), atol=1e-5)
+    # an id outside the kept set reads [UNK]'s row
+    emb = student.bert.embeddings.word_embeddings
+    unseen = int(next(i for i in range(120) if i not in set(keep.tolist())))
+    assert torch.equal(emb(torch.tensor([unseen])), model.bert.embeddings.word_embeddings(torch.tensor([1])))
+    # the stock HF copy and the ONNX artifact agree with it; the artifact is smaller and byte-predicted
+    assert torch.allclose(logits_of(arch.to_standard(student), split), logits_of(student, split), atol=1e-5)
+    full = memory.weight_bytes(quantize.quantize_artifact(model, QuantParams(32), tmp_path / "full"))
+    path = quantize.quantize_artifact(student, QuantParams(32), tmp_path / "trim")
+    assert memory.weight_bytes(path) == pytest.approx(memory.predicted_weight_bytes(shape, QuantParams(32)), rel=0.03)
+    assert memory.weight_bytes(path) < full

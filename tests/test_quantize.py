@@ -88,3 +88,15 @@ def test_structured_pruning_shrinks_onnx_weights(model, split, tmp_path):
     # embeddings stay; each layer's attention and FFN matrices halve
     layer_bytes = 4 * 3 * (4 * 128 * 128 + 2 * 128 * 256)
     assert dense - pruned == pytest.approx(layer_bytes / 2, rel=0.02)
+
+
+@pytest.mark.parametrize("quant", ALL_QUANT, ids=lambda q: f"{q.bits}-{q.group_size}-{q.activations}")
+def test_trimmed_vocabulary_quantizes_runs_and_is_predicted(model, split, tmp_path, quant):
+    from search.compress import vocab
+
+    vocab.trim(model, vocab.task_token_ids(split.input_ids, [0, 1]), unk_id=1)
+    path = quantize.quantize_artifact(model, quant, tmp_path)
+    ref = logits_of(model, split).numpy()
+    assert np.abs(_onnx_logits(path, split) - ref).max() < 0.25 * np.abs(ref).max()
+    predicted = memory.predicted_weight_bytes(arch.shape_of(model), quant)
+    assert predicted == pytest.approx(memory.weight_bytes(path), rel=0.03)

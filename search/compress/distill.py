@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from .. import arch
 from ..candidate import HEAD_DIM, DistillParams
 from ..errors import CandidateError
+from . import vocab
 from ..train import KD, steps_for, train
 
 
@@ -26,8 +27,9 @@ def teacher_layers(n_teacher: int, n_student: int) -> list[int]:
     return sorted(int(round(x)) for x in np.linspace(n_teacher - 1, 0, n_student))
 
 
-def build_student(teacher, params: DistillParams, importance: arch.Importance):
-    """Initialise from the teacher: chosen layers, then the most important heads, neurons and dims."""
+def build_student(teacher, params: DistillParams, importance: arch.Importance, vocab_ids=None, unk_id: int = 0):
+    """Initialise from the teacher: chosen layers, then the most important heads, neurons and dims;
+    with vocab="task", only the embedding rows of `vocab_ids` (the task's tokens)."""
     shape = arch.shape_of(teacher)
     if params.layers > shape.layers or params.hidden > shape.hidden or params.ffn > min(shape.ffn):
         raise CandidateError(f"student {params} is larger than the teacher {shape}")
@@ -42,6 +44,10 @@ def build_student(teacher, params: DistillParams, importance: arch.Importance):
         arch.slice_ffn(layer, arch.top_k(importance.ffn[src], params.ffn))
     if params.hidden < shape.hidden:
         arch.slice_hidden(student, arch.top_k(importance.hidden, params.hidden))
+    if params.vocab == "task":
+        if vocab_ids is None:
+            raise CandidateError("distill.vocab=task needs the task's token ids")
+        vocab.trim(student, vocab_ids, unk_id)
     arch.sync_config(student)
     student.config.search_teacher_layers = keep_layers
     return student.eval()
@@ -53,9 +59,9 @@ def cache_key(task_key: str, params: DistillParams, seed: int) -> str:
 
 
 def apply(teacher, params: DistillParams, *, importance: arch.Importance, train_split, teacher_logits,
-          cache_dir: Path | None, task_key: str, seed: int = 0, log=print):
+          cache_dir: Path | None, task_key: str, seed: int = 0, log=print, vocab_ids=None, unk_id: int = 0):
     """Return a trained student; a student with the same params, task and seed is loaded from cache."""
-    student = build_student(teacher, params, importance)
+    student = build_student(teacher, params, importance, vocab_ids, unk_id)
     path = cache_dir / f"student-{cache_key(task_key, params, seed)}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
         try:

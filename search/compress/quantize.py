@@ -99,6 +99,10 @@ def _weight_only(src: Path, dst: Path, bits: int, group_size: int | None) -> Non
     ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)
     config = DefaultWeightOnlyQuantConfig(block_size=group_size, is_symmetric=True, accuracy_level=4, bits=bits,
                                           op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+    model = onnx.load(str(src))
+    # a trimmed vocabulary's id table is a 1-D int64 Gather: a lookup, not a weight to quantize
+    tables = {t.name for t in model.graph.initializer if len(t.dims) == 1}
+    lookups = [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
+    quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=lookups, algo_config=config)
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)

@@ -53,6 +53,7 @@ def predicted_weight_bytes(shape: ModelShape, quant: QuantParams) -> int:
     encoder, head = linears[:-2], linears[-2:]  # pooler and classifier are Gemm nodes
     vectors = sum(o for _, o in linears) + 2 * shape.hidden * (2 * shape.layers + 1)  # biases, LN gamma/beta
     embeddings = (shape.vocab + shape.max_positions + shape.type_vocab) * shape.hidden
+    vectors += 2 * shape.id_map_size  # the trimmed vocabulary's int64 id table, as 2 float-sized words
     head_params = sum(i * o for i, o in head)
     if quant.bits == 32:
         return 4 * (vectors + embeddings + head_params + sum(i * o for i, o in encoder))
