@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "loads the machine (results/bench/stability.csv/.md)."))
     ben.add_argument("what", choices=("latency", "stability"))
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
-    ben.add_argument("--candidates", type=int, default=32, help="artifacts to measure (latency; default 32)")
+    ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
     ben.add_argument("--seed", type=int, default=0)
     ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
                                                           "measurements instead of measuring again")
