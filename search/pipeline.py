@@ -39,7 +39,7 @@ def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: i
     importance = arch.measure_importance(prepared.teacher, ids, mask)
     tok = prepared.tokenizer
     unk = tok.unk_token_id if tok.unk_token_id is not None else 0
-    vocab_ids = vocab.task_token_ids(prepared.train.input_ids, [i for i in tok.all_special_ids] + [unk])
+    vocab_ids = vocab.task_token_ids(prepared.train.input_ids, list(tok.all_special_ids) + [unk])
     return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed, vocab_ids, unk)
 
 
