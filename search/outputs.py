@@ -134,8 +134,9 @@ def finish(study, run_dir: Path, policy: str = "accuracy", log=print) -> dict:
 
 
 def select_confirmed(rows: list[dict], run_dir: Path, saved: dict, policy: str, log=print) -> dict:
-    """Select; for a measured device ship only what still meets the latency budget when measured again
-    in a fresh process with more runs, otherwise drop it and select again, saying so in `why`."""
+    """Select; for a measured device ship only what still meets the latency and memory budgets when
+    measured again in a fresh process with more runs, otherwise drop it and select again, saying so in
+    `why` (whose margins line is the search's measurement; the re-measured figures follow it)."""
     from .measure import latency
 
     budget, notes, left = saved["budget"], [], list(rows)
