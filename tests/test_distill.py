@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import random_split, tiny_model
+from conftest import random_split
 from search import arch
 from search.candidate import DistillParams
 from search.compress import distill

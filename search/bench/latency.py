@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +55,7 @@ def build(shape: arch.ModelShape, seed: int):
 
 def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: bool = False) -> pd.DataFrame:
     """Measure n artifacts (or, with refit, reuse latency.csv's measurements), then evaluate and calibrate."""
-    wl, dev = target.workload, target.device
+    dev = target.device
     if "fp32" not in dev.peak_tops or dev.memory_bandwidth_gbps is None:
         raise ConfigError(target.path, "device.peak_tops", "latency prediction needs peak_tops and "
                                                            "memory_bandwidth_gbps for this device")
