@@ -25,10 +25,6 @@ def resolved_budget(target: Target, teacher_accuracy: float) -> dict:
             "accuracy_floor_rule": b.accuracy_floor.describe()}
 
 
-def violations(metrics: dict, budget: dict) -> dict:
-    return pareto.violations(metrics, budget)
-
-
 def budget_line(budget: dict) -> str:
     return (f"memory <= {budget['memory_mb']:g} MB, p99 <= {budget['p99_latency_ms']:g} ms, "
             f"accuracy >= {budget['accuracy_floor']:.4f} ({budget['accuracy_floor_rule']})")

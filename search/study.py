@@ -15,7 +15,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from . import arch, outputs
+from . import arch, outputs, pareto
 from .candidate import HEAD_DIM, Candidate, DistillParams, PruneParams, QuantParams
 from .errors import CandidateError, ConfigError
 from .pipeline import Context, make_context, measure_teacher, run_candidate, screen
@@ -122,9 +122,9 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         metrics["elapsed_s"] = time.perf_counter() - t0
         for key, value in metrics.items():
             trial.set_user_attr(key, value)  # metrics as user attrs: optuna-dashboard shows them
-        for key, value in outputs.violations(metrics, budget).items():
+        for key, value in pareto.violations(metrics, budget).items():
             trial.set_constraint(key, float(value))
-        ok = all(v <= 0 for v in outputs.violations(metrics, budget).values())
+        ok = pareto.feasible(metrics, budget)
         log(f"{head} {outputs.metrics_line('', metrics)}  {'meets budget' if ok else 'over budget'} "
             f"({metrics['elapsed_s']:.0f} s)")
         return metrics["accuracy"], metrics["p99_latency_ms"], metrics["memory_mb"]

@@ -61,6 +61,7 @@ def load_task(path_str: str | None) -> Task:
         raise top.error("teacher", f"{teacher_dir} has no config.json; give a local Hugging Face model directory")
     d = top.section("data")
     data_path = (path.parent / d.string("path")).resolve()
+    f = top.section("finetune", default={})
     task = Task(
         name=top.string("name", default=path.stem),
         path=path,
@@ -72,13 +73,11 @@ def load_task(path_str: str | None) -> Task:
         max_train_examples=d.number("max_train_examples", default=None, lo=8, integer=True),
         max_validation_examples=d.number("max_validation_examples", default=None, lo=8, integer=True),
         split_seed=d.number("seed", default=0, integer=True),
+        max_length=top.number("max_length", default=64, lo=8, hi=512, integer=True),
+        finetune_epochs=f.number("epochs", default=2.0, lo=0, hi=100),
+        finetune_learning_rate=f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True),
     )
     d.done()
-    f = top.section("finetune", default={})
-    task = Task(**{**task.__dict__,
-                   "max_length": top.number("max_length", default=64, lo=8, hi=512, integer=True),
-                   "finetune_epochs": f.number("epochs", default=2.0, lo=0, hi=100),
-                   "finetune_learning_rate": f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True)})
     f.done()
     top.done()
     return task
