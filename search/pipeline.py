@@ -133,7 +133,7 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     t0 = time.perf_counter()
     metrics = measure_artifact(ctx, path, shape, cand.quant, cand.prune.type == "2:4")
     timings["measure_s"] = time.perf_counter() - t0
-    params = sum(t.numel() for t in student.state_dict().values())
+    params = sum(p.numel() for p in student.parameters())  # not buffers (position ids, vocab id table)
     # the fp32 student before quantization, loadable with plain from_pretrained (for `export`)
     arch.to_standard(student).save_pretrained(workdir / "hf")
     return {**metrics, "weight_sparsity": sparsity, "parameters": params, "artifact": str(path),
