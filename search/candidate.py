@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 PRUNE_TYPES = ("none", "unstructured", "structured", "2:4")
-QUANT_BITS = (32, 8, 4)
+QUANT_BITS = (32, 8, 4, 2)
 ACTIVATIONS = ("none", "dynamic_int8")
+QUANT_METHODS = ("rtn", "gptq")
+GROUP_SIZES = (16, 32, 64, 128, 256, "channel")  # "channel": one scale per output channel
 VOCABS = ("full", "task")
 HEAD_DIM = 32  # MiniLM's head width; students keep whole teacher heads so they can start from them
 
@@ -32,8 +34,10 @@ class PruneParams:
 @dataclass(frozen=True)
 class QuantParams:
     bits: int = 32
-    group_size: int | None = None  # weight-only (MatMulNBits) block size
+    group_size: int | str | None = None  # weight-only (MatMulNBits) block size, or "channel"
     activations: str = "none"  # "dynamic_int8": int8 weights and int8 activations quantized at run time
+    method: str = "rtn"  # weight-only rounding: round-to-nearest, or GPTQ error compensation on calibration data
+    high_precision_fraction: float = 0.0  # weight-only: this fraction of layers, most sensitive first, at 8 bits
 
 
 @dataclass(frozen=True)
@@ -60,4 +64,9 @@ class Candidate:
 def quant_label(q: QuantParams) -> str:
     if q.bits == 32:
         return "fp32"
-    return "int8" if q.activations == "dynamic_int8" else f"w{q.bits}g{q.group_size}"
+    if q.activations == "dynamic_int8":
+        return "int8"
+    group = "C" if q.group_size == "channel" else q.group_size
+    mixed = f"+{q.high_precision_fraction:g}@8" if q.high_precision_fraction else ""
+    method = "" if q.method == "rtn" else f" {q.method}"
+    return f"w{q.bits}g{group}{mixed}{method}"

@@ -9,7 +9,7 @@ import torch
 
 from . import arch
 from .candidate import Candidate, QuantParams
-from .compress import distill, prune, quantize, vocab
+from .compress import distill, nbits, prune, quantize, vocab
 from .measure import accuracy, memory, roofline
 from .measure.latency import Latency, measure
 from .target import Target
@@ -79,6 +79,11 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
                                          + memory.activation_bytes(shape, wl.batch_size, wl.sequence_length))
                  / memory.MB}
     reasons = []
+    if cand.quant.bits == 2 and cand.quant.group_size == nbits.CHANNEL:
+        widest = max(i for i, _ in shape.linear_shapes())
+        if nbits.block_size_for(widest, nbits.CHANNEL) > nbits.MAX_2BIT_BLOCK:
+            reasons.append(f"2-bit per-channel blocks of {widest} inputs exceed onnxruntime's "
+                           f"{nbits.MAX_2BIT_BLOCK}-wide 2-bit limit")
     if predicted["predicted_memory_mb"] > budget.memory_mb:
         reasons.append(f"predicted memory {predicted['predicted_memory_mb']:.1f} MB > budget {budget.memory_mb} MB")
     if ctx.target.device.latency == "estimated":
@@ -128,7 +133,7 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     sparsity = prune.weight_sparsity(student)
     shape = arch.shape_of(student)
     t0 = time.perf_counter()
-    path = quantize.quantize_artifact(student, cand.quant, workdir)
+    path = quantize.quantize_artifact(student, cand.quant, workdir, ctx.calibration)
     timings["quantize_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = measure_artifact(ctx, path, shape, cand.quant, cand.prune.type == "2:4")

@@ -14,7 +14,16 @@ from search.measure import accuracy, memory
 from search.train import logits_of
 
 ALL_QUANT = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
-             QuantParams(4, 64), QuantParams(4, 128)]
+             QuantParams(4, 64), QuantParams(4, 128), QuantParams(2, 32), QuantParams(4, "channel"),
+             QuantParams(4, 32, method="gptq"), QuantParams(4, 64, high_precision_fraction=0.34)]
+
+
+def _id(q):
+    return f"{q.bits}-{q.group_size}-{q.activations}-{q.method}-{q.high_precision_fraction}"
+
+
+def _calibration(split):
+    return split.input_ids[:16], split.attention_mask[:16]
 
 
 def _onnx_logits(path, split):
@@ -29,9 +38,9 @@ def test_fp32_artifact_matches_torch(model, split, tmp_path):
     assert np.abs(_onnx_logits(path, split) - ref).max() < 1e-4
 
 
-@pytest.mark.parametrize("quant", ALL_QUANT[1:], ids=lambda q: f"{q.bits}-{q.group_size}-{q.activations}")
+@pytest.mark.parametrize("quant", ALL_QUANT[1:], ids=_id)
 def test_quantized_artifact_stays_close(model, split, tmp_path, quant):
-    path = quantize.quantize_artifact(model, quant, tmp_path)
+    path = quantize.quantize_artifact(model, quant, tmp_path, _calibration(split))
     ref = logits_of(model, split).numpy()
     err = np.abs(_onnx_logits(path, split) - ref).max()
     assert 0 < err < 0.25 * np.abs(ref).max()  # changed (really quantized), but not broken
@@ -65,9 +74,9 @@ def test_4bit_groups_have_at_most_16_levels_and_round_to_nearest(tmp_path, group
     assert (err <= step + 1e-6).all()
 
 
-@pytest.mark.parametrize("quant", ALL_QUANT, ids=lambda q: f"{q.bits}-{q.group_size}-{q.activations}")
-def test_predicted_weight_bytes_match_the_artifact(model, tmp_path, quant):
-    path = quantize.quantize_artifact(model, quant, tmp_path)
+@pytest.mark.parametrize("quant", ALL_QUANT, ids=_id)
+def test_predicted_weight_bytes_match_the_artifact(model, split, tmp_path, quant):
+    path = quantize.quantize_artifact(model, quant, tmp_path, _calibration(split))
     measured = memory.weight_bytes(path)
     predicted = memory.predicted_weight_bytes(arch.shape_of(model), quant)
     assert predicted == pytest.approx(measured, rel=0.03)
@@ -90,12 +99,12 @@ def test_structured_pruning_shrinks_onnx_weights(model, split, tmp_path):
     assert dense - pruned == pytest.approx(layer_bytes / 2, rel=0.02)
 
 
-@pytest.mark.parametrize("quant", ALL_QUANT, ids=lambda q: f"{q.bits}-{q.group_size}-{q.activations}")
+@pytest.mark.parametrize("quant", ALL_QUANT, ids=_id)
 def test_trimmed_vocabulary_quantizes_runs_and_is_predicted(model, split, tmp_path, quant):
     from search.compress import vocab
 
     vocab.trim(model, vocab.task_token_ids(split.input_ids, [0, 1]), unk_id=1)
-    path = quantize.quantize_artifact(model, quant, tmp_path)
+    path = quantize.quantize_artifact(model, quant, tmp_path, _calibration(split))
     ref = logits_of(model, split).numpy()
     assert np.abs(_onnx_logits(path, split) - ref).max() < 0.25 * np.abs(ref).max()
     predicted = memory.predicted_weight_bytes(arch.shape_of(model), quant)

@@ -3,11 +3,14 @@
 onnxruntime is the only CPU runtime measured here to give real int8 speed-ups (BACKENDS.md):
 - fp32: torch.onnx export + ORT's BERT graph fusion;
 - int8 weights + dynamic int8 activations: quantize_dynamic on the fused graph;
-- 8/4-bit weight-only, group-wise: MatMulNBits (block size = group size); at 4 bits the word
-  embedding is quantized too (GatherBlockQuantized), or it would stay the largest fp32 tensor.
+- 8/4/2-bit weight-only, group-wise or per channel: MatMulNBits, with codes chosen in torch by
+  round-to-nearest or GPTQ, and optionally 8 bits for the most sensitive layers (weight_only.py); at
+  4 and 2 bits the embeddings are quantized too, to 4 bits (GatherBlockQuantized, 4-bit only in ORT 1.32),
+  or they would stay the largest fp32 tensors.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -18,6 +21,7 @@ import torch
 from .. import arch
 from ..candidate import QuantParams
 from ..errors import CandidateError
+from . import nbits, weight_only
 
 OPSET = 17
 
@@ -56,15 +60,22 @@ def _fuse(src: Path, dst: Path, shape: arch.ModelShape) -> Path:
     return dst
 
 
-def quantize_artifact(model, params: QuantParams, workdir: Path) -> Path:
-    """Export + quantize into workdir; returns the path of the artifact (model.onnx)."""
+def quantize_artifact(model, params: QuantParams, workdir: Path, calibration: tuple | None = None) -> Path:
+    """Export + quantize into workdir; returns the path of the artifact (model.onnx). `calibration`
+    ((input_ids, attention_mask) of training examples) feeds GPTQ and the sensitivity ranking."""
     workdir.mkdir(parents=True, exist_ok=True)
     shape = arch.shape_of(model)
+    weight_codes = None
+    if params.bits < 32 and params.activations == "none":
+        if calibration is None and (params.method == "gptq" or params.high_precision_fraction):
+            raise CandidateError(f"{params} needs calibration data")
+        model = copy.deepcopy(model)  # the caller keeps its fp32 student
+        weight_codes = weight_only.quantize_linears(model, params, calibration)
     raw = export_onnx(model, workdir / "exported_fp32.onnx")
     out = workdir / "model.onnx"
     try:
         with _quiet():
-            _build(raw, out, params, shape, workdir)
+            _build(raw, out, params, shape, workdir, weight_codes)
     except CandidateError:
         raise
     except Exception as exc:  # onnxruntime's quantizers raise bare Exceptions for unsupported graphs
@@ -73,7 +84,8 @@ def quantize_artifact(model, params: QuantParams, workdir: Path) -> Path:
     return out
 
 
-def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, workdir: Path) -> None:
+def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, workdir: Path,
+           weight_codes: dict | None) -> None:
     if params.bits == 32:
         _fuse(raw, out, shape)
     elif params.bits == 8 and params.activations == "dynamic_int8":
@@ -84,25 +96,28 @@ def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, wo
         quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         fused.unlink()
-    elif params.bits in (4, 8) and params.activations == "none":
-        _weight_only(raw, out, params.bits, params.group_size)
+    elif weight_codes is not None:
+        _weight_only(raw, out, weight_codes, embeddings_4bit=params.bits <= 4,
+                     group_size=nbits.block_size_for(shape.hidden, params.group_size))
     else:
         raise CandidateError(f"no onnxruntime recipe for {params}")
 
 
-def _weight_only(src: Path, dst: Path, bits: int, group_size: int | None) -> None:
+def _weight_only(src: Path, dst: Path, weight_codes: dict, embeddings_4bit: bool, group_size: int) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    if group_size is None:
-        raise CandidateError("weight-only quantization needs quant.group_size")
-    # GatherBlockQuantized (quantized embedding) exists for 4 bits only in onnxruntime 1.32
-    ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)
-    config = DefaultWeightOnlyQuantConfig(block_size=group_size, is_symmetric=True, accuracy_level=4, bits=bits,
-                                          op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
     model = onnx.load(str(src))
-    # a trimmed vocabulary's id table is a 1-D int64 Gather: a lookup, not a weight to quantize
-    tables = {t.name for t in model.graph.initializer if len(t.dims) == 1}
-    lookups = [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
-    quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=lookups, algo_config=config)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    n_linears = len(weight_codes)
+    replaced = nbits.rewrite(model, weight_codes)
+    if replaced != n_linears:
+        raise CandidateError(f"found {replaced} of {n_linears} quantized Linears in the exported graph")
+    if embeddings_4bit:
+        config = DefaultWeightOnlyQuantConfig(block_size=group_size, is_symmetric=True, accuracy_level=4, bits=4,
+                                              op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
+        # a trimmed vocabulary's id table is a 1-D int64 Gather: a lookup, not a weight to quantize
+        tables = {t.name for t in model.graph.initializer if len(t.dims) == 1}
+        lookups = [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
+        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=lookups, algo_config=config)
+        quantizer.process()
+        model = quantizer.model.model
+    onnx.save(model, str(dst))

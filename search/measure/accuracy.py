@@ -21,14 +21,25 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def predict(path: Path, data: Split, threads: int = 2, batch_size: int = 64) -> np.ndarray:
+def logits(path: Path, data: Split, threads: int = 2, batch_size: int = 64) -> np.ndarray:
     sess = session(path, threads)
-    preds = []
+    out = []
     for start in range(0, len(data), batch_size):
         ids, mask, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))))
-        logits = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-        preds.append(logits.argmax(-1))
-    return np.concatenate(preds)
+        out.append(sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0])
+    return np.concatenate(out)
+
+
+def predict(path: Path, data: Split, threads: int = 2, batch_size: int = 64) -> np.ndarray:
+    return logits(path, data, threads, batch_size).argmax(-1)
+
+
+def kl_divergence(reference: np.ndarray, other: np.ndarray) -> float:
+    """Mean KL(softmax(reference) || softmax(other)): how far compression moved the outputs, which
+    moves before accuracy does on an easy task."""
+    ref = torch.log_softmax(torch.from_numpy(reference).double(), -1)
+    oth = torch.log_softmax(torch.from_numpy(other).double(), -1)
+    return float((ref.exp() * (ref - oth)).sum(-1).mean())
 
 
 def scores(preds: np.ndarray, labels: np.ndarray) -> dict:

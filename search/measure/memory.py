@@ -8,6 +8,8 @@ from onnx import numpy_helper
 
 from ..arch import ModelShape
 from ..candidate import QuantParams
+from ..compress.nbits import block_size_for
+from ..compress.weight_only import HIGH_BITS
 
 MB = 1e6
 
@@ -60,13 +62,16 @@ def predicted_weight_bytes(shape: ModelShape, quant: QuantParams) -> int:
     if quant.activations == "dynamic_int8":  # every matrix incl. the Gemm head to int8, per-tensor scale
         return 4 * vectors + embeddings + head_params + sum(i * o for i, o in encoder)
 
-    def blocked(i, o, g):  # MatMulNBits: packed K rounded up to blocks, one fp32 scale per block
-        return o * -(-i // g) * (g * quant.bits // 8 + 4)
+    def blocked(i, o, bits, group=quant.group_size):  # MatMulNBits: K padded to whole blocks, fp32 scale per block
+        g = block_size_for(i, group)
+        return o * -(-i // g) * (g * bits // 8 + 4)
 
-    g = quant.group_size
-    matmuls = sum(blocked(i, o, g) for i, o in encoder)
-    if quant.bits == 4:  # GatherBlockQuantized over the hidden axis for the three embeddings
-        emb = sum(blocked(shape.hidden, rows, g) for rows in (shape.vocab, shape.max_positions, shape.type_vocab))
+    per_layer = len(encoder) // max(shape.layers, 1)
+    n_high = round(quant.high_precision_fraction * shape.layers)  # the most sensitive layers, at 8 bits
+    matmuls = sum(blocked(i, o, HIGH_BITS if j // per_layer < n_high else quant.bits)
+                  for j, (i, o) in enumerate(encoder))  # which layers are high does not change the total
+    if quant.bits <= 4:  # 4-bit GatherBlockQuantized over the hidden axis for the three embeddings
+        emb = sum(blocked(shape.hidden, rows, 4) for rows in (shape.vocab, shape.max_positions, shape.type_vocab))
     else:
         emb = 4 * embeddings
     return 4 * (vectors + head_params) + matmuls + emb  # weight-only leaves the Gemm head in fp32

@@ -5,8 +5,11 @@ launch overhead; p99 = p50 x the target's stated tail factor. Always labelled `e
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..arch import ModelShape
 from ..candidate import QuantParams
+from ..compress.weight_only import HIGH_BITS
 from ..target import DeviceSpec
 from .latency import Latency
 
@@ -26,12 +29,14 @@ def _precision(quant: QuantParams) -> tuple[str, str, float]:
 
 def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, sparse_2_4: bool) -> list[dict]:
     """Every kernel of one forward pass with its FLOPs, bytes moved and compute precision."""
-    prec, kernel, wbytes = _precision(quant)
     tokens = batch * seq
+    n_high = round(quant.high_precision_fraction * shape.layers) if quant.activations == "none" else 0
     ops = [{"name": "embeddings+layernorm", "flops": 8 * tokens * shape.hidden,
             "bytes": 4 * tokens * shape.hidden * 4, "precision": "fp32"}]
 
-    def linear(name, i, o):
+    def linear(name, i, o, layer):
+        layer_quant = replace(quant, bits=HIGH_BITS) if layer < n_high else quant  # mixed precision
+        prec, kernel, wbytes = _precision(layer_quant)
         ops.append({"name": name, "flops": 2 * tokens * i * o, "bytes": wbytes * i * o + 4 * tokens * (i + o),
                     "precision": prec, "kernel": kernel, "sparse": sparse_2_4})
 
@@ -41,18 +46,18 @@ def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, spars
     for layer, (heads, ffn) in enumerate(zip(shape.heads, shape.ffn)):
         a = heads * shape.head_dim
         for proj in ("q", "k", "v"):
-            linear(f"L{layer}.{proj}", shape.hidden, a)
+            linear(f"L{layer}.{proj}", shape.hidden, a, layer)
         scores = batch * heads * seq * seq
         ops.append({"name": f"L{layer}.qk", "flops": 2 * scores * shape.head_dim,
                     "bytes": 4 * (2 * tokens * a + scores), "precision": "fp32"})
         elementwise(f"L{layer}.softmax", scores, 5)
         ops.append({"name": f"L{layer}.pv", "flops": 2 * scores * shape.head_dim,
                     "bytes": 4 * (scores + 2 * tokens * a), "precision": "fp32"})
-        linear(f"L{layer}.attn_out", a, shape.hidden)
+        linear(f"L{layer}.attn_out", a, shape.hidden, layer)
         elementwise(f"L{layer}.add_ln1", tokens * shape.hidden, 8)
-        linear(f"L{layer}.ffn_up", shape.hidden, ffn)
+        linear(f"L{layer}.ffn_up", shape.hidden, ffn, layer)
         elementwise(f"L{layer}.gelu", tokens * ffn, 8)
-        linear(f"L{layer}.ffn_down", ffn, shape.hidden)
+        linear(f"L{layer}.ffn_down", ffn, shape.hidden, layer)
         elementwise(f"L{layer}.add_ln2", tokens * shape.hidden, 8)
     ops.append({"name": "pooler+classifier", "flops": 2 * batch * shape.hidden * (shape.hidden + shape.num_labels),
                 "bytes": 4 * shape.hidden * (shape.hidden + shape.num_labels), "precision": "fp32"})

@@ -1,0 +1,132 @@
+"""Weight-only codes: ORT's layout byte for byte, GPTQ beats round-to-nearest, mixed precision follows
+measured sensitivity, and the torch model computes what the shipped artifact computes."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from search import arch
+from search.candidate import QuantParams
+from search.compress import gptq, nbits, quantize, weight_only
+from search.errors import CandidateError
+from search.measure import accuracy
+from search.train import logits_of
+
+
+def _matmul_model(w_kn: np.ndarray) -> onnx.ModelProto:
+    k, n = w_kn.shape
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+                              [numpy_helper.from_array(w_kn, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("bits,group", [(2, 32), (4, 32), (4, 64), (8, 16), (4, "channel")])
+def test_rtn_codes_are_byte_identical_to_onnxruntimes_quantizer(bits, group):
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    w = torch.randn(48, 96)  # torch layout [N, K]
+    block = nbits.block_size_for(96, group)
+    assert block == (128 if group == "channel" else group)
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, bits=bits)
+    q = MatMulNBitsQuantizer(_matmul_model(w.t().contiguous().numpy()), algo_config=config)
+    q.process()
+    inits = {t.name: numpy_helper.to_array(t) for t in q.model.model.graph.initializer}
+    ours = nbits.rtn(w, bits, block)
+    assert np.array_equal(nbits.pack(ours.codes, bits), inits[f"W_Q{bits}"])
+    assert np.array_equal(ours.scales.numpy().reshape(-1), inits["W_scales"].reshape(-1))
+    assert np.array_equal(nbits.unpack(nbits.pack(ours.codes, bits), bits), ours.codes.numpy())
+
+
+def test_rewritten_matmul_computes_the_dequantized_weight():
+    w = torch.randn(40, 64)
+    codes = nbits.rtn(w, 4, 32)
+    model = _matmul_model(w.t().contiguous().numpy())
+    assert nbits.rewrite(model, {nbits.key_of_linear(w): codes}, accuracy_level=0) == 1
+    assert [n.op_type for n in model.graph.node] == ["MatMulNBits"] and len(model.graph.initializer) == 2
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ codes.dequantize().numpy().T, atol=1e-4)
+
+
+def test_codes_stay_on_the_grid_and_padding_is_not_in_the_weight():
+    w = torch.randn(8, 40)
+    for bits in (2, 4, 8):
+        c = nbits.rtn(w, bits, 32)
+        assert c.codes.shape == (8, 2, 32) and int(c.codes.max()) < 2 ** bits
+        assert (c.codes[:, 1, 8:] == 0).all()  # K=40: the last block's 24 padded codes, as ORT writes them
+        assert c.dequantize().shape == (8, 40)
+        per_block = c.dequantize().reshape(8, -1)[:, :32]
+        assert all(len(torch.unique(row)) <= 2 ** bits for row in per_block)
+
+
+def test_2bit_per_channel_over_256_inputs_is_refused():
+    with pytest.raises(CandidateError, match="256"):
+        nbits.rtn(torch.randn(4, 384), 2, nbits.block_size_for(384, "channel"))
+
+
+@pytest.mark.parametrize("bits,group", [(4, 32), (2, 32), (4, "channel")])
+def test_gptq_has_lower_output_error_than_rtn_on_correlated_inputs(bits, group):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 16, generator=g) @ torch.randn(16, 128, generator=g)  # low-rank: strongly correlated
+    x += 0.1 * torch.randn(2048, 128, generator=g)
+    w = torch.randn(64, 128, generator=g)
+    h, _ = gptq.hessian_update(None, 0, x)
+    block = nbits.block_size_for(128, group)
+    err = {name: float(((x @ (w - c.dequantize()).T) ** 2).mean())
+           for name, c in (("rtn", nbits.rtn(w, bits, block)), ("gptq", gptq.gptq(w, h, bits, block)))}
+    assert err["gptq"] < 0.5 * err["rtn"], err
+    c = gptq.gptq(w, h, bits, block)
+    assert int(c.codes.max()) < 2 ** bits and c.codes.shape == (64, 128 // block, block)
+
+
+def test_hessian_update_is_the_running_mean_of_2xxT():
+    x = torch.randn(100, 8)
+    h, n = gptq.hessian_update(None, 0, x[:30])
+    h, n = gptq.hessian_update(h, n, x[30:])
+    assert n == 100
+    torch.testing.assert_close(h, 2 * x.t() @ x / 100, rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(model, split, tmp_path):
+    calib = (split.input_ids[:16], split.attention_mask[:16])
+    with torch.no_grad():  # make layer 1 clearly the most sensitive: large weights, large rounding error
+        for lin in weight_only.layer_linears(arch.layers_of(model)[1]):
+            lin.weight.mul_(6.0)
+    scores = weight_only.layer_sensitivity(model, 2, 32, calib)
+    assert int(np.argmax(scores)) == 1
+    params = QuantParams(2, 32, high_precision_fraction=0.34)  # round(0.34 * 3 layers) = 1 layer at 8 bits
+    assert weight_only.bits_per_layer(model, params, calib) == [2, 8, 2]
+    path = quantize.quantize_artifact(model, params, tmp_path, calib)
+    bits = {}
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type == "MatMulNBits":
+            layer = int(node.name.split("layer.")[1].split("/")[0])
+            bits.setdefault(layer, set()).add(helper.get_attribute_value(
+                next(a for a in node.attribute if a.name == "bits")))
+    assert bits == {0: {2}, 1: {8}, 2: {2}}
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_torch_and_the_onnxruntime_artifact_compute_the_same_quantized_model(model, split, tmp_path, method):
+    """At 8 bits (embeddings stay fp32) the only difference left is the kernel's int8 activations."""
+    calib = (split.input_ids[:16], split.attention_mask[:16])
+    params = QuantParams(8, 32, method=method)
+    fake = copy.deepcopy(model)
+    weight_only.quantize_linears(fake, params, calib)
+    path = quantize.quantize_artifact(model, params, tmp_path, calib)
+    ids, mask, _ = split.batch(torch.arange(len(split)))
+    ort_logits = accuracy.session(path, 2).run(["logits"], {"input_ids": ids.numpy(),
+                                                            "attention_mask": mask.numpy()})[0]
+    torch_logits = logits_of(fake, split).numpy()
+    fp32_logits = logits_of(model, split).numpy()
+    assert np.abs(ort_logits - torch_logits).max() < 2e-3
+    assert np.abs(torch_logits - fp32_logits).max() > 0  # the weights really changed
