@@ -190,6 +190,41 @@ def measure_importance(model, input_ids: torch.Tensor, attention_mask: torch.Ten
                       ffn=[stats["ffn"][i] for i in range(n)])
 
 
+def gradient_importance(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        labels: torch.Tensor) -> Importance:
+    """First-order Taylor importance (Michel et al. 2019; Molchanov et al. 2019): per example, the loss
+    change from removing a head or neuron, |sum over tokens of activation x dLoss/dactivation|, averaged
+    over the calibration examples. `hidden` stays norm-based (width is cut before training, not here)."""
+    if labels is None:
+        raise ValueError("gradient importance needs the calibration labels")
+    model.eval()
+    acts, hooks = {}, []
+
+    def keep(key):
+        def hook(_m, inp):
+            inp[0].retain_grad()
+            acts[key] = inp[0]
+        return hook
+
+    for i, layer in enumerate(layers_of(model)):
+        hooks.append(layer.attention.output.dense.register_forward_pre_hook(keep(("heads", i))))
+        hooks.append(layer.output.dense.register_forward_pre_hook(keep(("ffn", i))))
+    try:
+        with torch.enable_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            torch.nn.functional.cross_entropy(logits, labels).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    model.zero_grad(set_to_none=True)
+    mask = attention_mask[..., None].float()
+    n = len(layers_of(model))
+    taylor = {key: ((a * a.grad).detach() * mask).sum(1) for key, a in acts.items()}  # [examples, units]
+    heads = [taylor[("heads", i)].view(len(input_ids), -1, HEAD_DIM).sum(-1).abs().mean(0) for i in range(n)]
+    ffn = [taylor[("ffn", i)].abs().mean(0) for i in range(n)]
+    return Importance(hidden=measure_importance(model, input_ids, attention_mask).hidden, heads=heads, ffn=ffn)
+
+
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(scores, k).indices.sort().values
 

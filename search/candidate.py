@@ -4,11 +4,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 PRUNE_TYPES = ("none", "unstructured", "structured", "2:4")
+PRUNE_SCOPES = ("layer", "global")
+PRUNE_CRITERIA = ("magnitude", "wanda")  # unstructured and 2:4
+PRUNE_IMPORTANCE = ("norm", "gradient")  # structured
 QUANT_BITS = (32, 8, 4, 2)
 ACTIVATIONS = ("none", "dynamic_int8")
 QUANT_METHODS = ("rtn", "gptq")
 GROUP_SIZES = (16, 32, 64, 128, 256, "channel")  # "channel": one scale per output channel
 VOCABS = ("full", "task")
+INITS = ("teacher", "random")
 HEAD_DIM = 32  # MiniLM's head width; students keep whole teacher heads so they can start from them
 
 
@@ -22,13 +26,19 @@ class DistillParams:
     alpha: float = 0.5  # weight of the soft-logit KD loss; 1 - alpha goes to the label loss
     epochs: int = 1
     vocab: str = "full"  # "task": keep only embedding rows of tokens in the task's training text
+    init: str = "teacher"  # "random": same shape, fresh BERT initialisation (the baseline teacher-init beats)
+    hidden_weight: float = 0.0  # weight of hidden-state transfer: MSE to the mapped teacher layer's kept dims
 
 
 @dataclass(frozen=True)
 class PruneParams:
     type: str = "none"
     ratio: float = 0.0  # fraction removed: weights (unstructured), heads+FFN neurons (structured); 2:4 is 0.5
-    recovery_steps: int = 0
+    recovery_steps: int = 0  # KD steps in all, shared equally by the rounds
+    iterations: int = 1  # 1: one-shot; k: k prune -> recover rounds on a cubic schedule (not for 2:4)
+    scope: str = "layer"  # unstructured: every matrix loses `ratio`, or one global threshold
+    criterion: str = "magnitude"  # unstructured / 2:4: |w|, or Wanda's |w| x ||x|| on calibration inputs
+    importance: str = "norm"  # structured: activation norms, or first-order Taylor (gradient) on calibration
 
 
 @dataclass(frozen=True)
@@ -56,9 +66,18 @@ class Candidate:
 
     def label(self) -> str:
         d, p, q = self.distill, self.prune, self.quant
-        prune = "" if p.type == "none" else f" {p.type}@{p.ratio:g}"
+        prune = "" if p.type == "none" else f" {prune_label(p)}"
         vocab = " vocab=task" if d.vocab == "task" else ""
+        vocab += " random-init" if d.init == "random" else ""
+        vocab += f" hid{d.hidden_weight:g}" if d.hidden_weight else ""
         return f"L{d.layers} h{d.hidden} a{d.heads} f{d.ffn}{vocab}{prune} {quant_label(q)}"
+
+
+def prune_label(p: PruneParams) -> str:
+    extra = [x for x, default in ((p.scope, "layer"), (p.criterion, "magnitude"), (p.importance, "norm"))
+             if x != default]
+    rounds = f"x{p.iterations}" if p.iterations > 1 else ""
+    return f"{p.type}@{p.ratio:g}{rounds}" + "".join(f" {x}" for x in extra)
 
 
 def quant_label(q: QuantParams) -> str:

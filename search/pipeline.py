@@ -32,15 +32,16 @@ class Context:
     seed: int = 0
     vocab_ids: torch.Tensor | None = None  # token ids of the training text (+ specials), for vocab="task"
     unk_id: int = 0
+    calibration_labels: torch.Tensor | None = None  # labels of the calibration examples (gradient importance)
 
 
 def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: int, seed: int = 0) -> Context:
-    ids, mask, _ = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
+    ids, mask, labels = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
     importance = arch.measure_importance(prepared.teacher, ids, mask)
     tok = prepared.tokenizer
     unk = tok.unk_token_id if tok.unk_token_id is not None else 0
     vocab_ids = vocab.task_token_ids(prepared.train.input_ids, list(tok.all_special_ids) + [unk])
-    return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed, vocab_ids, unk)
+    return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed, vocab_ids, unk, labels)
 
 
 def kept(n: int, ratio: float) -> int:
@@ -128,7 +129,8 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     timings["distill_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     kd = KD(p.teacher_train_logits, cand.distill.temperature, cand.distill.alpha)
-    prune.apply(student, cand.prune, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
+    prune.apply(student, cand.prune, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
+                labels=ctx.calibration_labels)
     timings["prune_s"] = time.perf_counter() - t0
     sparsity = prune.weight_sparsity(student)
     shape = arch.shape_of(student)

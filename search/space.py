@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .candidate import ACTIVATIONS, HEAD_DIM, PRUNE_TYPES, QUANT_BITS, VOCABS, Candidate, DistillParams, PruneParams, \
-    QuantParams
+from .candidate import ACTIVATIONS, GROUP_SIZES, HEAD_DIM, INITS, PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, \
+    PRUNE_TYPES, QUANT_BITS, QUANT_METHODS, VOCABS, Candidate, DistillParams, PruneParams, QuantParams
 from .schema import Reader, load_yaml, resolve
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -29,11 +29,15 @@ class Choice:
 KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
     "distill": {"layers": ("int", (1, 48)), "hidden": ("int", (HEAD_DIM, 4096)), "heads": ("int", (1, 128)),
                 "ffn": ("int", (1, 16384)), "temperature": ("float", (0.5, 20.0)), "alpha": ("float", (0.0, 1.0)),
-                "epochs": ("int", (1, 50)), "vocab": ("choice", VOCABS)},
+                "epochs": ("int", (1, 50)), "vocab": ("choice", VOCABS), "init": ("choice", INITS),
+                "hidden_weight": ("float", (0.0, 1000.0))},
     "prune": {"type": ("choice", PRUNE_TYPES), "ratio": ("float", (0.0, 0.95)),
-              "recovery_steps": ("int", (0, 100000))},
-    "quant": {"bits": ("choice", QUANT_BITS), "group_size": ("choice", (32, 64, 128, 256)),
-              "activations": ("choice", ACTIVATIONS)},
+              "recovery_steps": ("int", (0, 100000)), "iterations": ("int", (1, 50)),
+              "scope": ("choice", PRUNE_SCOPES), "criterion": ("choice", PRUNE_CRITERIA),
+              "importance": ("choice", PRUNE_IMPORTANCE)},
+    "quant": {"bits": ("choice", QUANT_BITS), "group_size": ("choice", GROUP_SIZES),
+              "activations": ("choice", ACTIVATIONS), "method": ("choice", QUANT_METHODS),
+              "high_precision_fraction": ("float", (0.0, 1.0))},
 }
 
 
@@ -43,22 +47,32 @@ class Space:
     knobs: dict  # "section.name" -> Range | Choice | fixed value
 
     def suggest(self, trial) -> Candidate:
-        """Define-by-run: quant.group_size only for weight-only bits; activations only for 8 bits."""
+        """Define-by-run: a knob is sampled only where it acts (group size and method for weight-only bits,
+        activations for 8 bits, scope/criterion for unstructured, importance for structured, ...)."""
         g = lambda name: self._suggest(trial, name)  # noqa: E731
         hidden = g("distill.hidden")
         distill = DistillParams(layers=g("distill.layers"), hidden=hidden,
                                 heads=min(g("distill.heads"), hidden // HEAD_DIM), ffn=g("distill.ffn"),
                                 temperature=g("distill.temperature"), alpha=g("distill.alpha"),
-                                epochs=g("distill.epochs"), vocab=g("distill.vocab"))
+                                epochs=g("distill.epochs"), vocab=g("distill.vocab"), init=g("distill.init"),
+                                hidden_weight=g("distill.hidden_weight"))
         ptype = g("prune.type")
         ratio = {"none": 0.0, "2:4": 0.5}.get(ptype)
-        prune = PruneParams(type=ptype, ratio=g("prune.ratio") if ratio is None else ratio,
-                            recovery_steps=0 if ptype == "none" else g("prune.recovery_steps"))
+        prune = PruneParams(type="none")
+        if ptype != "none":
+            prune = PruneParams(
+                type=ptype, ratio=g("prune.ratio") if ratio is None else ratio,
+                recovery_steps=g("prune.recovery_steps"),
+                iterations=g("prune.iterations") if ptype != "2:4" else 1,
+                scope=g("prune.scope") if ptype == "unstructured" else "layer",
+                criterion=g("prune.criterion") if ptype in ("unstructured", "2:4") else "magnitude",
+                importance=g("prune.importance") if ptype == "structured" else "norm")
         bits = g("quant.bits")
         activations = g("quant.activations") if bits == 8 else "none"
-        weight_only = bits < 32 and activations == "none"
-        quant = QuantParams(bits=bits, group_size=g("quant.group_size") if weight_only else None,
-                            activations=activations)
+        quant = QuantParams(bits=bits, activations=activations)
+        if bits < 32 and activations == "none":  # weight-only
+            quant = QuantParams(bits=bits, group_size=g("quant.group_size"), method=g("quant.method"),
+                                high_precision_fraction=g("quant.high_precision_fraction") if bits < 8 else 0.0)
         return Candidate(distill, prune, quant)
 
     def _suggest(self, trial, name: str):
@@ -98,7 +112,10 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
     return Reader(r.file, {name: value}, r.prefix).number(name, lo=lo_allowed, hi=hi_allowed, integer=integer)
 
 
-OPTIONAL = {"distill.vocab": "full"}  # knobs added later keep older space files valid
+# knobs added later keep older space files valid (and mean what the recipe meant before them)
+OPTIONAL = {"distill.vocab": "full", "distill.init": "teacher", "distill.hidden_weight": 0.0,
+            "prune.iterations": 1, "prune.scope": "layer", "prune.criterion": "magnitude", "prune.importance": "norm",
+            "quant.method": "rtn", "quant.high_precision_fraction": 0.0}
 
 
 def load_space(name_or_path: str) -> Space:

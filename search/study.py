@@ -46,7 +46,7 @@ def smallest_candidates(space: Space) -> list[Candidate]:
     for bits, act, group in itertools.product(values(k["quant.bits"]), values(k["quant.activations"]),
                                               values(k["quant.group_size"])):
         quants.append(QuantParams(bits=bits, activations=act if bits == 8 else "none",
-                                  group_size=group if bits < 32 and (bits == 4 or act == "none") else None))
+                                  group_size=group if bits < 32 and (bits != 8 or act == "none") else None))
     return [Candidate(distill, prune, q) for q in set(quants)]
 
 

@@ -96,3 +96,40 @@ def test_task_vocabulary_trims_rows_and_keeps_ids(model, split, tmp_path):
     path = quantize.quantize_artifact(student, QuantParams(32), tmp_path / "trim")
     assert memory.weight_bytes(path) == pytest.approx(memory.predicted_weight_bytes(shape, QuantParams(32)), rel=0.03)
     assert memory.weight_bytes(path) < full
+
+
+def test_random_init_has_the_same_shape_and_none_of_the_teachers_weights(model, split):
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    params = DistillParams(2, 96, 3, 128, init="random")
+    student = distill.build_student(model, params, imp, seed=3)
+    teacher_cut = distill.build_student(model, DistillParams(2, 96, 3, 128), imp)
+    assert arch.shape_of(student) == arch.shape_of(teacher_cut)
+    for (name, p), q in zip(student.named_parameters(), teacher_cut.parameters()):
+        assert not torch.equal(p, q) or p.dim() == 1, name  # only LayerNorm ones / zero biases may repeat
+    weights = torch.cat([m.weight.reshape(-1) for m in arch.encoder_linears(student)])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05) and weights.mean().abs().item() < 1e-3
+    again = distill.build_student(model, params, imp, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(student.parameters(), again.parameters()))  # seeded
+
+
+def test_hidden_transfer_is_zero_for_the_teacher_itself_and_pulls_students_toward_it(model, split):
+    from search.train import HiddenTransfer, train
+
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    ids, mask, _ = split.batch(torch.arange(16))
+    same = HiddenTransfer(model, [0, 1, 2], torch.arange(128), 1.0)
+    states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert same.loss(states, ids, mask).item() == pytest.approx(0.0, abs=1e-10)
+
+    keep = arch.top_k(imp.hidden, 96).sort().values
+    kd = KD(logits_of(model, split), 2.0, 1.0)
+    losses = {}
+    for weight in (0.0, 10.0):  # same steps, same seed: with and without the transfer term
+        student = distill.build_student(model, DistillParams(2, 96, 3, 128), imp)
+        transfer = HiddenTransfer(model, student.config.search_teacher_layers, keep, 1.0)
+        train(student, split, steps=20, lr=1e-3, kd=kd,
+              hidden=HiddenTransfer(model, student.config.search_teacher_layers, keep, weight) if weight else None)
+        with torch.no_grad():
+            out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            losses[weight] = transfer.loss(out.hidden_states, ids, mask).item()
+    assert losses[10.0] < 0.7 * losses[0.0], losses

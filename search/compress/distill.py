@@ -16,7 +16,7 @@ from .. import arch
 from ..candidate import HEAD_DIM, DistillParams
 from ..errors import CandidateError
 from . import vocab
-from ..train import KD, steps_for, train
+from ..train import KD, HiddenTransfer, steps_for, train
 
 
 def teacher_layers(n_teacher: int, n_student: int) -> list[int]:
@@ -27,7 +27,8 @@ def teacher_layers(n_teacher: int, n_student: int) -> list[int]:
     return sorted(int(round(x)) for x in np.linspace(n_teacher - 1, 0, n_student))
 
 
-def build_student(teacher, params: DistillParams, importance: arch.Importance, vocab_ids=None, unk_id: int = 0):
+def build_student(teacher, params: DistillParams, importance: arch.Importance, vocab_ids=None, unk_id: int = 0,
+                  seed: int = 0):
     """Initialise from the teacher: chosen layers, then the most important heads, neurons and dims;
     with vocab="task", only the embedding rows of `vocab_ids` (the task's tokens)."""
     shape = arch.shape_of(teacher)
@@ -50,7 +51,25 @@ def build_student(teacher, params: DistillParams, importance: arch.Importance, v
         vocab.trim(student, vocab_ids, unk_id)
     arch.sync_config(student)
     student.config.search_teacher_layers = keep_layers
+    if params.init == "random":
+        reinitialise(student, torch.Generator().manual_seed(seed))
+    elif params.init != "teacher":
+        raise CandidateError(f"unknown distill.init {params.init!r}; one of teacher, random")
     return student.eval()
+
+
+@torch.no_grad()
+def reinitialise(model, generator: torch.Generator, std: float = 0.02) -> None:
+    """BERT's own initialisation (normal(0, 0.02) weights, zero biases, unit LayerNorms) at the same shape;
+    by hand because the cut model's heads x head_dim != hidden, which from_config cannot express."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            module.weight.normal_(0.0, std, generator=generator)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        elif isinstance(module, torch.nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
 
 
 def cache_key(task_key: str, params: DistillParams, seed: int) -> str:
@@ -61,7 +80,7 @@ def cache_key(task_key: str, params: DistillParams, seed: int) -> str:
 def apply(teacher, params: DistillParams, *, importance: arch.Importance, train_split, teacher_logits,
           cache_dir: Path | None, task_key: str, seed: int = 0, log=print, vocab_ids=None, unk_id: int = 0):
     """Return a trained student; a student with the same params, task and seed is loaded from cache."""
-    student = build_student(teacher, params, importance, vocab_ids, unk_id)
+    student = build_student(teacher, params, importance, vocab_ids, unk_id, seed)
     path = cache_dir / f"student-{cache_key(task_key, params, seed)}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
         try:
@@ -72,8 +91,12 @@ def apply(teacher, params: DistillParams, *, importance: arch.Importance, train_
             log(f"  distill: cache {path.name} unreadable ({exc.__class__.__name__}); training again")
     steps = steps_for(len(train_split), params.epochs)
     kd = KD(teacher_logits, temperature=params.temperature, alpha=params.alpha)
+    hidden = None
+    if params.hidden_weight:
+        keep_dims = arch.top_k(importance.hidden, params.hidden).sort().values  # what slice_hidden kept
+        hidden = HiddenTransfer(teacher, student.config.search_teacher_layers, keep_dims, params.hidden_weight)
     torch.manual_seed(seed)
-    train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill")
+    train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill", hidden=hidden)
     if path is not None:
         tmp = path.with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp))

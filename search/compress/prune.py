@@ -1,4 +1,6 @@
-"""Prune: unstructured magnitude, structured heads + FFN neurons (matrices shrink), or 2:4 semi-structured.
+"""Prune: unstructured (layer-wise or global; magnitude or Wanda), structured heads + FFN neurons (matrices
+shrink; ranked by norm or gradient importance), or 2:4 semi-structured (magnitude or Wanda); one-shot or
+iterative (a cubic schedule of prune -> recover rounds, Zhu & Gupta 2017).
 
 Masks go through torch.nn.utils.prune so recovery training keeps pruned weights at zero; they are
 made permanent (prune.remove) before export. Structured pruning physically slices the matrices.
@@ -9,29 +11,80 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from .. import arch
-from ..candidate import PruneParams
+from ..candidate import PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, PRUNE_TYPES, PruneParams
 from ..errors import CandidateError
 from ..train import KD, train
 
 
-def mask_2_4(weight: torch.Tensor) -> torch.Tensor:
-    """Keep the 2 largest |w| of every 4 consecutive inputs (the layout sparse tensor cores use)."""
-    out_f, in_f = weight.shape
+def schedule(ratio: float, iterations: int) -> list[float]:
+    """Cumulative ratio after each round: r * (1 - (1 - t/k)^3), fast early while the model has slack."""
+    return [ratio * (1 - (1 - t / iterations) ** 3) for t in range(1, iterations + 1)]
+
+
+@torch.no_grad()
+def input_norms(model, calibration: tuple) -> dict:
+    """Per encoder Linear: the L2 norm of each input feature over the calibration tokens (Wanda's ||X_j||)."""
+    ids, mask = calibration
+    keep = mask.bool()
+    sums, hooks = {}, []
+    for lin in arch.encoder_linears(model):
+        def fn(m, inp, lin=lin):
+            sums[lin] = sums.get(lin, 0) + (inp[0][keep].float() ** 2).sum(0)
+        hooks.append(lin.register_forward_pre_hook(fn))
+    try:
+        model(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {lin: v.sqrt() for lin, v in sums.items()}
+
+
+def scores(lin, criterion: str, norms: dict | None) -> torch.Tensor:
+    """|W| (magnitude) or |W| x ||X_j|| (Wanda, Sun et al. 2023): a small weight on a loud input matters."""
+    w = lin.weight.detach().abs()
+    return w * norms[lin][None, :] if criterion == "wanda" else w
+
+
+def keep_top(score: torch.Tensor, fraction_removed: float, per_row: bool) -> torch.Tensor:
+    """Mask keeping the highest scores, removing exactly round(fraction x n) (per row when per_row)."""
+    rows = score if per_row else score.reshape(1, -1)
+    n_remove = round(rows.shape[1] * fraction_removed)
+    mask = torch.ones_like(rows)
+    if n_remove:
+        mask.scatter_(1, rows.topk(n_remove, dim=1, largest=False).indices, 0.0)
+    return mask.reshape(score.shape)
+
+
+def unstructured_masks(linears, ratio: float, criterion: str, scope: str, norms) -> list[torch.Tensor]:
+    """Layer scope: every matrix loses `ratio` (Wanda: every output row); global: one threshold over all."""
+    all_scores = [scores(lin, criterion, norms) for lin in linears]
+    if scope == "global":
+        flat = keep_top(torch.cat([s.reshape(-1) for s in all_scores]), ratio, per_row=False)
+        return [m.reshape(s.shape) for m, s in zip(flat.split([s.numel() for s in all_scores]), all_scores)]
+    return [keep_top(s, ratio, per_row=criterion == "wanda") for s in all_scores]
+
+
+def mask_2_4(score: torch.Tensor) -> torch.Tensor:
+    """Keep the 2 highest-scoring of every 4 consecutive inputs (the layout sparse tensor cores use);
+    the score is |w| (magnitude) or |w| x ||x|| (Wanda)."""
+    out_f, in_f = score.shape
     if in_f % 4:
         raise CandidateError(f"2:4 sparsity needs in_features divisible by 4, got {in_f}")
-    groups = weight.abs().reshape(out_f, in_f // 4, 4)
+    groups = score.abs().reshape(out_f, in_f // 4, 4)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(-1, groups.topk(2, dim=-1).indices, True)
-    return keep.reshape(out_f, in_f).to(weight.dtype)
+    return keep.reshape(out_f, in_f).to(score.dtype)
 
 
-def structured(model, ratio: float, importance: arch.Importance) -> None:
-    """Remove the `ratio` least important heads and FFN neurons of every layer (at least one kept)."""
-    for layer, head_scores, ffn_scores in zip(arch.layers_of(model), importance.heads, importance.ffn):
-        n_heads = max(1, round(len(head_scores) * (1 - ratio)))
-        n_ffn = max(1, round(len(ffn_scores) * (1 - ratio)))
-        arch.slice_heads(layer, arch.top_k(head_scores, n_heads).tolist())
-        arch.slice_ffn(layer, arch.top_k(ffn_scores, n_ffn))
+def structured(model, ratio: float, importance: arch.Importance, original: arch.ModelShape | None = None) -> None:
+    """Keep the most important (1 - ratio) of each layer's heads and FFN neurons (at least one); the
+    ratio counts from `original` (the shape before the first of several rounds) when given."""
+    shape = original or arch.shape_of(model)
+    for i, (layer, head_scores, ffn_scores) in enumerate(zip(arch.layers_of(model), importance.heads, importance.ffn)):
+        n_heads = max(1, round(shape.heads[i] * (1 - ratio)))
+        n_ffn = max(1, round(shape.ffn[i] * (1 - ratio)))
+        arch.slice_heads(layer, arch.top_k(head_scores, min(n_heads, len(head_scores))).tolist())
+        arch.slice_ffn(layer, arch.top_k(ffn_scores, min(n_ffn, len(ffn_scores))))
     arch.sync_config(model)
 
 
@@ -41,24 +94,37 @@ def weight_sparsity(model) -> float:
     return float(sum((w == 0).sum().item() for w in weights) / sum(w.numel() for w in weights))
 
 
-def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: tuple, seed: int = 0):
-    """Prune in place and recover with `recovery_steps` of distillation; returns the model."""
+def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: tuple, seed: int = 0, labels=None):
+    """Prune in place in `params.iterations` rounds, each followed by its share of `recovery_steps` of
+    distillation; returns the model. `labels` (of the calibration examples) feed gradient importance."""
     if params.type == "none":
         return model
     if not 0 < params.ratio < 1:
         raise CandidateError(f"prune.ratio must be in (0, 1) for {params.type}, got {params.ratio}")
+    if params.iterations < 1:
+        raise CandidateError(f"prune.iterations must be >= 1, got {params.iterations}")
+    for name, value, allowed in (("type", params.type, PRUNE_TYPES), ("scope", params.scope, PRUNE_SCOPES),
+                                 ("criterion", params.criterion, PRUNE_CRITERIA),
+                                 ("importance", params.importance, PRUNE_IMPORTANCE)):
+        if value not in allowed:
+            raise CandidateError(f"unknown prune.{name} {value!r}; one of {', '.join(allowed)}")
     linears = arch.encoder_linears(model)
-    if params.type == "structured":
-        structured(model, params.ratio, arch.measure_importance(model, *calibration))
-    elif params.type == "unstructured":
-        for lin in linears:  # layer-wise: every matrix loses the same fraction
-            torch_prune.l1_unstructured(lin, "weight", amount=params.ratio)
-    elif params.type == "2:4":
-        for lin in linears:
-            torch_prune.custom_from_mask(lin, "weight", mask_2_4(lin.weight.detach()))
-    else:
-        raise CandidateError(f"unknown prune.type {params.type!r}")
-    train(model, train_split, steps=params.recovery_steps, kd=kd, lr=5e-5, seed=seed + 1, desc="  recover")
+    original = arch.shape_of(model)
+    # 2:4 is a fixed pattern: one round, however many were asked
+    rounds = [0.5] if params.type == "2:4" else schedule(params.ratio, params.iterations)
+    steps = params.recovery_steps // len(rounds)
+    for r, ratio in enumerate(rounds):
+        if params.type == "structured":
+            importance = (arch.gradient_importance(model, *calibration, labels) if params.importance == "gradient"
+                          else arch.measure_importance(model, *calibration))
+            structured(model, ratio, importance, original)
+        else:
+            norms = input_norms(model, calibration) if params.criterion == "wanda" else None
+            masks = ([mask_2_4(scores(lin, params.criterion, norms)) for lin in linears] if params.type == "2:4"
+                     else unstructured_masks(linears, ratio, params.criterion, params.scope, norms))
+            for lin, mask in zip(linears, masks):  # a second mask multiplies into the first
+                torch_prune.custom_from_mask(lin, "weight", mask)
+        train(model, train_split, steps=steps, kd=kd, lr=5e-5, seed=seed + 1 + r, desc=f"  recover {r + 1}")
     if params.type in ("unstructured", "2:4"):
         for lin in linears:
             torch_prune.remove(lin, "weight")
