@@ -141,6 +141,21 @@ def _cmd_bench(args) -> int:
         from .bench.latency import run
 
         run(target, args.candidates, out, seed=args.seed, log=lambda s: print(s, flush=True), refit=args.refit)
+    elif args.what == "techniques":
+        from .bench import techniques
+        from .pipeline import make_context
+        from .tasks import load_task
+        from .tasks.teacher import prepare
+
+        log = lambda s: print(s, flush=True)  # noqa: E731
+        torch.set_num_threads(args.threads)  # training threads; latency is measured at the target's own
+        prepared = prepare(load_task(args.task), RESULTS_DIR / "cache", log=log)
+        ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
+        settings, comparisons = techniques.default_settings()
+        if args.only:
+            settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
+                        or s.candidate is None and s.quant.bits == 32]  # the teacher row anchors the ratios
+        techniques.run(ctx, out, settings, comparisons, log=log)
     else:
         from .bench.stability import run
 
@@ -199,13 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
         "latency: measure N varied artifacts on this machine, calibrate the roofline predictor on half and "
         "report its error on the rest (results/bench/latency.csv/.md; factors saved as "
         "targets/<target>.calibration.json). stability: re-measure one artifact while another process "
-        "loads the machine (results/bench/stability.csv/.md)."))
-    ben.add_argument("what", choices=("latency", "stability"))
+        "loads the machine (results/bench/stability.csv/.md). techniques: every compression technique on the "
+        "default task beside its alternative, measured (results/bench/techniques.csv/.md)."))
+    ben.add_argument("what", choices=("latency", "stability", "techniques"))
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
     ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
     ben.add_argument("--seed", type=int, default=0)
     ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
                                                           "measurements instead of measuring again")
+    ben.add_argument("--task", default=None, help="techniques: task YAML (default: the built-in task)")
+    ben.add_argument("--threads", type=int, default=2, help="techniques: training threads (default 2)")
+    ben.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                     help="techniques: run only the settings whose name contains one of these")
     ben.set_defaults(func=_cmd_bench)
     return parser
 

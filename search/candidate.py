@@ -8,7 +8,7 @@ PRUNE_SCOPES = ("layer", "global")
 PRUNE_CRITERIA = ("magnitude", "wanda")  # unstructured and 2:4
 PRUNE_IMPORTANCE = ("norm", "gradient")  # structured
 QUANT_BITS = (32, 8, 4, 2)
-ACTIVATIONS = ("none", "dynamic_int8")
+ACTIVATIONS = ("none", "dynamic_int8", "static_int8")
 QUANT_METHODS = ("rtn", "gptq")
 GROUP_SIZES = (16, 32, 64, 128, 256, "channel")  # "channel": one scale per output channel
 VOCABS = ("full", "task")
@@ -45,9 +45,11 @@ class PruneParams:
 class QuantParams:
     bits: int = 32
     group_size: int | str | None = None  # weight-only (MatMulNBits) block size, or "channel"
-    activations: str = "none"  # "dynamic_int8": int8 weights and int8 activations quantized at run time
+    activations: str = "none"  # 8 bits: "dynamic_int8" (activation ranges at run time) or "static_int8" (calibrated)
     method: str = "rtn"  # weight-only rounding: round-to-nearest, or GPTQ error compensation on calibration data
     high_precision_fraction: float = 0.0  # weight-only: this fraction of layers, most sensitive first, at 8 bits
+    qat_steps: int = 0  # weight-only RTN: KD steps with fake-quantized weights before export
+    smooth_alpha: float = 0.0  # static int8: SmoothQuant migration strength (0 = off, 0.5 = the paper's default)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,10 @@ def quant_label(q: QuantParams) -> str:
         return "fp32"
     if q.activations == "dynamic_int8":
         return "int8"
+    if q.activations == "static_int8":
+        return "int8-static" + (f" sq{q.smooth_alpha:g}" if q.smooth_alpha else "")
     group = "C" if q.group_size == "channel" else q.group_size
     mixed = f"+{q.high_precision_fraction:g}@8" if q.high_precision_fraction else ""
     method = "" if q.method == "rtn" else f" {q.method}"
+    method += f" qat{q.qat_steps}" if q.qat_steps else ""
     return f"w{q.bits}g{group}{mixed}{method}"

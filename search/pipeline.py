@@ -9,7 +9,7 @@ import torch
 
 from . import arch
 from .candidate import Candidate, QuantParams
-from .compress import distill, nbits, prune, quantize, vocab
+from .compress import distill, nbits, prune, qat, quantize, vocab
 from .measure import accuracy, memory, roofline
 from .measure.latency import Latency, measure
 from .target import Target
@@ -131,8 +131,9 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     kd = KD(p.teacher_train_logits, cand.distill.temperature, cand.distill.alpha)
     prune.apply(student, cand.prune, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
                 labels=ctx.calibration_labels)
-    timings["prune_s"] = time.perf_counter() - t0
     sparsity = prune.weight_sparsity(student)
+    qat.apply(student, cand.quant, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
+    timings["prune_s"] = time.perf_counter() - t0
     shape = arch.shape_of(student)
     t0 = time.perf_counter()
     path = quantize.quantize_artifact(student, cand.quant, workdir, ctx.calibration)

@@ -37,7 +37,8 @@ KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
               "importance": ("choice", PRUNE_IMPORTANCE)},
     "quant": {"bits": ("choice", QUANT_BITS), "group_size": ("choice", GROUP_SIZES),
               "activations": ("choice", ACTIVATIONS), "method": ("choice", QUANT_METHODS),
-              "high_precision_fraction": ("float", (0.0, 1.0))},
+              "high_precision_fraction": ("float", (0.0, 1.0)), "qat_steps": ("int", (0, 100000)),
+              "smooth_alpha": ("float", (0.0, 1.0))},
 }
 
 
@@ -69,10 +70,13 @@ class Space:
                 importance=g("prune.importance") if ptype == "structured" else "norm")
         bits = g("quant.bits")
         activations = g("quant.activations") if bits == 8 else "none"
-        quant = QuantParams(bits=bits, activations=activations)
+        quant = QuantParams(bits=bits, activations=activations,
+                            smooth_alpha=g("quant.smooth_alpha") if activations == "static_int8" else 0.0)
         if bits < 32 and activations == "none":  # weight-only
-            quant = QuantParams(bits=bits, group_size=g("quant.group_size"), method=g("quant.method"),
-                                high_precision_fraction=g("quant.high_precision_fraction") if bits < 8 else 0.0)
+            method = g("quant.method")
+            quant = QuantParams(bits=bits, group_size=g("quant.group_size"), method=method,
+                                high_precision_fraction=g("quant.high_precision_fraction") if bits < 8 else 0.0,
+                                qat_steps=g("quant.qat_steps") if method == "rtn" else 0)
         return Candidate(distill, prune, quant)
 
     def _suggest(self, trial, name: str):
@@ -115,7 +119,8 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
 # knobs added later keep older space files valid (and mean what the recipe meant before them)
 OPTIONAL = {"distill.vocab": "full", "distill.init": "teacher", "distill.hidden_weight": 0.0,
             "prune.iterations": 1, "prune.scope": "layer", "prune.criterion": "magnitude", "prune.importance": "norm",
-            "quant.method": "rtn", "quant.high_precision_fraction": 0.0}
+            "quant.method": "rtn", "quant.high_precision_fraction": 0.0, "quant.qat_steps": 0,
+            "quant.smooth_alpha": 0.0}
 
 
 def load_space(name_or_path: str) -> Space:

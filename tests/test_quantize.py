@@ -15,7 +15,8 @@ from search.train import logits_of
 
 ALL_QUANT = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
              QuantParams(4, 64), QuantParams(4, 128), QuantParams(2, 32), QuantParams(4, "channel"),
-             QuantParams(4, 32, method="gptq"), QuantParams(4, 64, high_precision_fraction=0.34)]
+             QuantParams(4, 32, method="gptq"), QuantParams(4, 64, high_precision_fraction=0.34),
+             QuantParams(8, None, "static_int8"), QuantParams(8, None, "static_int8", smooth_alpha=0.5)]
 
 
 def _id(q):
@@ -109,3 +110,31 @@ def test_trimmed_vocabulary_quantizes_runs_and_is_predicted(model, split, tmp_pa
     assert np.abs(_onnx_logits(path, split) - ref).max() < 0.25 * np.abs(ref).max()
     predicted = memory.predicted_weight_bytes(arch.shape_of(model), quant)
     assert predicted == pytest.approx(memory.weight_bytes(path), rel=0.03)
+
+
+def test_smoothquant_keeps_the_function_and_flattens_activation_outliers(model, split):
+    import copy
+
+    from search.compress import smooth
+
+    with torch.no_grad():  # an outlier channel in the residual stream, like trained BERTs have
+        model.bert.embeddings.LayerNorm.weight[7] = 40.0
+    calib = _calibration(split)
+    ref = logits_of(model, split)
+    smoothed = copy.deepcopy(model)
+    before = smooth.input_absmax(model, calib)
+    assert smooth.smooth(smoothed, 0.5, calib) == 3 * 6
+    torch.testing.assert_close(logits_of(smoothed, split), ref, rtol=1e-4, atol=1e-4)
+    query = smoothed.bert.encoder.layer[0].attention.self.query
+    assert isinstance(query, smooth.Smoothed)
+    x = before[model.bert.encoder.layer[0].attention.self.query]
+    spread = lambda v: (v.max() / v.median()).item()  # noqa: E731
+    assert spread(x * query.inv_scale) < 0.5 * spread(x)  # what static int8 must cover is flatter
+
+
+def test_static_int8_quantizes_activations_with_calibrated_ranges(model, split, tmp_path):
+    path = quantize.quantize_artifact(model, QuantParams(8, None, "static_int8"), tmp_path, _calibration(split))
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("QuantizeLinear") >= 3 * 6  # every encoder MatMul's input, not only its weights
+    with pytest.raises(Exception, match="calibration"):
+        quantize.quantize_artifact(model, QuantParams(8, None, "static_int8"), tmp_path / "x")

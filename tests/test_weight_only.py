@@ -130,3 +130,30 @@ def test_torch_and_the_onnxruntime_artifact_compute_the_same_quantized_model(mod
     fp32_logits = logits_of(model, split).numpy()
     assert np.abs(ort_logits - torch_logits).max() < 2e-3
     assert np.abs(torch_logits - fp32_logits).max() > 0  # the weights really changed
+
+
+def test_quantization_aware_recovery_trains_on_the_grid_the_artifact_ships(model, split, tmp_path):
+    from search.compress import prune, qat
+    from search.candidate import PruneParams
+    from search.train import KD
+
+    calib = (split.input_ids[:16], split.attention_mask[:16])
+    kd = KD(logits_of(model, split), 2.0, 0.5)
+    prune.apply(model, PruneParams("unstructured", 0.5), train_split=split, kd=kd, calibration=calib)
+    before = [lin.weight.detach().clone() for lin in arch.encoder_linears(model)]
+    params = QuantParams(8, 32, qat_steps=5)
+    linears = qat.attach(model, params, calib)
+    fake_logits = logits_of(model, split).numpy()  # what training computes with
+    qat.detach(linears)
+    path = quantize.quantize_artifact(model, params, tmp_path, calib)
+    ids, mask, _ = split.batch(torch.arange(len(split)))
+    ort_logits = accuracy.session(path, 2).run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    assert np.abs(ort_logits - fake_logits).max() < 2e-3
+
+    qat.apply(model, params, train_split=split, kd=kd, calibration=calib)
+    after = [lin.weight.detach() for lin in arch.encoder_linears(model)]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))  # the latent weights trained
+    assert all(torch.equal(a == 0, b == 0) for a, b in zip(after, before))  # pruned zeros stayed zero
+    assert not any(hasattr(lin, "parametrizations") for lin in arch.encoder_linears(model))
+    with pytest.raises(CandidateError, match="round-to-nearest"):
+        qat.apply(model, QuantParams(4, 32, method="gptq", qat_steps=3), train_split=split, kd=kd, calibration=calib)

@@ -3,6 +3,9 @@
 onnxruntime is the only CPU runtime measured here to give real int8 speed-ups (BACKENDS.md):
 - fp32: torch.onnx export + ORT's BERT graph fusion;
 - int8 weights + dynamic int8 activations: quantize_dynamic on the fused graph;
+- int8 weights + static int8 activations (ranges calibrated on training examples, optionally smoothed
+  first: smooth.py): quantize_static (QDQ, per-channel) on the unfused graph - on the fused one ORT's
+  type inference fails and it silently leaves activations in fp32 (measured, session 2);
 - 8/4/2-bit weight-only, group-wise or per channel: MatMulNBits, with codes chosen in torch by
   round-to-nearest or GPTQ, and optionally 8 bits for the most sensitive layers (weight_only.py); at
   4 and 2 bits the embeddings are quantized too, to 4 bits (GatherBlockQuantized, 4-bit only in ORT 1.32),
@@ -21,7 +24,7 @@ import torch
 from .. import arch
 from ..candidate import QuantParams
 from ..errors import CandidateError
-from . import nbits, weight_only
+from . import nbits, smooth, weight_only
 
 OPSET = 17
 
@@ -66,7 +69,13 @@ def quantize_artifact(model, params: QuantParams, workdir: Path, calibration: tu
     workdir.mkdir(parents=True, exist_ok=True)
     shape = arch.shape_of(model)
     weight_codes = None
-    if params.bits < 32 and params.activations == "none":
+    if params.activations == "static_int8":
+        if calibration is None:
+            raise CandidateError(f"{params} needs calibration data")
+        if params.smooth_alpha:
+            model = copy.deepcopy(model)
+            smooth.smooth(model, params.smooth_alpha, calibration)
+    elif params.bits < 32 and params.activations == "none":
         if calibration is None and (params.method == "gptq" or params.high_precision_fraction):
             raise CandidateError(f"{params} needs calibration data")
         model = copy.deepcopy(model)  # the caller keeps its fp32 student
@@ -75,7 +84,7 @@ def quantize_artifact(model, params: QuantParams, workdir: Path, calibration: tu
     out = workdir / "model.onnx"
     try:
         with _quiet():
-            _build(raw, out, params, shape, workdir, weight_codes)
+            _build(raw, out, params, shape, workdir, weight_codes, calibration)
     except CandidateError:
         raise
     except Exception as exc:  # onnxruntime's quantizers raise bare Exceptions for unsupported graphs
@@ -85,7 +94,7 @@ def quantize_artifact(model, params: QuantParams, workdir: Path, calibration: tu
 
 
 def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, workdir: Path,
-           weight_codes: dict | None) -> None:
+           weight_codes: dict | None, calibration: tuple | None) -> None:
     if params.bits == 32:
         _fuse(raw, out, shape)
     elif params.bits == 8 and params.activations == "dynamic_int8":
@@ -96,11 +105,35 @@ def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, wo
         quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         fused.unlink()
+    elif params.bits == 8 and params.activations == "static_int8":
+        _static_int8(raw, out, calibration)
     elif weight_codes is not None:
         _weight_only(raw, out, weight_codes, embeddings_4bit=params.bits <= 4,
                      group_size=nbits.block_size_for(shape.hidden, params.group_size))
     else:
         raise CandidateError(f"no onnxruntime recipe for {params}")
+
+
+def _static_int8(src: Path, dst: Path, calibration: tuple, batch_size: int = 16) -> None:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    ids, mask = calibration
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input_ids": ids[i:i + batch_size].numpy(),
+                                  "attention_mask": mask[i:i + batch_size].numpy()}
+                                 for i in range(0, len(ids), batch_size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    # MatMul only: the Gemm pooler's int32 bias needs an input scale ORT cannot infer through Gather
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul"],
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def _weight_only(src: Path, dst: Path, weight_codes: dict, embeddings_4bit: bool, group_size: int) -> None:

@@ -61,6 +61,9 @@ def predicted_weight_bytes(shape: ModelShape, quant: QuantParams) -> int:
         return 4 * (vectors + embeddings + head_params + sum(i * o for i, o in encoder))
     if quant.activations == "dynamic_int8":  # every matrix incl. the Gemm head to int8, per-tensor scale
         return 4 * vectors + embeddings + head_params + sum(i * o for i, o in encoder)
+    if quant.activations == "static_int8":  # encoder MatMuls int8 with a scale + zero point per output channel
+        smoothing = 4 * sum(i for i, _ in encoder) if quant.smooth_alpha else 0  # SmoothQuant's 1/s vectors
+        return (4 * (vectors + embeddings + head_params) + sum(i * o + 5 * o for i, o in encoder) + smoothing)
 
     def blocked(i, o, bits, group=quant.group_size):  # MatMulNBits: K padded to whole blocks, fp32 scale per block
         g = block_size_for(i, group)

@@ -23,6 +23,8 @@ def _precision(quant: QuantParams) -> tuple[str, str, float]:
         return "fp32", "fp32", 4.0
     if quant.activations == "dynamic_int8":
         return "int8", "int8", 1.0
+    if quant.activations == "static_int8":  # QDQ on the unfused graph: its own efficiency and overheads
+        return "int8", "int8_static", 1.0
     # weight-only: dequantized to fp16 in the kernel (GPU), weights read at `bits`
     return "fp16", f"w{quant.bits}", quant.bits / 8
 

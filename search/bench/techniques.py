@@ -1,0 +1,243 @@
+"""`python -m search bench techniques`: each compression technique on the default task, measured side by
+side against its alternative (same student, same steps, same seed), and the best combined recipe.
+
+Every row is an exported onnxruntime artifact: accuracy on the validation split, artifact bytes on disk,
+p50/p99 latency and peak memory measured in a fresh process on this machine (the `local_cpu` target).
+Writes results/bench/techniques.csv and techniques.md; each comparison's verdict is computed from the
+measured numbers, never written by hand.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import arch
+from ..candidate import Candidate, DistillParams, PruneParams, QuantParams, quant_label
+from ..compress import quantize
+from ..measure import accuracy
+from ..pipeline import Context, measure_artifact, run_candidate
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    candidate: Candidate | None  # None: the teacher itself, quantized by `quant`
+    reference: str | None = None  # fidelity (logit MSE / agreement) is measured against this setting
+    quant: QuantParams | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    claim: str
+    baseline: str
+    challenger: str
+    kind: str  # "accuracy": higher accuracy wins, equal accuracy -> lower logit MSE; "memory": smaller at no loss
+
+
+def default_settings() -> tuple[list[Setting], list[Comparison]]:
+    """The settings on the default task (MiniLM-L6 teacher, 6 x 384): a 3-layer full-width student."""
+    s = DistillParams(layers=3, hidden=384, heads=12, ffn=1536, epochs=2)
+    st = replace(s, vocab="task")
+    fp32 = QuantParams(32)
+
+    def c(d=s, p=PruneParams(), q=fp32):
+        return Candidate(d, p, q)
+
+    unstr = PruneParams("unstructured", 0.8, recovery_steps=60)
+    struc = PruneParams("structured", 0.5, recovery_steps=60)
+    two4 = PruneParams("2:4", 0.5, recovery_steps=0)
+    combined = Candidate(st, PruneParams("structured", 0.3, recovery_steps=60, iterations=3),
+                         QuantParams(4, 32, method="gptq"))
+    settings = [
+        Setting("teacher fp32", None, quant=fp32),
+        Setting("teacher int8 dynamic", None, "teacher fp32", QuantParams(8, None, "dynamic_int8")),
+        Setting("teacher w4 g32 rtn", None, "teacher fp32", QuantParams(4, 32)),
+        Setting("distill: random-init student", c(replace(s, init="random"))),
+        Setting("distill: teacher-init student", c()),
+        Setting("distill: teacher-init + hidden-state transfer", c(replace(s, hidden_weight=1.0))),
+        Setting("vocab: task tokens only", c(st)),
+        Setting("quant: w8 g32 rtn", c(st, q=QuantParams(8, 32)), "vocab: task tokens only"),
+        Setting("quant: int8 dynamic", c(st, q=QuantParams(8, None, "dynamic_int8")), "vocab: task tokens only"),
+        Setting("quant: int8 static", c(st, q=QuantParams(8, None, "static_int8")), "vocab: task tokens only"),
+        Setting("quant: int8 static + SmoothQuant 0.5", c(st, q=QuantParams(8, None, "static_int8", smooth_alpha=0.5)),
+                "vocab: task tokens only"),
+        *[Setting(f"quant: w{b} g{g} {m}", c(st, q=QuantParams(b, g, method=m)), "vocab: task tokens only")
+          for b, g in ((4, 128), (4, "channel"), (2, 32), (2, 128)) for m in ("rtn", "gptq")],
+        Setting("quant: w2 g32 rtn + 60 quantization-aware KD steps", c(st, q=QuantParams(2, 32, qat_steps=60)),
+                "vocab: task tokens only"),
+        Setting("quant: w2 g32 gptq, most sensitive 1/3 layers at 8 bits",
+                c(st, q=QuantParams(2, 32, method="gptq", high_precision_fraction=1 / 3)), "vocab: task tokens only"),
+        Setting("prune: unstructured 0.8 one-shot", c(p=unstr), "distill: teacher-init student"),
+        Setting("prune: unstructured 0.8 iterative x3", c(p=replace(unstr, iterations=3)),
+                "distill: teacher-init student"),
+        Setting("prune: unstructured 0.8 global", c(p=replace(unstr, scope="global")), "distill: teacher-init student"),
+        Setting("prune: structured 0.5 one-shot", c(p=struc), "distill: teacher-init student"),
+        Setting("prune: structured 0.5 iterative x3", c(p=replace(struc, iterations=3)),
+                "distill: teacher-init student"),
+        Setting("prune: structured 0.5 gradient importance", c(p=replace(struc, importance="gradient")),
+                "distill: teacher-init student"),
+        Setting("prune: 2:4 magnitude, no recovery", c(p=two4), "distill: teacher-init student"),
+        Setting("prune: 2:4 wanda, no recovery", c(p=replace(two4, criterion="wanda")), "distill: teacher-init student"),
+        Setting("combined: vocab=task, structured 0.3 x3, w4 g32 gptq", combined, "teacher fp32"),
+        Setting("combined: vocab=task, w2 g32 gptq", c(st, q=QuantParams(2, 32, method="gptq")), "teacher fp32"),
+    ]
+    comparisons = [
+        Comparison("teacher-initialised student beats a randomly initialised one (equal steps)",
+                   "distill: random-init student", "distill: teacher-init student", "accuracy"),
+        Comparison("hidden-state transfer on top of logit KD", "distill: teacher-init student",
+                   "distill: teacher-init + hidden-state transfer", "accuracy"),
+        Comparison("vocabulary trimming cuts memory without hurting accuracy", "distill: teacher-init student",
+                   "vocab: task tokens only", "memory"),
+        *[Comparison(f"GPTQ beats round-to-nearest at w{b} g{g}", f"quant: w{b} g{g} rtn", f"quant: w{b} g{g} gptq",
+                     "accuracy") for b, g in ((4, 128), (4, "channel"), (2, 32), (2, 128))],
+        Comparison("SmoothQuant before static int8", "quant: int8 static", "quant: int8 static + SmoothQuant 0.5",
+                   "accuracy"),
+        Comparison("quantization-aware recovery beats post-training RTN at w2 g32", "quant: w2 g32 rtn",
+                   "quant: w2 g32 rtn + 60 quantization-aware KD steps", "accuracy"),
+        Comparison("mixed precision by sensitivity beats uniform 2-bit", "quant: w2 g32 gptq",
+                   "quant: w2 g32 gptq, most sensitive 1/3 layers at 8 bits", "accuracy"),
+        Comparison("iterative pruning beats one-shot (unstructured 0.8, 60 recovery steps each)",
+                   "prune: unstructured 0.8 one-shot", "prune: unstructured 0.8 iterative x3", "accuracy"),
+        Comparison("iterative pruning beats one-shot (structured 0.5, 60 recovery steps each)",
+                   "prune: structured 0.5 one-shot", "prune: structured 0.5 iterative x3", "accuracy"),
+        Comparison("global threshold vs layer-wise (unstructured 0.8)", "prune: unstructured 0.8 one-shot",
+                   "prune: unstructured 0.8 global", "accuracy"),
+        Comparison("gradient importance vs norm importance (structured 0.5)", "prune: structured 0.5 one-shot",
+                   "prune: structured 0.5 gradient importance", "accuracy"),
+        Comparison("Wanda beats magnitude for 2:4 (no recovery)", "prune: 2:4 magnitude, no recovery",
+                   "prune: 2:4 wanda, no recovery", "accuracy"),
+    ]
+    return settings, comparisons
+
+
+GOAL_RATIO, GOAL_MAX_DROP = 20.0, 0.01  # the issue's bar: >= 20x smaller at <= 1 point lost
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")[:80]
+
+
+def measure_setting(ctx: Context, setting: Setting, workdir: Path, log) -> dict:
+    if setting.candidate is None:
+        teacher = ctx.prepared.teacher
+        path = quantize.quantize_artifact(teacher, setting.quant, workdir, ctx.calibration)
+        metrics = {**measure_artifact(ctx, path, arch.shape_of(teacher), setting.quant, False), "artifact": str(path)}
+        recipe = f"teacher L6 h384 {quant_label(setting.quant)}"
+    else:
+        metrics = run_candidate(ctx, setting.candidate, workdir, log=log)
+        recipe = setting.candidate.label()
+    return {"setting": setting.name, "recipe": recipe, **metrics}
+
+
+def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
+        comparisons: list[Comparison] | None = None, log=print) -> pd.DataFrame:
+    if settings is None:
+        settings, comparisons = default_settings()
+    comparisons = comparisons or []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, setting in enumerate(settings):
+        t0 = time.perf_counter()
+        log(f"[{i + 1}/{len(settings)}] {setting.name}")
+        rows.append(measure_setting(ctx, setting, out_dir / "techniques" / _slug(setting.name), log))
+        r = rows[-1]
+        log(f"    accuracy {r['accuracy']:.4f}  {Path(r['artifact']).stat().st_size / 1e6:.2f} MB  "
+            f"p50 {r['p50_latency_ms']:.2f} ms  p99 {r['p99_latency_ms']:.2f} ms  ({time.perf_counter() - t0:.0f} s)")
+    frame = table(rows, settings, ctx)
+    frame.to_csv(out_dir / "techniques.csv", index=False)
+    verdicts = judge(frame, comparisons)
+    md = markdown(frame, verdicts, len(ctx.prepared.val))
+    (out_dir / "techniques.md").write_text(md)
+    log(md)
+    return frame
+
+
+def table(rows: list[dict], settings: list[Setting], ctx: Context) -> pd.DataFrame:
+    """The CSV: one row per setting, ratios against the fp32 teacher artifact (the first teacher row)."""
+    by_name = {r["setting"]: r for r in rows}
+    teacher = next((r for r, s in zip(rows, settings) if s.candidate is None and s.quant.bits == 32), rows[0])
+    teacher_bytes = Path(teacher["artifact"]).stat().st_size
+    logits = {}
+
+    def val_logits(name):
+        if name not in logits:
+            logits[name] = accuracy.logits(Path(by_name[name]["artifact"]), ctx.prepared.val, ctx.threads)
+        return logits[name]
+
+    out = []
+    for r, s in zip(rows, settings):
+        size = Path(r["artifact"]).stat().st_size
+        fidelity = {"reference": s.reference, "logit_mse_vs_reference": math.nan, "agreement_vs_reference": math.nan}
+        if s.reference in by_name:
+            a, b = val_logits(s.name), val_logits(s.reference)
+            fidelity.update(logit_mse_vs_reference=float(np.mean((a - b) ** 2)),
+                            agreement_vs_reference=float(np.mean(a.argmax(-1) == b.argmax(-1))))
+        out.append({"setting": s.name, "recipe": r["recipe"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                    "accuracy_delta": r["accuracy"] - teacher["accuracy"], "artifact_mb": size / 1e6,
+                    "weight_mb": r["weight_mb"], "compression_ratio": teacher_bytes / size,
+                    "p50_ms": r["p50_latency_ms"], "p99_ms": r["p99_latency_ms"], "peak_rss_mb": r["peak_rss_mb"],
+                    "latency_source": r["latency_source"], "latency_noisy": r["latency_noisy"],
+                    "weight_sparsity": r.get("weight_sparsity", 0.0), **fidelity})
+    return pd.DataFrame(out)
+
+
+def judge(frame: pd.DataFrame, comparisons: list[Comparison]) -> list[dict]:
+    """Verdicts from the numbers. Accuracy ties (the same count of correct validation examples) are
+    broken by fidelity to the shared reference; a memory claim needs a smaller artifact at <= 1 example lost."""
+    rows = {r["setting"]: r for r in frame.to_dict("records")}
+    out = []
+    for c in comparisons:
+        if c.baseline not in rows or c.challenger not in rows:
+            continue
+        b, ch = rows[c.baseline], rows[c.challenger]
+        d_acc = ch["accuracy"] - b["accuracy"]
+        tie = abs(d_acc) < 1e-9
+        if c.kind == "memory":
+            holds = ch["artifact_mb"] < b["artifact_mb"] and d_acc >= -0.0012  # at most one example of ~900
+            why = f"{b['artifact_mb']:.1f} -> {ch['artifact_mb']:.1f} MB, accuracy {100 * d_acc:+.2f} pts"
+        elif tie and not (math.isnan(b["logit_mse_vs_reference"]) or math.isnan(ch["logit_mse_vs_reference"])):
+            holds = ch["logit_mse_vs_reference"] < b["logit_mse_vs_reference"]
+            why = (f"equal accuracy; logit MSE vs {ch['reference']} {b['logit_mse_vs_reference']:.2e} -> "
+                   f"{ch['logit_mse_vs_reference']:.2e}")
+        else:
+            holds = d_acc > 0
+            why = f"accuracy {b['accuracy']:.4f} -> {ch['accuracy']:.4f} ({100 * d_acc:+.2f} pts)"
+            if not math.isnan(ch["logit_mse_vs_reference"]) and not math.isnan(b["logit_mse_vs_reference"]):
+                why += f"; logit MSE {b['logit_mse_vs_reference']:.2e} -> {ch['logit_mse_vs_reference']:.2e}"
+        out.append({"claim": c.claim, "holds": bool(holds), "evidence": why})
+    best = frame[(frame["accuracy_delta"] >= -GOAL_MAX_DROP) & (frame["compression_ratio"] >= GOAL_RATIO)]
+    top = frame.loc[frame[frame["accuracy_delta"] >= -GOAL_MAX_DROP]["compression_ratio"].idxmax()] \
+        if (frame["accuracy_delta"] >= -GOAL_MAX_DROP).any() else None
+    out.append({"claim": f">= {GOAL_RATIO:g}x smaller than the fp32 teacher at <= {100 * GOAL_MAX_DROP:g} pt lost",
+                "holds": not best.empty,
+                "evidence": "no setting within the accuracy bound" if top is None else
+                f"{top['setting']}: {top['compression_ratio']:.1f}x, {100 * top['accuracy_delta']:+.2f} pts"})
+    return out
+
+
+def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int) -> str:
+    se = 100 * math.sqrt(0.985 * 0.015 / n_val)
+    lines = ["# Compression techniques, measured side by side (default task)", "",
+             f"Accuracy on {n_val} validation examples (one example = {100 / n_val:.2f} pts; binomial standard "
+             f"error near 98.5% = {se:.2f} pts: differences of one or two examples are noise). Latency and peak "
+             "memory: the artifact in a fresh onnxruntime process on this machine (1 thread, batch 1, 128 tokens). "
+             "Ratio: the fp32 teacher artifact's bytes / this artifact's bytes. Logit MSE: against the row's "
+             "reference (the same student before quantization or pruning).", "",
+             "## Claims", "", "| claim | holds | evidence |", "|---|---|---|"]
+    lines += [f"| {v['claim']} | {'yes' if v['holds'] else '**no**'} | {v['evidence']} |" for v in verdicts]
+    lines += ["", "## All settings", "",
+              "| setting | recipe | accuracy | Δ vs teacher (pts) | artifact MB | ratio | p50 ms | p99 ms | "
+              "peak RSS MB | logit MSE vs ref |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in frame.iterrows():
+        mse = "" if math.isnan(r["logit_mse_vs_reference"]) else f"{r['logit_mse_vs_reference']:.2e}"
+        noisy = " (noisy)" if r["latency_noisy"] else ""
+        rss = "" if r["peak_rss_mb"] is None or pd.isna(r["peak_rss_mb"]) else f"{r['peak_rss_mb']:.0f}"
+        lines.append(f"| {r['setting']} | {r['recipe']} | {r['accuracy']:.4f} | {100 * r['accuracy_delta']:+.2f} | "
+                     f"{r['artifact_mb']:.2f} | {r['compression_ratio']:.1f}x | {r['p50_ms']:.2f}{noisy} | "
+                     f"{r['p99_ms']:.2f} | {rss} | {mse} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""Quantization-aware recovery: KD steps in which every encoder Linear computes with its round-to-nearest
+weights (straight-through gradients to the latent fp32 weights), so the network adapts to the exact
+grid the MatMulNBits artifact will use: the latent weights are later rounded by the same `nbits.rtn`.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn.utils import parametrize
+
+from .. import arch
+from ..candidate import QuantParams
+from ..errors import CandidateError
+from ..train import KD, train
+from . import weight_only
+from .nbits import block_size_for, rtn
+
+
+class FakeQuant(torch.nn.Module):
+    """w -> rtn(w) in the forward pass, identity in the backward pass; pruned zeros stay zero."""
+
+    def __init__(self, bits: int, group_size, in_features: int, mask: torch.Tensor | None):
+        super().__init__()
+        self.bits, self.block, self.mask = bits, block_size_for(in_features, group_size), mask
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:
+            w = w * self.mask
+        return w + (rtn(w, self.bits, self.block).dequantize() - w).detach()
+
+
+def attach(model, params: QuantParams, calibration: tuple) -> list[torch.nn.Linear]:
+    """Fake-quantize the encoder Linears at the bits the artifact will give each layer."""
+    linears = []
+    for layer, bits in zip(arch.layers_of(model), weight_only.bits_per_layer(model, params, calibration)):
+        for lin in weight_only.layer_linears(layer):
+            w = lin.weight.detach()
+            sparse = (w == 0).float().mean().item() > 0.01  # unstructured / 2:4 masks survive training
+            parametrize.register_parametrization(
+                lin, "weight", FakeQuant(bits, params.group_size, lin.in_features, (w != 0).float() if sparse else None))
+            linears.append(lin)
+    return linears
+
+
+def detach(linears: list[torch.nn.Linear]) -> None:
+    """Back to plain Linears holding the trained latent weights (masked), which `rtn` rounds at export."""
+    for lin in linears:
+        mask = lin.parametrizations.weight[0].mask
+        parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
+        if mask is not None:
+            with torch.no_grad():
+                lin.weight.mul_(mask)
+
+
+def apply(model, params: QuantParams, *, train_split, kd: KD, calibration: tuple, seed: int = 0):
+    """`params.qat_steps` of KD with fake-quantized weights; a no-op at 0 steps."""
+    if params.qat_steps <= 0:
+        return model
+    if params.bits >= 32 or params.activations != "none" or params.method != "rtn":
+        raise CandidateError(f"quantization-aware recovery needs weight-only round-to-nearest, got {params}")
+    linears = attach(model, params, calibration)
+    try:
+        train(model, train_split, steps=params.qat_steps, kd=kd, lr=2e-5, seed=seed + 100, desc="  qat")
+    finally:
+        detach(linears)
+    return model

@@ -1,0 +1,85 @@
+"""`bench techniques` machinery on the tiny task: every row is a measured artifact, ratios and verdicts
+follow from the numbers (the real-size run is `python -m search bench techniques`)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import write_tiny_task
+from search.bench import techniques
+from search.bench.techniques import Comparison, Setting
+from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
+
+TARGET = """name: tiny_local
+device: {latency: measured, memory_mb: 1000, threads: 1}
+workload: {batch_size: 1, sequence_length: 16}
+budget: {memory_mb: 500, p99_latency_ms: 100, accuracy_floor: {max_drop: 0.5}}
+"""
+REQUIRED = ["setting", "accuracy", "accuracy_delta", "artifact_mb", "compression_ratio", "p50_ms", "p99_ms"]
+
+
+def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_path):
+    from search.pipeline import make_context
+    from search.target import load_target
+    from search.tasks import load_task
+    from search.tasks.teacher import prepare
+
+    task = write_tiny_task(tmp_path / "task")
+    (tmp_path / "target.yaml").write_text(TARGET)
+    prepared = prepare(load_task(str(task)), tmp_path / "cache", log=lambda s: None)
+    ctx = make_context(prepared, load_target(str(tmp_path / "target.yaml")), tmp_path / "cache", 1)
+    d = DistillParams(1, 32, 1, 64, epochs=1)
+    settings = [
+        Setting("teacher fp32", None, quant=QuantParams(32)),
+        Setting("student fp32", Candidate(d, PruneParams(), QuantParams(32))),
+        Setting("w4 rtn", Candidate(d, PruneParams(), QuantParams(4, 32)), "student fp32"),
+        Setting("w4 gptq", Candidate(d, PruneParams(), QuantParams(4, 32, method="gptq")), "student fp32"),
+        Setting("pruned x2 wanda", Candidate(d, PruneParams("unstructured", 0.5, 4, iterations=2, criterion="wanda"),
+                                             QuantParams(2, 32, high_precision_fraction=1.0)), "student fp32"),
+    ]
+    comparisons = [Comparison("gptq vs rtn", "w4 rtn", "w4 gptq", "accuracy"),
+                   Comparison("smaller", "teacher fp32", "w4 rtn", "memory")]
+    frame = techniques.run(ctx, tmp_path / "out", settings, comparisons, log=lambda s: None)
+
+    csv = pd.read_csv(tmp_path / "out" / "techniques.csv")
+    assert set(REQUIRED) <= set(csv.columns) and list(csv["setting"]) == [s.name for s in settings]
+    assert csv.loc[0, "compression_ratio"] == 1.0 and csv.loc[0, "accuracy_delta"] == 0.0
+    for _, r in frame.iterrows():
+        assert r["compression_ratio"] == pytest.approx(frame.loc[0, "artifact_mb"] / r["artifact_mb"])
+        assert r["p99_ms"] >= r["p50_ms"] > 0 and r["latency_source"] == "measured"
+    assert frame.loc[2, "artifact_mb"] < frame.loc[1, "artifact_mb"]  # 4-bit really is smaller
+    assert frame.loc[4, "weight_sparsity"] == pytest.approx(0.5, abs=0.01)  # measured before quantization
+    assert math.isnan(frame.loc[1, "logit_mse_vs_reference"]) and frame.loc[2, "logit_mse_vs_reference"] > 0
+    md = (tmp_path / "out" / "techniques.md").read_text()
+    assert all(f"| {s.name} |" in md for s in settings)
+    smaller = frame.loc[2, "artifact_mb"] < frame.loc[0, "artifact_mb"] and \
+        frame.loc[2, "accuracy"] - frame.loc[0, "accuracy"] >= -0.0012
+    assert f"| smaller | {'yes' if smaller else '**no**'} |" in md
+
+
+def _frame(rows):
+    base = {"artifact_mb": 10.0, "logit_mse_vs_reference": math.nan, "reference": None, "compression_ratio": 1.0,
+            "accuracy_delta": 0.0}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_judge_breaks_accuracy_ties_by_fidelity_and_says_no_when_a_claim_fails():
+    frame = _frame([
+        {"setting": "rtn", "accuracy": 0.98, "logit_mse_vs_reference": 2e-3, "reference": "fp"},
+        {"setting": "gptq", "accuracy": 0.98, "logit_mse_vs_reference": 1e-3, "reference": "fp"},
+        {"setting": "worse", "accuracy": 0.97, "logit_mse_vs_reference": 1e-4, "reference": "fp"},
+        {"setting": "big", "accuracy": 0.98, "artifact_mb": 100.0},
+        {"setting": "small-lossy", "accuracy": 0.975, "artifact_mb": 4.0, "compression_ratio": 25.0,
+         "accuracy_delta": -0.005},
+    ])
+    v = techniques.judge(frame, [Comparison("tie", "rtn", "gptq", "accuracy"),
+                                 Comparison("acc first", "rtn", "worse", "accuracy"),
+                                 Comparison("mem ok", "big", "rtn", "memory"),
+                                 Comparison("mem lossy", "big", "small-lossy", "memory"),
+                                 Comparison("missing", "rtn", "nope", "accuracy")])
+    assert [(x["claim"], x["holds"]) for x in v] == [
+        ("tie", True), ("acc first", False), ("mem ok", True), ("mem lossy", False),
+        (">= 20x smaller than the fp32 teacher at <= 1 pt lost", True)]
+    assert "25.0x" in v[-1]["evidence"]
