@@ -40,7 +40,7 @@ def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: i
     importance = arch.measure_importance(prepared.teacher, ids, mask)
     tok = prepared.tokenizer
     unk = tok.unk_token_id if tok.unk_token_id is not None else 0
-    vocab_ids = vocab.task_token_ids(prepared.train.input_ids, list(tok.all_special_ids) + [unk])
+    vocab_ids = vocab.task_token_ids(prepared.kd_train.input_ids, list(tok.all_special_ids) + [unk])
     return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed, vocab_ids, unk, labels)
 
 
@@ -123,16 +123,16 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     p = ctx.prepared
     timings = {}
     t0 = time.perf_counter()
-    student = distill.apply(p.teacher, cand.distill, importance=ctx.importance, train_split=p.train,
-                            teacher_logits=p.teacher_train_logits, cache_dir=ctx.cache_dir, task_key=p.key,
+    student = distill.apply(p.teacher, cand.distill, importance=ctx.importance, train_split=p.kd_train,
+                            teacher_logits=p.kd_logits, cache_dir=ctx.cache_dir, task_key=p.key,
                             seed=ctx.seed, log=log, vocab_ids=ctx.vocab_ids, unk_id=ctx.unk_id)
     timings["distill_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    kd = KD(p.teacher_train_logits, cand.distill.temperature, cand.distill.alpha)
-    prune.apply(student, cand.prune, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
+    kd = KD(p.kd_logits, cand.distill.temperature, cand.distill.alpha)
+    prune.apply(student, cand.prune, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
                 labels=ctx.calibration_labels)
     sparsity = prune.weight_sparsity(student)
-    qat.apply(student, cand.quant, train_split=p.train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
+    qat.apply(student, cand.quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
     timings["prune_s"] = time.perf_counter() - t0
     shape = arch.shape_of(student)
     t0 = time.perf_counter()

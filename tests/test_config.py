@@ -24,7 +24,8 @@ def test_shipped_targets_and_space_load():
     assert local.device.latency == "measured" and local.workload.sequence_length == 128
     space = load_space("default")
     assert space.knobs["distill.layers"] == Range(1, 4, None, True)
-    assert space.knobs["quant.bits"] == Choice((32, 8, 4))
+    assert space.knobs["quant.bits"] == Choice((32, 8, 4, 2))
+    assert "channel" in space.knobs["quant.group_size"].options
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -63,7 +64,10 @@ def test_malformed_and_missing_files(tmp_path):
 @pytest.mark.parametrize("edit, key", [
     (("layers: {low: 1, high: 4}", "layers: {low: 5, high: 4}"), "distill.layers.low"),
     (("step: 64}", "step: 48}"), "distill.hidden"),
-    (("bits: [32, 8, 4]", "bits: [32, 8, 3]"), "quant.bits"),
+    (("bits: [32, 8, 4, 2]", "bits: [32, 8, 3]"), "quant.bits"),
+    (("group_size: [32, 64, 128, channel]", "group_size: [32, 48]"), "quant.group_size"),
+    (("method: [rtn, gptq]", "method: [rtn, awq]"), "quant.method"),
+    (("iterations: {low: 1, high: 3}", "iterations: {low: 0, high: 3}"), "prune.iterations.low"),
     (("epochs: {low: 1, high: 2}", "epochs: {low: 1, high: 2}\n  dropout: 0.1"), "distill.dropout"),
     (("ratio: {low: 0.2, high: 0.6, step: 0.1}", "ratio: {low: 0.2, high: 0.6, step: 0.25}"), "prune.ratio.step"),
 ])
@@ -73,6 +77,32 @@ def test_space_errors(tmp_path, edit, key):
     with pytest.raises(ConfigError) as err:
         load_space(str(bad))
     assert str(err.value).startswith(f"{bad}: {key}")
+
+
+def test_space_samples_each_knob_only_where_it_acts():
+    import optuna
+
+    space = load_space("default")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(400):
+        trial = study.ask()
+        c = space.suggest(trial)
+        q, p = c.quant, c.prune
+        weight_only = q.bits < 32 and q.activations == "none"
+        assert (q.group_size is not None) == weight_only and (q.method != "rtn") <= weight_only
+        assert q.qat_steps == 0 and q.smooth_alpha == 0  # fixed off in the default space
+        assert q.high_precision_fraction == 0 or (weight_only and q.bits < 8)
+        assert ("quant.method" in trial.params) == weight_only
+        assert ("prune.scope" in trial.params) == (p.type == "unstructured")
+        assert ("prune.importance" in trial.params) == (p.type == "structured")
+        assert ("prune.criterion" in trial.params) == (p.type in ("unstructured", "2:4"))
+        assert p.iterations == 1 or p.type in ("unstructured", "structured")
+        assert c.distill.heads <= c.distill.hidden // 32 and c.distill.init == "teacher"
+        seen |= {(q.bits, q.method), (p.type, p.criterion), (p.type, p.importance), (p.type, p.scope)}
+        study.tell(trial, 0.0)
+    for combo in [(2, "gptq"), (4, "rtn"), ("2:4", "wanda"), ("structured", "gradient"), ("unstructured", "global")]:
+        assert combo in seen
 
 
 def test_task_errors(tmp_path):

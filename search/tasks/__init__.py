@@ -28,6 +28,7 @@ class Task:
     max_length: int = 64
     finetune_epochs: float = 2.0  # 0: the teacher already has a trained head for these labels
     finetune_learning_rate: float = 5e-5
+    unlabelled_path: Path | None = None  # extra task text without labels: the teacher labels it for distillation
 
     @property
     def source(self) -> str:
@@ -61,6 +62,11 @@ def load_task(path_str: str | None) -> Task:
         raise top.error("teacher", f"{teacher_dir} has no config.json; give a local Hugging Face model directory")
     d = top.section("data")
     data_path = (path.parent / d.string("path")).resolve()
+    unlabelled = d.string("unlabelled", default=None)
+    unlabelled_path = (path.parent / unlabelled).resolve() if unlabelled else None
+    if unlabelled_path is not None and not unlabelled_path.is_file():
+        raise d.error("unlabelled", f"{unlabelled_path} does not exist; give a CSV/JSON/Parquet file with the "
+                                    f"text column, or a .txt file with one text per line")
     f = top.section("finetune", default={})
     task = Task(
         name=top.string("name", default=path.stem),
@@ -76,6 +82,7 @@ def load_task(path_str: str | None) -> Task:
         max_length=top.number("max_length", default=64, lo=8, hi=512, integer=True),
         finetune_epochs=f.number("epochs", default=2.0, lo=0, hi=100),
         finetune_learning_rate=f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True),
+        unlabelled_path=unlabelled_path,
     )
     d.done()
     f.done()

@@ -34,6 +34,10 @@ class Split:
     def subset(self, n: int) -> "Split":
         return Split(self.input_ids[:n], self.attention_mask[:n], self.labels[:n], self.texts[:n])
 
+    def concat(self, other: "Split") -> "Split":
+        return Split(torch.cat([self.input_ids, other.input_ids]), torch.cat([self.attention_mask, other.attention_mask]),
+                     torch.cat([self.labels, other.labels]), self.texts + other.texts)
+
 
 def read_table(path: Path, text_column: str, label_column: str, file_for_errors: Path) -> pd.DataFrame:
     if not path.is_file():
@@ -54,6 +58,24 @@ def read_table(path: Path, text_column: str, label_column: str, file_for_errors:
     frame = frame.rename(columns={text_column: "text", label_column: "label"})
     frame["text"] = frame["text"].astype(str)
     return frame
+
+
+def read_texts(path: Path, text_column: str, file_for_errors: Path) -> list[str]:
+    """Unlabelled text: a table's text column, or a .txt file with one text per line."""
+    if path.suffix.lower() == ".txt":
+        return [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ConfigError(file_for_errors, "data.unlabelled", f"{path.suffix!r} files are not read; use .txt or "
+                                                              f"one of {', '.join(READERS)}")
+    try:
+        frame = reader(path)
+    except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to the user
+        raise ConfigError(file_for_errors, "data.unlabelled", f"cannot read {path}: {exc}") from None
+    if text_column not in frame.columns:
+        raise ConfigError(file_for_errors, "data.unlabelled", f"column {text_column!r} (data.text_column) not in "
+                                                              f"{path.name}; columns are {', '.join(map(str, frame.columns))}")
+    return frame[text_column].dropna().astype(str).tolist()
 
 
 def split_frame(frame: pd.DataFrame, validation_fraction: float, seed: int, max_train: int | None,

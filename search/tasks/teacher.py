@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import ConfigError
 from ..train import logits_of, steps_for, train
 from . import Task
-from .data import Split, read_table, split_frame, tokenize
+from .data import Split, read_table, read_texts, split_frame, tokenize
 
 
 @dataclass
@@ -26,7 +26,13 @@ class Prepared:
     train: Split
     val: Split
     teacher_train_logits: torch.Tensor
-    key: str  # identifies teacher + data + split; student caches hang off it
+    key: str  # identifies teacher + data + split (+ unlabelled text); student caches hang off it
+    kd_train: Split | None = None  # train + teacher-labelled unlabelled text (distillation and recovery)
+    kd_logits: torch.Tensor | None = None  # teacher logits aligned with kd_train
+
+    def __post_init__(self):
+        if self.kd_train is None:  # no augmentation: distil on the labelled training split
+            self.kd_train, self.kd_logits = self.train, self.teacher_train_logits
 
 
 def file_sha256(path: Path) -> str:
@@ -108,7 +114,29 @@ def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
         shutil.rmtree(cached, ignore_errors=True)
         raise ConfigError(cached, "train_logits", "cached teacher logits do not match the data; the cache was "
                                                   "removed, run again")
-    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, logits, key)
+    if task.unlabelled_path is None:
+        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, logits, key)
+    extra = _teacher_labelled(task, teacher, tokenizer, classes, train_split, val_split, log)
+    extra_logits = logits_of(teacher, extra)
+    extra.labels = extra_logits.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
+    key = hashlib.sha256(f"{key}:{file_sha256(task.unlabelled_path)}".encode()).hexdigest()[:16]
+    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, logits, key,
+                    train_split.concat(extra), torch.cat([logits, extra_logits]))
+
+
+def _teacher_labelled(task: Task, teacher, tokenizer, classes, train_split: Split, val_split: Split, log) -> Split:
+    """The user's unlabelled text minus anything in either split (validation text must never be trained on)."""
+    import pandas as pd
+
+    seen = set(train_split.texts) | set(val_split.texts)
+    texts = list(dict.fromkeys(t for t in read_texts(task.unlabelled_path, task.text_column, Path(task.source))
+                               if t not in seen))
+    if not texts:
+        raise ConfigError(task.source, "data.unlabelled", f"{task.unlabelled_path} has no text outside the "
+                                                          "labelled splits; give new task text or remove the key")
+    log(f"augmentation: {len(texts)} unlabelled texts from {task.unlabelled_path.name}, labelled by the teacher")
+    frame = pd.DataFrame({"text": texts, "label": [classes[0]] * len(texts)})  # placeholder labels, replaced
+    return tokenize(frame, tokenizer, classes, task.max_length)
 
 
 def _load_cached(cached: Path, num_labels: int, log):
