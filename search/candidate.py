@@ -28,6 +28,7 @@ class DistillParams:
     vocab: str = "full"  # "task": keep only embedding rows of tokens in the task's training text
     init: str = "teacher"  # "random": same shape, fresh BERT initialisation (the baseline teacher-init beats)
     hidden_weight: float = 0.0  # weight of hidden-state transfer: MSE to the mapped teacher layer's kept dims
+    attention_weight: float = 0.0  # weight of attention transfer: KL to the mapped teacher heads' attention
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Candidate:
         vocab = " vocab=task" if d.vocab == "task" else ""
         vocab += " random-init" if d.init == "random" else ""
         vocab += f" hid{d.hidden_weight:g}" if d.hidden_weight else ""
+        vocab += f" att{d.attention_weight:g}" if d.attention_weight else ""
         return f"L{d.layers} h{d.hidden} a{d.heads} f{d.ffn}{vocab}{prune} {quant_label(q)}"
 
 

@@ -30,7 +30,7 @@ KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
     "distill": {"layers": ("int", (1, 48)), "hidden": ("int", (HEAD_DIM, 4096)), "heads": ("int", (1, 128)),
                 "ffn": ("int", (1, 16384)), "temperature": ("float", (0.5, 20.0)), "alpha": ("float", (0.0, 1.0)),
                 "epochs": ("int", (1, 50)), "vocab": ("choice", VOCABS), "init": ("choice", INITS),
-                "hidden_weight": ("float", (0.0, 1000.0))},
+                "hidden_weight": ("float", (0.0, 1000.0)), "attention_weight": ("float", (0.0, 1000.0))},
     "prune": {"type": ("choice", PRUNE_TYPES), "ratio": ("float", (0.0, 0.95)),
               "recovery_steps": ("int", (0, 100000)), "iterations": ("int", (1, 50)),
               "scope": ("choice", PRUNE_SCOPES), "criterion": ("choice", PRUNE_CRITERIA),
@@ -56,7 +56,8 @@ class Space:
                                 heads=min(g("distill.heads"), hidden // HEAD_DIM), ffn=g("distill.ffn"),
                                 temperature=g("distill.temperature"), alpha=g("distill.alpha"),
                                 epochs=g("distill.epochs"), vocab=g("distill.vocab"), init=g("distill.init"),
-                                hidden_weight=g("distill.hidden_weight"))
+                                hidden_weight=g("distill.hidden_weight"),
+                                attention_weight=g("distill.attention_weight"))
         ptype = g("prune.type")
         ratio = {"none": 0.0, "2:4": 0.5}.get(ptype)
         prune = PruneParams(type="none")
@@ -118,6 +119,7 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
 
 # knobs added later keep older space files valid (and mean what the recipe meant before them)
 OPTIONAL = {"distill.vocab": "full", "distill.init": "teacher", "distill.hidden_weight": 0.0,
+            "distill.attention_weight": 0.0,
             "prune.iterations": 1, "prune.scope": "layer", "prune.criterion": "magnitude", "prune.importance": "norm",
             "quant.method": "rtn", "quant.high_precision_fraction": 0.0, "quant.qat_steps": 0,
             "quant.smooth_alpha": 0.0}

@@ -30,27 +30,38 @@ class KD:
         return self.alpha * soft + (1 - self.alpha) * F.cross_entropy(logits, labels)
 
 
-class HiddenTransfer:
-    """Hidden-state transfer (TinyBERT / MiniLM style): MSE between each student layer's output and the
-    output of the teacher layer it was cut from, on the hidden dims the student kept. Teacher states are
-    computed per batch (caching them would take ~1.4 GB for the default task)."""
+class Transfer:
+    """Intermediate-layer distillation (TinyBERT / MiniLM style), from one teacher forward per batch:
+    - hidden states: MSE between each student layer's output and the output of the teacher layer it was
+      cut from, on the hidden dims the student kept;
+    - attention: KL(teacher || student) of each kept head's attention distribution, per real query token.
+    Teacher states are computed per batch: caching them would take ~1.4 GB for the default task."""
 
-    def __init__(self, teacher, teacher_layers: list[int], keep_dims: torch.Tensor, weight: float):
-        self.teacher, self.layers, self.dims, self.weight = teacher.eval(), teacher_layers, keep_dims, weight
+    def __init__(self, teacher, teacher_layers: list[int], keep_dims: torch.Tensor, teacher_heads: list[list[int]],
+                 hidden_weight: float = 0.0, attention_weight: float = 0.0):
+        self.teacher, self.layers, self.dims, self.heads = teacher.eval(), teacher_layers, keep_dims, teacher_heads
+        self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
 
-    def loss(self, student_states, ids, mask) -> torch.Tensor:
+    def loss(self, out, ids, mask) -> torch.Tensor:
         with torch.no_grad():
-            t_states = self.teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            t_out = self.teacher(input_ids=ids, attention_mask=mask, output_hidden_states=self.hidden_weight > 0,
+                                 output_attentions=self.attention_weight > 0)
         real = mask.bool()
         total = 0.0
-        for s_layer, t_layer in enumerate(self.layers):  # hidden_states[0] is the embeddings' output
-            target = t_states[t_layer + 1][..., self.dims][real]
-            total = total + F.mse_loss(student_states[s_layer + 1][real], target)
-        return self.weight * total / len(self.layers)
+        for s_layer, t_layer in enumerate(self.layers):
+            if self.hidden_weight:  # hidden_states[0] is the embeddings' output
+                target = t_out.hidden_states[t_layer + 1][..., self.dims][real]
+                total = total + self.hidden_weight * F.mse_loss(out.hidden_states[s_layer + 1][real], target)
+            if self.attention_weight:
+                t_att = t_out.attentions[t_layer][:, self.heads[s_layer]].permute(0, 2, 1, 3)[real]  # [q, h, k]
+                s_att = out.attentions[s_layer].permute(0, 2, 1, 3)[real]
+                kl = (t_att * (t_att.clamp_min(1e-9).log() - s_att.clamp_min(1e-9).log())).sum(-1).mean()
+                total = total + self.attention_weight * kl
+        return total / len(self.layers)
 
 
 def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = None, lr: float = 1e-4,
-          batch_size: int = 32, seed: int = 0, desc: str = "train", hidden: HiddenTransfer | None = None) -> float:
+          batch_size: int = 32, seed: int = 0, desc: str = "train", transfer: Transfer | None = None) -> float:
     """Train for `steps` optimizer steps (cycling over seeded shuffles); returns the last mean loss."""
     if steps <= 0:
         return float("nan")
@@ -69,10 +80,12 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
             order = torch.cat([order, torch.randperm(len(data), generator=gen)])
         idx, order = order[:batch_size], order[batch_size:]
         ids, mask, labels = data.batch(idx)
-        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden is not None)
+        out = model(input_ids=ids, attention_mask=mask,
+                    output_hidden_states=transfer is not None and transfer.hidden_weight > 0,
+                    output_attentions=transfer is not None and transfer.attention_weight > 0)
         loss = kd.loss(out.logits, labels, idx) if kd is not None else F.cross_entropy(out.logits, labels)
-        if hidden is not None:
-            loss = loss + hidden.loss(out.hidden_states, ids, mask)
+        if transfer is not None:
+            loss = loss + transfer.loss(out, ids, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

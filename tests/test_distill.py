@@ -112,24 +112,39 @@ def test_random_init_has_the_same_shape_and_none_of_the_teachers_weights(model, 
     assert all(torch.equal(a, b) for a, b in zip(student.parameters(), again.parameters()))  # seeded
 
 
-def test_hidden_transfer_is_zero_for_the_teacher_itself_and_pulls_students_toward_it(model, split):
-    from search.train import HiddenTransfer, train
+@pytest.mark.parametrize("kind", ["hidden", "attention"])
+def test_transfer_is_zero_for_the_teacher_itself_and_pulls_students_toward_it(model, split, kind):
+    from search.train import Transfer, train
 
+    weights = {"hidden_weight": 1.0} if kind == "hidden" else {"attention_weight": 1.0}
     imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
     ids, mask, _ = split.batch(torch.arange(16))
-    same = HiddenTransfer(model, [0, 1, 2], torch.arange(128), 1.0)
-    states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-    assert same.loss(states, ids, mask).item() == pytest.approx(0.0, abs=1e-10)
+    same = Transfer(model, [0, 1, 2], torch.arange(128), [[0, 1, 2, 3]] * 3, **weights)
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert same.loss(out, ids, mask).item() == pytest.approx(0.0, abs=1e-6)
 
-    keep = arch.top_k(imp.hidden, 96).sort().values
     kd = KD(logits_of(model, split), 2.0, 1.0)
     losses = {}
-    for weight in (0.0, 10.0):  # same steps, same seed: with and without the transfer term
+    for on in (False, True):  # same steps, same seed: with and without the transfer term
         student = distill.build_student(model, DistillParams(2, 96, 3, 128), imp)
-        transfer = HiddenTransfer(model, student.config.search_teacher_layers, keep, 1.0)
-        train(student, split, steps=20, lr=1e-3, kd=kd,
-              hidden=HiddenTransfer(model, student.config.search_teacher_layers, keep, weight) if weight else None)
+        measure = Transfer(model, student.config.search_teacher_layers, arch.top_k(imp.hidden, 96),
+                           student.config.search_teacher_heads, **weights)
+        train(student, split, steps=20, lr=1e-3, kd=kd, transfer=Transfer(
+            model, student.config.search_teacher_layers, arch.top_k(imp.hidden, 96),
+            student.config.search_teacher_heads, **{k: 10.0 for k in weights}) if on else None)
         with torch.no_grad():
-            out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            losses[weight] = transfer.loss(out.hidden_states, ids, mask).item()
-    assert losses[10.0] < 0.7 * losses[0.0], losses
+            out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+            losses[on] = measure.loss(out, ids, mask).item()
+    assert losses[True] < 0.7 * losses[False], losses
+
+
+def test_student_heads_map_to_the_teacher_heads_they_were_cut_from(model, split):
+    imp = arch.measure_importance(model, split.input_ids[:16], split.attention_mask[:16])
+    student = distill.build_student(model, DistillParams(2, 128, 2, 256), imp)
+    ids, mask, _ = split.batch(torch.arange(4))
+    t_att = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    s_att = student(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    heads = student.config.search_teacher_heads
+    assert [len(h) for h in heads] == [2, 2] and heads[0] == arch.top_k(imp.heads[0], 2).tolist()
+    # the first layer sees the same input as the teacher's: its kept heads attend exactly as they did
+    torch.testing.assert_close(s_att[0], t_att[0][:, heads[0]], rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ from .. import arch
 from ..candidate import HEAD_DIM, DistillParams
 from ..errors import CandidateError
 from . import vocab
-from ..train import KD, HiddenTransfer, steps_for, train
+from ..train import KD, Transfer, steps_for, train
 
 
 def teacher_layers(n_teacher: int, n_student: int) -> list[int]:
@@ -39,9 +39,11 @@ def build_student(teacher, params: DistillParams, importance: arch.Importance, v
     student = copy.deepcopy(teacher)
     keep_layers = teacher_layers(shape.layers, params.layers)
     arch.select_layers(student, keep_layers)
+    teacher_heads = []
     for layer, src in zip(arch.layers_of(student), keep_layers):
-        heads = arch.top_k(importance.heads[src], params.heads)
+        heads = arch.top_k(importance.heads[src], params.heads)  # sorted: student head j is teacher head heads[j]
         arch.slice_heads(layer, heads.tolist())
+        teacher_heads.append(heads.tolist())
         arch.slice_ffn(layer, arch.top_k(importance.ffn[src], params.ffn))
     if params.hidden < shape.hidden:
         arch.slice_hidden(student, arch.top_k(importance.hidden, params.hidden))
@@ -51,6 +53,7 @@ def build_student(teacher, params: DistillParams, importance: arch.Importance, v
         vocab.trim(student, vocab_ids, unk_id)
     arch.sync_config(student)
     student.config.search_teacher_layers = keep_layers
+    student.config.search_teacher_heads = teacher_heads
     if params.init == "random":
         reinitialise(student, torch.Generator().manual_seed(seed))
     elif params.init != "teacher":
@@ -91,12 +94,13 @@ def apply(teacher, params: DistillParams, *, importance: arch.Importance, train_
             log(f"  distill: cache {path.name} unreadable ({exc.__class__.__name__}); training again")
     steps = steps_for(len(train_split), params.epochs)
     kd = KD(teacher_logits, temperature=params.temperature, alpha=params.alpha)
-    hidden = None
-    if params.hidden_weight:
-        keep_dims = arch.top_k(importance.hidden, params.hidden).sort().values  # what slice_hidden kept
-        hidden = HiddenTransfer(teacher, student.config.search_teacher_layers, keep_dims, params.hidden_weight)
+    transfer = None
+    if params.hidden_weight or params.attention_weight:
+        keep_dims = arch.top_k(importance.hidden, params.hidden)  # what slice_hidden kept, in its order
+        transfer = Transfer(teacher, student.config.search_teacher_layers, keep_dims,
+                            student.config.search_teacher_heads, params.hidden_weight, params.attention_weight)
     torch.manual_seed(seed)
-    train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill", hidden=hidden)
+    train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill", transfer=transfer)
     if path is not None:
         tmp = path.with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp))
