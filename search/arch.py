@@ -225,6 +225,20 @@ def gradient_importance(model, input_ids: torch.Tensor, attention_mask: torch.Te
     return Importance(hidden=measure_importance(model, input_ids, attention_mask).hidden, heads=heads, ffn=ffn)
 
 
+@torch.no_grad()
+def each_linear_input(model, linears, calibration: tuple, fn) -> None:
+    """One forward over the calibration batch calling fn(linear, inputs over real tokens [tokens, in])
+    for each of `linears`: the statistics GPTQ, Wanda and SmoothQuant read."""
+    ids, mask = calibration
+    keep = mask.bool()
+    hooks = [lin.register_forward_pre_hook(lambda m, inp: fn(m, inp[0][keep])) for lin in linears]
+    try:
+        model(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(scores, k).indices.sort().values
 

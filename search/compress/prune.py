@@ -21,21 +21,14 @@ def schedule(ratio: float, iterations: int) -> list[float]:
     return [ratio * (1 - (1 - t / iterations) ** 3) for t in range(1, iterations + 1)]
 
 
-@torch.no_grad()
 def input_norms(model, calibration: tuple) -> dict:
     """Per encoder Linear: the L2 norm of each input feature over the calibration tokens (Wanda's ||X_j||)."""
-    ids, mask = calibration
-    keep = mask.bool()
-    sums, hooks = {}, []
-    for lin in arch.encoder_linears(model):
-        def fn(m, inp, lin=lin):
-            sums[lin] = sums.get(lin, 0) + (inp[0][keep].float() ** 2).sum(0)
-        hooks.append(lin.register_forward_pre_hook(fn))
-    try:
-        model(input_ids=ids, attention_mask=mask)
-    finally:
-        for h in hooks:
-            h.remove()
+    sums = {}
+
+    def add(lin, x):
+        sums[lin] = sums.get(lin, 0) + (x.float() ** 2).sum(0)
+
+    arch.each_linear_input(model, arch.encoder_linears(model), calibration, add)
     return {lin: v.sqrt() for lin, v in sums.items()}
 
 

@@ -25,20 +25,13 @@ class Smoothed(torch.nn.Module):
         return self.linear(x * self.inv_scale)
 
 
-@torch.no_grad()
 def input_absmax(model, calibration: tuple) -> dict:
-    ids, mask = calibration
-    keep = mask.bool()
-    out, hooks = {}, []
-    for lin in arch.encoder_linears(model):
-        def fn(m, inp, lin=lin):
-            out[lin] = torch.maximum(out.get(lin, torch.zeros(lin.in_features)), inp[0][keep].abs().amax(0))
-        hooks.append(lin.register_forward_pre_hook(fn))
-    try:
-        model(input_ids=ids, attention_mask=mask)
-    finally:
-        for h in hooks:
-            h.remove()
+    out = {}
+
+    def update(lin, x):
+        out[lin] = torch.maximum(out.get(lin, torch.zeros(lin.in_features)), x.abs().amax(0))
+
+    arch.each_linear_input(model, arch.encoder_linears(model), calibration, update)
     return out
 
 

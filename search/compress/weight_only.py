@@ -55,23 +55,13 @@ def bits_per_layer(model, params: QuantParams, calibration) -> list[int]:
 
 def _layer_hessians(model, layer, calibration) -> dict:
     """Inputs of this layer's Linears (over real tokens) with everything before it already quantized."""
-    ids, mask = calibration
-    keep = mask.bool()
-    acc, hooks = {}, []
+    acc = {}
 
-    def hook(lin):
-        def fn(_m, inp):
-            h, n = acc.get(lin, (None, 0))
-            acc[lin] = gptq_mod.hessian_update(h, n, inp[0][keep])
-        return fn
+    def add(lin, x):
+        h, n = acc.get(lin, (None, 0))
+        acc[lin] = gptq_mod.hessian_update(h, n, x)
 
-    for lin in layer_linears(layer):
-        hooks.append(lin.register_forward_pre_hook(hook(lin)))
-    try:
-        _logits(model, calibration)
-    finally:
-        for h in hooks:
-            h.remove()
+    arch.each_linear_input(model, layer_linears(layer), calibration, add)
     return {lin: h for lin, (h, _) in acc.items()}
 
 

@@ -39,17 +39,20 @@ class Split:
                      torch.cat([self.labels, other.labels]), self.texts + other.texts)
 
 
+def _read_frame(path: Path, key: str, file_for_errors: Path) -> pd.DataFrame:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ConfigError(file_for_errors, key, f"{path.suffix!r} files are not read; use one of {', '.join(READERS)}")
+    try:
+        return reader(path)
+    except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to the user
+        raise ConfigError(file_for_errors, key, f"cannot read {path}: {exc}") from None
+
+
 def read_table(path: Path, text_column: str, label_column: str, file_for_errors: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ConfigError(file_for_errors, "data.path", f"{path} does not exist; give a CSV/JSON/Parquet file")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ConfigError(file_for_errors, "data.path", f"{path.suffix!r} files are not read; "
-                                                        f"use one of {', '.join(READERS)}")
-    try:
-        frame = reader(path)
-    except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to the user
-        raise ConfigError(file_for_errors, "data.path", f"cannot read {path}: {exc}") from None
+    frame = _read_frame(path, "data.path", file_for_errors)
     for key, column in (("data.text_column", text_column), ("data.label_column", label_column)):
         if column not in frame.columns:
             raise ConfigError(file_for_errors, key, f"column {column!r} not in {path.name}; "
@@ -61,17 +64,10 @@ def read_table(path: Path, text_column: str, label_column: str, file_for_errors:
 
 
 def read_texts(path: Path, text_column: str, file_for_errors: Path) -> list[str]:
-    """Unlabelled text: a table's text column, or a .txt file with one text per line."""
+    """Unlabelled text: a .txt file with one text per line, or a table's text column."""
     if path.suffix.lower() == ".txt":
         return [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ConfigError(file_for_errors, "data.unlabelled", f"{path.suffix!r} files are not read; use .txt or "
-                                                              f"one of {', '.join(READERS)}")
-    try:
-        frame = reader(path)
-    except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to the user
-        raise ConfigError(file_for_errors, "data.unlabelled", f"cannot read {path}: {exc}") from None
+    frame = _read_frame(path, "data.unlabelled", file_for_errors)
     if text_column not in frame.columns:
         raise ConfigError(file_for_errors, "data.unlabelled", f"column {text_column!r} (data.text_column) not in "
                                                               f"{path.name}; columns are {', '.join(map(str, frame.columns))}")
