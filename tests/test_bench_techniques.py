@@ -60,16 +60,19 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
 
 
 def _frame(rows):
-    base = {"artifact_mb": 10.0, "logit_mse_vs_reference": math.nan, "reference": None, "compression_ratio": 1.0,
-            "accuracy_delta": 0.0}
+    base = {"artifact_mb": 10.0, "logit_mse_vs_reference": math.nan, "median_logit_mse_vs_reference": math.nan,
+            "reference": None, "compression_ratio": 1.0, "accuracy_delta": 0.0}
     return pd.DataFrame([{**base, **r} for r in rows])
 
 
 def test_judge_breaks_accuracy_ties_by_fidelity_and_says_no_when_a_claim_fails():
     frame = _frame([
-        {"setting": "rtn", "accuracy": 0.98, "logit_mse_vs_reference": 2e-3, "reference": "fp"},
-        {"setting": "gptq", "accuracy": 0.98, "logit_mse_vs_reference": 1e-3, "reference": "fp"},
-        {"setting": "worse", "accuracy": 0.97, "logit_mse_vs_reference": 1e-4, "reference": "fp"},
+        {"setting": "rtn", "accuracy": 0.98, "median_logit_mse_vs_reference": 2e-4, "logit_mse_vs_reference": 1e-3,
+         "reference": "fp"},
+        {"setting": "gptq", "accuracy": 0.98, "median_logit_mse_vs_reference": 1e-4, "logit_mse_vs_reference": 2e-3,
+         "reference": "fp"},  # the median decides a tie, however the mean falls
+        {"setting": "worse", "accuracy": 0.97, "median_logit_mse_vs_reference": 1e-5, "logit_mse_vs_reference": 1e-5,
+         "reference": "fp"},
         {"setting": "big", "accuracy": 0.98, "artifact_mb": 100.0},
         {"setting": "small-lossy", "accuracy": 0.975, "artifact_mb": 4.0, "compression_ratio": 25.0,
          "accuracy_delta": -0.005},

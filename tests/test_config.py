@@ -91,7 +91,8 @@ def test_space_samples_each_knob_only_where_it_acts():
         q, p = c.quant, c.prune
         weight_only = q.bits < 32 and q.activations == "none"
         assert (q.group_size is not None) == weight_only and (q.method != "rtn") <= weight_only
-        assert q.qat_steps == 0 and q.smooth_alpha == 0  # fixed off in the default space
+        assert q.qat_steps == 0 or (weight_only and q.method == "rtn")
+        assert q.smooth_alpha == 0 or q.activations == "static_int8"
         assert q.high_precision_fraction == 0 or (weight_only and q.bits < 8)
         assert ("quant.method" in trial.params) == weight_only
         assert ("prune.scope" in trial.params) == (p.type == "unstructured")
@@ -99,9 +100,11 @@ def test_space_samples_each_knob_only_where_it_acts():
         assert ("prune.criterion" in trial.params) == (p.type in ("unstructured", "2:4"))
         assert p.iterations == 1 or p.type in ("unstructured", "structured")
         assert c.distill.heads <= c.distill.hidden // 32 and c.distill.init == "teacher"
-        seen |= {(q.bits, q.method), (p.type, p.criterion), (p.type, p.importance), (p.type, p.scope)}
+        seen |= {(q.bits, q.method), (p.type, p.criterion), (p.type, p.importance), (p.type, p.scope),
+                 (q.activations, q.smooth_alpha), ("qat", q.qat_steps)}
         study.tell(trial, 0.0)
-    for combo in [(2, "gptq"), (4, "rtn"), ("2:4", "wanda"), ("structured", "gradient"), ("unstructured", "global")]:
+    for combo in [(2, "gptq"), (4, "rtn"), ("2:4", "wanda"), ("structured", "gradient"), ("unstructured", "global"),
+                  ("static_int8", 0.5), ("qat", 60)]:
         assert combo in seen
 
 

@@ -115,11 +115,12 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(model, split,
     assert bits == {0: {2}, 1: {8}, 2: {2}}
 
 
-@pytest.mark.parametrize("method", ["rtn", "gptq"])
-def test_torch_and_the_onnxruntime_artifact_compute_the_same_quantized_model(model, split, tmp_path, method):
-    """At 8 bits (embeddings stay fp32) the only difference left is the kernel's int8 activations."""
+@pytest.mark.parametrize("bits,method", [(8, "rtn"), (8, "gptq"), (4, "rtn"), (4, "gptq"), (2, "gptq")])
+def test_torch_and_the_onnxruntime_artifact_compute_the_same_quantized_model(model, split, tmp_path, bits, method):
+    """Linears and (at <= 4 bits) embeddings are rounded in torch exactly as shipped: the only difference
+    left is the kernel's int8 activations (accuracy_level 4)."""
     calib = (split.input_ids[:16], split.attention_mask[:16])
-    params = QuantParams(8, 32, method=method)
+    params = QuantParams(bits, 32, method=method)
     fake = copy.deepcopy(model)
     weight_only.quantize_linears(fake, params, calib)
     path = quantize.quantize_artifact(model, params, tmp_path, calib)

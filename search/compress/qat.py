@@ -28,27 +28,33 @@ class FakeQuant(torch.nn.Module):
         return w + (rtn(w, self.bits, self.block).dequantize() - w).detach()
 
 
-def attach(model, params: QuantParams, calibration: tuple) -> list[torch.nn.Linear]:
-    """Fake-quantize the encoder Linears at the bits the artifact will give each layer."""
-    linears = []
+def attach(model, params: QuantParams, calibration: tuple) -> list[torch.nn.Module]:
+    """Fake-quantize the encoder Linears at the bits the artifact will give each layer (and the
+    embeddings at 4 bits when the artifact stores them so)."""
+    modules = []
     for layer, bits in zip(arch.layers_of(model), weight_only.bits_per_layer(model, params, calibration)):
         for lin in weight_only.layer_linears(layer):
             w = lin.weight.detach()
             sparse = (w == 0).float().mean().item() > 0.01  # unstructured / 2:4 masks survive training
             parametrize.register_parametrization(
                 lin, "weight", FakeQuant(bits, params.group_size, lin.in_features, (w != 0).float() if sparse else None))
-            linears.append(lin)
-    return linears
+            modules.append(lin)
+    if params.bits <= weight_only.EMBEDDING_BITS:  # the artifact's embeddings are 4-bit too
+        for emb in weight_only.embeddings(model):
+            parametrize.register_parametrization(
+                emb, "weight", FakeQuant(weight_only.EMBEDDING_BITS, params.group_size, emb.weight.shape[1], None))
+            modules.append(emb)
+    return modules
 
 
-def detach(linears: list[torch.nn.Linear]) -> None:
-    """Back to plain Linears holding the trained latent weights (masked), which `rtn` rounds at export."""
-    for lin in linears:
-        mask = lin.parametrizations.weight[0].mask
-        parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
+def detach(modules: list[torch.nn.Module]) -> None:
+    """Back to plain modules holding the trained latent weights (masked), which `rtn` rounds at export."""
+    for mod in modules:
+        mask = mod.parametrizations.weight[0].mask
+        parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
         if mask is not None:
             with torch.no_grad():
-                lin.weight.mul_(mask)
+                mod.weight.mul_(mask)
 
 
 def apply(model, params: QuantParams, *, train_split, kd: KD, calibration: tuple, seed: int = 0):
@@ -57,9 +63,9 @@ def apply(model, params: QuantParams, *, train_split, kd: KD, calibration: tuple
         return model
     if params.bits >= 32 or params.activations != "none" or params.method != "rtn":
         raise CandidateError(f"quantization-aware recovery needs weight-only round-to-nearest, got {params}")
-    linears = attach(model, params, calibration)
+    modules = attach(model, params, calibration)
     try:
         train(model, train_split, steps=params.qat_steps, kd=kd, lr=2e-5, seed=seed + 100, desc="  qat")
     finally:
-        detach(linears)
+        detach(modules)
     return model

@@ -108,7 +108,7 @@ def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, wo
     elif params.bits == 8 and params.activations == "static_int8":
         _static_int8(raw, out, calibration)
     elif weight_codes is not None:
-        _weight_only(raw, out, weight_codes, embeddings_4bit=params.bits <= 4,
+        _weight_only(raw, out, weight_codes, embeddings_4bit=params.bits <= weight_only.EMBEDDING_BITS,
                      group_size=nbits.block_size_for(shape.hidden, params.group_size))
     else:
         raise CandidateError(f"no onnxruntime recipe for {params}")

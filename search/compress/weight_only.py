@@ -14,6 +14,21 @@ from . import gptq as gptq_mod
 from .nbits import Codes, block_size_for, key_of_linear, rtn
 
 HIGH_BITS = 8  # what the most sensitive layers keep under mixed precision
+EMBEDDING_BITS = 4  # at <= 4 bits the artifact stores the embeddings at 4 bits (GatherBlockQuantized)
+
+
+def embeddings(model) -> list[torch.nn.Embedding]:
+    emb = model.bert.embeddings
+    return [emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings]
+
+
+@torch.no_grad()
+def quantize_embeddings(model, group_size) -> None:
+    """Round the embedding tables as onnxruntime's GatherBlockQuantized export will (same sign-of-absmax
+    rule, blocks along the hidden axis), so GPTQ calibrates on the inputs the artifact really sees:
+    measured, GPTQ calibrated on fp32 embeddings lost to round-to-nearest once the embeddings were 4-bit."""
+    for emb in embeddings(model):
+        emb.weight.data = rtn(emb.weight, EMBEDDING_BITS, block_size_for(emb.weight.shape[1], group_size)).dequantize()
 
 
 def layer_linears(layer) -> list[torch.nn.Linear]:
@@ -73,6 +88,8 @@ def quantize_linears(model, params: QuantParams, calibration) -> dict[str, Codes
         raise CandidateError("weight-only quantization needs quant.group_size")
     if params.method not in ("rtn", "gptq"):
         raise CandidateError(f"unknown quant.method {params.method!r}")
+    if params.bits <= EMBEDDING_BITS:
+        quantize_embeddings(model, params.group_size)
     out = {}
     for layer, bits in zip(arch.layers_of(model), bits_per_layer(model, params, calibration)):
         hessians = _layer_hessians(model, layer, calibration) if params.method == "gptq" else {}

@@ -45,7 +45,9 @@ def file_sha256(path: Path) -> str:
 
 def _task_key(task: Task) -> str:
     weights = sorted(task.teacher_dir.glob("*.safetensors")) + sorted(task.teacher_dir.glob("*.bin"))
-    parts = {k: str(v) for k, v in asdict(task).items() if k not in ("path", "name", "teacher_dir", "data_path")}
+    # the teacher and its split depend on these; unlabelled text only on the students (Prepared.key)
+    parts = {k: str(v) for k, v in asdict(task).items()
+             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path")}
     parts["data"] = file_sha256(task.data_path)
     parts["weights"] = [file_sha256(p) for p in weights]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
