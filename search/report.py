@@ -35,6 +35,17 @@ def front_info(rows: list[dict], budget: dict, teacher: dict | None, selected_tr
             "history": history(rows, budget), "importances": importances or {}}
 
 
+def _axis(label: str, values: list) -> dict:
+    """A parallel-coordinates axis: numbers as they are; a categorical knob (strings, or numbers mixed with
+    strings such as group_size 32/64/channel) as one tick per option. Not sampled in a trial -> blank."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return {"label": label, "values": [float("nan") if v is None else v for v in values]}
+    options = sorted({str(v) for v in present})
+    return {"label": label, "values": [float("nan") if v is None else options.index(str(v)) for v in values],
+            "tickvals": list(range(len(options))), "ticktext": options}
+
+
 def _hover(run: str, r: dict) -> str:
     m = r["metrics"]
     recipe = "<br>".join(f"{k} = {v}" for k, v in r["params"].items())
@@ -106,8 +117,7 @@ def _extra_figures(runs: list[tuple[str, dict]]):
     name, info = runs[0]
     rows = info["rows"]
     if rows:
-        knobs = sorted({k for r in rows for k, v in r["params"].items() if isinstance(v, (int, float))})
-        dims = [{"label": k, "values": [r["params"].get(k, float("nan")) for r in rows]} for k in knobs]
+        dims = [_axis(k, [r["params"].get(k) for r in rows]) for k in sorted({k for r in rows for k in r["params"]})]
         dims += [{"label": m, "values": [r["metrics"][m] for r in rows]}
                  for m in ("p99_latency_ms", "memory_mb", "accuracy")]
         par = go.Figure(go.Parcoords(dimensions=dims, line={"color": [r["metrics"]["accuracy"] for r in rows],
