@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..target import Target, calibration_path
 
 QUANTS = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
-          QuantParams(4, 128)]
+          QuantParams(4, 128), QuantParams(2, 64), QuantParams(8, None, "static_int8")]
 TOLERANCE = 0.15
 
 
@@ -78,7 +78,10 @@ def _measure(target: Target, n: int, out_dir: Path, seed: int, log) -> list[dict
     rows = []
     for i, (shape, quant) in enumerate(random_shapes(n, seed)):
         t0 = time.perf_counter()
-        path = quantize.quantize_artifact(build(shape, seed + i), quant, out_dir / "latency-artifacts" / f"{i:03d}")
+        ids = torch.randint(1000, shape.vocab, (16, wl.sequence_length), generator=torch.Generator().manual_seed(i))
+        # random calibration text: static int8 needs ranges; latency does not depend on their values
+        path = quantize.quantize_artifact(build(shape, seed + i), quant, out_dir / "latency-artifacts" / f"{i:03d}",
+                                          (ids, torch.ones_like(ids)))
         lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
         rows.append({"candidate": f"L{shape.layers} h{shape.hidden} a{shape.heads[0]} f{shape.ffn[0]} "
                                   f"{quant_label(quant)}", "shape": shape, "quant": quant,

@@ -14,7 +14,7 @@ import torch
 from ..target import DeviceSpec
 from .roofline import _precision, operators
 
-KERNELS = ("fp32", "int8", "w8", "w4")  # kernel classes with a fitted efficiency each
+KERNELS = ("fp32", "int8", "int8_static", "w8", "w4", "w2")  # kernel classes with a fitted efficiency each
 
 
 def _features(cases: list[dict], device: DeviceSpec):
