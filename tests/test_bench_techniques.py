@@ -38,13 +38,14 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
         Setting("w4 gptq", Candidate(d, PruneParams(), QuantParams(4, 32, method="gptq")), "student fp32"),
         Setting("pruned x2 wanda", Candidate(d, PruneParams("unstructured", 0.5, 4, iterations=2, criterion="wanda"),
                                              QuantParams(2, 32, high_precision_fraction=1.0)), "student fp32"),
+        Setting("broken", Candidate(DistillParams(1, 32, 2, 64), PruneParams(), QuantParams(32))),  # 2 heads > 32/32
     ]
     comparisons = [Comparison("gptq vs rtn", "w4 rtn", "w4 gptq", "accuracy"),
                    Comparison("smaller", "teacher fp32", "w4 rtn", "memory")]
     frame = techniques.run(ctx, tmp_path / "out", settings, comparisons, log=lambda s: None)
 
     csv = pd.read_csv(tmp_path / "out" / "techniques.csv")
-    assert set(REQUIRED) <= set(csv.columns) and list(csv["setting"]) == [s.name for s in settings]
+    assert set(REQUIRED) <= set(csv.columns) and list(csv["setting"]) == [s.name for s in settings[:-1]]
     assert csv.loc[0, "compression_ratio"] == 1.0 and csv.loc[0, "accuracy_delta"] == 0.0
     for _, r in frame.iterrows():
         assert r["compression_ratio"] == pytest.approx(frame.loc[0, "artifact_mb"] / r["artifact_mb"])
@@ -53,7 +54,8 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
     assert frame.loc[4, "weight_sparsity"] == pytest.approx(0.5, abs=0.01)  # measured before quantization
     assert math.isnan(frame.loc[1, "logit_mse_vs_reference"]) and frame.loc[2, "logit_mse_vs_reference"] > 0
     md = (tmp_path / "out" / "techniques.md").read_text()
-    assert all(f"| {s.name} |" in md for s in settings)
+    assert all(f"| {s.name} |" in md for s in settings[:-1])
+    assert "## Failed settings (not measured)\n\n- broken: CandidateError: heads=2" in md  # the rest still measured
     smaller = frame.loc[2, "artifact_mb"] < frame.loc[0, "artifact_mb"] and \
         frame.loc[2, "accuracy"] - frame.loc[0, "accuracy"] >= -0.0012
     assert f"| smaller | {'yes' if smaller else '**no**'} |" in md

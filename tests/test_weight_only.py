@@ -158,3 +158,21 @@ def test_quantization_aware_recovery_trains_on_the_grid_the_artifact_ships(model
     assert not any(hasattr(lin, "parametrizations") for lin in arch.encoder_linears(model))
     with pytest.raises(CandidateError, match="round-to-nearest"):
         qat.apply(model, QuantParams(4, 32, method="gptq", qat_steps=3), train_split=split, kd=kd, calibration=calib)
+
+
+def test_quantization_aware_recovery_and_gptq_work_on_a_trimmed_vocabulary(model, split, tmp_path):
+    from search.compress import qat, vocab
+    from search.train import KD
+
+    vocab.trim(model, vocab.task_token_ids(split.input_ids, [0, 1]), unk_id=1)
+    calib = (split.input_ids[:16], split.attention_mask[:16])
+    params = QuantParams(4, 32, qat_steps=2)
+    qat.apply(model, params, train_split=split, kd=KD(logits_of(model, split), 2.0, 0.5), calibration=calib)
+    assert not hasattr(model.bert.embeddings.word_embeddings.embedding, "parametrizations")
+    for p in (params, QuantParams(4, 32, method="gptq")):
+        fake = copy.deepcopy(model)
+        weight_only.quantize_linears(fake, p, calib)
+        path = quantize.quantize_artifact(model, p, tmp_path / p.method, calib)
+        ids, mask, _ = split.batch(torch.arange(len(split)))
+        got = accuracy.session(path, 2).run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        assert np.abs(got - logits_of(fake, split).numpy()).max() < 2e-3

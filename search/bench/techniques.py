@@ -143,18 +143,26 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
         settings, comparisons = default_settings()
     comparisons = comparisons or []
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, done, failed = [], [], []
     for i, setting in enumerate(settings):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(settings)}] {setting.name}")
-        rows.append(measure_setting(ctx, setting, out_dir / "techniques" / _slug(setting.name), log))
-        r = rows[-1]
+        try:
+            r = measure_setting(ctx, setting, out_dir / "techniques" / _slug(setting.name), log)
+        except Exception as exc:  # one broken setting must not cost the other measurements
+            failed.append((setting.name, f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+            log(f"    FAILED: {failed[-1][1]}")
+            continue
+        rows.append(r)
+        done.append(setting)
         log(f"    accuracy {r['accuracy']:.4f}  {Path(r['artifact']).stat().st_size / 1e6:.2f} MB  "
             f"p50 {r['p50_latency_ms']:.2f} ms  p99 {r['p99_latency_ms']:.2f} ms  ({time.perf_counter() - t0:.0f} s)")
-    frame = table(rows, settings, ctx)
+    if not rows:
+        raise RuntimeError("every technique setting failed: " + "; ".join(f"{n}: {e}" for n, e in failed))
+    frame = table(rows, done, ctx)
     frame.to_csv(out_dir / "techniques.csv", index=False)
     verdicts = judge(frame, comparisons)
-    md = markdown(frame, verdicts, len(ctx.prepared.val))
+    md = markdown(frame, verdicts, len(ctx.prepared.val), failed)
     (out_dir / "techniques.md").write_text(md)
     log(md)
     return frame
@@ -232,7 +240,7 @@ def judge(frame: pd.DataFrame, comparisons: list[Comparison]) -> list[dict]:
     return out
 
 
-def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int) -> str:
+def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list | None = None) -> str:
     se = 100 * math.sqrt(0.985 * 0.015 / n_val)
     lines = ["# Compression techniques, measured side by side (default task)", "",
              f"Accuracy on {n_val} validation examples (one example = {100 / n_val:.2f} pts; binomial standard "
@@ -255,4 +263,6 @@ def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int) -> str:
         lines.append(f"| {r['setting']} | {r['recipe']} | {r['accuracy']:.4f} | {100 * r['accuracy_delta']:+.2f} | "
                      f"{r['artifact_mb']:.2f} | {r['compression_ratio']:.1f}x | {r['p50_ms']:.2f}{noisy} | "
                      f"{r['p99_ms']:.2f} | {rss} | {mse} |")
+    if failed:
+        lines += ["", "## Failed settings (not measured)", ""] + [f"- {name}: {error}" for name, error in failed]
     return "\n".join(lines) + "\n"

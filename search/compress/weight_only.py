@@ -18,8 +18,10 @@ EMBEDDING_BITS = 4  # at <= 4 bits the artifact stores the embeddings at 4 bits 
 
 
 def embeddings(model) -> list[torch.nn.Embedding]:
+    """The three embedding tables (a trimmed vocabulary's table sits inside its id-remapping wrapper)."""
     emb = model.bert.embeddings
-    return [emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings]
+    return [getattr(m, "embedding", m) for m in (emb.word_embeddings, emb.position_embeddings,
+                                                 emb.token_type_embeddings)]
 
 
 @torch.no_grad()
