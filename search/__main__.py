@@ -152,6 +152,9 @@ def _cmd_bench(args) -> int:
         prepared = prepare(load_task(args.task), RESULTS_DIR / "cache", log=log)
         ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
         settings, comparisons = techniques.default_settings()
+        if args.rerender:
+            techniques.rerender(out, comparisons, len(prepared.val), log=log)
+            return 0
         if args.only:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
                         or s.candidate is None and s.quant.bits == 32]  # the teacher row anchors the ratios
@@ -224,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "measurements instead of measuring again")
     ben.add_argument("--task", default=None, help="techniques: task YAML (default: the built-in task)")
     ben.add_argument("--threads", type=int, default=2, help="techniques: training threads (default 2)")
+    ben.add_argument("--rerender", action="store_true", help="techniques: judge and write techniques.md again "
+                                                             "from techniques.csv, without measuring")
     ben.add_argument("--only", nargs="+", default=None, metavar="TEXT",
                      help="techniques: run only the settings whose name contains one of these")
     ben.set_defaults(func=_cmd_bench)
