@@ -151,6 +151,8 @@ def _weight_only(src: Path, dst: Path, weight_codes: dict, embeddings_4bit: bool
         tables = {t.name for t in model.graph.initializer if len(t.dims) == 1}
         lookups = [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
         quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=lookups, algo_config=config)
-        quantizer.process()
+        with warnings.catch_warnings():  # all-zero blocks (e.g. a padding row): ORT divides 0/0, then masks it
+            warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+            quantizer.process()
         model = quantizer.model.model
     onnx.save(model, str(dst))
