@@ -93,11 +93,11 @@ def test_iterative_rounds_reach_exactly_the_asked_ratio(model, split, ptype, rat
     orig_train = prune.train
     prune.train = lambda m, data, steps, **kw: rounds.append((prune.weight_sparsity(m), arch.shape_of(m), steps))
     try:
-        prune.apply(model, PruneParams(ptype, ratio, recovery_steps=9, iterations=3), train_split=split,
+        prune.apply(model, PruneParams(ptype, ratio, recovery_steps=10, iterations=3), train_split=split,
                     kd=_kd(model, split), calibration=_calib(split))
     finally:
         prune.train = orig_train
-    assert [steps for *_, steps in rounds] == [3, 3, 3]  # the recovery budget is shared, not multiplied
+    assert [steps for *_, steps in rounds] == [3, 3, 4]  # the recovery budget is shared, not multiplied
     if ptype == "unstructured":
         assert [round(s, 3) for s, *_ in rounds] == [round(r, 3) for r in prune.schedule(ratio, 3)]
         assert prune.weight_sparsity(model) == pytest.approx(ratio, abs=1e-3)

@@ -105,8 +105,9 @@ def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: tuple
     original = arch.shape_of(model)
     # 2:4 is a fixed pattern: one round, however many were asked
     rounds = [0.5] if params.type == "2:4" else schedule(params.ratio, params.iterations)
-    steps = params.recovery_steps // len(rounds)
+    total, k = params.recovery_steps, len(rounds)
     for r, ratio in enumerate(rounds):
+        steps = total * (r + 1) // k - total * r // k  # shares summing exactly to recovery_steps
         if params.type == "structured":
             importance = (arch.gradient_importance(model, *calibration, labels) if params.importance == "gradient"
                           else arch.measure_importance(model, *calibration))
