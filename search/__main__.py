@@ -153,7 +153,7 @@ def _cmd_bench(args) -> int:
         ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
         settings, comparisons = techniques.default_settings()
         if args.rerender:
-            techniques.rerender(out, comparisons, len(prepared.val), log=log)
+            techniques.rerender(out, comparisons, len(prepared.val), args.seed, log=log)
             return 0
         if args.only:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("what", choices=("latency", "stability", "techniques"))
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
     ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
-    ben.add_argument("--seed", type=int, default=0)
+    ben.add_argument("--seed", type=int, default=0, help="latency: artifact shapes; techniques: training seed "
+                                                             "(seed N != 0 writes techniques-seedN.csv/.md beside)")
     ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
                                                           "measurements instead of measuring again")
     ben.add_argument("--task", default=None, help="techniques: task YAML (default: the built-in task)")

@@ -137,8 +137,14 @@ def measure_setting(ctx: Context, setting: Setting, workdir: Path, log) -> dict:
     return {"setting": setting.name, "recipe": recipe, **metrics}
 
 
+def output_stem(seed: int) -> str:
+    """techniques.* for seed 0; another seed's replication sits beside it instead of replacing it."""
+    return "techniques" if seed == 0 else f"techniques-seed{seed}"
+
+
 def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
         comparisons: list[Comparison] | None = None, log=print) -> pd.DataFrame:
+    stem = output_stem(ctx.seed)
     if settings is None:
         settings, comparisons = default_settings()
     comparisons = comparisons or []
@@ -148,7 +154,7 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(settings)}] {setting.name}")
         try:
-            r = measure_setting(ctx, setting, out_dir / "techniques" / _slug(setting.name), log)
+            r = measure_setting(ctx, setting, out_dir / stem / _slug(setting.name), log)
         except Exception as exc:  # one broken setting must not cost the other measurements
             failed.append((setting.name, f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
             log(f"    FAILED: {failed[-1][1]}")
@@ -160,19 +166,20 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
     if not rows:
         raise RuntimeError("every technique setting failed: " + "; ".join(f"{n}: {e}" for n, e in failed))
     frame = table(rows, done, ctx)
-    frame.to_csv(out_dir / "techniques.csv", index=False)
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
     verdicts = judge(frame, comparisons)
-    md = markdown(frame, verdicts, len(ctx.prepared.val), failed)
-    (out_dir / "techniques.md").write_text(md)
+    md = markdown(frame, verdicts, len(ctx.prepared.val), failed, ctx.seed)
+    (out_dir / f"{stem}.md").write_text(md)
     log(md)
     return frame
 
 
-def rerender(out_dir: Path, comparisons: list[Comparison], n_val: int, log=print) -> None:
-    """Judge and write techniques.md again from techniques.csv's measurements (no re-measuring)."""
-    frame = pd.read_csv(out_dir / "techniques.csv")
-    md = markdown(frame, judge(frame, comparisons), n_val)
-    (out_dir / "techniques.md").write_text(md)
+def rerender(out_dir: Path, comparisons: list[Comparison], n_val: int, seed: int = 0, log=print) -> None:
+    """Judge and write the markdown again from the CSV's measurements (no re-measuring)."""
+    stem = output_stem(seed)
+    frame = pd.read_csv(out_dir / f"{stem}.csv")
+    md = markdown(frame, judge(frame, comparisons), n_val, seed=seed)
+    (out_dir / f"{stem}.md").write_text(md)
     log(md)
 
 
@@ -249,7 +256,8 @@ def judge(frame: pd.DataFrame, comparisons: list[Comparison]) -> list[dict]:
     return out
 
 
-def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list | None = None) -> str:
+def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list | None = None,
+             seed: int = 0) -> str:
     se = 100 * math.sqrt(0.985 * 0.015 / n_val)
     lines = ["# Compression techniques, measured side by side (default task)", "",
              f"Accuracy on {n_val} validation examples (one example = {100 / n_val:.2f} pts; binomial standard "
@@ -257,8 +265,8 @@ def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list
              "memory: the artifact in a fresh onnxruntime process on this machine (1 thread, batch 1, 128 tokens). "
              "Ratio: the fp32 teacher artifact's bytes / this artifact's bytes. Logit MSE: per validation example "
              "against the row's reference (the same student before quantization or pruning), median and mean. "
-             "A claim is judged on accuracy; equal accuracy is judged on the median logit MSE. One seed per "
-             "setting.", "",
+             f"A claim is judged on accuracy; equal accuracy is judged on the median logit MSE. Seed {seed} "
+             "(distillation, recovery and data order).", "",
              "## Claims", "", "| claim | holds | evidence |", "|---|---|---|"]
     lines += [f"| {v['claim']} | {'yes' if v['holds'] else '**no**'} | {v['evidence']} |" for v in verdicts]
     lines += ["", "## All settings", "",
