@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 
@@ -53,6 +55,10 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
     assert frame.loc[2, "artifact_mb"] < frame.loc[1, "artifact_mb"]  # 4-bit really is smaller
     assert frame.loc[4, "weight_sparsity"] == pytest.approx(0.5, abs=0.01)  # measured before quantization
     assert math.isnan(frame.loc[1, "logit_mse_vs_reference"]) and frame.loc[2, "logit_mse_vs_reference"] > 0
+    preds = pd.read_csv(tmp_path / "out" / "techniques-predictions.csv")
+    assert list(preds.columns) == ["label"] + [s.name for s in settings[:-1]] and len(preds) == len(prepared.val)
+    for _, r in frame.iterrows():  # the saved predictions are the ones the accuracy was measured from
+        assert (preds[r["setting"]] == preds["label"]).mean() == pytest.approx(r["accuracy"])
     md = (tmp_path / "out" / "techniques.md").read_text()
     assert all(f"| {s.name} |" in md for s in settings[:-1])
     assert "## Failed settings (not measured)\n\n- broken: CandidateError: heads=2" in md  # the rest still measured
@@ -88,3 +94,30 @@ def test_judge_breaks_accuracy_ties_by_fidelity_and_says_no_when_a_claim_fails()
         ("tie", True), ("acc first", False), ("mem ok", True), ("mem lossy", False),
         (">= 20x smaller than the fp32 teacher at <= 1 pt lost", True)]
     assert "25.0x" in v[-1]["evidence"]
+
+
+def test_mcnemar_exact_p_values():
+    right = np.array([True] * 10)
+    p, b, c = techniques.mcnemar_p(right, right)
+    assert (p, b, c) == (1.0, 0, 0)
+    base = np.array([True, False, False, False] + [True] * 6)
+    chal = np.array([False, True, True, True] + [True] * 6)
+    assert techniques.mcnemar_p(base, chal) == (pytest.approx(2 * (1 + 4) / 16), 1, 3)
+    p, b, c = techniques.mcnemar_p(np.zeros(10, bool), np.ones(10, bool))
+    assert (b, c) == (0, 10) and p == pytest.approx(2 / 1024)
+
+
+def test_judge_treats_a_non_significant_accuracy_gap_as_a_tie_and_lets_fidelity_decide():
+    frame = _frame([
+        {"setting": "rtn", "accuracy": 0.9, "median_logit_mse_vs_reference": 2e-4, "logit_mse_vs_reference": 1e-3,
+         "reference": "fp"},
+        {"setting": "gptq", "accuracy": 0.8, "median_logit_mse_vs_reference": 1e-4, "logit_mse_vs_reference": 1e-3,
+         "reference": "fp"},
+        {"setting": "random", "accuracy": 0.0},
+    ])
+    labels = np.ones(10, int)
+    preds = pd.DataFrame({"label": labels, "rtn": [1] * 9 + [0], "gptq": [1] * 8 + [0, 0], "random": [0] * 10})
+    v = techniques.judge(frame, [Comparison("one example", "rtn", "gptq", "accuracy"),
+                                 Comparison("ten examples", "rtn", "random", "accuracy")], preds)
+    assert v[0]["holds"] and "a tie, so fidelity decides" in v[0]["evidence"] and "p = 1" in v[0]["evidence"]
+    assert not v[1]["holds"] and "McNemar p = 0.0039" in v[1]["evidence"]  # 9 vs 0 discordant: real

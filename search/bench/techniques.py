@@ -119,6 +119,25 @@ def default_settings() -> tuple[list[Setting], list[Comparison]]:
 
 
 GOAL_RATIO, GOAL_MAX_DROP = 20.0, 0.01  # the issue's bar: >= 20x smaller at <= 1 point lost
+SIGNIFICANCE = 0.05  # an accuracy difference decides a claim only when McNemar's exact test says it is real
+
+
+def mcnemar_p(baseline_right: np.ndarray, challenger_right: np.ndarray) -> tuple[float, int, int]:
+    """Exact two-sided McNemar test on the same examples: only the discordant pairs carry information.
+    By hand (a binomial tail, five lines) because scipy/statsmodels are not installed for this alone."""
+    b = int(np.sum(baseline_right & ~challenger_right))
+    c = int(np.sum(~baseline_right & challenger_right))
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n if n else 1.0
+    return min(1.0, 2 * tail), b, c
+
+
+def predictions(frame: pd.DataFrame, val, threads: int) -> pd.DataFrame:
+    """Each setting's predicted class per validation example (and the labels), from its artifact."""
+    out = {"label": val.labels.numpy()}
+    for _, r in frame.iterrows():
+        out[r["setting"]] = accuracy.predict(Path(r["artifact"]), val, threads)
+    return pd.DataFrame(out)
 
 
 def _slug(name: str) -> str:
@@ -167,18 +186,28 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
         raise RuntimeError("every technique setting failed: " + "; ".join(f"{n}: {e}" for n, e in failed))
     frame = table(rows, done, ctx)
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
-    verdicts = judge(frame, comparisons)
+    preds = predictions(frame, ctx.prepared.val, ctx.threads)
+    preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
+    verdicts = judge(frame, comparisons, preds)
     md = markdown(frame, verdicts, len(ctx.prepared.val), failed, ctx.seed)
     (out_dir / f"{stem}.md").write_text(md)
     log(md)
     return frame
 
 
-def rerender(out_dir: Path, comparisons: list[Comparison], n_val: int, seed: int = 0, log=print) -> None:
-    """Judge and write the markdown again from the CSV's measurements (no re-measuring)."""
+def rerender(out_dir: Path, comparisons: list[Comparison], val, threads: int = 2, seed: int = 0,
+             log=print) -> None:
+    """Judge and write the markdown again from the CSV's measurements (no re-training; predictions are
+    read from the saved file, or recomputed from the saved artifacts)."""
     stem = output_stem(seed)
     frame = pd.read_csv(out_dir / f"{stem}.csv")
-    md = markdown(frame, judge(frame, comparisons), n_val, seed=seed)
+    if "artifact" not in frame.columns:  # written before the column existed: the artifacts sit by name
+        frame.insert(2, "artifact", [str(out_dir / stem / _slug(n) / "model.onnx") for n in frame["setting"]])
+        frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    saved = out_dir / f"{stem}-predictions.csv"
+    preds = pd.read_csv(saved) if saved.is_file() else predictions(frame, val, threads)
+    preds.to_csv(saved, index=False)
+    md = markdown(frame, judge(frame, comparisons, preds), len(val), seed=seed)
     (out_dir / f"{stem}.md").write_text(md)
     log(md)
 
@@ -206,7 +235,8 @@ def table(rows: list[dict], settings: list[Setting], ctx: Context) -> pd.DataFra
             fidelity.update(logit_mse_vs_reference=float(per_example.mean()),
                             median_logit_mse_vs_reference=float(np.median(per_example)),
                             agreement_vs_reference=float(np.mean(a.argmax(-1) == b.argmax(-1))))
-        out.append({"setting": s.name, "recipe": r["recipe"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+        out.append({"setting": s.name, "recipe": r["recipe"], "artifact": r["artifact"],
+                    "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                     "accuracy_delta": r["accuracy"] - teacher["accuracy"], "artifact_mb": size / 1e6,
                     "weight_mb": r["weight_mb"], "compression_ratio": teacher_bytes / size,
                     "p50_ms": r["p50_latency_ms"], "p99_ms": r["p99_latency_ms"], "peak_rss_mb": r["peak_rss_mb"],
@@ -215,11 +245,12 @@ def table(rows: list[dict], settings: list[Setting], ctx: Context) -> pd.DataFra
     return pd.DataFrame(out)
 
 
-def judge(frame: pd.DataFrame, comparisons: list[Comparison]) -> list[dict]:
-    """Verdicts from the numbers. Accuracy ties (the same count of correct validation examples) are
-    broken by fidelity to the shared reference: the median per-example logit MSE (the mean is shown too;
-    measured here, a handful of near-boundary examples dominate the mean); a memory claim needs a smaller
-    artifact at <= 1 example lost."""
+def judge(frame: pd.DataFrame, comparisons: list[Comparison], preds: pd.DataFrame | None = None) -> list[dict]:
+    """Verdicts from the numbers. An accuracy difference decides only when it is significant (exact
+    McNemar test on the paired validation predictions, p < 0.05); otherwise accuracy is a tie, broken by
+    fidelity to the shared reference: the median per-example logit MSE (the mean is shown too; measured
+    here, a handful of near-boundary examples dominate the mean). Without predictions, any accuracy
+    difference decides. A memory claim needs a smaller artifact at <= 1 example lost."""
     rows = {r["setting"]: r for r in frame.to_dict("records")}
 
     def mse(r):
@@ -231,19 +262,28 @@ def judge(frame: pd.DataFrame, comparisons: list[Comparison]) -> list[dict]:
             continue
         b, ch = rows[c.baseline], rows[c.challenger]
         d_acc = ch["accuracy"] - b["accuracy"]
-        tie = abs(d_acc) < 1e-9
+        acc = f"accuracy {b['accuracy']:.4f} -> {ch['accuracy']:.4f} ({100 * d_acc:+.2f} pts"
+        significant = abs(d_acc) > 1e-9
+        if preds is not None and c.baseline in preds and c.challenger in preds:
+            p, n_b, n_c = mcnemar_p((preds[c.baseline] == preds["label"]).to_numpy(),
+                                    (preds[c.challenger] == preds["label"]).to_numpy())
+            significant = p < SIGNIFICANCE
+            acc += f"; {n_b} vs {n_c} examples only one gets right, McNemar p = {p:.2g}"
+        acc += ")"
+        has_fidelity = not (math.isnan(b["median_logit_mse_vs_reference"])
+                            or math.isnan(ch["median_logit_mse_vs_reference"]))
         if c.kind == "memory":
             holds = ch["artifact_mb"] < b["artifact_mb"] and d_acc >= -0.0012  # at most one example of ~900
             why = f"{b['artifact_mb']:.1f} -> {ch['artifact_mb']:.1f} MB, accuracy {100 * d_acc:+.2f} pts"
-        elif tie and not (math.isnan(b["median_logit_mse_vs_reference"])
-                          or math.isnan(ch["median_logit_mse_vs_reference"])):
-            holds = ch["median_logit_mse_vs_reference"] < b["median_logit_mse_vs_reference"]
-            why = f"equal accuracy; median logit MSE vs {ch['reference']} {mse(b)} -> {mse(ch)}"
-        else:
+        elif significant:
             holds = d_acc > 0
-            why = f"accuracy {b['accuracy']:.4f} -> {ch['accuracy']:.4f} ({100 * d_acc:+.2f} pts)"
-            if not math.isnan(ch["logit_mse_vs_reference"]) and not math.isnan(b["logit_mse_vs_reference"]):
-                why += f"; median logit MSE {mse(b)} -> {mse(ch)}"
+            why = acc + (f"; median logit MSE {mse(b)} -> {mse(ch)}" if has_fidelity else "")
+        elif has_fidelity:
+            holds = ch["median_logit_mse_vs_reference"] < b["median_logit_mse_vs_reference"]
+            why = f"{acc}: a tie, so fidelity decides; median logit MSE vs {ch['reference']} {mse(b)} -> {mse(ch)}"
+        else:
+            holds = False
+            why = f"{acc}: inconclusive, no fidelity reference"
         out.append({"claim": c.claim, "holds": bool(holds), "evidence": why})
     within = frame[frame["accuracy_delta"] >= -GOAL_MAX_DROP]
     best = within[within["compression_ratio"] >= GOAL_RATIO]
@@ -265,7 +305,8 @@ def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list
              "memory: the artifact in a fresh onnxruntime process on this machine (1 thread, batch 1, 128 tokens). "
              "Ratio: the fp32 teacher artifact's bytes / this artifact's bytes. Logit MSE: per validation example "
              "against the row's reference (the same student before quantization or pruning), median and mean. "
-             f"A claim is judged on accuracy; equal accuracy is judged on the median logit MSE. Seed {seed} "
+             f"A claim is judged on accuracy when the difference is significant (exact McNemar test on the "
+             f"paired predictions, p < {SIGNIFICANCE}); otherwise on the median logit MSE. Seed {seed} "
              "(distillation, recovery and data order).", "",
              "## Claims", "", "| claim | holds | evidence |", "|---|---|---|"]
     lines += [f"| {v['claim']} | {'yes' if v['holds'] else '**no**'} | {v['evidence']} |" for v in verdicts]
