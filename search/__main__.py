@@ -153,7 +153,7 @@ def _cmd_bench(args) -> int:
         ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
         settings, comparisons = techniques.default_settings()
         if args.rerender:
-            techniques.rerender(out, comparisons, prepared.val, args.threads, args.seed, log=log)
+            techniques.rerender(out, settings, comparisons, prepared.val, args.threads, args.seed, log=log)
             return 0
         if args.only:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)

@@ -65,6 +65,11 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
     smaller = frame.loc[2, "artifact_mb"] < frame.loc[0, "artifact_mb"] and \
         frame.loc[2, "accuracy"] - frame.loc[0, "accuracy"] >= -0.0012
     assert f"| smaller | {'yes' if smaller else '**no**'} |" in md
+    (tmp_path / "out" / "techniques-predictions.csv").unlink()  # rerender recomputes from the saved artifacts
+    techniques.rerender(tmp_path / "out", settings, comparisons, prepared.val, 1, log=lambda s: None)
+    measured_part = md.split("\n## Failed settings")[0]  # failures are known only to the run that had them
+    assert (tmp_path / "out" / "techniques.md").read_text() == measured_part
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "techniques-predictions.csv"), preds)
 
 
 def _frame(rows):

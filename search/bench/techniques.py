@@ -57,10 +57,11 @@ def default_settings() -> tuple[list[Setting], list[Comparison]]:
         Setting("teacher fp32", None, quant=fp32),
         Setting("teacher int8 dynamic", None, "teacher fp32", QuantParams(8, None, "dynamic_int8")),
         Setting("teacher w4 g32 rtn", None, "teacher fp32", QuantParams(4, 32)),
-        Setting("distill: random-init student", c(replace(s, init="random"))),
-        Setting("distill: teacher-init student", c()),
-        Setting("distill: teacher-init + hidden-state transfer", c(replace(s, hidden_weight=1.0))),
-        Setting("distill: teacher-init + attention transfer", c(replace(s, attention_weight=1.0))),
+        # distilled students: fidelity to the teacher's logits, what distillation optimises
+        Setting("distill: random-init student", c(replace(s, init="random")), "teacher fp32"),
+        Setting("distill: teacher-init student", c(), "teacher fp32"),
+        Setting("distill: teacher-init + hidden-state transfer", c(replace(s, hidden_weight=1.0)), "teacher fp32"),
+        Setting("distill: teacher-init + attention transfer", c(replace(s, attention_weight=1.0)), "teacher fp32"),
         Setting("vocab: task tokens only", c(st)),
         Setting("quant: w8 g32 rtn", c(st, q=QuantParams(8, 32)), "vocab: task tokens only"),
         Setting("quant: int8 dynamic", c(st, q=QuantParams(8, None, "dynamic_int8")), "vocab: task tokens only"),
@@ -195,15 +196,16 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
     return frame
 
 
-def rerender(out_dir: Path, comparisons: list[Comparison], val, threads: int = 2, seed: int = 0,
-             log=print) -> None:
-    """Judge and write the markdown again from the CSV's measurements (no re-training; predictions are
-    read from the saved file, or recomputed from the saved artifacts)."""
+def rerender(out_dir: Path, settings: list[Setting], comparisons: list[Comparison], val, threads: int = 2,
+             seed: int = 0, log=print) -> None:
+    """Judge and write the markdown again from the CSV's measurements and the saved artifacts (no
+    re-training): fidelity is recomputed against the settings' current references."""
     stem = output_stem(seed)
     frame = pd.read_csv(out_dir / f"{stem}.csv")
     if "artifact" not in frame.columns:  # written before the column existed: the artifacts sit by name
         frame.insert(2, "artifact", [str(out_dir / stem / _slug(n) / "model.onnx") for n in frame["setting"]])
-        frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    frame = with_fidelity(frame, settings, val, threads)
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
     saved = out_dir / f"{stem}-predictions.csv"
     preds = pd.read_csv(saved) if saved.is_file() else predictions(frame, val, threads)
     preds.to_csv(saved, index=False)
@@ -214,35 +216,46 @@ def rerender(out_dir: Path, comparisons: list[Comparison], val, threads: int = 2
 
 def table(rows: list[dict], settings: list[Setting], ctx: Context) -> pd.DataFrame:
     """The CSV: one row per setting, ratios against the fp32 teacher artifact (the first teacher row)."""
-    by_name = {r["setting"]: r for r in rows}
     teacher = next((r for r, s in zip(rows, settings) if s.candidate is None and s.quant.bits == 32), rows[0])
     teacher_bytes = Path(teacher["artifact"]).stat().st_size
-    logits = {}
-
-    def val_logits(name):
-        if name not in logits:
-            logits[name] = accuracy.logits(Path(by_name[name]["artifact"]), ctx.prepared.val, ctx.threads)
-        return logits[name]
-
     out = []
     for r, s in zip(rows, settings):
         size = Path(r["artifact"]).stat().st_size
-        fidelity = {"reference": s.reference, "logit_mse_vs_reference": math.nan,
-                    "median_logit_mse_vs_reference": math.nan, "agreement_vs_reference": math.nan}
-        if s.reference in by_name:
-            a, b = val_logits(s.name), val_logits(s.reference)
-            per_example = np.mean((a - b) ** 2, axis=-1)
-            fidelity.update(logit_mse_vs_reference=float(per_example.mean()),
-                            median_logit_mse_vs_reference=float(np.median(per_example)),
-                            agreement_vs_reference=float(np.mean(a.argmax(-1) == b.argmax(-1))))
         out.append({"setting": s.name, "recipe": r["recipe"], "artifact": r["artifact"],
                     "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                     "accuracy_delta": r["accuracy"] - teacher["accuracy"], "artifact_mb": size / 1e6,
                     "weight_mb": r["weight_mb"], "compression_ratio": teacher_bytes / size,
                     "p50_ms": r["p50_latency_ms"], "p99_ms": r["p99_latency_ms"], "peak_rss_mb": r["peak_rss_mb"],
                     "latency_source": r["latency_source"], "latency_noisy": r["latency_noisy"],
-                    "weight_sparsity": r.get("weight_sparsity", 0.0), **fidelity})
-    return pd.DataFrame(out)
+                    "weight_sparsity": r.get("weight_sparsity", 0.0)})
+    return with_fidelity(pd.DataFrame(out), settings, ctx.prepared.val, ctx.threads)
+
+
+def with_fidelity(frame: pd.DataFrame, settings: list[Setting], val, threads: int) -> pd.DataFrame:
+    """Per row: logit MSE (mean and median per example) and agreement with its reference setting's
+    artifact on the validation split; blank where the row has no reference or it was not measured."""
+    artifacts = dict(zip(frame["setting"], frame["artifact"]))
+    reference = {s.name: s.reference for s in settings}
+    logits = {}
+
+    def val_logits(name):
+        if name not in logits:
+            logits[name] = accuracy.logits(Path(artifacts[name]), val, threads)
+        return logits[name]
+
+    cols = {"reference": [], "logit_mse_vs_reference": [], "median_logit_mse_vs_reference": [],
+            "agreement_vs_reference": []}
+    for name in frame["setting"]:
+        ref = reference.get(name)
+        values = [ref, math.nan, math.nan, math.nan]
+        if ref in artifacts:
+            a, b = val_logits(name), val_logits(ref)
+            per_example = np.mean((a - b) ** 2, axis=-1)
+            values[1:] = [float(per_example.mean()), float(np.median(per_example)),
+                          float(np.mean(a.argmax(-1) == b.argmax(-1)))]
+        for col, v in zip(cols, values):
+            cols[col].append(v)
+    return frame.drop(columns=[c for c in cols if c in frame.columns]).assign(**cols)
 
 
 def judge(frame: pd.DataFrame, comparisons: list[Comparison], preds: pd.DataFrame | None = None) -> list[dict]:
