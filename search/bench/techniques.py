@@ -317,7 +317,8 @@ def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list
              f"error near 98.5% = {se:.2f} pts: differences of one or two examples are noise). Latency and peak "
              "memory: the artifact in a fresh onnxruntime process on this machine (1 thread, batch 1, 128 tokens). "
              "Ratio: the fp32 teacher artifact's bytes / this artifact's bytes. Logit MSE: per validation example "
-             "against the row's reference (the same student before quantization or pruning), median and mean. "
+             "against the row's reference (the teacher for distilled students; the same student before pruning "
+             "or quantization otherwise), median and mean. "
              f"A claim is judged on accuracy when the difference is significant (exact McNemar test on the "
              f"paired predictions, p < {SIGNIFICANCE}); otherwise on the median logit MSE. Seed {seed} "
              "(distillation, recovery and data order).", "",
