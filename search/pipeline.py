@@ -131,9 +131,11 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     kd = KD(p.kd_logits, cand.distill.temperature, cand.distill.alpha)
     prune.apply(student, cand.prune, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
                 labels=ctx.calibration_labels)
-    sparsity = prune.weight_sparsity(student)
-    qat.apply(student, cand.quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
     timings["prune_s"] = time.perf_counter() - t0
+    sparsity = prune.weight_sparsity(student)
+    t0 = time.perf_counter()
+    qat.apply(student, cand.quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
+    timings["qat_s"] = time.perf_counter() - t0
     shape = arch.shape_of(student)
     t0 = time.perf_counter()
     path = quantize.quantize_artifact(student, cand.quant, workdir, ctx.calibration)

@@ -1,7 +1,7 @@
 """Space: the ranges of every knob, loaded from YAML; `suggest` is the only place trials are sampled."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +117,14 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
     return Reader(r.file, {name: value}, r.prefix).number(name, lo=lo_allowed, hi=hi_allowed, integer=integer)
 
 
-# knobs added later keep older space files valid (and mean what the recipe meant before them)
-OPTIONAL = {"distill.vocab": "full", "distill.init": "teacher", "distill.hidden_weight": 0.0,
-            "distill.attention_weight": 0.0,
-            "prune.iterations": 1, "prune.scope": "layer", "prune.criterion": "magnitude", "prune.importance": "norm",
-            "quant.method": "rtn", "quant.high_precision_fraction": 0.0, "quant.qat_steps": 0,
-            "quant.smooth_alpha": 0.0}
+# knobs added later may be left out of a space file: they take the params dataclass's default, which
+# means what the recipe meant before them ("off")
+ADDED_LATER = {"distill": ("vocab", "init", "hidden_weight", "attention_weight"),
+               "prune": ("iterations", "scope", "criterion", "importance"),
+               "quant": ("method", "high_precision_fraction", "qat_steps", "smooth_alpha")}
+_PARAMS = {"distill": DistillParams, "prune": PruneParams, "quant": QuantParams}
+OPTIONAL = {f"{section}.{f.name}": f.default for section, names in ADDED_LATER.items()
+            for f in fields(_PARAMS[section]) if f.name in names}
 
 
 def load_space(name_or_path: str) -> Space:

@@ -8,7 +8,9 @@ from .schema import REQUIRED, Reader, load_yaml, resolve
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
-KERNEL_CLASSES = ("w8", "w4")  # weight-only kernels: an efficiency of their own (calibration fits them)
+# kernels with an efficiency of their own beside the precisions' (calibration fits each): static int8 runs
+# the unfused QDQ graph, weight-only MatMulNBits differs per bit width
+KERNEL_CLASSES = ("int8_static", "w8", "w4", "w2")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class Comparison:
     claim: str
     baseline: str
     challenger: str
-    kind: str  # "accuracy": higher accuracy wins, equal accuracy -> lower logit MSE; "memory": smaller at no loss
+    kind: str  # "accuracy": a significantly higher accuracy wins, else lower logit MSE; "memory": smaller at no loss
 
 
 def default_settings() -> tuple[list[Setting], list[Comparison]]:
@@ -133,14 +133,6 @@ def mcnemar_p(baseline_right: np.ndarray, challenger_right: np.ndarray) -> tuple
     return min(1.0, 2 * tail), b, c
 
 
-def predictions(frame: pd.DataFrame, val, threads: int) -> pd.DataFrame:
-    """Each setting's predicted class per validation example (and the labels), from its artifact."""
-    out = {"label": val.labels.numpy()}
-    for _, r in frame.iterrows():
-        out[r["setting"]] = accuracy.predict(Path(r["artifact"]), val, threads)
-    return pd.DataFrame(out)
-
-
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")[:80]
 
@@ -185,9 +177,8 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
             f"p50 {r['p50_latency_ms']:.2f} ms  p99 {r['p99_latency_ms']:.2f} ms  ({time.perf_counter() - t0:.0f} s)")
     if not rows:
         raise RuntimeError("every technique setting failed: " + "; ".join(f"{n}: {e}" for n, e in failed))
-    frame = table(rows, done, ctx)
+    frame, preds = _with_outputs(table(rows, done), done, ctx.prepared.val, ctx.threads)
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
-    preds = predictions(frame, ctx.prepared.val, ctx.threads)
     preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
     verdicts = judge(frame, comparisons, preds)
     md = markdown(frame, verdicts, len(ctx.prepared.val), failed, ctx.seed)
@@ -199,22 +190,20 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
 def rerender(out_dir: Path, settings: list[Setting], comparisons: list[Comparison], val, threads: int = 2,
              seed: int = 0, log=print) -> None:
     """Judge and write the markdown again from the CSV's measurements and the saved artifacts (no
-    re-training): fidelity is recomputed against the settings' current references."""
+    re-training): predictions and fidelity are recomputed against the settings' current references."""
     stem = output_stem(seed)
     frame = pd.read_csv(out_dir / f"{stem}.csv")
     if "artifact" not in frame.columns:  # written before the column existed: the artifacts sit by name
         frame.insert(2, "artifact", [str(out_dir / stem / _slug(n) / "model.onnx") for n in frame["setting"]])
-    frame = with_fidelity(frame, settings, val, threads)
+    frame, preds = _with_outputs(frame, settings, val, threads)
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
-    saved = out_dir / f"{stem}-predictions.csv"
-    preds = pd.read_csv(saved) if saved.is_file() else predictions(frame, val, threads)
-    preds.to_csv(saved, index=False)
+    preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
     md = markdown(frame, judge(frame, comparisons, preds), len(val), seed=seed)
     (out_dir / f"{stem}.md").write_text(md)
     log(md)
 
 
-def table(rows: list[dict], settings: list[Setting], ctx: Context) -> pd.DataFrame:
+def table(rows: list[dict], settings: list[Setting]) -> pd.DataFrame:
     """The CSV: one row per setting, ratios against the fp32 teacher artifact (the first teacher row)."""
     teacher = next((r for r, s in zip(rows, settings) if s.candidate is None and s.quant.bits == 32), rows[0])
     teacher_bytes = Path(teacher["artifact"]).stat().st_size
@@ -228,28 +217,28 @@ def table(rows: list[dict], settings: list[Setting], ctx: Context) -> pd.DataFra
                     "p50_ms": r["p50_latency_ms"], "p99_ms": r["p99_latency_ms"], "peak_rss_mb": r["peak_rss_mb"],
                     "latency_source": r["latency_source"], "latency_noisy": r["latency_noisy"],
                     "weight_sparsity": r.get("weight_sparsity", 0.0)})
-    return with_fidelity(pd.DataFrame(out), settings, ctx.prepared.val, ctx.threads)
+    return pd.DataFrame(out)
 
 
-def with_fidelity(frame: pd.DataFrame, settings: list[Setting], val, threads: int) -> pd.DataFrame:
+def _with_outputs(frame: pd.DataFrame, settings: list[Setting], val, threads: int):
+    """Each artifact's validation logits, computed once: fidelity columns for the CSV, and each
+    setting's predicted class per example (beside the labels) for the significance tests."""
+    logits = {name: accuracy.logits(Path(path), val, threads) for name, path in zip(frame["setting"], frame["artifact"])}
+    preds = pd.DataFrame({"label": val.labels.numpy(), **{name: lg.argmax(-1) for name, lg in logits.items()}})
+    return with_fidelity(frame, settings, logits), preds
+
+
+def with_fidelity(frame: pd.DataFrame, settings: list[Setting], logits: dict) -> pd.DataFrame:
     """Per row: logit MSE (mean and median per example) and agreement with its reference setting's
     artifact on the validation split; blank where the row has no reference or it was not measured."""
-    artifacts = dict(zip(frame["setting"], frame["artifact"]))
     reference = {s.name: s.reference for s in settings}
-    logits = {}
-
-    def val_logits(name):
-        if name not in logits:
-            logits[name] = accuracy.logits(Path(artifacts[name]), val, threads)
-        return logits[name]
-
     cols = {"reference": [], "logit_mse_vs_reference": [], "median_logit_mse_vs_reference": [],
             "agreement_vs_reference": []}
     for name in frame["setting"]:
         ref = reference.get(name)
         values = [ref, math.nan, math.nan, math.nan]
-        if ref in artifacts:
-            a, b = val_logits(name), val_logits(ref)
+        if ref in logits:
+            a, b = logits[name], logits[ref]
             per_example = np.mean((a - b) ** 2, axis=-1)
             values[1:] = [float(per_example.mean()), float(np.median(per_example)),
                           float(np.mean(a.argmax(-1) == b.argmax(-1)))]

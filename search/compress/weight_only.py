@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import arch
-from ..candidate import QuantParams
+from ..candidate import QUANT_METHODS, QuantParams
 from ..errors import CandidateError
 from . import gptq as gptq_mod
 from .nbits import Codes, block_size_for, key_of_linear, rtn
@@ -88,7 +88,7 @@ def quantize_linears(model, params: QuantParams, calibration) -> dict[str, Codes
     it will get at run time); returns {weight key: codes}. The pooler/classifier stay fp32."""
     if params.group_size is None:
         raise CandidateError("weight-only quantization needs quant.group_size")
-    if params.method not in ("rtn", "gptq"):
+    if params.method not in QUANT_METHODS:
         raise CandidateError(f"unknown quant.method {params.method!r}")
     if params.bits <= EMBEDDING_BITS:
         quantize_embeddings(model, params.group_size)

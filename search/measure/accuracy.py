@@ -34,14 +34,6 @@ def predict(path: Path, data: Split, threads: int = 2, batch_size: int = 64) -> 
     return logits(path, data, threads, batch_size).argmax(-1)
 
 
-def kl_divergence(reference: np.ndarray, other: np.ndarray) -> float:
-    """Mean KL(softmax(reference) || softmax(other)): how far compression moved the outputs, which
-    moves before accuracy does on an easy task."""
-    ref = torch.log_softmax(torch.from_numpy(reference).double(), -1)
-    oth = torch.log_softmax(torch.from_numpy(other).double(), -1)
-    return float((ref.exp() * (ref - oth)).sum(-1).mean())
-
-
 def scores(preds: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy and macro F1 (SMS spam is 87% ham: accuracy alone flatters a majority-class model)."""
     f1s = []

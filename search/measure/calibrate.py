@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import torch
 
-from ..target import DeviceSpec
+from ..target import KERNEL_CLASSES, DeviceSpec
 from .roofline import _precision, operators
 
-KERNELS = ("fp32", "int8", "int8_static", "w8", "w4", "w2")  # kernel classes with a fitted efficiency each
+KERNELS = ("fp32", "int8") + KERNEL_CLASSES  # every class with a fitted efficiency and overhead
 
 
 def _features(cases: list[dict], device: DeviceSpec):
