@@ -63,7 +63,8 @@ def write_tiny_task(root, n=400, seed=0):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS_POS + WORDS_NEG + FILLER
     (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
     teacher = root / "teacher"
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    # transformers 5 ignores `vocab_file=` (every token became [UNK]); the vocabulary goes in as a mapping
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     tok.save_pretrained(teacher)
     tiny_model(vocab=len(vocab), layers=2, hidden=64, heads=2, ffn=128).save_pretrained(teacher)
     g = torch.Generator().manual_seed(seed)
