@@ -7,13 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-# Before torch/onnxruntime load: OpenMP threads that spin-wait made shared-machine runs 7x slower (BACKENDS.md)
+# Before torch and the runtimes load: OpenMP threads that spin-wait made shared-machine runs 7x slower (BACKENDS.md)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS_DIR = Path(os.environ.get("SEARCH_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
+# `datasets` caches what it reads; keep that inside results/ (nothing is written outside it)
+os.environ.setdefault("HF_DATASETS_CACHE", str(RESULTS_DIR / "cache" / "datasets"))
 
 
 def _quiet_libraries() -> None:
@@ -45,6 +47,7 @@ def _cmd_run(args) -> int:
         prev = json.loads(saved.read_text())
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
+        args.device = prev.get("device", args.device)
     # validate all three inputs before any heavy work
     target = load_target(args.target)
     space = load_space(args.space)
@@ -52,7 +55,10 @@ def _cmd_run(args) -> int:
 
     import torch
 
+    from . import accel
+
     torch.set_num_threads(args.threads)
+    accel.configure(args.device)
     _quiet_libraries()
     from .study import RunSettings, run
     from .tasks.teacher import prepare
@@ -66,10 +72,11 @@ def _cmd_run(args) -> int:
     (run_dir / "run.json").write_text(json.dumps(
         {"target": str(target.path.resolve()), "space": str(space.path.resolve()),
          "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
-         "threads": args.threads}, indent=2))
+         "threads": args.threads, "device": args.device}, indent=2))
     print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
-          f"{args.trials} completed trials wanted, training on {args.threads} thread(s), "
-          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}", flush=True)
+          f"{args.trials} completed trials wanted, training on {accel.describe()} "
+          f"(--device {args.device}; CPU work on {args.threads} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})", flush=True)
     prepared = prepare(task, RESULTS_DIR / "cache", log=lambda s: print(s, flush=True))
     settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
                            seed=args.seed, threads=args.threads)
@@ -89,10 +96,11 @@ def _run_dir(name: str) -> Path:
 
 def _cmd_select(args) -> int:
     from .outputs import finish, load_study
+    from .run_dir import RunDir
 
     _quiet_libraries()
     run_dir = _run_dir(args.run)
-    selected = finish(load_study(run_dir), run_dir, policy=args.policy, log=lambda s: print(s, flush=True))
+    selected = finish(load_study(run_dir), RunDir(run_dir), policy=args.policy, log=lambda s: print(s, flush=True))
     return 0 if selected["meets_budget"] else 3
 
 
@@ -124,7 +132,7 @@ def _cmd_export(args) -> int:
     from .export import export
 
     out = export(_run_dir(args.run), Path(args.out))
-    print(f"exported to {out}: model.onnx, tokenizer, recipe.json, DEPLOY.md")
+    print(f"exported to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 
 
@@ -171,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Budget-driven compression search: distill, prune and quantize a teacher until it fits a device."))
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a compression search against a target's budget", description=(
-        "Sample recipes (distill -> prune -> quantize) with Optuna, measure each exported onnxruntime artifact, "
+        "Sample recipes (distill -> prune -> quantize) with Optuna, measure each exported artifact on the runtime, "
         "and write results/<run>/ (study.db, trials.csv, pareto.csv, selected.json, dashboard.html, model/). "
         "Exit 0 when the selected model meets every budget, 3 when none did, 2 on bad input."))
     run.add_argument("--target", default="jetson_orin", help="target YAML path, or a name in targets/ "
@@ -182,8 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, default=14, help="completed trials to reach (default 14)")
     run.add_argument("--timeout-min", type=float, default=None, help="stop starting trials after this long")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=int, default=2, help="torch/onnxruntime threads for training and "
+    run.add_argument("--threads", type=int, default=2, help="torch/runtime threads for training and "
                                                             "evaluation (default 2)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="where training runs (teacher fine-tune, distillation, recovery, QAT): auto = cuda when "
+                          "torch sees a GPU, else cpu (default auto); measurement is always the target's")
     run.add_argument("--run-id", default=None, help="name of the results directory (default: target-time)")
     run.add_argument("--resume", default=None, metavar="RUN", help="continue results/RUN with its saved inputs")
     run.set_defaults(func=_cmd_run)
@@ -207,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_cmd_report)
 
     exp = sub.add_parser("export", help="copy the selected model, its tokenizer and a deploy card to a folder",
-                         description="Writes model.onnx (the exact artifact measured), tokenizer files, "
+                         description="Writes the exact artifact measured, tokenizer files, "
                                      "recipe.json and DEPLOY.md (budget, margins, recipe, checksums, usage).")
     exp.add_argument("run", help="run directory name under results/, or a path")
     exp.add_argument("--out", required=True, help="destination folder")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 PRUNE_TYPES = ("none", "unstructured", "structured", "2:4")
 PRUNE_SCOPES = ("layer", "global")
@@ -13,20 +14,28 @@ QUANT_METHODS = ("rtn", "gptq")
 GROUP_SIZES = (16, 32, 64, 128, 256, "channel")  # "channel": one scale per output channel
 VOCABS = ("full", "task")
 INITS = ("teacher", "random")
-HEAD_DIM = 32  # MiniLM's head width; students keep whole teacher heads so they can start from them
+
+
+class Scheme(str, Enum):
+    """How a recipe quantizes, derived once from its knobs; every consumer branches on this, not on flags."""
+
+    FP32 = "fp32"
+    INT8_DYNAMIC = "int8_dynamic"  # int8 weights, activation ranges at run time
+    INT8_STATIC = "int8_static"  # int8 weights and activations, ranges calibrated (optionally smoothed)
+    WEIGHT_ONLY = "weight_only"  # n-bit weights in blocks, fp activations
 
 
 @dataclass(frozen=True)
 class DistillParams:
     layers: int
     hidden: int
-    heads: int  # heads per layer, at most hidden // HEAD_DIM
+    heads: int  # heads per layer, at most hidden // the teacher's head width
     ffn: int
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the soft-logit KD loss; 1 - alpha goes to the label loss
     epochs: int = 1
     vocab: str = "full"  # "task": keep only embedding rows of tokens in the task's training text
-    init: str = "teacher"  # "random": same shape, fresh BERT initialisation (the baseline teacher-init beats)
+    init: str = "teacher"  # "random": same shape, the family's fresh initialisation (the baseline)
     hidden_weight: float = 0.0  # weight of hidden-state transfer: MSE to the mapped teacher layer's kept dims
     attention_weight: float = 0.0  # weight of attention transfer: KL to the mapped teacher heads' attention
 
@@ -51,6 +60,16 @@ class QuantParams:
     high_precision_fraction: float = 0.0  # weight-only: this fraction of layers, most sensitive first, at 8 bits
     qat_steps: int = 0  # weight-only RTN: KD steps with fake-quantized weights before export
     smooth_alpha: float = 0.0  # static int8: SmoothQuant migration strength (0 = off, 0.5 = the paper's default)
+
+    @property
+    def scheme(self) -> Scheme:
+        if self.bits == 32:
+            return Scheme.FP32
+        if self.activations == "dynamic_int8":
+            return Scheme.INT8_DYNAMIC
+        if self.activations == "static_int8":
+            return Scheme.INT8_STATIC
+        return Scheme.WEIGHT_ONLY
 
 
 @dataclass(frozen=True)
@@ -85,11 +104,11 @@ def prune_label(p: PruneParams) -> str:
 
 
 def quant_label(q: QuantParams) -> str:
-    if q.bits == 32:
+    if q.scheme is Scheme.FP32:
         return "fp32"
-    if q.activations == "dynamic_int8":
+    if q.scheme is Scheme.INT8_DYNAMIC:
         return "int8"
-    if q.activations == "static_int8":
+    if q.scheme is Scheme.INT8_STATIC:
         return "int8-static" + (f" sq{q.smooth_alpha:g}" if q.smooth_alpha else "")
     group = "C" if q.group_size == "channel" else q.group_size
     mixed = f"+{q.high_precision_fraction:g}@8" if q.high_precision_fraction else ""

@@ -1,41 +1,32 @@
-"""Export: the exact measured ONNX artifact, its tokenizer, and a deploy card (DEPLOY.md) with checksums."""
+"""Export: the exact measured artifact, its tokenizer, and a deploy card (DEPLOY.md) with checksums."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
 
+from . import backends
 from .errors import ConfigError
-from .outputs import artifact_path, copy_model
+from .outputs import copy_model
+from .run_dir import RunDir
 from .tasks.teacher import file_sha256 as sha256
 
-USAGE = '''```python
-import numpy as np, onnxruntime as ort
-from transformers import AutoTokenizer
-
-tok = AutoTokenizer.from_pretrained(".")
-sess = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-enc = tok(["your text here"], truncation=True, max_length={max_length}, return_tensors="np")
-logits = sess.run(["logits"], {{"input_ids": enc["input_ids"].astype(np.int64),
-                               "attention_mask": enc["attention_mask"].astype(np.int64)}})[0]
-print({classes!r}[int(logits.argmax(-1)[0])])
-```'''
-
-
 def export(run_dir: Path, out: Path) -> Path:
-    selected_file = run_dir / "selected.json"
+    rd = RunDir(run_dir)
+    selected_file = rd.selected_json
     if not selected_file.is_file():
         raise ConfigError(selected_file, "-", "no selection in this run; run `python -m search select RUN` first")
     selected = json.loads(selected_file.read_text())
     if not selected["meets_budget"]:
         raise ConfigError(selected_file, "meets_budget", "false: no candidate met every budget, nothing to ship; "
                                                          "widen the space or relax the target's budget")
-    saved = json.loads((run_dir / "budget.json").read_text())
+    saved = rd.saved()
     trial = selected["trial"]
-    source = artifact_path(run_dir, trial)
+    source = rd.artifact(trial)
     if not source.is_file():
         raise ConfigError(source, "-", f"the artifact of trial {trial} is missing; was the run directory pruned?")
-    copy_model({"trial": trial, "params": selected["params"], "metrics": selected["metrics"]}, run_dir,
+    shutil.rmtree(out, ignore_errors=True)
+    copy_model({"trial": trial, "params": selected["params"], "metrics": selected["metrics"]}, rd,
                saved["classes"], out)
     hf = source.parent / "hf"
     if hf.is_dir():  # the fp32 student before quantization, for from_pretrained
@@ -66,11 +57,11 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     lines += [f"| `{k}` | {v} |" for k, v in sorted(selected["params"].items())]
     lines += ["", "## Files (sha256)", ""]
     lines += [f"- `{p.name}` {sha256(p)}" for p in sorted(out.iterdir()) if p.is_file() and p.name != "DEPLOY.md"]
+    backend = backends.get(saved.get("backend", backends.DEFAULT))
     if (out / "hf").is_dir():
         lines += ["", "`hf/` holds the same student in fp32 *before* quantization, as a stock Hugging Face "
-                      "directory (`AutoModelForSequenceClassification.from_pretrained('hf')`, safetensors): "
+                      f"directory (`{saved.get('hf_auto_class', 'AutoModel')}.from_pretrained('hf')`, safetensors): "
                       "for further fine-tuning or another runtime. Pruned heads and neurons are stored as "
-                      "zeros there. What was measured and is meant to ship is `model.onnx`."]
-    lines += ["", "## Run it with onnxruntime", "", USAGE.format(max_length=saved["max_length"],
-                                                               classes=saved["classes"]), ""]
+                      f"zeros there. What was measured and is meant to ship is `{backend.artifact_name}`."]
+    lines += ["", backend.usage(saved["classes"], saved["max_length"]), ""]
     return "\n".join(lines)

@@ -10,19 +10,22 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from . import pareto, report
+from .families.base import ModelShape
+from .objectives import ACCURACY, Objective
+from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
 from .target import Target
 
 SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
 METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb",
                   "p50_latency_ms", "p99_latency_ms", "latency_spread", "latency_noisy", "latency_source", "weight_sparsity", "parameters",
-                  "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s")
+                  "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s", "train_device")
 
 
-def resolved_budget(target: Target, teacher_accuracy: float) -> dict:
+def resolved_budget(target: Target, teacher_quality: float, quality: Objective = ACCURACY) -> dict:
     b = target.budget
-    return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms,
-            "accuracy_floor": round(b.accuracy_floor.resolve(teacher_accuracy), 6),
-            "accuracy_floor_rule": b.accuracy_floor.describe()}
+    return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
+            quality.budget_key: round(b.accuracy_floor.resolve(teacher_quality), 6),
+            f"{quality.budget_key}_rule": b.accuracy_floor.describe()}
 
 
 def budget_line(budget: dict) -> str:
@@ -45,7 +48,7 @@ def completed_rows(study) -> list[dict]:
     return rows
 
 
-def write_tables(study, run_dir: Path, budget: dict) -> None:
+def write_tables(study, rd: RunDir, budget: dict) -> None:
     records = []
     for t in study.get_trials(deepcopy=False):
         rec = {"trial": t.number, "state": t.state.name, "label": t.user_attrs.get("label", ""),
@@ -56,29 +59,25 @@ def write_tables(study, run_dir: Path, budget: dict) -> None:
         rec["reason"] = t.user_attrs.get("reason", "")
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
-    _atomic_csv(frame, run_dir / "trials.csv")
+    atomic_write_text(rd.trials_csv, frame.to_csv(index=False))
     if "feasible" in frame:
         done = frame[(frame["state"] == "COMPLETE") & (frame["feasible"] == True)]  # noqa: E712
-        front_ids = {r["trial"] for r in pareto.front(done.to_dict("records"))}
-        _atomic_csv(done[done["trial"].isin(front_ids)], run_dir / "pareto.csv")
+        front_ids = {r["trial"] for r in pareto.front(done.to_dict("records"), pareto.for_budget(budget))}
+        atomic_write_text(rd.pareto_csv, done[done["trial"].isin(front_ids)].to_csv(index=False))
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
-def save_run_inputs(run_dir: Path, prepared, budget: dict, target: Target) -> None:
+def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend) -> None:
     """What `select` and `export` need later without re-preparing the task."""
-    prepared.tokenizer.save_pretrained(run_dir / "tokenizer")
+    atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
     wl = target.workload
-    (run_dir / "budget.json").write_text(json.dumps(
-        {"target": target.name, "budget": budget, "classes": prepared.classes, "task": prepared.task.source,
-         "max_length": prepared.task.max_length, "latency": target.device.latency, "threads": target.device.threads,
-         "batch_size": wl.batch_size, "sequence_length": wl.sequence_length,
-         "vocab_size": prepared.teacher.config.vocab_size,
-         "runner": asdict(target.device.runner) if target.device.runner else None}, indent=2, default=str))
+    atomic_write_json(rd.budget_json, {
+        "target": target.name, "budget": budget, "classes": prepared.classes, "task": prepared.task.source,
+        "max_length": prepared.task.max_length, "latency": target.device.latency, "threads": target.device.threads,
+        "batch_size": wl.batch_size, "sequence_length": wl.sequence_length,
+        "family": prepared.family.name, "hf_auto_class": prepared.family.hf_auto_class,
+        "backend": backend.name, "artifact_name": backend.artifact_name,
+        "teacher_shape": asdict(prepared.family.shape_of(prepared.teacher)),
+        "runner": asdict(target.device.runner) if target.device.runner else None})
 
 
 def importances(study) -> dict:
@@ -99,16 +98,16 @@ def importances(study) -> dict:
 def load_study(run_dir: Path):
     import optuna
 
-    return optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'study.db'}")
+    return optuna.load_study(study_name=STUDY_NAME, storage=RunDir(run_dir).study_url)
 
 
-def finish(study, run_dir: Path, policy: str = "accuracy", log=print) -> dict:
+def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     """Select (policy), write selected.json and dashboard.html, copy the chosen artifact to model/."""
-    saved = json.loads((run_dir / "budget.json").read_text())
+    saved = rd.saved()
     budget, target_name = saved["budget"], saved["target"]
-    teacher = json.loads((run_dir / "teacher.json").read_text())
+    teacher = json.loads(rd.teacher_json.read_text())
     rows = completed_rows(study)
-    choice = select_confirmed(rows, run_dir, saved, policy, log)
+    choice = select_confirmed(rows, rd, saved, policy, log)
     sel = choice["selected"]
     selected = {
         "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,
@@ -118,33 +117,36 @@ def finish(study, run_dir: Path, policy: str = "accuracy", log=print) -> dict:
         "target": target_name, "model_dir": None,
     }
     if sel and choice["meets_budget"]:
-        selected["model_dir"] = str(copy_model(sel, run_dir, saved["classes"], run_dir / "model"))
-    (run_dir / "selected.json").write_text(json.dumps(selected, indent=2))
+        selected["model_dir"] = str(atomic_replace_dir(lambda tmp: copy_model(sel, rd, saved["classes"], tmp),
+                                                       rd.model_dir))
+    atomic_write_json(rd.selected_json, selected)
     info = report.front_info(rows, budget, teacher, selected["trial"], importances(study))
-    report.render([(run_dir.name, info)], run_dir / "dashboard.html",
-                  f"{target_name}: {len(rows)} completed trials")
+    report.render([(rd.name, info)], rd.dashboard, f"{target_name}: {len(rows)} completed trials")
     log(summary_table(selected, budget))
-    log(f"results in {run_dir}: study.db trials.csv pareto.csv selected.json dashboard.html"
+    log(f"results in {rd.root}: study.db trials.csv pareto.csv selected.json dashboard.html"
         + (" model/" if selected["model_dir"] else ""))
     return selected
 
 
-def select_confirmed(rows: list[dict], run_dir: Path, saved: dict, policy: str, log=print) -> dict:
+def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log=print) -> dict:
     """Select; for a measured device ship only what still meets the latency and memory budgets when
     measured again in a fresh process with more runs, otherwise drop it and select again, saying so in
     `why` (whose margins line is the search's measurement; the re-measured figures follow it)."""
+    from . import backends
     from .measure import latency
 
     budget, notes, left = saved["budget"], [], list(rows)
+    backend = backends.get(saved.get("backend", backends.DEFAULT))
+    shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
     while True:
         choice = pareto.select(left, budget, policy)
         if not choice["meets_budget"] or saved["latency"] != "measured":
             return {**choice, "why": choice["why"] + notes}
         row = choice["selected"]
         log(f"re-measuring trial {row['trial']} in a fresh process ...")
-        lat = latency.measure(artifact_path(run_dir, row["trial"]), saved["batch_size"], saved["sequence_length"],
-                              saved["threads"], saved["vocab_size"], rounds=10, runs_per_round=50,
-                              runner=latency.Runner(**saved["runner"]) if saved.get("runner") else None)
+        lat = backend.measure_latency(rd.artifact(row["trial"]), shape, saved["batch_size"], saved["sequence_length"],
+                                      saved["threads"], rounds=10, runs_per_round=50,
+                                      runner=latency.Runner(**saved["runner"]) if saved.get("runner") else None)
         first = row["metrics"]["p99_latency_ms"]
         memory_mb = lat.peak_rss_mb if lat.peak_rss_mb is not None else row["metrics"]["memory_mb"]
         problems = ([f"p99 {lat.p99_ms:.2f} ms > budget {budget['p99_latency_ms']:g} ms"]
@@ -163,15 +165,11 @@ def select_confirmed(rows: list[dict], run_dir: Path, saved: dict, policy: str, 
         left = [r for r in left if r["trial"] != row["trial"]]
 
 
-def artifact_path(run_dir: Path, trial: int) -> Path:
-    return run_dir / "trials" / f"{trial:04d}" / "model.onnx"
-
-
-def copy_model(row: dict, run_dir: Path, classes: list, out: Path) -> Path:
-    """The exact artifact that was measured, its tokenizer and the recipe beside it."""
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(run_dir / "tokenizer", out)
-    shutil.copy2(artifact_path(run_dir, row["trial"]), out / "model.onnx")
+def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:
+    """The exact artifact that was measured, its tokenizer and the recipe beside it, into a new folder."""
+    shutil.copytree(rd.tokenizer_dir, out)
+    artifact = rd.artifact(row["trial"])
+    shutil.copy2(artifact, out / artifact.name)
     (out / "recipe.json").write_text(json.dumps({"trial": row["trial"], "params": row["params"],
                                                  "metrics": row["metrics"], "classes": classes},
                                                 indent=2, default=str))

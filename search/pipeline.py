@@ -1,4 +1,7 @@
-"""One candidate, start to finish: screen it, distill -> prune -> quantize, then measure the artifact."""
+"""One candidate, start to finish: screen it, distill -> prune -> quantize, then measure the artifact.
+
+Knows no model family and no runtime: it asks the family (shapes, cuts, forward), the backend (what the
+runtime can run, bytes, the artifact, sessions) and the task type (losses, evaluation)."""
 from __future__ import annotations
 
 import time
@@ -7,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from . import arch
+from .backends.base import Backend
 from .candidate import Candidate, QuantParams
-from .compress import distill, nbits, prune, qat, quantize, vocab
-from .measure import accuracy, memory, roofline
-from .measure.latency import Latency, measure
+from .compress import distill, prune, qat, vocab
+from .families.base import Family, Importance, ModelShape
+from .measure import memory, roofline
+from .measure.latency import Latency
 from .target import Target
 from .tasks.teacher import Prepared
 from .train import KD
@@ -26,22 +30,36 @@ class Context:
     prepared: Prepared
     target: Target
     cache_dir: Path
-    importance: arch.Importance  # of the teacher, ranks what students keep
-    calibration: tuple  # (input_ids, attention_mask) from the training split
+    importance: Importance  # of the teacher, ranks what students keep
+    calibration: dict  # a feature batch from the training split
     threads: int
     seed: int = 0
     vocab_ids: torch.Tensor | None = None  # token ids of the training text (+ specials), for vocab="task"
     unk_id: int = 0
     calibration_labels: torch.Tensor | None = None  # labels of the calibration examples (gradient importance)
+    backend: Backend | None = None
+
+    @property
+    def family(self) -> Family:
+        return self.prepared.family
+
+    @property
+    def task_type(self):
+        return self.prepared.task_type
 
 
 def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: int, seed: int = 0) -> Context:
-    ids, mask, labels = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
-    importance = arch.measure_importance(prepared.teacher, ids, mask)
+    from . import backends
+
+    features, labels = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
+    importance = prepared.family.measure_importance(prepared.teacher, features)
     tok = prepared.tokenizer
     unk = tok.unk_token_id if tok.unk_token_id is not None else 0
-    vocab_ids = vocab.task_token_ids(prepared.kd_train.input_ids, list(tok.all_special_ids) + [unk])
-    return Context(prepared, target, cache_dir, importance, (ids, mask), threads, seed, vocab_ids, unk, labels)
+    mask = prepared.family.token_mask(prepared.kd_train.features)
+    token_ids = prepared.family.token_ids(prepared.kd_train.features)[mask]
+    vocab_ids = vocab.task_token_ids(token_ids, list(tok.all_special_ids) + [unk])
+    return Context(prepared, target, cache_dir, importance, features, threads, seed, vocab_ids, unk, labels,
+                   backends.get(target.device.runtime))
 
 
 def kept(n: int, ratio: float) -> int:
@@ -49,7 +67,7 @@ def kept(n: int, ratio: float) -> int:
     return max(1, round(n * (1 - ratio)))
 
 
-def planned_shape(teacher: arch.ModelShape, cand: Candidate, vocab_size: int | None = None) -> arch.ModelShape:
+def planned_shape(teacher: ModelShape, cand: Candidate, vocab_size: int | None = None) -> ModelShape:
     """The shipped model's shape, known from the recipe before any training."""
     d, p = cand.distill, cand.prune
     heads, ffn = d.heads, d.ffn
@@ -61,30 +79,26 @@ def planned_shape(teacher: arch.ModelShape, cand: Candidate, vocab_size: int | N
     return shape
 
 
-def latency_of(ctx: Context, shape: arch.ModelShape, quant: QuantParams, sparse_2_4: bool,
+def latency_of(ctx: Context, shape: ModelShape, quant: QuantParams, sparse_2_4: bool,
                artifact: Path | None) -> Latency:
     wl, dev = ctx.target.workload, ctx.target.device
     if dev.latency == "estimated":
         return roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
     if artifact is None:
         raise ValueError("measured latency needs an artifact")
-    return measure(artifact, wl.batch_size, wl.sequence_length, dev.threads, shape.input_vocab, runner=dev.runner)
+    return ctx.backend.measure_latency(artifact, shape, wl.batch_size, wl.sequence_length, dev.threads,
+                                       runner=dev.runner)
 
 
 def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
     """Predicted memory (and latency where it is estimated) before training; reasons to reject."""
-    shape = planned_shape(arch.shape_of(ctx.prepared.teacher), cand,
+    shape = planned_shape(ctx.family.shape_of(ctx.prepared.teacher), cand,
                           None if ctx.vocab_ids is None else len(ctx.vocab_ids))
     wl, budget = ctx.target.workload, ctx.target.budget
-    predicted = {"predicted_memory_mb": (memory.predicted_weight_bytes(shape, cand.quant)
+    predicted = {"predicted_memory_mb": (ctx.backend.predicted_weight_bytes(shape, cand.quant)
                                          + memory.activation_bytes(shape, wl.batch_size, wl.sequence_length))
                  / memory.MB}
-    reasons = []
-    if cand.quant.bits == 2 and cand.quant.group_size == nbits.CHANNEL:
-        widest = max(i for i, _ in shape.linear_shapes())
-        if nbits.block_size_for(widest, nbits.CHANNEL) > nbits.MAX_2BIT_BLOCK:
-            reasons.append(f"2-bit per-channel blocks of {widest} inputs exceed onnxruntime's "
-                           f"{nbits.MAX_2BIT_BLOCK}-wide 2-bit limit")
+    reasons = list(ctx.backend.check(shape, cand.quant))
     if predicted["predicted_memory_mb"] > budget.memory_mb:
         reasons.append(f"predicted memory {predicted['predicted_memory_mb']:.1f} MB > budget {budget.memory_mb} MB")
     if ctx.target.device.latency == "estimated":
@@ -95,11 +109,10 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
     return predicted, reasons
 
 
-def measure_artifact(ctx: Context, path: Path, shape: arch.ModelShape, quant: QuantParams,
-                     sparse_2_4: bool) -> dict:
-    wl = ctx.target.workload
-    scores = accuracy.evaluate(path, ctx.prepared.val, ctx.threads)
-    weights = memory.weight_bytes(path)
+def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantParams, sparse_2_4: bool) -> dict:
+    wl, val = ctx.target.workload, ctx.prepared.val
+    scores = ctx.task_type.evaluate(ctx.backend.outputs(path, val, ctx.threads), val.labels.numpy())
+    weights = ctx.backend.weight_bytes(path)
     activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
     lat = latency_of(ctx, shape, quant, sparse_2_4, path)
     # measured device: the budget is checked against the peak resident memory the artifact really took;
@@ -113,8 +126,8 @@ def measure_artifact(ctx: Context, path: Path, shape: arch.ModelShape, quant: Qu
 
 def measure_teacher(ctx: Context, workdir: Path) -> dict:
     teacher = ctx.prepared.teacher
-    path = quantize.quantize_artifact(teacher, QuantParams(bits=32), workdir)
-    return {**measure_artifact(ctx, path, arch.shape_of(teacher), QuantParams(bits=32), False),
+    path = ctx.backend.build(teacher, QuantParams(bits=32), workdir)
+    return {**measure_artifact(ctx, path, ctx.family.shape_of(teacher), QuantParams(bits=32), False),
             "artifact": str(path)}
 
 
@@ -124,27 +137,29 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     timings = {}
     t0 = time.perf_counter()
     student = distill.apply(p.teacher, cand.distill, importance=ctx.importance, train_split=p.kd_train,
-                            teacher_logits=p.kd_logits, cache_dir=ctx.cache_dir, task_key=p.key,
-                            seed=ctx.seed, log=log, vocab_ids=ctx.vocab_ids, unk_id=ctx.unk_id)
+                            teacher_outputs=p.kd_outputs, cache_dir=ctx.cache_dir, task_key=p.key,
+                            seed=ctx.seed, log=log, vocab_ids=ctx.vocab_ids, unk_id=ctx.unk_id,
+                            task_type=ctx.task_type)
     timings["distill_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    kd = KD(p.kd_logits, cand.distill.temperature, cand.distill.alpha)
+    kd = KD(p.kd_outputs, cand.distill.temperature, cand.distill.alpha, ctx.task_type)
     prune.apply(student, cand.prune, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
-                labels=ctx.calibration_labels)
+                labels=ctx.calibration_labels, log=log)
     timings["prune_s"] = time.perf_counter() - t0
     sparsity = prune.weight_sparsity(student)
     t0 = time.perf_counter()
-    qat.apply(student, cand.quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed)
+    qat.apply(student, cand.quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
+              log=log)
     timings["qat_s"] = time.perf_counter() - t0
-    shape = arch.shape_of(student)
+    shape = ctx.family.shape_of(student)
     t0 = time.perf_counter()
-    path = quantize.quantize_artifact(student, cand.quant, workdir, ctx.calibration)
+    path = ctx.backend.build(student, cand.quant, workdir, ctx.calibration)
     timings["quantize_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = measure_artifact(ctx, path, shape, cand.quant, cand.prune.type == "2:4")
     timings["measure_s"] = time.perf_counter() - t0
     params = sum(p.numel() for p in student.parameters())  # not buffers (position ids, vocab id table)
     # the fp32 student before quantization, loadable with plain from_pretrained (for `export`)
-    arch.to_standard(student).save_pretrained(workdir / "hf")
+    ctx.family.to_standard(student).save_pretrained(workdir / "hf")
     return {**metrics, "weight_sparsity": sparsity, "parameters": params, "artifact": str(path),
             "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn), **timings}

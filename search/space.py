@@ -5,8 +5,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .candidate import ACTIVATIONS, GROUP_SIZES, HEAD_DIM, INITS, PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, \
+from .candidate import ACTIVATIONS, GROUP_SIZES, INITS, PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, \
     PRUNE_TYPES, QUANT_BITS, QUANT_METHODS, VOCABS, Candidate, DistillParams, PruneParams, QuantParams
+from .families.base import Limits
 from .schema import Reader, load_yaml, resolve
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -27,7 +28,7 @@ class Choice:
 
 # knob -> (kind, allowed) ; kind "int"/"float" take a fixed number or {low, high, step}; "choice" a value or list
 KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
-    "distill": {"layers": ("int", (1, 48)), "hidden": ("int", (HEAD_DIM, 4096)), "heads": ("int", (1, 128)),
+    "distill": {"layers": ("int", (1, 48)), "hidden": ("int", (1, 4096)), "heads": ("int", (1, 128)),
                 "ffn": ("int", (1, 16384)), "temperature": ("float", (0.5, 20.0)), "alpha": ("float", (0.0, 1.0)),
                 "epochs": ("int", (1, 50)), "vocab": ("choice", VOCABS), "init": ("choice", INITS),
                 "hidden_weight": ("float", (0.0, 1000.0)), "attention_weight": ("float", (0.0, 1000.0))},
@@ -47,13 +48,14 @@ class Space:
     path: Path
     knobs: dict  # "section.name" -> Range | Choice | fixed value
 
-    def suggest(self, trial) -> Candidate:
+    def suggest(self, trial, limits: Limits) -> Candidate:
         """Define-by-run: a knob is sampled only where it acts (group size and method for weight-only bits,
-        activations for 8 bits, scope/criterion for unstructured, importance for structured, ...)."""
+        activations for 8 bits, scope/criterion for unstructured, importance for structured, ...). Heads are
+        capped at what the sampled width holds for this teacher's head width (`limits`)."""
         g = lambda name: self._suggest(trial, name)  # noqa: E731
         hidden = g("distill.hidden")
         distill = DistillParams(layers=g("distill.layers"), hidden=hidden,
-                                heads=min(g("distill.heads"), hidden // HEAD_DIM), ffn=g("distill.ffn"),
+                                heads=min(g("distill.heads"), limits.max_heads(hidden)), ffn=g("distill.ffn"),
                                 temperature=g("distill.temperature"), alpha=g("distill.alpha"),
                                 epochs=g("distill.epochs"), vocab=g("distill.vocab"), init=g("distill.init"),
                                 hidden_weight=g("distill.hidden_weight"),
@@ -70,7 +72,7 @@ class Space:
                 criterion=g("prune.criterion") if ptype in ("unstructured", "2:4") else "magnitude",
                 importance=g("prune.importance") if ptype == "structured" else "norm")
         bits = g("quant.bits")
-        activations = g("quant.activations") if bits == 8 else "none"
+        activations = g("quant.activations") if bits == 8 else "none"  # 8 bits: int8 kernels or weight-only
         quant = QuantParams(bits=bits, activations=activations,
                             smooth_alpha=g("quant.smooth_alpha") if activations == "static_int8" else 0.0)
         if bits < 32 and activations == "none":  # weight-only
@@ -138,7 +140,6 @@ def load_space(name_or_path: str) -> Space:
             knobs[key] = OPTIONAL[key] if key in OPTIONAL and not r.has(name) else _read_knob(r, name, kind, allowed)
         r.done()
     top.done()
-    _check_cross_fields(path, knobs)
     return Space(path=path, knobs=knobs)
 
 
@@ -154,20 +155,18 @@ def values(knob) -> list:
     return [knob]
 
 
-def _check_cross_fields(path: Path, knobs: dict) -> None:
+def check_against_teacher(space: Space, limits: Limits) -> None:
+    """Students are cut from the teacher, so no knob may ask for more than the teacher has, and widths
+    are whole teacher heads."""
     from .errors import ConfigError
 
-    for hidden in values(knobs["distill.hidden"]):
-        if int(hidden) % HEAD_DIM:
-            raise ConfigError(path, "distill.hidden", f"{hidden} is not a multiple of the head width {HEAD_DIM}; "
-                                                      f"use a step of {HEAD_DIM} or a multiple of it")
-
-
-def check_against_teacher(space: Space, layers: int, hidden: int, ffn: int) -> None:
-    """Students are cut from the teacher, so no knob may ask for more than the teacher has."""
-    from .errors import ConfigError
-
-    for name, limit in (("distill.layers", layers), ("distill.hidden", hidden), ("distill.ffn", ffn)):
+    for hidden in values(space.knobs["distill.hidden"]):
+        if int(hidden) % limits.head_dim:
+            raise ConfigError(space.path, "distill.hidden",
+                              f"{hidden} is not a multiple of the teacher's head width {limits.head_dim}; "
+                              f"use a step of {limits.head_dim} or a multiple of it")
+    for name, limit in (("distill.layers", limits.layers), ("distill.hidden", limits.hidden),
+                        ("distill.ffn", limits.ffn)):
         top = max(values(space.knobs[name]))
         if top > limit:
             raise ConfigError(space.path, name, f"up to {top} asked, but the teacher has {limit}; "

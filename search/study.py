@@ -15,14 +15,15 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from . import arch, outputs, pareto
-from .candidate import HEAD_DIM, Candidate, DistillParams, PruneParams, QuantParams
+from . import accel, outputs, pareto
+from .candidate import Candidate, DistillParams, PruneParams, QuantParams
 from .errors import CandidateError, ConfigError
+from .families.base import Limits
+from .objectives import for_budget
 from .pipeline import Context, make_context, measure_teacher, run_candidate, screen
+from .run_dir import STUDY_NAME, RunDir, atomic_write_json
 from .space import Space, check_against_teacher, values
 from .target import Target
-
-DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, p99_latency_ms, memory_mb
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,13 @@ class RunSettings:
     threads: int
 
 
-def smallest_candidates(space: Space) -> list[Candidate]:
+def smallest_candidates(space: Space, limits: Limits) -> list[Candidate]:
     """The cheapest recipes the space allows, one per quantization option: if none fits, nothing will."""
     k = space.knobs
     low = lambda name: min(values(k[name]))  # noqa: E731
     distill = DistillParams(layers=low("distill.layers"), hidden=low("distill.hidden"),
-                            heads=min(low("distill.heads"), low("distill.hidden") // HEAD_DIM), ffn=low("distill.ffn"),
+                            heads=min(low("distill.heads"), limits.max_heads(low("distill.hidden"))),
+                            ffn=low("distill.ffn"),
                             vocab="task" if "task" in values(k["distill.vocab"]) else "full")
     prune = (PruneParams("structured", max(values(k["prune.ratio"])))
              if "structured" in values(k["prune.type"]) else PruneParams())
@@ -53,7 +55,8 @@ def smallest_candidates(space: Space) -> list[Candidate]:
 def check_feasible_at_all(ctx: Context, space: Space) -> None:
     """Reject an impossible budget before any training, naming the budget and what it would take."""
     best = {}
-    for cand in smallest_candidates(space):
+    limits = ctx.family.limits(ctx.family.shape_of(ctx.prepared.teacher))
+    for cand in smallest_candidates(space, limits):
         predicted, _ = screen(ctx, cand)
         for key, value in predicted.items():
             best[key] = min(best.get(key, value), value)
@@ -70,36 +73,41 @@ def check_feasible_at_all(ctx: Context, space: Space) -> None:
 
 def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSettings, resume: bool,
         log=print) -> dict:
+    rd = RunDir(run_dir)
     cache_dir = run_dir.parent / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    t = arch.shape_of(prepared.teacher)
-    check_against_teacher(space, t.layers, t.hidden, min(t.ffn))
+    family = prepared.family
+    limits = family.limits(family.shape_of(prepared.teacher))
+    check_against_teacher(space, limits)
     ctx = make_context(prepared, target, cache_dir, settings.threads, settings.seed)
     check_feasible_at_all(ctx, space)
+    log(f"model family {family.name}, task type {prepared.task_type.NAME}, runtime {ctx.backend.name}; "
+        f"training on {accel.describe()}")
 
-    teacher_file = run_dir / "teacher.json"
-    if resume and teacher_file.is_file():
-        teacher = json.loads(teacher_file.read_text())
+    if resume and rd.teacher_json.is_file():
+        teacher = json.loads(rd.teacher_json.read_text())
     else:
         log("measuring the fp32 teacher artifact ...")
-        teacher = measure_teacher(ctx, run_dir / "teacher")
-        teacher_file.write_text(json.dumps(teacher, indent=2))
-    budget = outputs.resolved_budget(target, teacher["accuracy"])
-    outputs.save_run_inputs(run_dir, prepared, budget, target)
+        teacher = measure_teacher(ctx, rd.teacher_dir)
+        atomic_write_json(rd.teacher_json, teacher)
+    budget = outputs.resolved_budget(target, teacher[prepared.task_type.OBJECTIVE.name],
+                                     prepared.task_type.OBJECTIVE)
+    outputs.save_run_inputs(rd, prepared, budget, target, ctx.backend)
     log(outputs.metrics_line("teacher", teacher) + f"  | budget: {outputs.budget_line(budget)}")
 
+    objectives = for_budget(budget)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=f"sqlite:///{run_dir / 'study.db'}", study_name="search", directions=DIRECTIONS,
+        storage=rd.study_url, study_name=STUDY_NAME, directions=[o.direction for o in objectives],
         load_if_exists=resume,
         # multivariate + group: the space is conditional (group size only for weight-only bits)
         sampler=optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True,
                                            n_startup_trials=min(8, settings.trials)))
-    study.set_metric_names(["accuracy", "p99_latency_ms", "memory_mb"])
+    study.set_metric_names([o.name for o in objectives])
     start = time.perf_counter()
 
     def objective(trial: optuna.Trial):
-        cand = space.suggest(trial)
+        cand = space.suggest(trial, limits)
         trial.set_user_attr("label", cand.label())
         trial.set_user_attr("recipe", asdict(cand))
         predicted, reasons = screen(ctx, cand)
@@ -114,12 +122,13 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         log(f"{head} {cand.label():34s} building ...")
         t0 = time.perf_counter()
         try:
-            metrics = run_candidate(ctx, cand, run_dir / "trials" / f"{trial.number:04d}", log=log)
+            metrics = run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log)
         except CandidateError as exc:
             trial.set_user_attr("reason", f"cannot build: {exc}")
             log(f"{head} failed: {exc}")
             raise
         metrics["elapsed_s"] = time.perf_counter() - t0
+        metrics["train_device"] = accel.describe()
         for key, value in metrics.items():
             trial.set_user_attr(key, value)  # metrics as user attrs: optuna-dashboard shows them
         for key, value in pareto.violations(metrics, budget).items():
@@ -127,10 +136,10 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         ok = pareto.feasible(metrics, budget)
         log(f"{head} {outputs.metrics_line('', metrics)}  {'meets budget' if ok else 'over budget'} "
             f"({metrics['elapsed_s']:.0f} s)")
-        return metrics["accuracy"], metrics["p99_latency_ms"], metrics["memory_mb"]
+        return tuple(metrics[o.name] for o in objectives)
 
     def write(study_, _trial):
-        outputs.write_tables(study_, run_dir, budget)
+        outputs.write_tables(study_, rd, budget)
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done < settings.trials:
@@ -139,6 +148,5 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
                            catch=(CandidateError,), gc_after_trial=True,
                            callbacks=[MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,)), write])
         finally:
-            outputs.write_tables(study, run_dir, budget)
-    return outputs.finish(study, run_dir, log=log)
-
+            outputs.write_tables(study, rd, budget)
+    return outputs.finish(study, rd, log=log)

@@ -11,6 +11,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # kernels with an efficiency of their own beside the precisions' (calibration fits each): static int8 runs
 # the unfused QDQ graph, weight-only MatMulNBits differs per bit width
 KERNEL_CLASSES = ("int8_static", "w8", "w4", "w2")
+RUNTIMES = ("onnxruntime",)  # backends/: the runtimes an artifact can be built for
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class DeviceSpec:
     threads: int = 1  # for measured latency
     calibration: str = ""  # where fitted factors came from, when a calibration file overrode the YAML
     runner: object = None  # measure.latency.Runner: measure on a reachable device instead of here
+    runtime: str = "onnxruntime"  # the runtime backend that builds and runs the artifact (backends/)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
         tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
         threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
         runner=_runner(dev, latency),
+        runtime=dev.string("runtime", default="onnxruntime", choices=RUNTIMES),
     )
     dev.done()
     spec = _apply_calibration(spec, path) if calibrated else spec

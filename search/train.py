@@ -1,33 +1,38 @@
-"""One training loop for teacher fine-tuning, distillation and pruning recovery.
+"""One training loop for teacher fine-tuning, distillation and pruning recovery, on the device `accel`
+chose (the model moves there for the loop and comes back to the CPU afterwards).
 
-Hand-written rather than transformers.Trainer: every use here is a short CPU loop whose loss
-reads cached teacher logits by example index, which Trainer would need a custom subclass for.
+Hand-written rather than transformers.Trainer: every use here is a short loop whose loss reads cached
+teacher outputs by example index, which Trainer would need a custom subclass for.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import accel, families
+from .tasks import classification
 from .tasks.data import Split
+
+PROGRESS_EVERY_S = 30.0  # without a terminal (CI, logs): one progress line this often
 
 
 @dataclass(frozen=True)
 class KD:
-    """Soft-logit distillation (Hinton et al.): alpha * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE."""
+    """Distillation on the teacher's cached outputs (the task type's kd_loss: soft targets + labels)."""
 
-    teacher_logits: torch.Tensor  # [N, C], aligned with the training split
+    teacher_outputs: torch.Tensor  # [N, ...], aligned with the training split
     temperature: float = 2.0
     alpha: float = 0.5
+    task_type: object = classification
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        t = self.temperature
-        soft = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(self.teacher_logits[idx] / t, -1),
-                        log_target=True, reduction="batchmean") * t * t
-        return self.alpha * soft + (1 - self.alpha) * F.cross_entropy(logits, labels)
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        target = self.teacher_outputs[idx].to(outputs.device)
+        return self.task_type.kd_loss(outputs.float(), target, labels, self.temperature, self.alpha)
 
 
 class Transfer:
@@ -41,30 +46,38 @@ class Transfer:
                  hidden_weight: float = 0.0, attention_weight: float = 0.0):
         self.teacher, self.layers, self.dims, self.heads = teacher.eval(), teacher_layers, keep_dims, teacher_heads
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        self.family = families.of(teacher)
 
-    def loss(self, out, ids, mask) -> torch.Tensor:
+    def loss(self, out, features: dict) -> torch.Tensor:
         with torch.no_grad():
-            t_out = self.teacher(input_ids=ids, attention_mask=mask, output_hidden_states=self.hidden_weight > 0,
-                                 output_attentions=self.attention_weight > 0)
-        real = mask.bool()
+            t_out = self.family.forward(self.teacher, features, hidden_states=self.hidden_weight > 0,
+                                        attentions=self.attention_weight > 0)
+        real = self.family.token_mask(features)
         total = 0.0
         for s_layer, t_layer in enumerate(self.layers):
             if self.hidden_weight:  # hidden_states[0] is the embeddings' output
-                target = t_out.hidden_states[t_layer + 1][..., self.dims][real]
-                total = total + self.hidden_weight * F.mse_loss(out.hidden_states[s_layer + 1][real], target)
+                target = t_out.hidden_states[t_layer + 1][..., self.dims.to(real.device)][real].float()
+                total = total + self.hidden_weight * F.mse_loss(out.hidden_states[s_layer + 1][real].float(), target)
             if self.attention_weight:
-                t_att = t_out.attentions[t_layer][:, self.heads[s_layer]].permute(0, 2, 1, 3)[real]  # [q, h, k]
-                s_att = out.attentions[s_layer].permute(0, 2, 1, 3)[real]
+                t_att = t_out.attentions[t_layer][:, self.heads[s_layer]].permute(0, 2, 1, 3)[real].float()  # [q, h, k]
+                s_att = out.attentions[s_layer].permute(0, 2, 1, 3)[real].float()
                 kl = (t_att * (t_att.clamp_min(1e-9).log() - s_att.clamp_min(1e-9).log())).sum(-1).mean()
                 total = total + self.attention_weight * kl
         return total / len(self.layers)
 
 
 def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = None, lr: float = 1e-4,
-          batch_size: int = 32, seed: int = 0, desc: str = "train", transfer: Transfer | None = None) -> float:
-    """Train for `steps` optimizer steps (cycling over seeded shuffles); returns the last mean loss."""
+          batch_size: int = 32, seed: int = 0, desc: str = "train", transfer: Transfer | None = None,
+          task_type=classification, log=None) -> float:
+    """Train for `steps` optimizer steps (cycling over seeded shuffles); returns the last mean loss.
+    `log`: where a progress line goes every PROGRESS_EVERY_S when no terminal shows the bar."""
     if steps <= 0:
         return float("nan")
+    family = families.of(model)
+    acc = accel.accelerator()
+    model.to(acc.device)
+    if transfer is not None:
+        transfer.teacher.to(acc.device)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -75,25 +88,39 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
     order = torch.empty(0, dtype=torch.long)
     recent = []
     bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0, disable=None)  # None: off when not a TTY
-    for _ in bar:
-        if len(order) < batch_size:
-            order = torch.cat([order, torch.randperm(len(data), generator=gen)])
-        idx, order = order[:batch_size], order[batch_size:]
-        ids, mask, labels = data.batch(idx)
-        out = model(input_ids=ids, attention_mask=mask,
-                    output_hidden_states=transfer is not None and transfer.hidden_weight > 0,
-                    output_attentions=transfer is not None and transfer.attention_weight > 0)
-        loss = kd.loss(out.logits, labels, idx) if kd is not None else F.cross_entropy(out.logits, labels)
+    t0 = last = time.perf_counter()
+    try:
+        for step in bar:
+            if len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(len(data), generator=gen)])
+            idx, order = order[:batch_size], order[batch_size:]
+            features, labels = data.batch(idx)
+            features, labels = accel.to_device(features), labels.to(acc.device)
+            with accel.autocast():
+                out = family.forward(model, features,
+                                     hidden_states=transfer is not None and transfer.hidden_weight > 0,
+                                     attentions=transfer is not None and transfer.attention_weight > 0)
+                loss = kd.loss(out.outputs, labels, idx) if kd is not None else task_type.loss(out.outputs.float(),
+                                                                                                labels)
+                if transfer is not None:
+                    loss = loss + transfer.loss(out, features)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            recent = (recent + [loss.item()])[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)
+            now = time.perf_counter()
+            if log is not None and bar.disable and now - last >= PROGRESS_EVERY_S:
+                last = now
+                log(f"  {desc.strip()}: step {step + 1}/{steps}, {(step + 1) / (now - t0):.2f} steps/s, "
+                    f"loss {sum(recent) / len(recent):.4f}, on {accel.describe()}")
+    finally:
+        model.eval()
+        model.to("cpu")
         if transfer is not None:
-            loss = loss + transfer.loss(out, ids, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        recent = (recent + [loss.item()])[-20:]
-        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)
-    model.eval()
+            transfer.teacher.to("cpu")
     return sum(recent) / len(recent)
 
 
@@ -102,10 +129,17 @@ def steps_for(n_examples: int, epochs: float, batch_size: int = 32) -> int:
 
 
 @torch.no_grad()
-def logits_of(model: torch.nn.Module, data: Split, batch_size: int = 64) -> torch.Tensor:
+def outputs_of(model: torch.nn.Module, data: Split, batch_size: int = 64) -> torch.Tensor:
+    """The model's task outputs over a split (fp32, on the CPU), computed on the training device."""
+    family = families.of(model)
     model.eval()
+    model.to(accel.device())
     out = []
-    for start in range(0, len(data), batch_size):
-        ids, mask, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))))
-        out.append(model(input_ids=ids, attention_mask=mask).logits.float())
+    try:
+        for start in range(0, len(data), batch_size):
+            features, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+            with accel.autocast():
+                out.append(family.forward(model, accel.to_device(features)).outputs.float().cpu())
+    finally:
+        model.to("cpu")
     return torch.cat(out)

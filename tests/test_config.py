@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from search.errors import ConfigError
+from search.families.base import Limits
 from search.space import Choice, Range, load_space
 from search.target import load_target
 from search.tasks import load_task
@@ -87,7 +88,7 @@ def test_space_samples_each_knob_only_where_it_acts():
     seen = set()
     for _ in range(400):
         trial = study.ask()
-        c = space.suggest(trial)
+        c = space.suggest(trial, Limits(layers=6, hidden=384, ffn=1536, head_dim=32))
         q, p = c.quant, c.prune
         weight_only = q.bits < 32 and q.activations == "none"
         assert (q.group_size is not None) == weight_only and (q.method != "rtn") <= weight_only

@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import arch
-from ..candidate import HEAD_DIM, QuantParams, quant_label
-from ..compress import quantize
-from ..measure import calibrate, roofline
-from ..measure.latency import measure
+from .. import backends, families
+from ..candidate import QuantParams, quant_label
 from ..errors import ConfigError
+from ..families.base import ModelShape
+from ..measure import calibrate, roofline
 from ..target import Target, calibration_path
 
 QUANTS = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
@@ -25,7 +24,16 @@ QUANTS = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 
 TOLERANCE = 0.15
 
 
-def random_shapes(n: int, seed: int) -> list[tuple[arch.ModelShape, QuantParams]]:
+HEAD_DIM = 32  # the default teacher's (MiniLM) head width: the shapes the search samples for it
+
+
+def bench_shape(layers: int, hidden: int, heads: int, ffn: int) -> ModelShape:
+    """A student shape of the default family (the encoder classifier) with the teacher's vocabulary."""
+    return ModelShape(family="bert_cls", layers=layers, hidden=hidden, heads=(heads,) * layers, ffn=(ffn,) * layers,
+                      vocab=30522, head_dim=HEAD_DIM, positions=512, segments=2, outputs=2)
+
+
+def random_shapes(n: int, seed: int) -> list[tuple[ModelShape, QuantParams]]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -33,24 +41,14 @@ def random_shapes(n: int, seed: int) -> list[tuple[arch.ModelShape, QuantParams]
         layers = rng.randint(1, 6)
         heads = rng.randint(1, hidden // HEAD_DIM)
         ffn = rng.choice([256, 512, 768, 1024, 1536])
-        shape = arch.ModelShape(layers=layers, hidden=hidden, heads=(heads,) * layers, ffn=(ffn,) * layers,
-                                vocab=30522, max_positions=512, type_vocab=2, num_labels=2)
+        shape = bench_shape(layers, hidden, heads, ffn)
         out.append((shape, QUANTS[i % len(QUANTS)]))
     return out
 
 
-def build(shape: arch.ModelShape, seed: int):
-    """A BERT of this shape with random weights: latency does not depend on the weights' values."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-                        num_attention_heads=shape.hidden // HEAD_DIM, intermediate_size=shape.ffn[0],
-                        max_position_embeddings=shape.max_positions, attn_implementation="eager")
-    model = BertForSequenceClassification(config).eval()
-    for layer in arch.layers_of(model):
-        arch.slice_heads(layer, list(range(shape.heads[0])))
-    return model
+def build(shape: ModelShape, seed: int):
+    """A model of this shape with random weights: latency does not depend on the weights' values."""
+    return families.get(shape.family).random_model(shape, seed)
 
 
 def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: bool = False) -> pd.DataFrame:
@@ -73,16 +71,25 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: 
     return frame
 
 
+def _random_features(model, shape: ModelShape, n: int, seq: int, seed: int) -> dict:
+    """Random token ids and full masks, named as the family's export takes them."""
+    spec = families.get(shape.family).export_spec(shape)
+    g = torch.Generator().manual_seed(seed)
+    return {name: torch.randint(1000, shape.vocab, (n, seq), generator=g) if kind == "ids"
+            else torch.ones(n, seq, dtype=torch.long) for name, kind in spec.probe_inputs}
+
+
 def _measure(target: Target, n: int, out_dir: Path, seed: int, log) -> list[dict]:
     wl, dev = target.workload, target.device
+    backend = backends.get(dev.runtime)
     rows = []
     for i, (shape, quant) in enumerate(random_shapes(n, seed)):
         t0 = time.perf_counter()
-        ids = torch.randint(1000, shape.vocab, (16, wl.sequence_length), generator=torch.Generator().manual_seed(i))
+        model = build(shape, seed + i)
         # random calibration text: static int8 needs ranges; latency does not depend on their values
-        path = quantize.quantize_artifact(build(shape, seed + i), quant, out_dir / "latency-artifacts" / f"{i:03d}",
-                                          (ids, torch.ones_like(ids)))
-        lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
+        calibration = _random_features(model, shape, 16, wl.sequence_length, i)
+        path = backend.build(model, quant, out_dir / "latency-artifacts" / f"{i:03d}", calibration)
+        lat = backend.measure_latency(path, shape, wl.batch_size, wl.sequence_length, dev.threads, runner=dev.runner)
         rows.append({"candidate": f"L{shape.layers} h{shape.hidden} a{shape.heads[0]} f{shape.ffn[0]} "
                                   f"{quant_label(quant)}", "shape": shape, "quant": quant,
                      "measured_p50_ms": lat.p50_ms, "measured_p99_ms": lat.p99_ms, "spread": lat.spread,
@@ -98,8 +105,7 @@ def _from_csv(path: Path) -> list[dict]:
     rows = []
     for r in pd.read_csv(path).to_dict("records"):
         layers, heads, ffn = int(r["layers"]), int(r["heads"]), int(r["ffn"])
-        shape = arch.ModelShape(layers=layers, hidden=int(r["hidden"]), heads=(heads,) * layers,
-                                ffn=(ffn,) * layers, vocab=30522, max_positions=512, type_vocab=2, num_labels=2)
+        shape = bench_shape(layers, int(r["hidden"]), heads, ffn)
         quant = QuantParams(int(r["bits"]), None if pd.isna(r["group_size"]) else int(r["group_size"]),
                             r["activations"])
         rows.append({**{k: r[k] for k in ("candidate", "measured_p50_ms", "measured_p99_ms", "spread", "noisy")},

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import arch
+from .. import backends
 from ..candidate import QuantParams
-from ..compress import quantize
-from ..measure.latency import measure
 from ..target import Target
-from .latency import build
+from .latency import bench_shape, build
 
 TOLERANCE = 0.10  # stated: repeated p50s within +/-10% of their median
 REPEATS = 5
@@ -23,17 +21,18 @@ HOG = "import time\nwhile True:\n    sum(i * i for i in range(10000))\n"  # one 
 
 def run(target: Target, out_dir: Path, log=print) -> pd.DataFrame:
     wl, dev = target.workload, target.device
-    shape = arch.ModelShape(layers=4, hidden=256, heads=(8,) * 4, ffn=(1024,) * 4, vocab=30522, max_positions=512,
-                            type_vocab=2, num_labels=2)
+    shape = bench_shape(4, 256, 8, 1024)
+    backend = backends.get(dev.runtime)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = quantize.quantize_artifact(build(shape, 0), QuantParams(8, None, "dynamic_int8"), out_dir / "stability")
+    path = backend.build(build(shape, 0), QuantParams(8, None, "dynamic_int8"), out_dir / "stability")
     rows = []
     for condition in ("quiet", "loaded"):
         hog = subprocess.Popen([sys.executable, "-c", HOG]) if condition == "loaded" else None
         try:
             time.sleep(1.0 if hog else 0)
             for i in range(REPEATS):
-                lat = measure(path, wl.batch_size, wl.sequence_length, dev.threads, shape.vocab, runner=dev.runner)
+                lat = backend.measure_latency(path, shape, wl.batch_size, wl.sequence_length, dev.threads,
+                                              runner=dev.runner)
                 rows.append({"condition": condition, "repeat": i, "p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms,
                              "spread": lat.spread, "noisy": lat.noisy})
                 log(f"{condition:6s} #{i}: p50 {lat.p50_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms  spread {lat.spread:.3f}")

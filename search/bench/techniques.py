@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import arch
+from .. import backends
 from ..candidate import Candidate, DistillParams, PruneParams, QuantParams, quant_label
-from ..compress import quantize
-from ..measure import accuracy
 from ..pipeline import Context, measure_artifact, run_candidate
 
 
@@ -57,7 +55,7 @@ def default_settings() -> tuple[list[Setting], list[Comparison]]:
         Setting("teacher fp32", None, quant=fp32),
         Setting("teacher int8 dynamic", None, "teacher fp32", QuantParams(8, None, "dynamic_int8")),
         Setting("teacher w4 g32 rtn", None, "teacher fp32", QuantParams(4, 32)),
-        # distilled students: fidelity to the teacher's logits, what distillation optimises
+        # distilled students: fidelity to the teacher's outputs, what distillation optimises
         Setting("distill: random-init student", c(replace(s, init="random")), "teacher fp32"),
         Setting("distill: teacher-init student", c(), "teacher fp32"),
         Setting("distill: teacher-init + hidden-state transfer", c(replace(s, hidden_weight=1.0)), "teacher fp32"),
@@ -140,9 +138,10 @@ def _slug(name: str) -> str:
 def measure_setting(ctx: Context, setting: Setting, workdir: Path, log) -> dict:
     if setting.candidate is None:
         teacher = ctx.prepared.teacher
-        path = quantize.quantize_artifact(teacher, setting.quant, workdir, ctx.calibration)
-        metrics = {**measure_artifact(ctx, path, arch.shape_of(teacher), setting.quant, False), "artifact": str(path)}
-        recipe = f"teacher L6 h384 {quant_label(setting.quant)}"
+        path = ctx.backend.build(teacher, setting.quant, workdir, ctx.calibration)
+        shape = ctx.family.shape_of(teacher)
+        metrics = {**measure_artifact(ctx, path, shape, setting.quant, False), "artifact": str(path)}
+        recipe = f"teacher L{shape.layers} h{shape.hidden} {quant_label(setting.quant)}"
     else:
         metrics = run_candidate(ctx, setting.candidate, workdir, log=log)
         recipe = setting.candidate.label()
@@ -177,7 +176,7 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
             f"p50 {r['p50_latency_ms']:.2f} ms  p99 {r['p99_latency_ms']:.2f} ms  ({time.perf_counter() - t0:.0f} s)")
     if not rows:
         raise RuntimeError("every technique setting failed: " + "; ".join(f"{n}: {e}" for n, e in failed))
-    frame, preds = _with_outputs(table(rows, done), done, ctx.prepared.val, ctx.threads)
+    frame, preds = _with_outputs(table(rows, done), done, ctx.prepared.val, ctx.threads, ctx.backend)
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
     preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
     verdicts = judge(frame, comparisons, preds)
@@ -194,8 +193,9 @@ def rerender(out_dir: Path, settings: list[Setting], comparisons: list[Compariso
     stem = output_stem(seed)
     frame = pd.read_csv(out_dir / f"{stem}.csv")
     if "artifact" not in frame.columns:  # written before the column existed: the artifacts sit by name
-        frame.insert(2, "artifact", [str(out_dir / stem / _slug(n) / "model.onnx") for n in frame["setting"]])
-    frame, preds = _with_outputs(frame, settings, val, threads)
+        name = backends.get().artifact_name
+        frame.insert(2, "artifact", [str(out_dir / stem / _slug(n) / name) for n in frame["setting"]])
+    frame, preds = _with_outputs(frame, settings, val, threads, backends.get())
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
     preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
     md = markdown(frame, judge(frame, comparisons, preds), len(val), seed=seed)
@@ -220,15 +220,15 @@ def table(rows: list[dict], settings: list[Setting]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _with_outputs(frame: pd.DataFrame, settings: list[Setting], val, threads: int):
-    """Each artifact's validation logits, computed once: fidelity columns for the CSV, and each
-    setting's predicted class per example (beside the labels) for the significance tests."""
-    logits = {name: accuracy.logits(Path(path), val, threads) for name, path in zip(frame["setting"], frame["artifact"])}
-    preds = pd.DataFrame({"label": val.labels.numpy(), **{name: lg.argmax(-1) for name, lg in logits.items()}})
-    return with_fidelity(frame, settings, logits), preds
+def _with_outputs(frame: pd.DataFrame, settings: list[Setting], val, threads: int, backend):
+    """Each artifact's validation outputs (the classifier's scores), computed once: fidelity columns for
+    the CSV, and each setting's predicted class per example (beside the labels) for the significance tests."""
+    outputs = {name: backend.outputs(Path(path), val, threads) for name, path in zip(frame["setting"], frame["artifact"])}
+    preds = pd.DataFrame({"label": val.labels.numpy(), **{name: lg.argmax(-1) for name, lg in outputs.items()}})
+    return with_fidelity(frame, settings, outputs), preds
 
 
-def with_fidelity(frame: pd.DataFrame, settings: list[Setting], logits: dict) -> pd.DataFrame:
+def with_fidelity(frame: pd.DataFrame, settings: list[Setting], outputs: dict) -> pd.DataFrame:
     """Per row: logit MSE (mean and median per example) and agreement with its reference setting's
     artifact on the validation split; blank where the row has no reference or it was not measured."""
     reference = {s.name: s.reference for s in settings}
@@ -237,8 +237,8 @@ def with_fidelity(frame: pd.DataFrame, settings: list[Setting], logits: dict) ->
     for name in frame["setting"]:
         ref = reference.get(name)
         values = [ref, math.nan, math.nan, math.nan]
-        if ref in logits:
-            a, b = logits[name], logits[ref]
+        if ref in outputs:
+            a, b = outputs[name], outputs[ref]
             per_example = np.mean((a - b) ** 2, axis=-1)
             values[1:] = [float(per_example.mean()), float(np.median(per_example)),
                           float(np.mean(a.argmax(-1) == b.argmax(-1)))]

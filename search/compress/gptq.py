@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .nbits import Codes, block_scales, check_block, round_to_codes
+from .grid import Codes, block_scales, round_to_codes
 
 LAZY_COLUMNS = 128  # columns updated lazily as one matmul (the reference's "blocksize")
 
@@ -28,7 +28,6 @@ def hessian_update(h: torch.Tensor | None, n_seen: int, x: torch.Tensor) -> tupl
 
 def gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, block: int, damp: float = 0.01) -> Codes:
     """Codes for `weight` [N, K] with one scale per `block` inputs (a block >= K: one per output channel)."""
-    check_block(bits, block)
     w = weight.detach().float().clone()
     n, k = w.shape
     h = hessian.clone().double()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from .. import arch
+from .. import families
 from ..candidate import PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, PRUNE_TYPES, PruneParams
 from ..errors import CandidateError
+from ..families.base import Importance, ModelShape
 from ..train import KD, train
+from .calibration import each_linear_input
 
 
 def schedule(ratio: float, iterations: int) -> list[float]:
@@ -21,14 +23,14 @@ def schedule(ratio: float, iterations: int) -> list[float]:
     return [ratio * (1 - (1 - t / iterations) ** 3) for t in range(1, iterations + 1)]
 
 
-def input_norms(model, calibration: tuple) -> dict:
-    """Per encoder Linear: the L2 norm of each input feature over the calibration tokens (Wanda's ||X_j||)."""
+def input_norms(model, calibration: dict) -> dict:
+    """Per block Linear: the L2 norm of each input feature over the calibration tokens (Wanda's ||X_j||)."""
     sums = {}
 
     def add(lin, x):
         sums[lin] = sums.get(lin, 0) + (x.float() ** 2).sum(0)
 
-    arch.each_linear_input(model, arch.encoder_linears(model), calibration, add)
+    each_linear_input(model, families.of(model).linears(model), calibration, add)
     return {lin: v.sqrt() for lin, v in sums.items()}
 
 
@@ -69,25 +71,31 @@ def mask_2_4(score: torch.Tensor) -> torch.Tensor:
     return keep.reshape(out_f, in_f).to(score.dtype)
 
 
-def structured(model, ratio: float, importance: arch.Importance, original: arch.ModelShape | None = None) -> None:
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.topk(scores, k).indices.sort().values
+
+
+def structured(model, ratio: float, importance: Importance, original: ModelShape | None = None) -> None:
     """Keep the most important (1 - ratio) of each layer's heads and FFN neurons (at least one); the
     ratio counts from `original` (the shape before the first of several rounds) when given."""
-    shape = original or arch.shape_of(model)
-    for i, (layer, head_scores, ffn_scores) in enumerate(zip(arch.layers_of(model), importance.heads, importance.ffn)):
+    family = families.of(model)
+    shape = original or family.shape_of(model)
+    for i, (layer, head_scores, ffn_scores) in enumerate(zip(family.blocks(model), importance.heads, importance.ffn)):
         n_heads = max(1, round(shape.heads[i] * (1 - ratio)))
         n_ffn = max(1, round(shape.ffn[i] * (1 - ratio)))
-        arch.slice_heads(layer, arch.top_k(head_scores, min(n_heads, len(head_scores))).tolist())
-        arch.slice_ffn(layer, arch.top_k(ffn_scores, min(n_ffn, len(ffn_scores))))
-    arch.sync_config(model)
+        family.slice_heads(layer, top_k(head_scores, min(n_heads, len(head_scores))).tolist())
+        family.slice_ffn(layer, top_k(ffn_scores, min(n_ffn, len(ffn_scores))))
+    family.sync_config(model)
 
 
 def weight_sparsity(model) -> float:
-    """Measured fraction of exact zeros over the encoder Linears' weights."""
-    weights = [m.weight for m in arch.encoder_linears(model)]
+    """Measured fraction of exact zeros over the block Linears' weights."""
+    weights = [m.weight for m in families.of(model).linears(model)]
     return float(sum((w == 0).sum().item() for w in weights) / sum(w.numel() for w in weights))
 
 
-def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: tuple, seed: int = 0, labels=None):
+def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: dict, seed: int = 0, labels=None,
+          log=None):
     """Prune in place in `params.iterations` rounds, each followed by its share of `recovery_steps` of
     distillation; returns the model. `labels` (of the calibration examples) feed gradient importance."""
     if params.type == "none":
@@ -101,16 +109,17 @@ def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: tuple
                                  ("importance", params.importance, PRUNE_IMPORTANCE)):
         if value not in allowed:
             raise CandidateError(f"unknown prune.{name} {value!r}; one of {', '.join(allowed)}")
-    linears = arch.encoder_linears(model)
-    original = arch.shape_of(model)
+    family = families.of(model)
+    linears = family.linears(model)
+    original = family.shape_of(model)
     # 2:4 is a fixed pattern: one round, however many were asked
     rounds = [0.5] if params.type == "2:4" else schedule(params.ratio, params.iterations)
     total, k = params.recovery_steps, len(rounds)
     for r, ratio in enumerate(rounds):
         steps = total * (r + 1) // k - total * r // k  # shares summing exactly to recovery_steps
         if params.type == "structured":
-            importance = (arch.gradient_importance(model, *calibration, labels) if params.importance == "gradient"
-                          else arch.measure_importance(model, *calibration))
+            importance = (family.gradient_importance(model, calibration, labels, kd.task_type.loss)
+                          if params.importance == "gradient" else family.measure_importance(model, calibration))
             structured(model, ratio, importance, original)
         else:
             norms = input_norms(model, calibration) if params.criterion == "wanda" else None
@@ -118,7 +127,8 @@ def apply(model, params: PruneParams, *, train_split, kd: KD, calibration: tuple
                      else unstructured_masks(linears, ratio, params.criterion, params.scope, norms))
             for lin, mask in zip(linears, masks):  # a second mask multiplies into the first
                 torch_prune.custom_from_mask(lin, "weight", mask)
-        train(model, train_split, steps=steps, kd=kd, lr=5e-5, seed=seed + 1 + r, desc=f"  recover {r + 1}")
+        train(model, train_split, steps=steps, kd=kd, lr=5e-5, seed=seed + 1 + r, desc=f"  recover {r + 1}",
+              log=log)
     if params.type in ("unstructured", "2:4"):
         for lin in linears:
             torch_prune.remove(lin, "weight")

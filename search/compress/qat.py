@@ -1,18 +1,18 @@
-"""Quantization-aware recovery: KD steps in which every encoder Linear computes with its round-to-nearest
+"""Quantization-aware recovery: KD steps in which every block Linear computes with its round-to-nearest
 weights (straight-through gradients to the latent fp32 weights), so the network adapts to the exact
-grid the MatMulNBits artifact will use: the latent weights are later rounded by the same `nbits.rtn`.
+grid the weight-only artifact will use: the latent weights are later rounded by the same `grid.rtn`.
 """
 from __future__ import annotations
 
 import torch
 from torch.nn.utils import parametrize
 
-from .. import arch
-from ..candidate import QuantParams
+from .. import families
+from ..candidate import QuantParams, Scheme
 from ..errors import CandidateError
 from ..train import KD, train
 from . import weight_only
-from .nbits import block_size_for, rtn
+from .grid import block_size_for, rtn
 
 
 class FakeQuant(torch.nn.Module):
@@ -20,7 +20,8 @@ class FakeQuant(torch.nn.Module):
 
     def __init__(self, bits: int, group_size, in_features: int, mask: torch.Tensor | None):
         super().__init__()
-        self.bits, self.block, self.mask = bits, block_size_for(in_features, group_size), mask
+        self.bits, self.block = bits, block_size_for(in_features, group_size)
+        self.register_buffer("mask", mask)  # a buffer: it follows the model to the training device
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.mask is not None:
@@ -28,11 +29,11 @@ class FakeQuant(torch.nn.Module):
         return w + (rtn(w, self.bits, self.block).dequantize() - w).detach()
 
 
-def attach(model, params: QuantParams, calibration: tuple) -> list[torch.nn.Module]:
-    """Fake-quantize the encoder Linears at the bits the artifact will give each layer (and the
+def attach(model, params: QuantParams, calibration: dict) -> list[torch.nn.Module]:
+    """Fake-quantize the block Linears at the bits the artifact will give each layer (and the
     embeddings at 4 bits when the artifact stores them so)."""
     modules = []
-    for layer, bits in zip(arch.layers_of(model), weight_only.bits_per_layer(model, params, calibration)):
+    for layer, bits in zip(families.of(model).blocks(model), weight_only.bits_per_layer(model, params, calibration)):
         for lin in weight_only.layer_linears(layer):
             w = lin.weight.detach()
             sparse = (w == 0).float().mean().item() > 0.01  # unstructured / 2:4 masks survive training
@@ -54,18 +55,18 @@ def detach(modules: list[torch.nn.Module]) -> None:
         parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
         if mask is not None:
             with torch.no_grad():
-                mod.weight.mul_(mask)
+                mod.weight.mul_(mask.to(mod.weight.device))
 
 
-def apply(model, params: QuantParams, *, train_split, kd: KD, calibration: tuple, seed: int = 0):
+def apply(model, params: QuantParams, *, train_split, kd: KD, calibration: dict, seed: int = 0, log=None):
     """`params.qat_steps` of KD with fake-quantized weights; a no-op at 0 steps."""
     if params.qat_steps <= 0:
         return model
-    if params.bits >= 32 or params.activations != "none" or params.method != "rtn":
+    if params.scheme is not Scheme.WEIGHT_ONLY or params.method != "rtn":
         raise CandidateError(f"quantization-aware recovery needs weight-only round-to-nearest, got {params}")
     modules = attach(model, params, calibration)
     try:
-        train(model, train_split, steps=params.qat_steps, kd=kd, lr=2e-5, seed=seed + 100, desc="  qat")
+        train(model, train_split, steps=params.qat_steps, kd=kd, lr=2e-5, seed=seed + 100, desc="  qat", log=log)
     finally:
         detach(modules)
     return model

@@ -1,7 +1,7 @@
 """SmoothQuant (Xiao et al., 2023): move activation outliers into the weights before static int8, with
 s_j = max|X_j|^alpha / max|W_:,j|^(1-alpha); the Linear computes (x / s) @ (W * s)^T, the same function.
 
-The paper folds 1/s into the preceding LayerNorm; in post-LN BERT that LayerNorm's output also feeds the
+The paper folds 1/s into the preceding LayerNorm; in a post-LN encoder that LayerNorm's output also feeds the
 residual, so folding would change the model. Here 1/s stays an explicit per-channel Mul in front of the
 Linear (one element-wise op), and static quantization then sees the smoothed input. Hand-written because
 onnxruntime's SmoothQuant option needs neural-compressor (not installed, and it folds into LayerNorm).
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import arch
+from .. import families
+from .calibration import each_linear_input
 
 
 class Smoothed(torch.nn.Module):
@@ -25,18 +26,18 @@ class Smoothed(torch.nn.Module):
         return self.linear(x * self.inv_scale)
 
 
-def input_absmax(model, calibration: tuple) -> dict:
+def input_absmax(model, calibration: dict) -> dict:
     out = {}
 
     def update(lin, x):
         out[lin] = torch.maximum(out.get(lin, torch.zeros(lin.in_features)), x.abs().amax(0))
 
-    arch.each_linear_input(model, arch.encoder_linears(model), calibration, update)
+    each_linear_input(model, families.of(model).linears(model), calibration, update)
     return out
 
 
 @torch.no_grad()
-def smooth(model, alpha: float, calibration: tuple) -> int:
+def smooth(model, alpha: float, calibration: dict) -> int:
     """Replace every encoder Linear by its smoothed equivalent, in place; returns how many."""
     absmax = input_absmax(model, calibration)
     parents = {child: (parent, name) for parent in model.modules() for name, child in parent.named_children()}

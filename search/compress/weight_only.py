@@ -1,27 +1,25 @@
 """Weight-only quantization of the encoder Linears in torch: round-to-nearest or GPTQ, uniform bits or
 per-layer bits chosen by measured sensitivity. The model's weights become the dequantized values (what
-the MatMulNBits artifact computes with), and the codes are returned keyed for `nbits.rewrite`.
+the artifact computes with), and the codes are returned keyed by module name for the runtime backend.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .. import arch
+from .. import families
 from ..candidate import QUANT_METHODS, QuantParams
 from ..errors import CandidateError
 from . import gptq as gptq_mod
-from .nbits import Codes, block_size_for, key_of_linear, rtn
+from .calibration import each_linear_input
+from .grid import Codes, block_size_for, rtn
 
 HIGH_BITS = 8  # what the most sensitive layers keep under mixed precision
-EMBEDDING_BITS = 4  # at <= 4 bits the artifact stores the embeddings at 4 bits (GatherBlockQuantized)
+EMBEDDING_BITS = 4  # at <= 4 bits the artifact stores the embeddings at 4 bits (onnxruntime: 4-bit Gather only)
 
 
 def embeddings(model) -> list[torch.nn.Embedding]:
-    """The three embedding tables (a trimmed vocabulary's table sits inside its id-remapping wrapper)."""
-    emb = model.bert.embeddings
-    return [getattr(m, "embedding", m) for m in (emb.word_embeddings, emb.position_embeddings,
-                                                 emb.token_type_embeddings)]
+    return families.of(model).embeddings(model)
 
 
 @torch.no_grad()
@@ -38,21 +36,20 @@ def layer_linears(layer) -> list[torch.nn.Linear]:
 
 
 @torch.no_grad()
-def _logits(model, calibration) -> torch.Tensor:
-    ids, mask = calibration
-    return model(input_ids=ids, attention_mask=mask).logits.float()
+def _outputs(model, calibration: dict) -> torch.Tensor:
+    return families.of(model).forward(model, calibration).outputs.float()
 
 
 @torch.no_grad()
 def layer_sensitivity(model, bits: int, group_size, calibration) -> list[float]:
     """KL(full precision || one layer rounded to `bits`) on the calibration batch, per encoder layer."""
-    ref = F.log_softmax(_logits(model, calibration), -1)
+    ref = F.log_softmax(_outputs(model, calibration), -1)
     out = []
-    for layer in arch.layers_of(model):
+    for layer in families.of(model).blocks(model):
         saved = [lin.weight.data.clone() for lin in layer_linears(layer)]
         for lin in layer_linears(layer):
             lin.weight.data = rtn(lin.weight, bits, block_size_for(lin.in_features, group_size)).dequantize()
-        out.append(float(F.kl_div(F.log_softmax(_logits(model, calibration), -1), ref, log_target=True,
+        out.append(float(F.kl_div(F.log_softmax(_outputs(model, calibration), -1), ref, log_target=True,
                                   reduction="batchmean")))
         for lin, w in zip(layer_linears(layer), saved):
             lin.weight.data = w
@@ -61,7 +58,7 @@ def layer_sensitivity(model, bits: int, group_size, calibration) -> list[float]:
 
 def bits_per_layer(model, params: QuantParams, calibration) -> list[int]:
     """`params.bits` everywhere, except the round(fraction x layers) most sensitive layers at 8 bits."""
-    n = len(arch.layers_of(model))
+    n = len(families.of(model).blocks(model))
     n_high = round(params.high_precision_fraction * n)
     if n_high == 0:
         return [params.bits] * n
@@ -78,14 +75,14 @@ def _layer_hessians(model, layer, calibration) -> dict:
         h, n = acc.get(lin, (None, 0))
         acc[lin] = gptq_mod.hessian_update(h, n, x)
 
-    arch.each_linear_input(model, layer_linears(layer), calibration, add)
+    each_linear_input(model, layer_linears(layer), calibration, add)
     return {lin: h for lin, (h, _) in acc.items()}
 
 
 @torch.no_grad()
 def quantize_linears(model, params: QuantParams, calibration) -> dict[str, Codes]:
-    """Quantize every encoder Linear in place (layer by layer, so GPTQ sees the already-quantized inputs
-    it will get at run time); returns {weight key: codes}. The pooler/classifier stay fp32."""
+    """Quantize every block Linear in place (layer by layer, so GPTQ sees the already-quantized inputs
+    it will get at run time); returns {module name: codes}. The task head stays fp32."""
     if params.group_size is None:
         raise CandidateError("weight-only quantization needs quant.group_size")
     if params.method not in QUANT_METHODS:
@@ -93,12 +90,13 @@ def quantize_linears(model, params: QuantParams, calibration) -> dict[str, Codes
     if params.bits <= EMBEDDING_BITS:
         quantize_embeddings(model, params.group_size)
     out = {}
-    for layer, bits in zip(arch.layers_of(model), bits_per_layer(model, params, calibration)):
+    names = {m: n for n, m in model.named_modules()}
+    for layer, bits in zip(families.of(model).blocks(model), bits_per_layer(model, params, calibration)):
         hessians = _layer_hessians(model, layer, calibration) if params.method == "gptq" else {}
         for lin in layer_linears(layer):
             block = block_size_for(lin.in_features, params.group_size)
             codes = (gptq_mod.gptq(lin.weight, hessians[lin], bits, block) if params.method == "gptq"
                      else rtn(lin.weight, bits, block))
             lin.weight.data = codes.dequantize()
-            out[key_of_linear(lin.weight)] = codes
+            out[names[lin]] = codes
     return out

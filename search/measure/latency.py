@@ -1,4 +1,5 @@
-"""Measured latency and peak memory: the artifact runs in a fresh process, here or on a device over ssh."""
+"""Measured latency and peak memory: a backend's probe runs the artifact in a fresh process, here or on a
+device over ssh; this module moves the files and reads the probe's one-line JSON answer."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import CandidateError
-
-PROBE = Path(__file__).with_name("probe.py")
 
 
 @dataclass(frozen=True)
@@ -45,25 +44,26 @@ def _remote(runner: Runner, shell: str, stdin=None, timeout: float = 600) -> str
     return proc.stdout if isinstance(proc.stdout, str) else proc.stdout.decode()
 
 
-def measure(path: Path, batch_size: int, sequence_length: int, threads: int, vocab_size: int, rounds: int = 5,
-            runs_per_round: int = 40, runner: Runner | None = None) -> Latency:
-    """Run probe.py on the artifact in a fresh process (here, or on the runner's device)."""
-    args = [str(batch_size), str(sequence_length), str(threads), str(vocab_size), str(rounds), str(runs_per_round)]
+def run_probe(probe: Path, artifact: Path, args: list[str], runner: Runner | None = None) -> tuple[dict, str]:
+    """Run `probe` (a standalone script) on `artifact` in a fresh process, here or on the runner's device;
+    returns its JSON answer and where it ran. Remote files keep their own names."""
     if runner is None:
-        proc = subprocess.run([sys.executable, str(PROBE), str(path), *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, str(probe), str(artifact), *args], capture_output=True, text=True,
                               timeout=1800)
         if proc.returncode != 0:
-            raise CandidateError(f"measuring {path.name} failed: {proc.stderr.strip()[-300:]}")
-        out, where = proc.stdout, "this machine"
-    else:
-        w = shlex.quote(runner.workdir)
-        for local, name in ((path, "model.onnx"), (PROBE, "probe.py")):  # copied through the same command
-            with open(local, "rb") as f:
-                _remote(runner, f"mkdir -p {w} && cat > {w}/{name}", stdin=f)
-        out = _remote(runner, f"{shlex.quote(runner.python)} {w}/probe.py {w}/model.onnx {' '.join(args)}")
-        where = f"`{runner.command}`"
-    r = json.loads(out.strip().splitlines()[-1])
-    detail = (f"onnxruntime {r['onnxruntime']} CPU on {where}, fresh process, {r['threads']} thread(s), "
+            raise CandidateError(f"measuring {artifact.name} failed: {proc.stderr.strip()[-300:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1]), "this machine"
+    w = shlex.quote(runner.workdir)
+    for local in (artifact, probe):  # copied through the same command
+        with open(local, "rb") as f:
+            _remote(runner, f"mkdir -p {w} && cat > {w}/{shlex.quote(local.name)}", stdin=f)
+    out = _remote(runner, f"{shlex.quote(runner.python)} {w}/{shlex.quote(probe.name)} "
+                          f"{w}/{shlex.quote(artifact.name)} {' '.join(shlex.quote(a) for a in args)}")
+    return json.loads(out.strip().splitlines()[-1]), f"`{runner.command}`"
+
+
+def from_probe(r: dict, where: str) -> Latency:
+    detail = (f"{r['runtime']} CPU on {where}, fresh process, {r['threads']} thread(s), "
               f"{r['rounds']}x{r['runs_per_round']} runs after {r['warmup']} warm-up, attempt {r['attempts']}")
     return Latency(p50_ms=r["p50_ms"], p99_ms=r["p99_ms"], spread=r["spread"], source="measured", detail=detail,
                    noisy=r["noisy"], peak_rss_mb=r["peak_rss_mb"])

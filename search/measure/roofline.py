@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..arch import ModelShape
-from ..candidate import QuantParams
+from .. import families
+from ..candidate import QuantParams, Scheme
 from ..compress.weight_only import HIGH_BITS
+from ..families.base import ModelShape
 from ..target import DeviceSpec
 from .latency import Latency
 
@@ -17,53 +18,33 @@ from .latency import Latency
 def _precision(quant: QuantParams) -> tuple[str, str, float]:
     """(peak precision, kernel class, weight bytes per element) of the Linear layers.
 
-    The kernel class keys the efficiency factor: weight-only kernels (MatMulNBits) run at their own
-    efficiency, different per bit width, so calibration fits them apart from the dense ones."""
-    if quant.bits == 32:
+    The kernel class keys the efficiency factor: weight-only kernels run at their own efficiency,
+    different per bit width, so calibration fits them apart from the dense ones."""
+    scheme = quant.scheme
+    if scheme is Scheme.FP32:
         return "fp32", "fp32", 4.0
-    if quant.activations == "dynamic_int8":
+    if scheme is Scheme.INT8_DYNAMIC:
         return "int8", "int8", 1.0
-    if quant.activations == "static_int8":  # QDQ on the unfused graph: its own efficiency and overheads
+    if scheme is Scheme.INT8_STATIC:  # QDQ on the unfused graph: its own efficiency and overheads
         return "int8", "int8_static", 1.0
     # weight-only: dequantized to fp16 in the kernel (GPU), weights read at `bits`
     return "fp16", f"w{quant.bits}", quant.bits / 8
 
 
 def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, sparse_2_4: bool) -> list[dict]:
-    """Every kernel of one forward pass with its FLOPs, bytes moved and compute precision."""
-    tokens = batch * seq
-    n_high = round(quant.high_precision_fraction * shape.layers) if quant.activations == "none" else 0
-    ops = [{"name": "embeddings+layernorm", "flops": 8 * tokens * shape.hidden,
-            "bytes": 4 * tokens * shape.hidden * 4, "precision": "fp32"}]
-
-    def linear(name, i, o, layer):
-        layer_quant = replace(quant, bits=HIGH_BITS) if layer < n_high else quant  # mixed precision
+    """Every kernel of one forward pass (the family's operators) with its FLOPs, bytes moved and compute
+    precision under this recipe (mixed precision: the most sensitive layers' linears at 8 bits)."""
+    n_high = round(quant.high_precision_fraction * shape.layers) if quant.scheme is Scheme.WEIGHT_ONLY else 0
+    out = []
+    for op in families.get(shape.family).operators(shape, batch, seq):
+        if not op.linear:
+            out.append({"name": op.name, "flops": op.flops, "bytes": op.activation_bytes, "precision": "fp32"})
+            continue
+        layer_quant = replace(quant, bits=HIGH_BITS) if op.layer < n_high else quant
         prec, kernel, wbytes = _precision(layer_quant)
-        ops.append({"name": name, "flops": 2 * tokens * i * o, "bytes": wbytes * i * o + 4 * tokens * (i + o),
+        out.append({"name": op.name, "flops": op.flops, "bytes": wbytes * op.weight_elements + op.activation_bytes,
                     "precision": prec, "kernel": kernel, "sparse": sparse_2_4})
-
-    def elementwise(name, n, flops_per=4):
-        ops.append({"name": name, "flops": flops_per * n, "bytes": 8 * n, "precision": "fp32"})
-
-    for layer, (heads, ffn) in enumerate(zip(shape.heads, shape.ffn)):
-        a = heads * shape.head_dim
-        for proj in ("q", "k", "v"):
-            linear(f"L{layer}.{proj}", shape.hidden, a, layer)
-        scores = batch * heads * seq * seq
-        ops.append({"name": f"L{layer}.qk", "flops": 2 * scores * shape.head_dim,
-                    "bytes": 4 * (2 * tokens * a + scores), "precision": "fp32"})
-        elementwise(f"L{layer}.softmax", scores, 5)
-        ops.append({"name": f"L{layer}.pv", "flops": 2 * scores * shape.head_dim,
-                    "bytes": 4 * (scores + 2 * tokens * a), "precision": "fp32"})
-        linear(f"L{layer}.attn_out", a, shape.hidden, layer)
-        elementwise(f"L{layer}.add_ln1", tokens * shape.hidden, 8)
-        linear(f"L{layer}.ffn_up", shape.hidden, ffn, layer)
-        elementwise(f"L{layer}.gelu", tokens * ffn, 8)
-        linear(f"L{layer}.ffn_down", ffn, shape.hidden, layer)
-        elementwise(f"L{layer}.add_ln2", tokens * shape.hidden, 8)
-    ops.append({"name": "pooler+classifier", "flops": 2 * batch * shape.hidden * (shape.hidden + shape.num_labels),
-                "bytes": 4 * shape.hidden * (shape.hidden + shape.num_labels), "precision": "fp32"})
-    return ops
+    return out
 
 
 def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: int, seq: int,
@@ -87,7 +68,7 @@ def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: i
 
 def overhead_us(device: DeviceSpec, quant: QuantParams) -> float:
     """Per-kernel launch/dispatch cost; may depend on the recipe, because the graph does: fp32 and int8
-    artifacts run onnxruntime's fused BERT graph, weight-only ones the unfused graph with more small ops
+    artifacts run onnxruntime's fused transformer graph, weight-only ones the unfused graph with more small ops
     (whose shape/mask sub-graph is also a fixed cost per run: `run_overhead_us`)."""
     return _by_kernel(device.op_overhead_us, quant, 10.0)
 

@@ -29,6 +29,7 @@ class Task:
     finetune_epochs: float = 2.0  # 0: the teacher already has a trained head for these labels
     finetune_learning_rate: float = 5e-5
     unlabelled_path: Path | None = None  # extra task text without labels: the teacher labels it for distillation
+    family: str = "bert_cls"  # the model family of the teacher (families/)
 
     @property
     def source(self) -> str:
@@ -52,6 +53,12 @@ def default_task() -> Task:
                 label_column="spam")
 
 
+def families_names() -> list[str]:
+    from .. import families
+
+    return families.names()
+
+
 def load_task(path_str: str | None) -> Task:
     if path_str is None:
         return default_task()
@@ -61,7 +68,10 @@ def load_task(path_str: str | None) -> Task:
     if not (teacher_dir / "config.json").is_file():
         raise top.error("teacher", f"{teacher_dir} has no config.json; give a local Hugging Face model directory")
     d = top.section("data")
-    data_path = (path.parent / d.string("path")).resolve()
+    given = d.string("path")
+    local = (path.parent / given).resolve()
+    # a path that exists, or looks like a file, is local; otherwise a hub dataset name (online machines only)
+    data_path = local if local.exists() or Path(given).suffix or Path(given).is_absolute() else Path(given)
     unlabelled = d.string("unlabelled", default=None)
     unlabelled_path = (path.parent / unlabelled).resolve() if unlabelled else None
     if unlabelled_path is not None and not unlabelled_path.is_file():
@@ -83,6 +93,7 @@ def load_task(path_str: str | None) -> Task:
         finetune_epochs=f.number("epochs", default=2.0, lo=0, hi=100),
         finetune_learning_rate=f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True),
         unlabelled_path=unlabelled_path,
+        family=top.string("family", default="bert_cls", choices=tuple(families_names())),
     )
     d.done()
     f.done()

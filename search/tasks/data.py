@@ -1,4 +1,6 @@
-"""Labelled text: read a local file, split it once (seeded, de-duplicated, stratified), tokenize it."""
+"""Task data: read with `datasets` (a local CSV/JSON/Parquet file, a `save_to_disk` directory, or a hub
+name where the machine is online; `datasets` caches and fingerprints it), split once (seeded,
+de-duplicated, stratified), tokenized by the model family into named features."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,49 +12,66 @@ import torch
 
 from ..errors import ConfigError
 
-READERS = {".csv": pd.read_csv, ".json": pd.read_json, ".jsonl": lambda p: pd.read_json(p, lines=True),
-           ".parquet": pd.read_parquet}
+BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
 class Split:
-    """A tokenized split; rows padded to max_length, batches trimmed to their longest row."""
+    """A tokenized split: features padded to max_length; batches trimmed to their longest row."""
 
-    input_ids: torch.Tensor  # [N, max_length] int64
-    attention_mask: torch.Tensor
+    features: dict  # name -> [N, max_length] tensor, named as the model family's inputs
+    lengths: torch.Tensor  # [N] real tokens per row
     labels: torch.Tensor  # [N] int64
     texts: list[str]
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mask = self.attention_mask[idx]
-        width = max(int(mask.sum(1).max()), 1)
-        return self.input_ids[idx, :width], mask[:, :width], self.labels[idx]
+    def batch(self, idx) -> tuple[dict, torch.Tensor]:
+        width = max(int(self.lengths[idx].max()), 1)
+        return {k: v[idx, :width] for k, v in self.features.items()}, self.labels[idx]
 
     def subset(self, n: int) -> "Split":
-        return Split(self.input_ids[:n], self.attention_mask[:n], self.labels[:n], self.texts[:n])
+        return Split({k: v[:n] for k, v in self.features.items()}, self.lengths[:n], self.labels[:n], self.texts[:n])
 
     def concat(self, other: "Split") -> "Split":
-        return Split(torch.cat([self.input_ids, other.input_ids]), torch.cat([self.attention_mask, other.attention_mask]),
-                     torch.cat([self.labels, other.labels]), self.texts + other.texts)
+        return Split({k: torch.cat([v, other.features[k]]) for k, v in self.features.items()},
+                     torch.cat([self.lengths, other.lengths]), torch.cat([self.labels, other.labels]),
+                     self.texts + other.texts)
 
 
-def _read_frame(path: Path, key: str, file_for_errors: Path) -> pd.DataFrame:
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ConfigError(file_for_errors, key, f"{path.suffix!r} files are not read; use one of {', '.join(READERS)}")
+def _load(path: Path, key: str, file_for_errors) -> pd.DataFrame:
+    """One table from `datasets`; every reading failure is the user's file, said in one line."""
+    import datasets
+
+    datasets.disable_progress_bars()
     try:
-        return reader(path)
-    except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to the user
-        raise ConfigError(file_for_errors, key, f"cannot read {path}: {exc}") from None
+        if path.is_dir():  # a `Dataset.save_to_disk` directory (a DatasetDict: its train split)
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if "train" not in ds:
+                    raise ConfigError(file_for_errors, key, f"{path} holds splits {', '.join(ds)}; need `train`")
+                ds = ds["train"]
+        elif path.is_file():
+            builder = BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise ConfigError(file_for_errors, key, f"{path.suffix!r} files are not read; use one of "
+                                                        f"{', '.join(BUILDERS)} or a save_to_disk directory")
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        else:  # a hub dataset name: only where the machine is online (HF_HUB_OFFLINE unset)
+            ds = datasets.load_dataset(str(path), split="train")
+    except ConfigError:
+        raise
+    except Exception as exc:  # datasets/pyarrow raise many types for unreadable data; all mean the same here
+        raise ConfigError(file_for_errors, key, f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
+    return ds.to_pandas()
 
 
 def read_table(path: Path, text_column: str, label_column: str, file_for_errors: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise ConfigError(file_for_errors, "data.path", f"{path} does not exist; give a CSV/JSON/Parquet file")
-    frame = _read_frame(path, "data.path", file_for_errors)
+    if not path.exists() and (path.suffix or path.is_absolute()):
+        raise ConfigError(file_for_errors, "data.path", f"{path} does not exist; give a CSV/JSON/Parquet file, "
+                                                        "a save_to_disk directory or a hub dataset name")
+    frame = _load(path, "data.path", file_for_errors)
     for key, column in (("data.text_column", text_column), ("data.label_column", label_column)):
         if column not in frame.columns:
             raise ConfigError(file_for_errors, key, f"column {column!r} not in {path.name}; "
@@ -67,7 +86,7 @@ def read_texts(path: Path, text_column: str, file_for_errors: Path) -> list[str]
     """Unlabelled text: a .txt file with one text per line, or a table's text column."""
     if path.suffix.lower() == ".txt":
         return [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    frame = _read_frame(path, "data.unlabelled", file_for_errors)
+    frame = _load(path, "data.unlabelled", file_for_errors)
     if text_column not in frame.columns:
         raise ConfigError(file_for_errors, "data.unlabelled", f"column {text_column!r} (data.text_column) not in "
                                                               f"{path.name}; columns are {', '.join(map(str, frame.columns))}")
@@ -92,9 +111,8 @@ def split_frame(frame: pd.DataFrame, validation_fraction: float, seed: int, max_
         classes
 
 
-def tokenize(frame: pd.DataFrame, tokenizer, classes: list, max_length: int) -> Split:
-    enc = tokenizer(frame["text"].tolist(), padding="max_length", truncation=True, max_length=max_length,
-                    return_tensors="pt")
+def tokenize(frame: pd.DataFrame, tokenizer, classes: list, max_length: int, family) -> Split:
+    features = family.tokenize(tokenizer, frame["text"].tolist(), max_length)
     label_ids = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([label_ids[v] for v in frame["label"]], dtype=torch.long)
-    return Split(enc["input_ids"], enc["attention_mask"], labels, frame["text"].tolist())
+    return Split(features, family.token_mask(features).sum(1), labels, frame["text"].tolist())

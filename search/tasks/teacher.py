@@ -1,4 +1,4 @@
-"""Prepare a task once: split and tokenize the data, fine-tune the teacher, cache it and its logits."""
+"""Prepare a task once: split and tokenize the data, fine-tune the teacher, cache it and its outputs."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +11,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import families
 from ..errors import ConfigError
-from ..train import logits_of, steps_for, train
-from . import Task
+from ..families.base import Family
+from ..train import outputs_of, steps_for, train
+from . import Task, classification
 from .data import Split, read_table, read_texts, split_frame, tokenize
+
+OUTPUTS_FILE = "train_outputs.safetensors"
 
 
 @dataclass
@@ -25,14 +29,18 @@ class Prepared:
     classes: list
     train: Split
     val: Split
-    teacher_train_logits: torch.Tensor
+    teacher_train_outputs: torch.Tensor
     key: str  # identifies teacher + data + split (+ unlabelled text); student caches hang off it
     kd_train: Split | None = None  # train + teacher-labelled unlabelled text (distillation and recovery)
-    kd_logits: torch.Tensor | None = None  # teacher logits aligned with kd_train
+    kd_outputs: torch.Tensor | None = None  # teacher outputs aligned with kd_train
+    family: Family | None = None
+    task_type: object = classification  # the task type's module: objective, losses, evaluation
 
     def __post_init__(self):
         if self.kd_train is None:  # no augmentation: distil on the labelled training split
-            self.kd_train, self.kd_logits = self.train, self.teacher_train_logits
+            self.kd_train, self.kd_outputs = self.train, self.teacher_train_outputs
+        if self.family is None:
+            self.family = families.of(self.teacher)
 
 
 def file_sha256(path: Path) -> str:
@@ -43,38 +51,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def data_fingerprint(path: Path) -> str:
+    """A local file's sha256; a save_to_disk directory's files' sha256s; a hub name as given."""
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        return hashlib.sha256("".join(file_sha256(p) for p in sorted(path.rglob("*")) if p.is_file())
+                              .encode()).hexdigest()
+    return str(path)
+
+
 def _task_key(task: Task) -> str:
     weights = sorted(task.teacher_dir.glob("*.safetensors")) + sorted(task.teacher_dir.glob("*.bin"))
     # the teacher and its split depend on these; unlabelled text only on the students (Prepared.key)
     parts = {k: str(v) for k, v in asdict(task).items()
-             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path")}
-    parts["data"] = file_sha256(task.data_path)
+             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family")}
+    parts["data"] = data_fingerprint(task.data_path)
     parts["weights"] = [file_sha256(p) for p in weights]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_classifier(model_dir: Path, num_labels: int, file_for_errors: str):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(file_for_errors, "teacher", f"cannot read {model_dir}/config.json: {exc}") from None
-    if config.model_type != "bert":
-        raise ConfigError(file_for_errors, "teacher", f"model_type {config.model_type!r}: the student builder "
-                                                      "supports BERT-family encoders only (e.g. MiniLM)")
-    try:
-        # eager attention: the ONNX exporter and onnxruntime's BERT fusion expect the explicit graph
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=num_labels, attn_implementation="eager").eval()
-    except Exception as exc:  # transformers raises many kinds for corrupt weights; all are "unreadable"
-        raise ConfigError(file_for_errors, "teacher", f"cannot load weights from {model_dir}: "
-                                                      f"{str(exc).splitlines()[0]}") from None
 
 
 def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
     from transformers import AutoTokenizer
 
+    family = families.get(task.family)
     frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
     train_df, val_df, classes = split_frame(frame, task.validation_fraction, task.split_seed,
                                             task.max_train_examples, task.max_validation_examples)
@@ -84,49 +84,50 @@ def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
         tokenizer = AutoTokenizer.from_pretrained(task.teacher_dir)
     except (OSError, ValueError) as exc:
         raise ConfigError(task.source, "teacher", f"no usable tokenizer in {task.teacher_dir}: {exc}") from None
-    train_split = tokenize(train_df, tokenizer, classes, task.max_length)
-    val_split = tokenize(val_df, tokenizer, classes, task.max_length)
+    train_split = tokenize(train_df, tokenizer, classes, task.max_length, family)
+    val_split = tokenize(val_df, tokenizer, classes, task.max_length, family)
     log(f"task {task.name}: {len(train_split)} train / {len(val_split)} validation examples, "
         f"{len(classes)} classes, max length {task.max_length} (split seed {task.split_seed})")
 
     key = _task_key(task)
     cached = cache_dir / f"teacher-{key}"
-    teacher = _load_cached(cached, len(classes), log)
+    teacher = _load_cached(family, cached, len(classes), log)
     if teacher is None:
-        teacher = load_classifier(task.teacher_dir, len(classes), task.source)
+        teacher = family.load(task.teacher_dir, len(classes), task.source)
         if task.finetune_epochs > 0:
             steps = steps_for(len(train_split), task.finetune_epochs)
             log(f"fine-tuning the teacher: {steps} steps ({task.finetune_epochs:g} epochs); cached afterwards")
             t0 = time.perf_counter()
             train(teacher, train_split, steps=steps, lr=task.finetune_learning_rate, seed=task.split_seed,
-                  desc="teacher fine-tune")
+                  desc="teacher fine-tune", log=log)
             log(f"teacher fine-tuned in {time.perf_counter() - t0:.0f} s")
-        logits = logits_of(teacher, train_split)
+        outputs = outputs_of(teacher, train_split)
         tmp = cached.with_name(cached.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         teacher.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-        save_file({"train_logits": logits.contiguous()}, str(tmp / "train_logits.safetensors"))
+        save_file({"train_outputs": outputs.contiguous()}, str(tmp / OUTPUTS_FILE))
         shutil.rmtree(cached, ignore_errors=True)
         tmp.rename(cached)  # atomic: a crash mid-write never leaves a half cache
     else:
         log(f"teacher loaded from cache {cached}")
-    logits = load_file(str(cached / "train_logits.safetensors"))["train_logits"]
-    if logits.shape != (len(train_split), len(classes)):
+    outputs = load_file(str(cached / OUTPUTS_FILE))["train_outputs"]
+    if outputs.shape != (len(train_split), len(classes)):
         shutil.rmtree(cached, ignore_errors=True)
-        raise ConfigError(cached, "train_logits", "cached teacher logits do not match the data; the cache was "
-                                                  "removed, run again")
+        raise ConfigError(cached, "train_outputs", "cached teacher outputs do not match the data; the cache was "
+                                                   "removed, run again")
     if task.unlabelled_path is None:
-        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, logits, key)
-    extra = _teacher_labelled(task, teacher, tokenizer, classes, train_split, val_split, log)
-    extra_logits = logits_of(teacher, extra)
-    extra.labels = extra_logits.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
+        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family)
+    extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
+    extra_outputs = outputs_of(teacher, extra)
+    extra.labels = extra_outputs.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
     key = hashlib.sha256(f"{key}:{file_sha256(task.unlabelled_path)}".encode()).hexdigest()[:16]
-    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, logits, key,
-                    train_split.concat(extra), torch.cat([logits, extra_logits]))
+    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key,
+                    train_split.concat(extra), torch.cat([outputs, extra_outputs]), family=family)
 
 
-def _teacher_labelled(task: Task, teacher, tokenizer, classes, train_split: Split, val_split: Split, log) -> Split:
+def _teacher_labelled(task: Task, family: Family, tokenizer, classes, train_split: Split, val_split: Split,
+                      log) -> Split:
     """The user's unlabelled text minus anything in either split (validation text must never be trained on)."""
     import pandas as pd
 
@@ -138,14 +139,14 @@ def _teacher_labelled(task: Task, teacher, tokenizer, classes, train_split: Spli
                                                           "labelled splits; give new task text or remove the key")
     log(f"augmentation: {len(texts)} unlabelled texts from {task.unlabelled_path.name}, labelled by the teacher")
     frame = pd.DataFrame({"text": texts, "label": [classes[0]] * len(texts)})  # placeholder labels, replaced
-    return tokenize(frame, tokenizer, classes, task.max_length)
+    return tokenize(frame, tokenizer, classes, task.max_length, family)
 
 
-def _load_cached(cached: Path, num_labels: int, log):
-    if not (cached / "train_logits.safetensors").is_file():
+def _load_cached(family: Family, cached: Path, num_labels: int, log):
+    if not (cached / OUTPUTS_FILE).is_file():
         return None
     try:
-        return load_classifier(cached, num_labels, str(cached))
+        return family.load(cached, num_labels, str(cached))
     except ConfigError as exc:
         log(f"warning: teacher cache unreadable ({exc}); fine-tuning again")
         shutil.rmtree(cached, ignore_errors=True)

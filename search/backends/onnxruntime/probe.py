@@ -2,7 +2,9 @@
 
 Standalone on purpose (stdlib + numpy + onnxruntime only): the same file runs here in a fresh
 subprocess and, copied over ssh, on a remote device. Prints one JSON object.
-usage: python probe.py MODEL BATCH SEQ THREADS VOCAB [ROUNDS RUNS_PER_ROUND]
+usage: python probe.py MODEL BATCH SEQ THREADS INPUTS_JSON [ROUNDS RUNS_PER_ROUND]
+INPUTS_JSON: [[name, "ids" | "ones", high], ...]: how to fill each model input of a random batch
+(token ids in [1, high), or ones); the model family says which inputs its artifact takes.
 """
 import json
 import sys
@@ -38,13 +40,13 @@ def rounds_of(sess, feed, rounds: int, runs: int) -> list:
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            sess.run(["logits"], feed)
+            sess.run(None, feed)
             times.append((time.perf_counter() - t0) * 1e3)
         out.append(times)
     return out
 
 
-def probe(model: str, batch: int, seq: int, threads: int, vocab: int, rounds: int = 5, runs: int = 40,
+def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: int = 5, runs: int = 40,
           warmup: int = 10) -> dict:
     baseline = rss_mb()  # interpreter + onnxruntime loaded, no model yet
     opts = ort.SessionOptions()
@@ -54,10 +56,10 @@ def probe(model: str, batch: int, seq: int, threads: int, vocab: int, rounds: in
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    feed = {"input_ids": rng.integers(1, vocab, (batch, seq), dtype=np.int64),
-            "attention_mask": np.ones((batch, seq), dtype=np.int64)}
+    feed = {name: (rng.integers(1, high, (batch, seq), dtype=np.int64) if kind == "ids"
+                   else np.ones((batch, seq), dtype=np.int64)) for name, kind, high in inputs}
     for _ in range(warmup):
-        sess.run(["logits"], feed)
+        sess.run(None, feed)
     best = None
     for attempt in range(ATTEMPTS):  # a noisy attempt is measured again; the steadiest one is kept
         per_round = rounds_of(sess, feed, rounds, runs)
@@ -72,11 +74,11 @@ def probe(model: str, batch: int, seq: int, threads: int, vocab: int, rounds: in
             break
     best.update(noisy=best["spread"] > MAX_SPREAD, max_spread=MAX_SPREAD, peak_rss_mb=peak_rss_mb() - baseline,
                 baseline_rss_mb=baseline, threads=threads, rounds=rounds, runs_per_round=runs, warmup=warmup,
-                onnxruntime=ort.__version__)
+                runtime=f"onnxruntime {ort.__version__}")
     return best
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     extra = [int(a) for a in args[5:7]]
-    print(json.dumps(probe(args[0], *(int(a) for a in args[1:5]), *extra)))
+    print(json.dumps(probe(args[0], *(int(a) for a in args[1:4]), json.loads(args[4]), *extra)))

@@ -1,92 +1,29 @@
-"""Weight-only n-bit codes in onnxruntime's MatMulNBits layout, computed in torch and written into the graph.
+"""onnxruntime's MatMulNBits layout: torch-computed codes (compress/grid.py) packed and written into the graph.
 
 Hand-written because onnxruntime's MatMulNBitsQuantizer only takes float weights and rounds them itself
-(its GPTQ path needs neural-compressor and fails on our graphs, BACKENDS/session-1 note): GPTQ and
-per-layer mixed precision need the codes chosen here to be the codes shipped. The layout (symmetric,
-implicit zero point 2^(bits-1), codes packed low bits first) and the rounding rule are ORT's own;
-tests check byte equality against ORT's quantizer.
+(its GPTQ path needs neural-compressor and fails on our graphs): GPTQ and per-layer mixed precision need
+the codes chosen in torch to be the codes shipped. Codes come keyed by module name; the exporter names
+MatMul weights after nothing we control, so a module's initializer is found by its exact bytes.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from ..errors import CandidateError
-
-CHANNEL = "channel"  # group_size value: one block spans the whole input dimension
-
+from ...compress.grid import Codes
+from ...errors import CandidateError
 
 MAX_2BIT_BLOCK = 256  # onnxruntime 1.32 refuses larger 2-bit MatMulNBits blocks at session start
-
-
-def block_size_for(in_features: int, group_size: int | str) -> int:
-    """MatMulNBits blocks are powers of two >= 16; per-channel = one block of K rounded up (zero padded)."""
-    if group_size == CHANNEL:
-        return max(16, 1 << (in_features - 1).bit_length())
-    return int(group_size)
 
 
 def check_block(bits: int, block: int) -> None:
     if bits == 2 and block > MAX_2BIT_BLOCK:
         raise CandidateError(f"2-bit weights need blocks <= {MAX_2BIT_BLOCK} in onnxruntime 1.32 (got {block}: "
                              f"per-channel over a wide input); use a group size <= {MAX_2BIT_BLOCK}")
-
-
-@dataclass
-class Codes:
-    """One matrix: codes [N, blocks, block] in [0, 2^bits), scales [N, blocks]; value = (code - zp) * scale."""
-
-    codes: torch.Tensor
-    scales: torch.Tensor
-    bits: int
-    in_features: int
-
-    @property
-    def block(self) -> int:
-        return self.codes.shape[-1]
-
-    def dequantize(self) -> torch.Tensor:
-        """The [N, K] float weight this artifact computes with."""
-        zp = 1 << (self.bits - 1)
-        w = (self.codes.float() - zp) * self.scales[..., None]
-        return w.reshape(w.shape[0], -1)[:, : self.in_features]
-
-
-def pad_blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
-    """[N, K] -> [N, blocks, block], zero padded along K (what MatMulNBits does for a ragged last block)."""
-    n, k = weight.shape
-    blocks = -(-k // block)
-    out = torch.zeros(n, blocks * block, dtype=torch.float32)
-    out[:, :k] = weight
-    return out.view(n, blocks, block)
-
-
-def block_scales(blocks: torch.Tensor, bits: int) -> torch.Tensor:
-    """ORT's symmetric rule: the largest-magnitude value (with its sign) maps to code 0, scale = v / -zp."""
-    idx = blocks.abs().argmax(dim=-1, keepdim=True)
-    return (blocks.gather(-1, idx).squeeze(-1) / -float(1 << (bits - 1))).float()
-
-
-def round_to_codes(values: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
-    """Codes for values given their scales (broadcast), with ORT's reciprocal-multiply rounding."""
-    zp = 1 << (bits - 1)
-    inv = torch.where(scales != 0, 1.0 / scales, torch.zeros_like(scales))
-    return torch.clamp(torch.round(values * inv) + zp, 0, (1 << bits) - 1).to(torch.uint8)
-
-
-def rtn(weight: torch.Tensor, bits: int, block: int) -> Codes:
-    """Round-to-nearest, one scale per block."""
-    check_block(bits, block)
-    blocks = pad_blocks(weight.detach().float(), block)
-    scales = block_scales(blocks, bits)
-    codes = round_to_codes(blocks, scales[..., None], bits)
-    codes.view(codes.shape[0], -1)[:, weight.shape[1]:] = 0  # padding past K: never read; 0 as ORT writes it
-    return Codes(codes, scales, bits, weight.shape[1])
 
 
 def pack(codes: torch.Tensor, bits: int) -> np.ndarray:
@@ -114,6 +51,13 @@ def weight_key(matmul_b: np.ndarray) -> str:
 
 def key_of_linear(weight: torch.Tensor) -> str:
     return weight_key(weight.detach().float().t().contiguous().numpy())
+
+
+def by_weight_key(model: torch.nn.Module, codes: dict[str, Codes]) -> dict[str, Codes]:
+    """{module name: codes} -> {exact bytes of the exported initializer: codes}; the module's weight must
+    already hold the dequantized values (what the exported graph then carries)."""
+    modules = dict(model.named_modules())
+    return {key_of_linear(modules[name].weight): c for name, c in codes.items()}
 
 
 def rewrite(model: onnx.ModelProto, by_key: dict[str, Codes], accuracy_level: int = 4) -> int:

@@ -1,15 +1,15 @@
-"""Quantize: turn the (pruned) student into the onnxruntime artifact that is measured and shipped.
+"""Build the onnxruntime artifact (model.onnx) that is measured and shipped, from the (pruned) student.
 
 onnxruntime is the only CPU runtime measured here to give real int8 speed-ups (BACKENDS.md):
-- fp32: torch.onnx export + ORT's BERT graph fusion;
+- fp32: torch.onnx export + ORT's transformer graph fusion (the family names the fusion's model type);
 - int8 weights + dynamic int8 activations: quantize_dynamic on the fused graph;
 - int8 weights + static int8 activations (ranges calibrated on training examples, optionally smoothed
-  first: smooth.py): quantize_static (QDQ, per-channel) on the unfused graph - on the fused one ORT's
-  type inference fails and it silently leaves activations in fp32 (measured, session 2);
-- 8/4/2-bit weight-only, group-wise or per channel: MatMulNBits, with codes chosen in torch by
-  round-to-nearest or GPTQ, and optionally 8 bits for the most sensitive layers (weight_only.py); at
-  4 and 2 bits the embeddings are quantized too, to 4 bits (GatherBlockQuantized, 4-bit only in ORT 1.32),
-  or they would stay the largest fp32 tensors.
+  first: compress/smooth.py): quantize_static (QDQ, per-channel) on the unfused graph - on the fused one
+  ORT's type inference fails and it silently leaves activations in fp32 (measured, session 2);
+- 8/4/2-bit weight-only, group-wise or per channel: MatMulNBits, with codes chosen in torch
+  (compress/weight_only.py: round-to-nearest or GPTQ, optionally 8 bits for the most sensitive layers)
+  and written in MatMulNBits' layout (layout.py); at 4 and 2 bits the embeddings are quantized too, to
+  4 bits (GatherBlockQuantized, 4-bit only in ORT 1.32), or they would stay the largest fp32 tensors.
 """
 from __future__ import annotations
 
@@ -21,12 +21,16 @@ from pathlib import Path
 import onnx
 import torch
 
-from .. import arch
-from ..candidate import QuantParams
-from ..errors import CandidateError
-from . import nbits, smooth, weight_only
+from ... import families
+from ...candidate import QuantParams, Scheme
+from ...compress import smooth, weight_only
+from ...compress.grid import block_size_for
+from ...errors import CandidateError
+from ...families.base import ModelShape
+from . import layout
 
 OPSET = 17
+ARTIFACT = "model.onnx"
 
 
 class _quiet:
@@ -40,48 +44,49 @@ class _quiet:
 
 
 def export_onnx(model, path: Path) -> Path:
-    """Legacy exporter (dynamo=False): the graph onnxruntime's BERT optimizer knows how to fuse."""
+    """Legacy exporter (dynamo=False): the graph onnxruntime's transformer optimizer knows how to fuse."""
+    family = families.of(model)
+    spec = family.export_spec(family.shape_of(model))
     model.eval()
-    ids = torch.ones(1, 8, dtype=torch.long)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                        "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}})
+        torch.onnx.export(model, tuple(spec.example[name] for name in spec.inputs), str(path), dynamo=False,
+                          opset_version=OPSET, input_names=list(spec.inputs), output_names=list(spec.outputs),
+                          dynamic_axes=spec.dynamic_axes)
     return path
 
 
-def _fuse(src: Path, dst: Path, shape: arch.ModelShape) -> Path:
+def _fuse(src: Path, dst: Path, shape: ModelShape) -> Path:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    uniform = len(set(shape.heads)) == 1 and shape.heads[0] * shape.head_dim == shape.hidden
-    # 0/0 lets the optimizer detect sizes; fusion is skipped where pruned heads break the pattern
-    heads, hidden = (shape.heads[0], shape.hidden) if uniform else (0, 0)
-    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden)
+    hints = families.get(shape.family).export_spec(shape).optimizer_hints
+    optimized = optimize_model(str(src), **hints)
     optimized.save_model_to_file(str(dst))
     return dst
 
 
-def quantize_artifact(model, params: QuantParams, workdir: Path, calibration: tuple | None = None) -> Path:
-    """Export + quantize into workdir; returns the path of the artifact (model.onnx). `calibration`
-    ((input_ids, attention_mask) of training examples) feeds GPTQ and the sensitivity ranking."""
+def build(model, params: QuantParams, workdir: Path, calibration: dict | None = None) -> Path:
+    """Export + quantize into workdir; returns the artifact's path. `calibration` (a feature batch of
+    training examples) feeds GPTQ, the sensitivity ranking and static int8's ranges."""
     workdir.mkdir(parents=True, exist_ok=True)
-    shape = arch.shape_of(model)
+    shape = families.of(model).shape_of(model)
     weight_codes = None
-    if params.activations == "static_int8":
+    if params.scheme is Scheme.INT8_STATIC:
         if calibration is None:
             raise CandidateError(f"{params} needs calibration data")
         if params.smooth_alpha:
             model = copy.deepcopy(model)
             smooth.smooth(model, params.smooth_alpha, calibration)
-    elif params.bits < 32 and params.activations == "none":
+    elif params.scheme is Scheme.WEIGHT_ONLY:
         if calibration is None and (params.method == "gptq" or params.high_precision_fraction):
             raise CandidateError(f"{params} needs calibration data")
         model = copy.deepcopy(model)  # the caller keeps its fp32 student
-        weight_codes = weight_only.quantize_linears(model, params, calibration)
+        for lin in families.of(model).linears(model):
+            layout.check_block(params.bits, block_size_for(lin.in_features, params.group_size))
+        codes = weight_only.quantize_linears(model, params, calibration)
+        weight_codes = layout.by_weight_key(model, codes)
     raw = export_onnx(model, workdir / "exported_fp32.onnx")
-    out = workdir / "model.onnx"
+    out = workdir / ARTIFACT
     try:
         with _quiet():
             _build(raw, out, params, shape, workdir, weight_codes, calibration)
@@ -93,11 +98,11 @@ def quantize_artifact(model, params: QuantParams, workdir: Path, calibration: tu
     return out
 
 
-def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, workdir: Path,
-           weight_codes: dict | None, calibration: tuple | None) -> None:
-    if params.bits == 32:
+def _build(raw: Path, out: Path, params: QuantParams, shape: ModelShape, workdir: Path,
+           weight_codes: dict | None, calibration: dict | None) -> None:
+    if params.scheme is Scheme.FP32:
         _fuse(raw, out, shape)
-    elif params.bits == 8 and params.activations == "dynamic_int8":
+    elif params.scheme is Scheme.INT8_DYNAMIC:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         fused = _fuse(raw, workdir / "fused_fp32.onnx", shape)
@@ -105,26 +110,25 @@ def _build(raw: Path, out: Path, params: QuantParams, shape: arch.ModelShape, wo
         quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         fused.unlink()
-    elif params.bits == 8 and params.activations == "static_int8":
+    elif params.scheme is Scheme.INT8_STATIC:
         _static_int8(raw, out, calibration)
     elif weight_codes is not None:
         _weight_only(raw, out, weight_codes, embeddings_4bit=params.bits <= weight_only.EMBEDDING_BITS,
-                     group_size=nbits.block_size_for(shape.hidden, params.group_size))
+                     group_size=block_size_for(shape.hidden, params.group_size))
     else:
         raise CandidateError(f"no onnxruntime recipe for {params}")
 
 
-def _static_int8(src: Path, dst: Path, calibration: tuple, batch_size: int = 16) -> None:
+def _static_int8(src: Path, dst: Path, calibration: dict, batch_size: int = 16) -> None:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    ids, mask = calibration
+    n = len(next(iter(calibration.values())))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input_ids": ids[i:i + batch_size].numpy(),
-                                  "attention_mask": mask[i:i + batch_size].numpy()}
-                                 for i in range(0, len(ids), batch_size)])
+            self.batches = iter([{name: t[i:i + batch_size].numpy() for name, t in calibration.items()}
+                                 for i in range(0, n, batch_size)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -141,7 +145,7 @@ def _weight_only(src: Path, dst: Path, weight_codes: dict, embeddings_4bit: bool
 
     model = onnx.load(str(src))
     n_linears = len(weight_codes)
-    replaced = nbits.rewrite(model, weight_codes)
+    replaced = layout.rewrite(model, weight_codes)
     if replaced != n_linears:
         raise CandidateError(f"found {replaced} of {n_linears} quantized Linears in the exported graph")
     if embeddings_4bit:

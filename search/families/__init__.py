@@ -1,0 +1,34 @@
+"""Model families by name, and the family of a given model. A new family is registered here."""
+from __future__ import annotations
+
+from .base import Family, ModelShape  # noqa: F401  (re-exported: the seam's types)
+from .bert_cls import BertClassifier
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    _REGISTRY[family.name] = family
+    return family
+
+
+register(BertClassifier())
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Family:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no model family {name!r}; registered: {', '.join(_REGISTRY)}") from None
+
+
+def of(model) -> Family:
+    """The family a model belongs to (compressors ask this instead of reaching into the model)."""
+    for family in _REGISTRY.values():
+        if family.matches(model):
+            return family
+    raise TypeError(f"{type(model).__name__} belongs to no registered model family ({', '.join(_REGISTRY)})")

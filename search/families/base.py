@@ -1,0 +1,239 @@
+"""The model-family seam: everything that depends on a model's architecture, behind one interface.
+
+The pipeline, the study, the cost model and the compressors call a `Family` and never look past it:
+they do not know module paths, config fields, input names or the output attribute of a forward call.
+A new family (a decoder LM, an image classifier) is one new module implementing this class and one
+line in `families/__init__.py`.
+
+Contract (as Optuna's storages document theirs):
+- Methods are pure with respect to the family object: a Family holds no per-model state, so one
+  instance serves every model of its kind, in any thread.
+- Methods that cut (`select_layers`, `slice_*`, `trim_vocab`) change the model in place and leave
+  it runnable: `forward` works after every single cut, and `sync_config` makes the HF config tell
+  the truth again (called once after a series of cuts).
+- A model batch is a dict of named tensors (`features`), exactly what the tokenizer produced and
+  what the exported artifact takes as inputs; only the family knows the names. `token_mask` says
+  which positions are real tokens (statistics are taken over those only).
+- `forward` returns `Forward`: `outputs` is the task-level tensor ([batch, classes] for a classifier,
+  [batch, seq, vocab] for an LM), plus hidden states / attentions when asked for.
+- Shapes and operator lists are functions of `ModelShape` alone (no weights): the screen prices a
+  recipe before any training from them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What memory and latency depend on; known before training from the recipe alone."""
+
+    family: str  # the Family's name: `families.get(shape.family)` prices it
+    layers: int
+    hidden: int
+    heads: tuple  # query heads per layer
+    ffn: tuple  # FFN channels per layer
+    vocab: int  # embedding rows (after trimming, when trimmed)
+    head_dim: int
+    kv_heads: tuple | None = None  # per layer, for grouped-query attention; None: one KV head per query head
+    positions: int = 0  # learned position-embedding rows (0: rotary or none)
+    segments: int = 0  # token-type (segment) embedding rows (0: none)
+    outputs: int = 0  # width of the task head (classes)
+    tied_embeddings: bool = False
+    id_map_size: int = 0  # > 0 when the vocabulary is trimmed: the id lookup table's length
+
+    @property
+    def input_vocab(self) -> int:
+        """Token ids the model accepts (the tokenizer's vocabulary, trimmed or not)."""
+        return self.id_map_size or self.vocab
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One weight tensor of a shape, for byte pricing by a backend.
+
+    role: "block_linear" (a compressible Linear inside layer `layer`), "head_linear" (task head Linears,
+    kept out of weight-only quantization), "embedding" (a lookup table, rows x cols), "vector" (biases,
+    norms: `rows` elements), "index_table" (an int64 id map of `rows` entries)."""
+
+    name: str
+    role: str
+    rows: int  # out_features for a Linear
+    cols: int = 1  # in_features for a Linear
+    layer: int = -1
+
+    @property
+    def elements(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One kernel of a forward pass, for the roofline: `weight_elements` are read at the precision the
+    recipe gives layer `layer` (0 for weight-free ops), `activation_bytes` at fp32."""
+
+    name: str
+    flops: float
+    activation_bytes: float
+    weight_elements: int = 0
+    layer: int = -1
+    linear: bool = False  # a matmul against weights: takes the quantized kernel's precision
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the knobs may ask of a student cut from this teacher."""
+
+    layers: int
+    hidden: int
+    ffn: int
+    head_dim: int  # hidden sizes are multiples of it; a student keeps whole teacher heads
+
+    def max_heads(self, hidden: int) -> int:
+        return hidden // self.head_dim
+
+
+@dataclass
+class Importance:
+    """Calibration statistics that rank what to keep when cutting (higher = more important)."""
+
+    hidden: torch.Tensor  # [hidden]: mean |activation| over the residual stream
+    heads: list  # per layer [heads]: mean norm of each head's contribution to the layer output
+    ffn: list  # per layer [ffn]: mean |activation| x norm of its output weights
+
+
+@dataclass
+class Forward:
+    outputs: torch.Tensor
+    hidden_states: tuple | None = None  # [0] is the embeddings' output, [i + 1] layer i's
+    attentions: tuple | None = None  # per layer [batch, heads, query, key]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How a runtime backend exports the model: input and output names (the tokenizer's feature names),
+    an example batch, and hints for the runtime's graph optimiser."""
+
+    inputs: tuple
+    outputs: tuple
+    example: dict  # name -> example tensor
+    dynamic_axes: dict
+    optimizer_hints: dict = field(default_factory=dict)  # e.g. onnxruntime's transformer-fusion model type
+    probe_inputs: tuple = ()  # (name, "ids" | "ones") per input: how a latency probe fills a random batch
+
+
+class Family(ABC):
+    name: str = ""
+    #: the stock Hugging Face class a student converts back to (`to_standard`), for the deploy card
+    hf_auto_class: str = ""
+
+    # -- identity and loading ---------------------------------------------------------------------------
+    @abstractmethod
+    def matches(self, model: nn.Module) -> bool:
+        """True for a model of this family (used by `families.of`)."""
+
+    @abstractmethod
+    def load(self, model_dir: Path, num_outputs: int, file_for_errors: str) -> nn.Module:
+        """The teacher from a local directory (safetensors), ready for this family's cuts and export."""
+
+    @abstractmethod
+    def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:
+        """Padded features [N, max_length] keyed as the model and its exported artifact take them."""
+
+    @abstractmethod
+    def token_mask(self, features: dict) -> torch.Tensor:
+        """[batch, seq] bool: the real tokens of a batch."""
+
+    @abstractmethod
+    def token_ids(self, features: dict) -> torch.Tensor:
+        """[batch, seq] the vocabulary ids of a batch (what vocabulary trimming keeps rows for)."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module, features: dict, hidden_states: bool = False,
+                attentions: bool = False) -> Forward: ...
+
+    # -- shape --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def shape_of(self, model: nn.Module) -> ModelShape: ...
+
+    def limits(self, teacher: ModelShape) -> Limits:
+        return Limits(layers=teacher.layers, hidden=teacher.hidden, ffn=min(teacher.ffn), head_dim=teacher.head_dim)
+
+    @abstractmethod
+    def tensors(self, shape: ModelShape) -> list[Tensor]:
+        """Every weight tensor a model of this shape stores."""
+
+    @abstractmethod
+    def operators(self, shape: ModelShape, batch: int, seq: int) -> list[Operator]:
+        """Every kernel of one forward pass."""
+
+    @abstractmethod
+    def activation_bytes(self, shape: ModelShape, batch: int, seq: int) -> int:
+        """Estimated peak activation bytes of one forward pass (fp32)."""
+
+    @abstractmethod
+    def random_model(self, shape: ModelShape, seed: int) -> nn.Module:
+        """A model of this shape with random weights (latency benchmarks: speed does not depend on values)."""
+
+    # -- what compression acts on ------------------------------------------------------------------------
+    @abstractmethod
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        """The repeated layers, in order."""
+
+    @abstractmethod
+    def block_linears(self, block: nn.Module) -> list[nn.Linear]:
+        """The Linears of one block that pruning and quantization act on."""
+
+    def linears(self, model: nn.Module) -> list[nn.Linear]:
+        return [lin for block in self.blocks(model) for lin in self.block_linears(block)]
+
+    @abstractmethod
+    def embeddings(self, model: nn.Module) -> list[nn.Embedding]:
+        """The lookup tables (a trimmed vocabulary's table inside its id-remapping wrapper)."""
+
+    @abstractmethod
+    def word_embedding(self, model: nn.Module) -> nn.Module: ...
+
+    @abstractmethod
+    def set_word_embedding(self, model: nn.Module, module: nn.Module) -> None: ...
+
+    # -- cuts -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def select_layers(self, model: nn.Module, keep: list[int]) -> None: ...
+
+    @abstractmethod
+    def slice_heads(self, block: nn.Module, keep_heads: list[int]) -> None: ...
+
+    @abstractmethod
+    def slice_ffn(self, block: nn.Module, keep: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def slice_hidden(self, model: nn.Module, keep: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def sync_config(self, model: nn.Module) -> None: ...
+
+    @abstractmethod
+    def reinitialise(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Fresh weights at the same (cut) shape: the random-init baseline."""
+
+    # -- importance -------------------------------------------------------------------------------------
+    @abstractmethod
+    def measure_importance(self, model: nn.Module, features: dict) -> Importance: ...
+
+    @abstractmethod
+    def gradient_importance(self, model: nn.Module, features: dict, labels: torch.Tensor, loss) -> Importance:
+        """First-order Taylor importance of heads and FFN channels under `loss(outputs, labels)`."""
+
+    # -- leaving the search -------------------------------------------------------------------------------
+    @abstractmethod
+    def export_spec(self, shape: ModelShape) -> ExportSpec: ...
+
+    @abstractmethod
+    def to_standard(self, model: nn.Module) -> nn.Module:
+        """An equivalent model with a stock config, loadable by plain `from_pretrained`."""

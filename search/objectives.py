@@ -1,0 +1,44 @@
+"""Each objective's name, direction, unit and budget key, defined once; the study, the Pareto front,
+selection, the tables and the dashboard read them from here.
+
+A run's objectives are its task type's quality objective (accuracy for classification; a divergence
+or perplexity ceiling for a language model later) plus the two resources every device budgets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # the metric key in a trial's metrics, and the Optuna metric name
+    direction: str  # "maximize" | "minimize"
+    budget_key: str  # the resolved budget's key: a floor for maximized objectives, a ceiling otherwise
+    unit: str
+
+    @property
+    def sign(self) -> int:
+        """+1 if higher is better."""
+        return 1 if self.direction == "maximize" else -1
+
+    def violation(self, value: float, limit: float) -> float:
+        """How far `value` misses `limit` (<= 0: met)."""
+        return (limit - value) if self.sign > 0 else (value - limit)
+
+    def better(self, a: float, b: float) -> bool:
+        return self.sign * a > self.sign * b
+
+
+ACCURACY = Objective("accuracy", "maximize", "accuracy_floor", "fraction")
+P99_LATENCY = Objective("p99_latency_ms", "minimize", "p99_latency_ms", "ms")
+MEMORY = Objective("memory_mb", "minimize", "memory_mb", "MB")
+RESOURCES = (P99_LATENCY, MEMORY)
+QUALITY = {o.name: o for o in (ACCURACY,)}  # quality objectives by name (task types pick theirs)
+
+
+def for_budget(budget: dict) -> tuple[Objective, ...]:
+    """The objectives of a run, from its resolved budget (which names its quality objective)."""
+    return (QUALITY[budget.get("quality", ACCURACY.name)],) + RESOURCES
+
+
+def quality(budget: dict) -> Objective:
+    return for_budget(budget)[0]
