@@ -28,6 +28,10 @@ def configure(device: str = "auto"):
     if device == "cuda" and not cuda:
         raise ConfigError("--device", "cuda", "no CUDA device is visible to torch here; use --device cpu or auto")
     use_cuda = device == "cuda" or (device == "auto" and cuda)
+    if _STATE["accelerator"] is not None:  # accelerate keeps one process-wide state; choosing again resets it
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     _STATE["accelerator"] = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
     return _STATE["accelerator"]
 

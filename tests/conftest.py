@@ -42,7 +42,13 @@ def random_split(n=64, length=16, vocab=120, seed=0) -> Split:
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     ids = ids * mask
     labels = torch.randint(0, 2, (n,), generator=g)
-    return Split(ids, mask, labels, [""] * n)
+    return Split({"input_ids": ids, "attention_mask": mask}, mask.sum(1), labels, [""] * n)
+
+
+def calib(split: Split, n: int | None = None) -> dict:
+    """A calibration feature batch (what compressors and the backend take) from the first n rows."""
+    features, _ = split.batch(torch.arange(n or len(split)))
+    return features
 
 
 @pytest.fixture

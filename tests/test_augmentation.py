@@ -8,7 +8,7 @@ from conftest import write_tiny_task
 from search.errors import ConfigError
 from search.tasks import load_task
 from search.tasks.teacher import prepare
-from search.train import logits_of
+from search.train import outputs_of
 
 
 def _with_unlabelled(task_yaml, name):
@@ -30,9 +30,9 @@ def test_teacher_labels_unlabelled_text_and_validation_text_is_never_added(tmp_p
     assert len(aug.kd_train) == len(plain.train) + 3  # 3 new unique texts
     assert aug.kd_train.texts[-3:] == new[:3] and not set(aug.kd_train.texts[-3:]) & set(aug.val.texts)
     extra = aug.kd_train.subset(len(aug.kd_train))
-    teacher_logits = logits_of(aug.teacher, extra)
-    torch.testing.assert_close(aug.kd_logits, teacher_logits, rtol=1e-4, atol=1e-4)
-    assert torch.equal(aug.kd_train.labels[-3:], teacher_logits[-3:].argmax(-1))  # pseudo-labels
+    teacher_outputs = outputs_of(aug.teacher, extra)
+    torch.testing.assert_close(aug.kd_outputs, teacher_outputs, rtol=1e-4, atol=1e-4)
+    assert torch.equal(aug.kd_train.labels[-3:], teacher_outputs[-3:].argmax(-1))  # pseudo-labels
     assert aug.key != plain.key  # students distilled on other data are cached apart
     assert plain.kd_train is plain.train  # no augmentation: nothing changes
 

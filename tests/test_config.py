@@ -9,12 +9,13 @@ import pytest
 
 from search.errors import ConfigError
 from search.families.base import Limits
-from search.space import Choice, Range, load_space
+from search.space import Choice, Range, check_against_teacher, load_space
 from search.target import load_target
 from search.tasks import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_TARGET = (ROOT / "targets" / "local_cpu.yaml").read_text()
+TEACHER = Limits(layers=6, hidden=384, ffn=1536, head_dim=32)  # the shipped MiniLM-L6 teacher
 
 
 def test_shipped_targets_and_space_load():
@@ -76,7 +77,8 @@ def test_space_errors(tmp_path, edit, key):
     bad = tmp_path / "space.yaml"
     bad.write_text((ROOT / "spaces" / "default.yaml").read_text().replace(*edit))
     with pytest.raises(ConfigError) as err:
-        load_space(str(bad))
+        # widths must be whole teacher heads: that check needs the teacher's head width, so it runs with the teacher
+        check_against_teacher(load_space(str(bad)), TEACHER)
     assert str(err.value).startswith(f"{bad}: {key}")
 
 
@@ -88,7 +90,7 @@ def test_space_samples_each_knob_only_where_it_acts():
     seen = set()
     for _ in range(400):
         trial = study.ask()
-        c = space.suggest(trial, Limits(layers=6, hidden=384, ffn=1536, head_dim=32))
+        c = space.suggest(trial, TEACHER)
         q, p = c.quant, c.prune
         weight_only = q.bits < 32 and q.activations == "none"
         assert (q.group_size is not None) == weight_only and (q.method != "rtn") <= weight_only

@@ -136,17 +136,20 @@ def test_select_report_export_reproduce_the_accuracy(files, tmp_path):
     # the shipped artifact, its shipped tokenizer, the task's validation split: same accuracy as reported
     from transformers import AutoTokenizer
 
-    from search.measure.accuracy import evaluate
+    from search import families
+    from search.backends.onnxruntime import OnnxRuntime
     from search.tasks import load_task
+    from search.tasks.classification import evaluate
     from search.tasks.data import read_table, split_frame, tokenize
 
     t = load_task(str(task))
     _, val, classes = split_frame(read_table(t.data_path, t.text_column, t.label_column, task),
                                   t.validation_fraction, t.split_seed, t.max_train_examples,
                                   t.max_validation_examples)
-    split = tokenize(val, AutoTokenizer.from_pretrained(out), classes, t.max_length)
-    assert evaluate(out / "model.onnx", split)["accuracy"] == pytest.approx(selected["metrics"]["accuracy"],
-                                                                            abs=0.001)
+    split = tokenize(val, AutoTokenizer.from_pretrained(out), classes, t.max_length, families.get("bert_cls"))
+    scores = OnnxRuntime().outputs(out / "model.onnx", split, 2)
+    assert evaluate(scores, split.labels.numpy())["accuracy"] == pytest.approx(selected["metrics"]["accuracy"],
+                                                                               abs=0.001)
 
 
 def test_select_on_unknown_run_is_one_line(files):
@@ -159,8 +162,9 @@ def test_select_on_unknown_run_is_one_line(files):
 def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     """Before shipping, the choice is re-measured; one that no longer meets the budget is replaced."""
     from search import outputs
-    from search.measure import latency
+    from search.backends.onnxruntime import OnnxRuntime
     from search.measure.latency import Latency
+    from search.run_dir import RunDir
 
     root, _ = files
     run = root / "results" / "r1"
@@ -171,13 +175,13 @@ def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     first = outputs.pareto.select(rows, saved["budget"])["selected"]["trial"]
     calls = []
 
-    def fake(path, *args, **kwargs):  # the first choice comes back slow, any other within budget
-        calls.append(path)
-        slow = f"{first:04d}" in str(path)
+    def fake(self, artifact, *args, **kwargs):  # the first choice comes back slow, any other within budget
+        calls.append(artifact)
+        slow = f"{first:04d}" in str(artifact)
         return Latency(p50_ms=1.0, p99_ms=1e6 if slow else 1.0, spread=0.0, source="measured", detail="fake")
 
-    monkeypatch.setattr(latency, "measure", fake)
-    choice = outputs.select_confirmed(rows, run, saved, "accuracy", log=lambda s: None)
+    monkeypatch.setattr(OnnxRuntime, "measure_latency", fake)
+    choice = outputs.select_confirmed(rows, RunDir(run), saved, "accuracy", log=lambda s: None)
     assert len(calls) == 2 and choice["meets_budget"] and choice["selected"]["trial"] != first
     assert any(f"trial {first} dropped: re-measured p99 1000000.00 ms > budget" in w for w in choice["why"])
     assert choice["selected"]["metrics"]["p99_latency_ms"] == 1.0

@@ -16,25 +16,7 @@ from conftest import write_tiny_task
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).with_name("golden") / "tiny_run.json"
-SPACE = """distill:
-  layers: {low: 1, high: 2}
-  hidden: {low: 32, high: 64, step: 32}
-  heads: {low: 1, high: 2}
-  ffn: {low: 64, high: 128, step: 64}
-  temperature: 2.0
-  alpha: {low: 0.5, high: 1.0, step: 0.5}
-  epochs: {low: 1, high: 4}
-  vocab: [full, task]
-prune:
-  type: [none, unstructured, structured, "2:4"]
-  ratio: {low: 0.25, high: 0.5, step: 0.25}
-  recovery_steps: 4
-quant:
-  bits: [32, 8, 4, 2]
-  group_size: [16, 32]
-  activations: [none, dynamic_int8, static_int8]
-  method: [rtn, gptq]
-"""
+SPACE = (Path(__file__).with_name("golden_space.yaml")).read_text()
 TARGET = """name: tiny_estimated
 device:
   latency: estimated

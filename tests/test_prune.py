@@ -4,35 +4,39 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search import arch
+from conftest import calib
+from search import families
 from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
 from search.compress import prune
 from search.pipeline import planned_shape
-from search.train import KD, logits_of
+from search.tasks import classification
+from search.train import KD, outputs_of
+
+BERT = families.get("bert_cls")
 
 
 def _kd(model, split):
-    return KD(logits_of(model, split), 2.0, 0.5)
+    return KD(outputs_of(model, split), 2.0, 0.5)
 
 
 def _calib(split):
-    return split.input_ids[:16], split.attention_mask[:16]
+    return calib(split, 16)
 
 
 @pytest.mark.parametrize("ratio", [0.2, 0.5, 0.9])
 def test_unstructured_sparsity_equals_ratio(model, split, ratio):
     prune.apply(model, PruneParams("unstructured", ratio, recovery_steps=3), train_split=split,
                 kd=_kd(model, split), calibration=_calib(split))
-    for lin in arch.encoder_linears(model):  # layer-wise: every matrix, to rounding of one weight
+    for lin in BERT.linears(model):  # layer-wise: every matrix, to rounding of one weight
         assert abs((lin.weight == 0).float().mean().item() - ratio) <= 1 / lin.weight.numel()
     assert prune.weight_sparsity(model) == pytest.approx(ratio, abs=1e-4)
-    assert not hasattr(arch.encoder_linears(model)[0], "weight_orig")  # masks made permanent
+    assert not hasattr(BERT.linears(model)[0], "weight_orig")  # masks made permanent
 
 
 def test_two_four_every_group_of_four_has_two_zeros(model, split):
     prune.apply(model, PruneParams("2:4", 0.5, recovery_steps=3), train_split=split, kd=_kd(model, split),
                 calibration=_calib(split))
-    for lin in arch.encoder_linears(model):
+    for lin in BERT.linears(model):
         groups = lin.weight.reshape(lin.out_features, -1, 4)
         assert ((groups == 0).sum(-1) >= 2).all()
     assert prune.weight_sparsity(model) == pytest.approx(0.5, abs=1e-6)
@@ -45,24 +49,24 @@ def test_two_four_mask_keeps_largest():
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
 def test_structured_shrinks_matrices_as_planned(model, split, ratio):
-    teacher_shape = arch.shape_of(model)
+    teacher_shape = BERT.shape_of(model)
     prune.apply(model, PruneParams("structured", ratio, recovery_steps=2), train_split=split,
                 kd=_kd(model, split), calibration=_calib(split))
-    shape = arch.shape_of(model)
+    shape = BERT.shape_of(model)
     cand = Candidate(DistillParams(3, 128, 4, 256), PruneParams("structured", ratio), QuantParams())
     assert shape == planned_shape(teacher_shape, cand)
     layer = model.bert.encoder.layer[0]
     assert layer.attention.self.query.weight.shape == (shape.heads[0] * 32, 128)
     assert layer.intermediate.dense.weight.shape == (shape.ffn[0], 128)
-    ids, mask, _ = split.batch(torch.arange(4))
-    assert model(input_ids=ids, attention_mask=mask).logits.shape == (4, 2)
+    features, _ = split.batch(torch.arange(4))
+    assert BERT.forward(model, features).outputs.shape == (4, 2)
 
 
 def test_structured_removes_least_important_head(model, split):
     layer = model.bert.encoder.layer[0]
     with torch.no_grad():  # make head 2 contribute nothing: it must be the one removed
         layer.attention.output.dense.weight[:, 64:96] = 0
-    prune.structured(model, 0.25, arch.measure_importance(model, *_calib(split)))
+    prune.structured(model, 0.25, BERT.measure_importance(model, _calib(split)))
     kept_value_rows = model.bert.encoder.layer[0].attention.output.dense.weight
     assert kept_value_rows.shape[1] == 96 and (kept_value_rows.abs().sum(0) > 0).all()
 
@@ -73,9 +77,9 @@ def test_pruned_model_round_trips_through_from_pretrained(model, split, tmp_path
 
     prune.apply(model, PruneParams("structured", 0.5, recovery_steps=2), train_split=split, kd=_kd(model, split),
                 calibration=_calib(split))
-    arch.to_standard(model).save_pretrained(tmp_path)
+    BERT.to_standard(model).save_pretrained(tmp_path)
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager")
-    assert torch.allclose(logits_of(loaded, split), logits_of(model, split), atol=1e-5)
+    assert torch.allclose(outputs_of(loaded, split), outputs_of(model, split), atol=1e-5)
     assert (tmp_path / "model.safetensors").is_file()
 
 
@@ -88,10 +92,10 @@ def test_cubic_schedule_ends_at_the_ratio_and_prunes_most_early():
 
 @pytest.mark.parametrize("ptype,ratio", [("unstructured", 0.7), ("structured", 0.5)])
 def test_iterative_rounds_reach_exactly_the_asked_ratio(model, split, ptype, ratio):
-    teacher_shape = arch.shape_of(model)
+    teacher_shape = BERT.shape_of(model)
     rounds = []
     orig_train = prune.train
-    prune.train = lambda m, data, steps, **kw: rounds.append((prune.weight_sparsity(m), arch.shape_of(m), steps))
+    prune.train = lambda m, data, steps, **kw: rounds.append((prune.weight_sparsity(m), BERT.shape_of(m), steps))
     try:
         prune.apply(model, PruneParams(ptype, ratio, recovery_steps=10, iterations=3), train_split=split,
                     kd=_kd(model, split), calibration=_calib(split))
@@ -105,11 +109,11 @@ def test_iterative_rounds_reach_exactly_the_asked_ratio(model, split, ptype, rat
         ffn = [shape.ffn[0] for _, shape, _ in rounds]
         assert ffn == [round(256 * (1 - r)) for r in prune.schedule(ratio, 3)]
         cand = Candidate(DistillParams(3, 128, 4, 256), PruneParams("structured", ratio), QuantParams())
-        assert arch.shape_of(model) == planned_shape(teacher_shape, cand)
+        assert BERT.shape_of(model) == planned_shape(teacher_shape, cand)
 
 
 def test_global_scope_prunes_small_matrices_harder_when_their_weights_are_small(model, split):
-    linears = arch.encoder_linears(model)
+    linears = BERT.linears(model)
     with torch.no_grad():
         linears[0].weight.mul_(0.01)  # one matrix of tiny weights: a global threshold takes it first
     prune.apply(model, PruneParams("unstructured", 0.3, scope="global"), train_split=split, kd=_kd(model, split),
@@ -131,22 +135,23 @@ def test_wanda_keeps_weights_on_loud_inputs():
 
 
 def test_wanda_input_norms_are_measured_over_real_tokens(model, split):
-    ids, mask = _calib(split)
-    norms = prune.input_norms(model, (ids, mask))
+    features = _calib(split)
+    ids, mask = features["input_ids"], features["attention_mask"]
+    norms = prune.input_norms(model, features)
     lin = model.bert.encoder.layer[0].attention.self.query
     x = model.bert.embeddings(input_ids=ids)[mask.bool()]
     torch.testing.assert_close(norms[lin], x.norm(dim=0), rtol=1e-4, atol=1e-4)
 
 
 def test_gradient_importance_ranks_a_head_the_loss_depends_on_first(model, split):
-    ids, mask, labels = split.batch(torch.arange(32))
+    features, labels = split.batch(torch.arange(32))
     layer = model.bert.encoder.layer[0]
     with torch.no_grad():
         layer.attention.output.dense.weight[:, 32:64] = 0  # head 1 cannot change the loss: Taylor score 0
-    imp = arch.gradient_importance(model, ids, mask, labels)
+    imp = BERT.gradient_importance(model, features, labels, classification.loss)
     assert imp.heads[0][1] == 0 and (imp.heads[0][[0, 2, 3]] > 0).all()
     assert [len(h) for h in imp.heads] == [4, 4, 4] and [len(f) for f in imp.ffn] == [256] * 3
     assert all(p.grad is None for p in model.parameters())  # no gradients left behind
     prune.apply(model, PruneParams("structured", 0.25, importance="gradient"), train_split=split,
-                kd=_kd(model, split), calibration=(ids, mask), labels=labels)
-    assert arch.shape_of(model).heads == (3, 3, 3)
+                kd=_kd(model, split), calibration=features, labels=labels)
+    assert BERT.shape_of(model).heads == (3, 3, 3)

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_model
+from search import families
+from search.backends.onnxruntime import OnnxRuntime
 from search.candidate import QuantParams
-from search.compress import quantize
 from search.errors import ConfigError
-from search.measure.latency import Runner, measure
+from search.measure.latency import Runner
 from search.target import load_target
 
+ORT = OnnxRuntime()
 SSHD = "/usr/sbin/sshd"
 if not os.path.exists(SSHD):
     pytestmark = pytest.mark.skipif(os.environ.get("SEARCH_REQUIRE_SSHD") != "1",
@@ -58,10 +60,11 @@ def sshd(tmp_path_factory):
 
 def test_measures_on_the_device_through_ssh(sshd, tmp_path):
     command, d = sshd
-    artifact = quantize.quantize_artifact(tiny_model(), QuantParams(8, None, "dynamic_int8"), tmp_path / "a")
+    model = tiny_model()
+    artifact = ORT.build(model, QuantParams(8, None, "dynamic_int8"), tmp_path / "a")
     workdir = d / "remote"
-    lat = measure(artifact, 1, 16, 1, 120, rounds=2, runs_per_round=10,
-                  runner=Runner(command=command, python=sys.executable, workdir=str(workdir)))
+    lat = ORT.measure_latency(artifact, families.of(model).shape_of(model), 1, 16, 1, rounds=2, runs_per_round=10,
+                              runner=Runner(command=command, python=sys.executable, workdir=str(workdir)))
     assert lat.source == "measured" and lat.p50_ms > 0 and lat.p99_ms >= lat.p50_ms
     assert lat.peak_rss_mb is not None and lat.peak_rss_mb > 0
     assert command in lat.detail
@@ -74,10 +77,12 @@ def test_unreachable_device_is_a_candidate_error(sshd, tmp_path):
     from search.errors import CandidateError
 
     command, _ = sshd
-    artifact = quantize.quantize_artifact(tiny_model(), QuantParams(32), tmp_path / "a")
+    model = tiny_model()
+    artifact = ORT.build(model, QuantParams(32), tmp_path / "a")
     bad = command.replace("-p ", "-p 1").rsplit(" ", 1)[0] + " nobody@127.0.0.1"
     with pytest.raises(CandidateError, match="runner .* failed"):
-        measure(artifact, 1, 16, 1, 120, rounds=1, runs_per_round=2, runner=Runner(command=bad))
+        ORT.measure_latency(artifact, families.of(model).shape_of(model), 1, 16, 1, rounds=1, runs_per_round=2,
+                            runner=Runner(command=bad))
 
 
 def test_target_runner_keys(tmp_path):

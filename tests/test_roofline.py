@@ -5,13 +5,13 @@ from dataclasses import replace
 
 import pytest
 
-from search.arch import ModelShape
 from search.candidate import QuantParams
+from search.families.base import ModelShape
 from search.measure import roofline
 from search.target import load_target
 
-SHAPE = ModelShape(layers=6, hidden=384, heads=(12,) * 6, ffn=(1536,) * 6, vocab=30522, max_positions=512,
-                   type_vocab=2, num_labels=2)
+SHAPE = ModelShape(family="bert_cls", layers=6, hidden=384, heads=(12,) * 6, ffn=(1536,) * 6, vocab=30522,
+                   head_dim=32, positions=512, segments=2, outputs=2)
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import arch
+from search import families
+from search.backends.onnxruntime import OnnxRuntime
 from search.candidate import QuantParams
-from search.compress import prune, quantize
-from search.measure import memory
-from search.measure.latency import measure
+from search.compress import prune
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
+ORT = OnnxRuntime()
 
 
 def test_structured_pruning_shrinks_weights_and_measured_latency(tmp_path):
@@ -26,14 +26,17 @@ def test_structured_pruning_shrinks_weights_and_measured_latency(tmp_path):
     # MiniLM-L6's shape (random weights: latency does not depend on their values)
     model = tiny_model(layers=6, hidden=384, heads=12, ffn=1536, vocab=30522, positions=512)
     split = random_split(n=32, length=32, vocab=30522)
-    dense = quantize.quantize_artifact(model, QuantParams(32), tmp_path / "dense")
-    prune.structured(model, 0.5, arch.measure_importance(model, split.input_ids, split.attention_mask))
-    pruned = quantize.quantize_artifact(model, QuantParams(32), tmp_path / "pruned")
-    assert memory.weight_bytes(pruned) < memory.weight_bytes(dense) - 0.45 * 4 * 6 * (4 * 384 ** 2 + 2 * 384 * 1536)
+    fam = families.of(model)
+    dense_shape = fam.shape_of(model)
+    dense = ORT.build(model, QuantParams(32), tmp_path / "dense")
+    prune.structured(model, 0.5, fam.measure_importance(model, split.features))
+    pruned_shape = fam.shape_of(model)
+    pruned = ORT.build(model, QuantParams(32), tmp_path / "pruned")
+    assert ORT.weight_bytes(pruned) < ORT.weight_bytes(dense) - 0.45 * 4 * 6 * (4 * 384 ** 2 + 2 * 384 * 1536)
     ratios = []
     for _ in range(3):  # interleaved rounds: a burst of load on the shared host hits both alike
-        d = measure(dense, 1, 128, threads=1, vocab_size=30522, rounds=2, runs_per_round=25)
-        p = measure(pruned, 1, 128, threads=1, vocab_size=30522, rounds=2, runs_per_round=25)
+        d = ORT.measure_latency(dense, dense_shape, 1, 128, threads=1, rounds=2, runs_per_round=25)
+        p = ORT.measure_latency(pruned, pruned_shape, 1, 128, threads=1, rounds=2, runs_per_round=25)
         ratios.append(p.p50_ms / d.p50_ms)
     assert float(np.median(ratios)) < 0.85, ratios
 

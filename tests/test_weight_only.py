@@ -10,12 +10,20 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from search import arch
+from conftest import calib as calibration
+from search import families
+from search.backends.onnxruntime import OnnxRuntime, layout, session
 from search.candidate import QuantParams
-from search.compress import gptq, nbits, quantize, weight_only
+from search.compress import gptq, grid, weight_only
 from search.errors import CandidateError
-from search.measure import accuracy
-from search.train import logits_of
+from search.train import outputs_of
+
+ORT = OnnxRuntime()
+
+
+def _onnx_logits(path, split):
+    features, _ = split.batch(torch.arange(len(split)))
+    return session(path, 2).run(["logits"], {name: t.numpy() for name, t in features.items()})[0]
 
 
 def _matmul_model(w_kn: np.ndarray) -> onnx.ModelProto:
@@ -32,23 +40,23 @@ def test_rtn_codes_are_byte_identical_to_onnxruntimes_quantizer(bits, group):
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     w = torch.randn(48, 96)  # torch layout [N, K]
-    block = nbits.block_size_for(96, group)
+    block = grid.block_size_for(96, group)
     assert block == (128 if group == "channel" else group)
     config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, bits=bits)
     q = MatMulNBitsQuantizer(_matmul_model(w.t().contiguous().numpy()), algo_config=config)
     q.process()
     inits = {t.name: numpy_helper.to_array(t) for t in q.model.model.graph.initializer}
-    ours = nbits.rtn(w, bits, block)
-    assert np.array_equal(nbits.pack(ours.codes, bits), inits[f"W_Q{bits}"])
+    ours = grid.rtn(w, bits, block)
+    assert np.array_equal(layout.pack(ours.codes, bits), inits[f"W_Q{bits}"])
     assert np.array_equal(ours.scales.numpy().reshape(-1), inits["W_scales"].reshape(-1))
-    assert np.array_equal(nbits.unpack(nbits.pack(ours.codes, bits), bits), ours.codes.numpy())
+    assert np.array_equal(layout.unpack(layout.pack(ours.codes, bits), bits), ours.codes.numpy())
 
 
 def test_rewritten_matmul_computes_the_dequantized_weight():
     w = torch.randn(40, 64)
-    codes = nbits.rtn(w, 4, 32)
+    codes = grid.rtn(w, 4, 32)
     model = _matmul_model(w.t().contiguous().numpy())
-    assert nbits.rewrite(model, {nbits.key_of_linear(w): codes}, accuracy_level=0) == 1
+    assert layout.rewrite(model, {layout.key_of_linear(w): codes}, accuracy_level=0) == 1
     assert [n.op_type for n in model.graph.node] == ["MatMulNBits"] and len(model.graph.initializer) == 2
     import onnxruntime as ort
 
@@ -60,7 +68,7 @@ def test_rewritten_matmul_computes_the_dequantized_weight():
 def test_codes_stay_on_the_grid_and_padding_is_not_in_the_weight():
     w = torch.randn(8, 40)
     for bits in (2, 4, 8):
-        c = nbits.rtn(w, bits, 32)
+        c = grid.rtn(w, bits, 32)
         assert c.codes.shape == (8, 2, 32) and int(c.codes.max()) < 2 ** bits
         assert (c.codes[:, 1, 8:] == 0).all()  # K=40: the last block's 24 padded codes, as ORT writes them
         assert c.dequantize().shape == (8, 40)
@@ -68,9 +76,26 @@ def test_codes_stay_on_the_grid_and_padding_is_not_in_the_weight():
         assert all(len(torch.unique(row)) <= 2 ** bits for row in per_block)
 
 
-def test_2bit_per_channel_over_256_inputs_is_refused():
+def test_2bit_per_channel_over_256_inputs_is_refused(split, tmp_path):
+    """onnxruntime refuses 2-bit blocks over 256 at session start: the backend refuses them first (the grid
+    maths itself has no such limit)."""
+    from conftest import tiny_model
+
+    block = grid.block_size_for(384, "channel")
     with pytest.raises(CandidateError, match="256"):
-        nbits.rtn(torch.randn(4, 384), 2, nbits.block_size_for(384, "channel"))
+        layout.check_block(2, block)
+    layout.check_block(4, block)  # only 2 bits are limited
+    layout.check_block(2, grid.block_size_for(256, "channel"))
+    assert grid.rtn(torch.randn(4, 384), 2, block).codes.shape == (4, 1, 512)  # rounding itself still works
+
+    model = tiny_model(ffn=384)  # the FFN output Linear has 384 inputs
+    shape = families.of(model).shape_of(model)
+    params = QuantParams(2, "channel")
+    problems = ORT.check(shape, params)
+    assert len(problems) == 1 and "256" in problems[0]
+    assert ORT.check(shape, QuantParams(2, 32)) == [] and ORT.check(shape, QuantParams(4, "channel")) == []
+    with pytest.raises(CandidateError, match="256"):
+        ORT.build(model, params, tmp_path, calibration(split, 16))
 
 
 @pytest.mark.parametrize("bits,group", [(4, 32), (2, 32), (4, "channel")])
@@ -80,9 +105,9 @@ def test_gptq_has_lower_output_error_than_rtn_on_correlated_inputs(bits, group):
     x += 0.1 * torch.randn(2048, 128, generator=g)
     w = torch.randn(64, 128, generator=g)
     h, _ = gptq.hessian_update(None, 0, x)
-    block = nbits.block_size_for(128, group)
+    block = grid.block_size_for(128, group)
     err = {name: float(((x @ (w - c.dequantize()).T) ** 2).mean())
-           for name, c in (("rtn", nbits.rtn(w, bits, block)), ("gptq", gptq.gptq(w, h, bits, block)))}
+           for name, c in (("rtn", grid.rtn(w, bits, block)), ("gptq", gptq.gptq(w, h, bits, block)))}
     assert err["gptq"] < 0.5 * err["rtn"], err
     c = gptq.gptq(w, h, bits, block)
     assert int(c.codes.max()) < 2 ** bits and c.codes.shape == (64, 128 // block, block)
@@ -97,15 +122,15 @@ def test_hessian_update_is_the_running_mean_of_2xxT():
 
 
 def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(model, split, tmp_path):
-    calib = (split.input_ids[:16], split.attention_mask[:16])
+    calib = calibration(split, 16)
     with torch.no_grad():  # make layer 1 clearly the most sensitive: large weights, large rounding error
-        for lin in weight_only.layer_linears(arch.layers_of(model)[1]):
+        for lin in weight_only.layer_linears(families.of(model).blocks(model)[1]):
             lin.weight.mul_(6.0)
     scores = weight_only.layer_sensitivity(model, 2, 32, calib)
     assert int(np.argmax(scores)) == 1
     params = QuantParams(2, 32, high_precision_fraction=0.34)  # round(0.34 * 3 layers) = 1 layer at 8 bits
     assert weight_only.bits_per_layer(model, params, calib) == [2, 8, 2]
-    path = quantize.quantize_artifact(model, params, tmp_path, calib)
+    path = ORT.build(model, params, tmp_path, calib)
     bits = {}
     for node in onnx.load(str(path)).graph.node:
         if node.op_type == "MatMulNBits":
@@ -119,16 +144,14 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(model, split,
 def test_torch_and_the_onnxruntime_artifact_compute_the_same_quantized_model(model, split, tmp_path, bits, method):
     """Linears and (at <= 4 bits) embeddings are rounded in torch exactly as shipped: the only difference
     left is the kernel's int8 activations (accuracy_level 4)."""
-    calib = (split.input_ids[:16], split.attention_mask[:16])
+    calib = calibration(split, 16)
     params = QuantParams(bits, 32, method=method)
     fake = copy.deepcopy(model)
     weight_only.quantize_linears(fake, params, calib)
-    path = quantize.quantize_artifact(model, params, tmp_path, calib)
-    ids, mask, _ = split.batch(torch.arange(len(split)))
-    ort_logits = accuracy.session(path, 2).run(["logits"], {"input_ids": ids.numpy(),
-                                                            "attention_mask": mask.numpy()})[0]
-    torch_logits = logits_of(fake, split).numpy()
-    fp32_logits = logits_of(model, split).numpy()
+    path = ORT.build(model, params, tmp_path, calib)
+    ort_logits = _onnx_logits(path, split)
+    torch_logits = outputs_of(fake, split).numpy()
+    fp32_logits = outputs_of(model, split).numpy()
     assert np.abs(ort_logits - torch_logits).max() < 2e-3
     assert np.abs(torch_logits - fp32_logits).max() > 0  # the weights really changed
 
@@ -138,24 +161,23 @@ def test_quantization_aware_recovery_trains_on_the_grid_the_artifact_ships(model
     from search.candidate import PruneParams
     from search.train import KD
 
-    calib = (split.input_ids[:16], split.attention_mask[:16])
-    kd = KD(logits_of(model, split), 2.0, 0.5)
+    calib = calibration(split, 16)
+    kd = KD(outputs_of(model, split), 2.0, 0.5)
     prune.apply(model, PruneParams("unstructured", 0.5), train_split=split, kd=kd, calibration=calib)
-    before = [lin.weight.detach().clone() for lin in arch.encoder_linears(model)]
+    before = [lin.weight.detach().clone() for lin in families.of(model).linears(model)]
     params = QuantParams(8, 32, qat_steps=5)
     linears = qat.attach(model, params, calib)
-    fake_logits = logits_of(model, split).numpy()  # what training computes with
+    fake_logits = outputs_of(model, split).numpy()  # what training computes with
     qat.detach(linears)
-    path = quantize.quantize_artifact(model, params, tmp_path, calib)
-    ids, mask, _ = split.batch(torch.arange(len(split)))
-    ort_logits = accuracy.session(path, 2).run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    path = ORT.build(model, params, tmp_path, calib)
+    ort_logits = _onnx_logits(path, split)
     assert np.abs(ort_logits - fake_logits).max() < 2e-3
 
     qat.apply(model, params, train_split=split, kd=kd, calibration=calib)
-    after = [lin.weight.detach() for lin in arch.encoder_linears(model)]
+    after = [lin.weight.detach() for lin in families.of(model).linears(model)]
     assert any(not torch.equal(a, b) for a, b in zip(after, before))  # the latent weights trained
     assert all(torch.equal(a == 0, b == 0) for a, b in zip(after, before))  # pruned zeros stayed zero
-    assert not any(hasattr(lin, "parametrizations") for lin in arch.encoder_linears(model))
+    assert not any(hasattr(lin, "parametrizations") for lin in families.of(model).linears(model))
     with pytest.raises(CandidateError, match="round-to-nearest"):
         qat.apply(model, QuantParams(4, 32, method="gptq", qat_steps=3), train_split=split, kd=kd, calibration=calib)
 
@@ -164,15 +186,14 @@ def test_quantization_aware_recovery_and_gptq_work_on_a_trimmed_vocabulary(model
     from search.compress import qat, vocab
     from search.train import KD
 
-    vocab.trim(model, vocab.task_token_ids(split.input_ids, [0, 1]), unk_id=1)
-    calib = (split.input_ids[:16], split.attention_mask[:16])
+    vocab.trim(model, vocab.task_token_ids(split.features["input_ids"], [0, 1]), unk_id=1)
+    calib = calibration(split, 16)
     params = QuantParams(4, 32, qat_steps=2)
-    qat.apply(model, params, train_split=split, kd=KD(logits_of(model, split), 2.0, 0.5), calibration=calib)
+    qat.apply(model, params, train_split=split, kd=KD(outputs_of(model, split), 2.0, 0.5), calibration=calib)
     assert not hasattr(model.bert.embeddings.word_embeddings.embedding, "parametrizations")
     for p in (params, QuantParams(4, 32, method="gptq")):
         fake = copy.deepcopy(model)
         weight_only.quantize_linears(fake, p, calib)
-        path = quantize.quantize_artifact(model, p, tmp_path / p.method, calib)
-        ids, mask, _ = split.batch(torch.arange(len(split)))
-        got = accuracy.session(path, 2).run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-        assert np.abs(got - logits_of(fake, split).numpy()).max() < 2e-3
+        path = ORT.build(model, p, tmp_path / p.method, calib)
+        got = _onnx_logits(path, split)
+        assert np.abs(got - outputs_of(fake, split).numpy()).max() < 2e-3

@@ -67,11 +67,12 @@ class OnnxRuntime(Backend):
     artifact_name = ARTIFACT
 
     def check(self, shape: ModelShape, quant: QuantParams) -> list[str]:
-        if quant.scheme is Scheme.WEIGHT_ONLY and quant.bits == 2 and quant.group_size == CHANNEL:
+        if quant.scheme is Scheme.WEIGHT_ONLY and quant.bits == 2:
             widest = max(t.cols for t in families.get(shape.family).tensors(shape) if t.role == "block_linear")
-            if block_size_for(widest, CHANNEL) > layout.MAX_2BIT_BLOCK:
-                return [f"2-bit per-channel blocks of {widest} inputs exceed onnxruntime's "
-                        f"{layout.MAX_2BIT_BLOCK}-wide 2-bit limit"]
+            block = block_size_for(widest, quant.group_size)
+            if block > layout.MAX_2BIT_BLOCK:
+                what = f"per-channel blocks of {widest} inputs" if quant.group_size == CHANNEL else f"blocks of {block}"
+                return [f"2-bit {what} exceed onnxruntime's {layout.MAX_2BIT_BLOCK}-wide 2-bit limit"]
         return []
 
     def predicted_weight_bytes(self, shape: ModelShape, quant: QuantParams) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -43,10 +44,11 @@ class _quiet:
         logging.disable(logging.NOTSET)
 
 
-def export_onnx(model, path: Path) -> Path:
-    """Legacy exporter (dynamo=False): the graph onnxruntime's transformer optimizer knows how to fuse."""
+def export_onnx(model, path: Path, shape: ModelShape | None = None) -> Path:
+    """Legacy exporter (dynamo=False): the graph onnxruntime's transformer optimizer knows how to fuse.
+    `shape`: the model's, when a wrapper (SmoothQuant's) hides it from the family."""
     family = families.of(model)
-    spec = family.export_spec(family.shape_of(model))
+    spec = family.export_spec(shape or family.shape_of(model))
     model.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -57,9 +59,14 @@ def export_onnx(model, path: Path) -> Path:
 
 
 def _fuse(src: Path, dst: Path, shape: ModelShape) -> Path:
+    """onnxruntime's transformer fusion where the family names a fusion model type; else the graph as is
+    (onnxruntime still applies its generic optimisations when the session starts)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     hints = families.get(shape.family).export_spec(shape).optimizer_hints
+    if not hints.get("model_type"):
+        shutil.copyfile(src, dst)
+        return dst
     optimized = optimize_model(str(src), **hints)
     optimized.save_model_to_file(str(dst))
     return dst
@@ -85,7 +92,7 @@ def build(model, params: QuantParams, workdir: Path, calibration: dict | None = 
             layout.check_block(params.bits, block_size_for(lin.in_features, params.group_size))
         codes = weight_only.quantize_linears(model, params, calibration)
         weight_codes = layout.by_weight_key(model, codes)
-    raw = export_onnx(model, workdir / "exported_fp32.onnx")
+    raw = export_onnx(model, workdir / "exported_fp32.onnx", shape)
     out = workdir / ARTIFACT
     try:
         with _quiet():

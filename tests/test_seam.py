@@ -1,0 +1,34 @@
+"""The seam, as the README states it: outside the BERT family module no file names BERT, input_ids,
+attention_mask or logits; outside the onnxruntime backend none imports onnxruntime or names model.onnx."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "search"
+FAMILY_WORDS = re.compile(r"\b(bert|input_ids|attention_mask|logits)\b", re.IGNORECASE)
+RUNTIME = re.compile(r"^\s*(import|from) onnxruntime|model\.onnx")
+
+
+def offenders(pattern: re.Pattern, allowed: str) -> list[str]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        if rel.startswith(allowed):
+            continue
+        out += [f"{rel}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                if pattern.search(line)]
+    return out
+
+
+def test_only_the_bert_family_names_bert_and_its_inputs():
+    assert offenders(FAMILY_WORDS, "search/families/bert_cls.py") == []
+
+
+def test_only_the_onnxruntime_backend_imports_it_or_names_its_artifact():
+    assert offenders(RUNTIME, "search/backends/onnxruntime/") == []
+
+
+def test_the_checks_can_fail():
+    assert FAMILY_WORDS.search("out = model(input_ids=ids).logits")
+    assert RUNTIME.search("import onnxruntime as ort") and RUNTIME.search('path / "model.onnx"')
