@@ -48,10 +48,16 @@ def _cmd_run(args) -> int:
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
         args.device = prev.get("device", args.device)
-    # validate all three inputs before any heavy work
+    # validate all three inputs before any heavy work (the space against the teacher's config, too)
     target = load_target(args.target)
     space = load_space(args.space)
     task = load_task(args.task)
+    from . import families
+    from .space import check_against_teacher
+
+    limits = families.get(task.family).limits_from_config(task.teacher_dir)
+    if limits is not None:
+        check_against_teacher(space, limits)
 
     import torch
 
@@ -68,11 +74,13 @@ def _cmd_run(args) -> int:
         if run_dir.exists():
             print(f"error: {run_dir}: --run-id: already exists; pick another or use --resume", file=sys.stderr)
             return 2
+    from .run_dir import RunDir, atomic_write_json
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps(
-        {"target": str(target.path.resolve()), "space": str(space.path.resolve()),
-         "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
-         "threads": args.threads, "device": args.device}, indent=2))
+    atomic_write_json(RunDir(run_dir).run_json, {
+        "target": str(target.path.resolve()), "space": str(space.path.resolve()),
+        "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
+        "threads": args.threads, "device": args.device})
     print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
           f"{args.trials} completed trials wanted, training on {accel.describe()} "
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "
@@ -88,8 +96,10 @@ def _cmd_run(args) -> int:
 def _run_dir(name: str) -> Path:
     from .errors import ConfigError
 
+    from .run_dir import RunDir
+
     for candidate in (Path(name), RESULTS_DIR / name):
-        if (candidate / "study.db").is_file():
+        if RunDir(candidate).study_db.is_file():
             return candidate
     raise ConfigError(name, "RUN", f"no run here (no study.db); give a directory under {RESULTS_DIR} or a path")
 

@@ -161,6 +161,11 @@ class Family(ABC):
     @abstractmethod
     def shape_of(self, model: nn.Module) -> ModelShape: ...
 
+    def limits_from_config(self, model_dir: Path) -> Limits | None:
+        """The knob limits read from a teacher directory's config alone (no weights), so a space can be
+        checked against the teacher before any heavy work; None when the family cannot tell."""
+        return None
+
     def limits(self, teacher: ModelShape) -> Limits:
         return Limits(layers=teacher.layers, hidden=teacher.hidden, ffn=min(teacher.ffn), head_dim=teacher.head_dim)
 

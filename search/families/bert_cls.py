@@ -15,7 +15,7 @@ from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 from ..errors import ConfigError
-from .base import ExportSpec, Family, Forward, Importance, ModelShape, Operator, Tensor
+from .base import ExportSpec, Family, Forward, Importance, Limits, ModelShape, Operator, Tensor
 
 INPUTS = ("input_ids", "attention_mask")
 
@@ -57,6 +57,16 @@ class BertClassifier(Family):
         except Exception as exc:  # transformers raises many kinds for corrupt weights; all are "unreadable"
             raise ConfigError(file_for_errors, "teacher", f"cannot load weights from {model_dir}: "
                                                           f"{str(exc).splitlines()[0]}") from None
+
+    def limits_from_config(self, model_dir: Path) -> Limits | None:
+        from transformers import AutoConfig
+
+        try:
+            c = AutoConfig.from_pretrained(model_dir)
+            return Limits(layers=c.num_hidden_layers, hidden=c.hidden_size, ffn=c.intermediate_size,
+                          head_dim=c.hidden_size // c.num_attention_heads)
+        except (OSError, ValueError, AttributeError):  # unreadable: load() reports it with the file and key
+            return None
 
     def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:
         enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
