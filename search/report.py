@@ -5,6 +5,7 @@ import html
 from pathlib import Path
 
 from .pareto import feasible, front, hypervolume
+from .run_dir import atomic_write_text
 
 RUN_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#7f7f7f")
 
@@ -172,6 +173,6 @@ def _write(path: Path, title: str, divs: list[str], runs: list[tuple[str, dict]]
     table = ("<h3>Pareto front (within budget)</h3><table id='front-table' border=1 cellpadding=4 "
              "style='border-collapse:collapse'><tr><th>run</th><th>trial</th><th>accuracy</th><th>p99 ms</th>"
              f"<th>memory MB</th><th>recipe</th></tr>{rows}</table>")
-    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                    f"<body style='font-family:sans-serif'>{''.join(divs)}{table}{SORT_JS}</body></html>")
+    atomic_write_text(path, f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                            f"</head><body style='font-family:sans-serif'>{''.join(divs)}{table}{SORT_JS}</body></html>")
     return path
