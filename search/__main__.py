@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+DEFAULT_TRIALS, DEFAULT_THREADS = 14, 2
 RESULTS_DIR = Path(os.environ.get("SEARCH_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
 # `datasets` caches what it reads; keep that inside results/ (nothing is written outside it)
 os.environ.setdefault("HF_DATASETS_CACHE", str(RESULTS_DIR / "cache" / "datasets"))
@@ -37,17 +38,31 @@ def _cmd_run(args) -> int:
     from .target import load_target
     from .tasks import load_task
 
-    run_dir = RESULTS_DIR / args.resume if args.resume else None
+    from . import storage as storages
+    from .schema import check_run_id, slug
+
+    join = getattr(args, "join", None)
+    existing = args.resume or join
+    flag = "--resume" if args.resume else "RUN"
+    run_dir = RESULTS_DIR / check_run_id(existing, flag) if existing else None
     if run_dir is not None:
         saved = run_dir / "run.json"
         if not saved.is_file():
-            print(f"error: {saved}: --resume: no such run; give a directory name under {RESULTS_DIR}",
+            print(f"error: {saved}: {flag}: no such run; give a directory name under {RESULTS_DIR}",
                   file=sys.stderr)
             return 2
         prev = json.loads(saved.read_text())
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
-        args.device = prev.get("device", args.device)
+        args.storage = prev.get("storage")
+        args.device = prev.get("device", args.device) if args.device is None or args.resume else args.device
+        # the same run goes on: its trial count and threads unless given again
+        args.trials = args.trials if args.trials is not None else prev.get("trials", DEFAULT_TRIALS)
+        args.threads = args.threads if args.threads is not None else prev.get("threads", DEFAULT_THREADS)
+    args.trials = DEFAULT_TRIALS if args.trials is None else args.trials
+    args.threads = DEFAULT_THREADS if args.threads is None else args.threads
+    args.device = args.device or "auto"
+    storages.check_url(args.storage)
     # validate all three inputs before any heavy work (the space against the teacher's config, too)
     target = load_target(args.target)
     space = load_space(args.space)
@@ -67,30 +82,44 @@ def _cmd_run(args) -> int:
     accel.configure(args.device)
     _quiet_libraries()
     from .study import RunSettings, run
-    from .tasks.teacher import prepare
+    from .tasks.teacher import check_data, prepare
 
+    check_data(task)  # the data is read and checked before a run folder is made
     if run_dir is None:
-        run_dir = RESULTS_DIR / (args.run_id or f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_id = check_run_id(args.run_id) if args.run_id else f"{slug(target.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = RESULTS_DIR / run_id
         if run_dir.exists():
             print(f"error: {run_dir}: --run-id: already exists; pick another or use --resume", file=sys.stderr)
             return 2
-    from .run_dir import RunDir, atomic_write_json
+    from .run_dir import RunDir, atomic_write_json, claim_worker_id
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RunDir(run_dir).run_json, {
-        "target": str(target.path.resolve()), "space": str(space.path.resolve()),
-        "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
-        "threads": args.threads, "device": args.device})
+    if not join:  # a joining worker leaves the run's inputs as its first process wrote them
+        atomic_write_json(RunDir(run_dir).run_json, {
+            "target": str(target.path.resolve()), "space": str(space.path.resolve()),
+            "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
+            "threads": args.threads, "device": args.device, "trials": args.trials, "storage": args.storage})
+    worker_id = claim_worker_id(RunDir(run_dir)) if args.storage or join else 0
     print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
           f"{args.trials} completed trials wanted, training on {accel.describe()} "
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})", flush=True)
     prepared = prepare(task, RESULTS_DIR / "cache", log=lambda s: print(s, flush=True))
     settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
-                           seed=args.seed, threads=args.threads)
+                           seed=args.seed, threads=args.threads, storage=args.storage, worker_id=worker_id,
+                           join=bool(join))
+    if join:
+        print(f"worker {worker_id} joins run {run_dir.name} ({storages.study_name(RunDir(run_dir), args.storage)} "
+              f"in {(args.storage or 'the run folder').split('@')[-1]})", flush=True)
     selected = run(target, space, prepared, run_dir, settings, resume=args.resume is not None,
                    log=lambda s: print(s, flush=True))
     return 0 if selected["meets_budget"] else 3
+
+
+def _cmd_worker(args) -> int:
+    """Join a run as one more worker: same inputs (run.json), the run's shared study storage."""
+    args.join, args.resume, args.run_id, args.timeout_min, args.trials = args.run, None, None, None, None
+    return _cmd_run(args)
 
 
 def _run_dir(name: str) -> Path:
@@ -99,7 +128,7 @@ def _run_dir(name: str) -> Path:
     from .run_dir import RunDir
 
     for candidate in (Path(name), RESULTS_DIR / name):
-        if RunDir(candidate).study_db.is_file():
+        if RunDir(candidate).study_db.is_file() or RunDir(candidate).run_json.is_file():
             return candidate
     raise ConfigError(name, "RUN", f"no run here (no study.db); give a directory under {RESULTS_DIR} or a path")
 
@@ -141,7 +170,7 @@ def _cmd_report(args) -> int:
 def _cmd_export(args) -> int:
     from .export import export
 
-    out = export(_run_dir(args.run), Path(args.out))
+    out = export(_run_dir(args.run), Path(args.out), force=args.force)
     print(f"exported to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 
@@ -197,17 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--space", default="default", help="search-space YAML path, or a name in spaces/")
     run.add_argument("--task", default=None, help="task YAML (teacher dir + data file); default: built-in "
                                                   "MiniLM-L6 on SMS spam")
-    run.add_argument("--trials", type=int, default=14, help="completed trials to reach (default 14)")
+    run.add_argument("--trials", type=int, default=None, help=f"completed trials to reach (default {DEFAULT_TRIALS}; "
+                                                              "--resume: the run's own)")
     run.add_argument("--timeout-min", type=float, default=None, help="stop starting trials after this long")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=int, default=2, help="torch/runtime threads for training and "
+    run.add_argument("--threads", type=int, default=None, help="torch/runtime threads for training and "
                                                             "evaluation (default 2)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    run.add_argument("--storage", default=None, metavar="URL",
+                     help="the study's storage, for several workers: postgresql://user@host:port/db (or "
+                          "journal:/shared/file.log); default: SQLite in the run folder")
+    run.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
                      help="where training runs (teacher fine-tune, distillation, recovery, QAT): auto = cuda when "
                           "torch sees a GPU, else cpu (default auto); measurement is always the target's")
     run.add_argument("--run-id", default=None, help="name of the results directory (default: target-time)")
     run.add_argument("--resume", default=None, metavar="RUN", help="continue results/RUN with its saved inputs")
     run.set_defaults(func=_cmd_run)
+
+    wrk = sub.add_parser("worker", help="join a run as one more worker (shared storage and results folder)",
+                         description="Work on RUN's study alongside its other workers: the same target, space and "
+                                     "task (from RUN/run.json), its own sampler seed, exact trial count; the "
+                                     "worker that ends last selects and exports. See README: Running on several "
+                                     "machines.")
+    wrk.add_argument("run", metavar="RUN", help="run id under the shared results folder (SEARCH_RESULTS_DIR)")
+    wrk.add_argument("--threads", type=int, default=None, help="training threads on this machine (default: the run's)")
+    wrk.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="training device here")
+    wrk.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    wrk.set_defaults(func=_cmd_worker, storage=None)
 
     from .pareto import POLICIES
 
@@ -231,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Writes the exact artifact measured, tokenizer files, "
                                      "recipe.json and DEPLOY.md (budget, margins, recipe, checksums, usage).")
     exp.add_argument("run", help="run directory name under results/, or a path")
-    exp.add_argument("--out", required=True, help="destination folder")
+    exp.add_argument("--out", required=True, help="destination folder: new or empty")
+    exp.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing only the "
+                                                          "files export writes (the user's other files stay)")
     exp.set_defaults(func=_cmd_export)
 
     ben = sub.add_parser("bench", help="benchmarks that write results/bench/", description=(
@@ -258,17 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import ConfigError
+    from .errors import ConfigError, RunStopped
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "trials", 1) < 1:
-        print("error: --trials: must be >= 1", file=sys.stderr)
+    for flag in ("trials", "threads", "candidates"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            print(f"error: --{flag}: got {value}; must be >= 1", file=sys.stderr)
+            return 2
+    timeout = getattr(args, "timeout_min", None)
+    if timeout is not None and not (timeout > 0 and timeout != float("inf")):
+        print(f"error: --timeout-min: got {timeout}; must be a finite number of minutes > 0", file=sys.stderr)
         return 2
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"error: the run stopped: {exc}", file=sys.stderr)
+        return 4
+    except OSError as exc:  # a write outside any trial (tables, selection, dashboard) failed: say which
+        print(f"error: {getattr(exc, 'filename', '') or '-'}: cannot write: {exc.strerror or exc}; free space or "
+              "fix permissions, then run again (completed trials are kept in study.db)", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print("interrupted: completed trials are in study.db; continue with --resume RUN", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""The two error kinds a user can meet: bad input (ConfigError) and a recipe that cannot be built."""
+"""The error kinds a user can meet: bad input (ConfigError, exit 2), a recipe that cannot be built
+(CandidateError: a FAIL trial, the run goes on), and a machine that stops the run (RunStopped, exit 4)."""
 
 
 class ConfigError(Exception):
@@ -11,3 +12,7 @@ class ConfigError(Exception):
 
 class CandidateError(Exception):
     """A sampled recipe cannot be built or measured; the study records a failed trial and goes on."""
+
+
+class RunStopped(Exception):
+    """The machine, not the recipe, failed twice in a row (disk full, permissions): stop, completed trials kept."""

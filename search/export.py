@@ -11,8 +11,16 @@ from .outputs import copy_model
 from .run_dir import RunDir
 from .tasks.teacher import file_sha256 as sha256
 
-def export(run_dir: Path, out: Path) -> Path:
+def export(run_dir: Path, out: Path, force: bool = False) -> Path:
+    """Write the shipped files into `out`: a new or empty folder, or (force) an existing one in which only
+    the files export writes are replaced; the user's other files are never touched. The files are made in a
+    temporary folder beside `out` first, so a failure leaves `out` as it was."""
     rd = RunDir(run_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(out, "--out", "exists and is not a folder; give a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(out, "--out", "folder is not empty; give a new or empty folder, or --force to replace "
+                                        "only the files export writes there")
     selected_file = rd.selected_json
     if not selected_file.is_file():
         raise ConfigError(selected_file, "-", "no selection in this run; run `python -m search select RUN` first")
@@ -25,16 +33,30 @@ def export(run_dir: Path, out: Path) -> Path:
     source = rd.artifact(trial)
     if not source.is_file():
         raise ConfigError(source, "-", f"the artifact of trial {trial} is missing; was the run directory pruned?")
-    shutil.rmtree(out, ignore_errors=True)
-    copy_model({"trial": trial, "params": selected["params"], "metrics": selected["metrics"]}, rd,
-               saved["classes"], out)
-    hf = source.parent / "hf"
-    if hf.is_dir():  # the fp32 student before quantization, for from_pretrained
-        shutil.copytree(hf, out / "hf")
-        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-            if (out / name).is_file():
-                shutil.copy2(out / name, out / "hf" / name)
-    (out / "DEPLOY.md").write_text(deploy_card(selected, saved, out))
+    tmp = out.parent / f".{out.name}.export-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        copy_model({"trial": trial, "params": selected["params"], "metrics": selected["metrics"]}, rd,
+                   saved["classes"], tmp)
+        hf = source.parent / "hf"
+        if hf.is_dir():  # the fp32 student before quantization, for from_pretrained
+            shutil.copytree(hf, tmp / "hf")
+            for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+                if (tmp / name).is_file():
+                    shutil.copy2(tmp / name, tmp / "hf" / name)
+        (tmp / "DEPLOY.md").write_text(deploy_card(selected, saved, tmp))
+        out.mkdir(parents=True, exist_ok=True)
+        for item in sorted(tmp.iterdir()):  # only the names export writes are replaced
+            target = out / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            item.rename(target)
+    except OSError as exc:
+        raise ConfigError(out, "--out", f"cannot write there ({exc.strerror or exc}); pick another folder") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

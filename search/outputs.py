@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from . import pareto, report
 from .families.base import ModelShape
 from .objectives import ACCURACY, Objective
-from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
 from .target import Target
 
 SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
@@ -96,9 +96,9 @@ def importances(study) -> dict:
 
 
 def load_study(run_dir: Path):
-    import optuna
+    from . import storage
 
-    return optuna.load_study(study_name=STUDY_NAME, storage=RunDir(run_dir).study_url)
+    return storage.load(RunDir(run_dir))
 
 
 def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:

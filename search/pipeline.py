@@ -14,6 +14,7 @@ from .backends.base import Backend
 from .candidate import Candidate, QuantParams
 from .compress import distill, prune, qat, vocab
 from .families.base import Family, Importance, ModelShape
+from .locks import latency_lease
 from .measure import memory, roofline
 from .measure.latency import Latency
 from .target import Target
@@ -86,8 +87,9 @@ def latency_of(ctx: Context, shape: ModelShape, quant: QuantParams, sparse_2_4: 
         return roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
     if artifact is None:
         raise ValueError("measured latency needs an artifact")
-    return ctx.backend.measure_latency(artifact, shape, wl.batch_size, wl.sequence_length, dev.threads,
-                                       runner=dev.runner)
+    with latency_lease(ctx.cache_dir / "locks", dev.runner):  # one measurement per host/device at a time
+        return ctx.backend.measure_latency(artifact, shape, wl.batch_size, wl.sequence_length, dev.threads,
+                                           runner=dev.runner)
 
 
 def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:

@@ -12,12 +12,16 @@ STUDY_NAME = "search"
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may write the same file
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -28,13 +32,24 @@ def atomic_write_json(path: Path, obj) -> Path:
 def atomic_replace_dir(fill, dst: Path) -> Path:
     """Build a folder with `fill(tmp_dir)` beside `dst`, then swap it in (the old one is removed only
     after the new one is complete)."""
-    tmp, old = dst.with_name(f".{dst.name}.tmp"), dst.with_name(f".{dst.name}.old")
+    tag = f"{os.getpid()}"  # per process: two workers may replace the same folder
+    tmp, old = dst.with_name(f".{dst.name}.{tag}.tmp"), dst.with_name(f".{dst.name}.{tag}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    fill(tmp)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dst.exists():
         shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-    tmp.rename(dst)
+        try:
+            dst.rename(old)
+        except FileNotFoundError:  # another worker swapped it away at the same moment
+            pass
+    try:
+        tmp.rename(dst)
+    except OSError:  # another worker put its identical copy there first
+        shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     return dst
 
@@ -75,3 +90,18 @@ class RunDir:
 
     def saved(self) -> dict:
         return json.loads(self.budget_json.read_text())
+
+
+def claim_worker_id(rd: RunDir) -> int:
+    """The next free worker number of a run: created with O_EXCL in the shared run folder, so two workers
+    starting at once never get the same one."""
+    folder = rd.root / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        try:
+            os.close(os.open(folder / str(n), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return n
+        except FileExistsError:
+            n += 1
+

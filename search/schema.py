@@ -5,6 +5,8 @@ Written by hand (not pydantic/jsonschema) because every error must be one line i
 """
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,11 @@ def load_yaml(path: Path, what: str) -> dict:
     if not path.is_file():
         raise ConfigError(path, "-", f"no such {what} file; give an existing path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, "-", f"not a UTF-8 text file; give a YAML {what} file") from None
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read it ({exc.strerror}); check the path and its permissions") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "-"
@@ -75,6 +81,8 @@ class Reader:
         kind = "an integer" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             raise self.error(name, f"got {value!r}; expected {kind}")
+        if not math.isfinite(value):
+            raise self.error(name, f"got {value!r}; expected a finite number")
         if lo is not None and (value <= lo if lo_open else value < lo):
             raise self.error(name, f"got {value}; must be {'>' if lo_open else '>='} {lo}")
         if hi is not None and value > hi:
@@ -100,3 +108,21 @@ class Reader:
         if unknown:
             known = ", ".join(sorted(self.seen)) or "none"
             raise self.error(str(unknown[0]), f"unknown key; allowed here: {known}")
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def slug(name: str) -> str:
+    """A run name from free text (a target's `name`): one path component of safe characters."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+    return out[:100]
+
+
+def check_run_id(run_id: str, key: str = "--run-id") -> str:
+    """Run ids are one path component of safe characters: never `..`, `/`, or an absolute path."""
+    if not SAFE_NAME.fullmatch(run_id) or run_id in (".", ".."):
+        raise ConfigError(key, run_id, "a run id is one folder name of letters, digits, '.', '_' and '-' "
+                                       "(no '/', no '..', at most 100 characters); pick another")
+    return run_id
+

@@ -17,21 +17,26 @@ from optuna.trial import TrialState
 
 from . import accel, outputs, pareto
 from .candidate import Candidate, DistillParams, PruneParams, QuantParams
-from .errors import CandidateError, ConfigError
+from .errors import CandidateError, ConfigError, RunStopped
 from .families.base import Limits
 from .objectives import for_budget
 from .pipeline import Context, make_context, measure_teacher, run_candidate, screen
-from .run_dir import STUDY_NAME, RunDir, atomic_write_json
+from . import storage as storages
+from .locks import file_lock
+from .run_dir import RunDir, atomic_write_json
 from .space import Space, check_against_teacher, values
 from .target import Target
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    trials: int  # completed trials to reach
+    trials: int  # completed trials to reach (over every worker of the run)
     timeout_s: float | None
     seed: int
     threads: int
+    storage: str | None = None  # None: SQLite in the run folder; else a shared storage URL (storage.py)
+    worker_id: int = 0  # each worker's sampler is seeded with seed + worker_id
+    join: bool = False  # a worker joining a run another process started
 
 
 def smallest_candidates(space: Space, limits: Limits) -> list[Candidate]:
@@ -71,6 +76,47 @@ def check_feasible_at_all(ctx: Context, space: Space) -> None:
                           f"{best['predicted_p99_latency_ms']:.2f} ms; raise the budget or widen the space")
 
 
+def _completed_with_recipe(study, recipe: dict, number: int):
+    """An earlier trial with this recipe, once it has finished (a running one, another worker's, is waited for:
+    two workers never build the same student at the same time)."""
+    while True:
+        same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                if t.number < number and t.user_attrs.get("recipe") == recipe]
+        done = [t for t in same if t.state == TrialState.COMPLETE]
+        if done or not same:
+            return done[0] if done else None
+        time.sleep(1.0)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _claim(study, trial, target: int, poll_s: float = 1.0) -> bool:
+    """Whether this trial is needed for exactly `target` completed trials: trials numbered before it that
+    completed or are still running come first; while those might still fail, wait for them."""
+    while True:
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.number < trial.number]
+        complete = sum(t.state == TrialState.COMPLETE for t in ahead)
+        if complete >= target:
+            return False
+        if len(ahead) < target:
+            return True
+        time.sleep(poll_s)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial must not hold this one forever
+
+
+def _fail_dead_trials(study, log) -> None:
+    """A trial still RUNNING when its run is resumed belonged to a process that died (one process per run
+    here; many workers will need Optuna's heartbeat instead): mark it FAIL, with the reason."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = "its process died mid-trial (found RUNNING on --resume)"
+        study._storage.set_trial_user_attr(t._trial_id, "reason", reason)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        retry = "retry_of" not in t.user_attrs  # its recipe is tried once more, not forever
+        if retry:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        log(f"trial {t.number}: marked FAIL: {reason}" + ("; its recipe is tried again" if retry else ""))
+
+
 def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSettings, resume: bool,
         log=print) -> dict:
     rd = RunDir(run_dir)
@@ -84,12 +130,13 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     log(f"model family {family.name}, task type {prepared.task_type.NAME}, runtime {ctx.backend.name}; "
         f"training on {accel.describe()}")
 
-    if resume and rd.teacher_json.is_file():
-        teacher = json.loads(rd.teacher_json.read_text())
-    else:
-        log("measuring the fp32 teacher artifact ...")
-        teacher = measure_teacher(ctx, rd.teacher_dir)
-        atomic_write_json(rd.teacher_json, teacher)
+    with file_lock(rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
+        if (resume or settings.join) and rd.teacher_json.is_file():
+            teacher = json.loads(rd.teacher_json.read_text())
+        else:
+            log("measuring the fp32 teacher artifact ...")
+            teacher = measure_teacher(ctx, rd.teacher_dir)
+            atomic_write_json(rd.teacher_json, teacher)
     budget = outputs.resolved_budget(target, teacher[prepared.task_type.OBJECTIVE.name],
                                      prepared.task_type.OBJECTIVE)
     outputs.save_run_inputs(rd, prepared, budget, target, ctx.backend)
@@ -98,18 +145,42 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     objectives = for_budget(budget)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=rd.study_url, study_name=STUDY_NAME, directions=[o.direction for o in objectives],
-        load_if_exists=resume,
-        # multivariate + group: the space is conditional (group size only for weight-only bits)
-        sampler=optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True,
-                                           n_startup_trials=min(8, settings.trials)))
+        storage=storages.make(settings.storage, rd), study_name=storages.study_name(rd, settings.storage),
+        directions=[o.direction for o in objectives],
+        # a shared storage: the first of the run's processes to get here creates the study, the others load it
+        load_if_exists=resume or settings.join or settings.storage is not None)
     study.set_metric_names([o.name for o in objectives])
+    if resume:
+        _fail_dead_trials(study, log)
+    # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
+    # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
+    # worker id); constant liar: running trials count as bad, so concurrent workers spread out
+    study.sampler = optuna.samplers.TPESampler(
+        seed=settings.seed + settings.worker_id + (len(study.trials) if resume else 0), multivariate=True,
+        group=True, n_startup_trials=min(8, settings.trials), constant_liar=True)
     start = time.perf_counter()
+    os_failures: list[str] = []  # the last trial's write failure, if it had one
 
     def objective(trial: optuna.Trial):
+        if not _claim(study, trial, settings.trials):
+            trial.set_user_attr("reason", "surplus: other workers completed the run's trials first")
+            study.stop()
+            raise optuna.TrialPruned("surplus")
+        trial.set_user_attr("worker", settings.worker_id)
         cand = space.suggest(trial, limits)
         trial.set_user_attr("label", cand.label())
         trial.set_user_attr("recipe", asdict(cand))
+        earlier = _completed_with_recipe(study, asdict(cand), trial.number)
+        if earlier is not None:  # the same recipe builds the same model: its measurements stand
+            for key, value in earlier.user_attrs.items():
+                if key not in ("label", "recipe"):
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr("same_recipe_as_trial", earlier.number)
+            for key, value in pareto.violations(earlier.user_attrs, budget).items():
+                trial.set_constraint(key, float(value))
+            log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
+                "its measurements reused, nothing trained")
+            return tuple(earlier.values)
         predicted, reasons = screen(ctx, cand)
         for key, value in predicted.items():
             trial.set_user_attr(key, value)
@@ -127,6 +198,16 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             trial.set_user_attr("reason", f"cannot build: {exc}")
             log(f"{head} failed: {exc}")
             raise
+        except OSError as exc:  # disk full, permissions: the machine's fault, not the recipe's
+            reason = f"cannot write: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'no file'})"
+            trial.set_user_attr("reason", reason)
+            log(f"{head} failed: {reason}")
+            if os_failures:
+                raise RunStopped(f"two trials in a row could not write ({reason}); completed trials are in "
+                                 f"{rd.study_db}; free space or fix permissions, then --resume {rd.name}") from None
+            os_failures.append(reason)
+            raise CandidateError(reason) from None
+        os_failures.clear()
         metrics["elapsed_s"] = time.perf_counter() - t0
         metrics["train_device"] = accel.describe()
         for key, value in metrics.items():
@@ -141,6 +222,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     def write(study_, _trial):
         outputs.write_tables(study_, rd, budget)
 
+    outputs.write_tables(study, rd, budget)  # a resumed run's tables are rewritten from the storage first
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done < settings.trials:
         try:
@@ -149,4 +231,15 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
                            callbacks=[MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,)), write])
         finally:
             outputs.write_tables(study, rd, budget)
-    return outputs.finish(study, rd, log=log)
+    # selection and export happen once, by the worker that sees the run complete with nothing running
+    with file_lock(rd.root / ".finish.lock", blocking=False) as mine:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        complete = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        marker = rd.root / ".finished"
+        finished = marker.is_file() and json.loads(marker.read_text()) == complete
+        if not mine or running or (settings.join and finished):
+            log(f"worker {settings.worker_id} done; the worker that ends last selects and exports")
+            return {"meets_budget": True, "worker_only": True}
+        selected = outputs.finish(study, rd, log=log)
+        atomic_write_json(marker, complete)
+        return selected

@@ -68,9 +68,28 @@ def test_measures_on_the_device_through_ssh(sshd, tmp_path):
     assert lat.source == "measured" and lat.p50_ms > 0 and lat.p99_ms >= lat.p50_ms
     assert lat.peak_rss_mb is not None and lat.peak_rss_mb > 0
     assert command in lat.detail
-    # the artifact really went over the connection, byte for byte
-    assert (workdir / "model.onnx").read_bytes() == artifact.read_bytes()
-    assert (workdir / "probe.py").is_file()
+    # the artifact really went over the connection, byte for byte: the remote probe hashes what it loaded
+    # (from_probe refuses a checksum that differs); each measurement had a folder of its own, removed after
+    assert workdir.is_dir() and list(workdir.iterdir()) == []
+
+
+def test_a_changed_file_on_the_device_is_caught(sshd, tmp_path, monkeypatch):
+    from search.errors import CandidateError
+    from search.measure import latency
+
+    command, d = sshd
+    model = tiny_model()
+    artifact = ORT.build(model, QuantParams(32), tmp_path / "a")
+    real = latency.run_probe
+
+    def tampered(probe, path, args, runner=None):  # the device runs a different file than was sent
+        answer, where = real(probe, path, args, runner)
+        return {**answer, "model_sha256": "0" * 64}, where
+
+    monkeypatch.setattr("search.backends.onnxruntime.run_probe", tampered)
+    with pytest.raises(CandidateError, match="measured another file"):
+        ORT.measure_latency(artifact, families.of(model).shape_of(model), 1, 16, 1, rounds=1, runs_per_round=2,
+                            runner=Runner(command=command, python=sys.executable, workdir=str(d / "remote2")))
 
 
 def test_unreachable_device_is_a_candidate_error(sshd, tmp_path):

@@ -83,7 +83,7 @@ class ToyFamily(Family):
     def matches(self, model) -> bool:
         return isinstance(model, ToyClassifier)
 
-    def load(self, model_dir, num_outputs, file_for_errors):
+    def load(self, model_dir, num_outputs, file_for_errors, safetensors_only=True):
         raise NotImplementedError("the toy family is built in tests, not loaded")
 
     def tokenize(self, tokenizer, texts, max_length):

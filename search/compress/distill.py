@@ -16,6 +16,7 @@ from .. import families
 from ..candidate import DistillParams
 from ..errors import CandidateError
 from ..families.base import Importance
+from ..locks import file_lock
 from ..train import KD, Transfer, steps_for, train
 from . import vocab
 from .prune import top_k
@@ -76,13 +77,32 @@ def apply(teacher, params: DistillParams, *, importance: Importance, train_split
     """Return a trained student; a student with the same params, task and seed is loaded from cache."""
     student = build_student(teacher, params, importance, vocab_ids, unk_id, seed)
     path = cache_dir / f"student-{cache_key(task_key, params, seed)}.safetensors" if cache_dir else None
-    if path is not None and path.is_file():
+    if path is None:
+        return _train(teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type)
+    # two workers never train the same student at once: the second waits, then loads the first one's
+    with file_lock(path.with_suffix(".lock")):
+        return _cached_or_trained(path, teacher, student, params, importance, train_split, teacher_outputs, seed,
+                                  log, task_type)
+
+
+def _cached_or_trained(path: Path, teacher, student, params, importance, train_split, teacher_outputs, seed, log,
+                       task_type):
+    if path.is_file():
         try:
             student.load_state_dict(load_file(str(path)))
             log(f"  distill: student loaded from cache {path.name}")
             return student
         except (RuntimeError, OSError) as exc:  # corrupt or stale cache file: train again
             log(f"  distill: cache {path.name} unreadable ({exc.__class__.__name__}); training again")
+    _train(teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp))
+    shutil.move(tmp, path)
+    return student
+
+
+def _train(teacher, student, params: DistillParams, importance: Importance, train_split, teacher_outputs, seed: int,
+           log, task_type):
     steps = steps_for(len(train_split), params.epochs)
     kd = KD(teacher_outputs, temperature=params.temperature, alpha=params.alpha,
             **({"task_type": task_type} if task_type is not None else {}))
@@ -93,8 +113,4 @@ def apply(teacher, params: DistillParams, *, importance: Importance, train_split
                             student.config.search_teacher_heads, params.hidden_weight, params.attention_weight)
     torch.manual_seed(seed)
     train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill", transfer=transfer, log=log)
-    if path is not None:
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp))
-        shutil.move(tmp, path)
     return student

@@ -138,8 +138,9 @@ class Family(ABC):
         """True for a model of this family (used by `families.of`)."""
 
     @abstractmethod
-    def load(self, model_dir: Path, num_outputs: int, file_for_errors: str) -> nn.Module:
-        """The teacher from a local directory (safetensors), ready for this family's cuts and export."""
+    def load(self, model_dir: Path, num_outputs: int, file_for_errors: str, safetensors_only: bool = True) -> nn.Module:
+        """The teacher from a local directory, ready for this family's cuts and export. Weights load only
+        from safetensors unless the task file explicitly allows pickled checkpoints."""
 
     @abstractmethod
     def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:

@@ -40,7 +40,7 @@ class BertClassifier(Family):
     def matches(self, model) -> bool:
         return hasattr(model, "bert") and hasattr(model, "classifier")
 
-    def load(self, model_dir: Path, num_outputs: int, file_for_errors: str):
+    def load(self, model_dir: Path, num_outputs: int, file_for_errors: str, safetensors_only: bool = True):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         try:
@@ -50,10 +50,15 @@ class BertClassifier(Family):
         if config.model_type != "bert":
             raise ConfigError(file_for_errors, "teacher", f"model_type {config.model_type!r}: the student builder "
                                                           "supports BERT-family encoders only (e.g. MiniLM)")
+        if safetensors_only and not any(Path(model_dir).glob("*.safetensors")):
+            raise ConfigError(file_for_errors, "teacher", f"{model_dir} has no .safetensors weights; convert the "
+                                                          "checkpoint, or set `teacher_weights: any` in the task "
+                                                          "file to load pickled (.bin) weights")
         try:
             # eager attention: the ONNX exporter and onnxruntime's BERT fusion expect the explicit graph
             return AutoModelForSequenceClassification.from_pretrained(
-                model_dir, num_labels=num_outputs, attn_implementation="eager").eval()
+                model_dir, num_labels=num_outputs, attn_implementation="eager",
+                use_safetensors=True if safetensors_only else None).eval()
         except Exception as exc:  # transformers raises many kinds for corrupt weights; all are "unreadable"
             raise ConfigError(file_for_errors, "teacher", f"cannot load weights from {model_dir}: "
                                                           f"{str(exc).splitlines()[0]}") from None

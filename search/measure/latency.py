@@ -2,10 +2,12 @@
 device over ssh; this module moves the files and reads the probe's one-line JSON answer."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,6 +46,12 @@ def _remote(runner: Runner, shell: str, stdin=None, timeout: float = 600) -> str
     return proc.stdout if isinstance(proc.stdout, str) else proc.stdout.decode()
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run_probe(probe: Path, artifact: Path, args: list[str], runner: Runner | None = None) -> tuple[dict, str]:
     """Run `probe` (a standalone script) on `artifact` in a fresh process, here or on the runner's device;
     returns its JSON answer and where it ran. Remote files keep their own names."""
@@ -53,16 +61,23 @@ def run_probe(probe: Path, artifact: Path, args: list[str], runner: Runner | Non
         if proc.returncode != 0:
             raise CandidateError(f"measuring {artifact.name} failed: {proc.stderr.strip()[-300:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1]), "this machine"
-    w = shlex.quote(runner.workdir)
-    for local in (artifact, probe):  # copied through the same command
-        with open(local, "rb") as f:
-            _remote(runner, f"mkdir -p {w} && cat > {w}/{shlex.quote(local.name)}", stdin=f)
-    out = _remote(runner, f"{shlex.quote(runner.python)} {w}/{shlex.quote(probe.name)} "
-                          f"{w}/{shlex.quote(artifact.name)} {' '.join(shlex.quote(a) for a in args)}")
+    # a folder of its own per measurement: two workers using one device never overwrite each other's files
+    w = shlex.quote(f"{runner.workdir.rstrip('/')}/{uuid.uuid4().hex}")
+    try:
+        for local in (artifact, probe):  # copied through the same command
+            with open(local, "rb") as f:
+                _remote(runner, f"mkdir -p {w} && cat > {w}/{shlex.quote(local.name)}", stdin=f)
+        out = _remote(runner, f"{shlex.quote(runner.python)} {w}/{shlex.quote(probe.name)} "
+                              f"{w}/{shlex.quote(artifact.name)} {' '.join(shlex.quote(a) for a in args)}")
+    finally:
+        with contextlib.suppress(CandidateError, subprocess.SubprocessError, OSError):
+            _remote(runner, f"rm -rf {w}", timeout=60)
     return json.loads(out.strip().splitlines()[-1]), f"`{runner.command}`"
 
 
-def from_probe(r: dict, where: str) -> Latency:
+def from_probe(r: dict, where: str, artifact: Path | None = None) -> Latency:
+    if artifact is not None and r.get("model_sha256") not in (None, _sha256(artifact)):
+        raise CandidateError(f"the probe on {where} measured another file than {artifact.name} (checksum differs)")
     detail = (f"{r['runtime']} CPU on {where}, fresh process, {r['threads']} thread(s), "
               f"{r['rounds']}x{r['runs_per_round']} runs after {r['warmup']} warm-up, attempt {r['attempts']}")
     return Latency(p50_ms=r["p50_ms"], p99_ms=r["p99_ms"], spread=r["spread"], source="measured", detail=detail,

@@ -30,6 +30,7 @@ class Task:
     finetune_learning_rate: float = 5e-5
     unlabelled_path: Path | None = None  # extra task text without labels: the teacher labels it for distillation
     family: str = "bert_cls"  # the model family of the teacher (families/)
+    teacher_weights: str = "safetensors"  # "any": also pickled .bin checkpoints (only when asked for explicitly)
 
     @property
     def source(self) -> str:
@@ -94,6 +95,7 @@ def load_task(path_str: str | None) -> Task:
         finetune_learning_rate=f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True),
         unlabelled_path=unlabelled_path,
         family=top.string("family", default="bert_cls", choices=tuple(families_names())),
+        teacher_weights=top.string("teacher_weights", default="safetensors", choices=("safetensors", "any")),
     )
     d.done()
     f.done()

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from .. import families
 from ..errors import ConfigError
 from ..families.base import Family
+from ..locks import file_lock
 from ..train import outputs_of, steps_for, train
 from . import Task, classification
 from .data import Split, read_table, read_texts, split_frame, tokenize
@@ -51,6 +52,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+MIN_PER_CLASS = 10  # fewer examples of a class than this cannot be split into train and a measurable validation
+
+
+def check_labels(frame, task: Task) -> None:
+    """Refuse data that cannot be measured: a text given two different labels, or too few examples."""
+    labels_per_text = frame.groupby("text")["label"].nunique()
+    clashes = labels_per_text[labels_per_text > 1]
+    if len(clashes):
+        example = str(clashes.index[0])[:60]
+        raise ConfigError(task.source, "data.label_column", f"{len(clashes)} text(s) occur with different labels "
+                                                            f"(e.g. {example!r}); fix or de-duplicate the data")
+    counts = frame.drop_duplicates("text")["label"].value_counts()
+    small = counts[counts < MIN_PER_CLASS]
+    if len(counts) >= 2 and len(small):
+        raise ConfigError(task.source, "data.path", f"class {small.index[0]!r} has {int(small.iloc[0])} distinct "
+                                                    f"example(s); every class needs >= {MIN_PER_CLASS} to be split "
+                                                    "and measured")
+
+
+def check_data(task: Task) -> None:
+    check_labels(read_table(task.data_path, task.text_column, task.label_column, Path(task.source)), task)
+
+
 def data_fingerprint(path: Path) -> str:
     """A local file's sha256; a save_to_disk directory's files' sha256s; a hub name as given."""
     if path.is_file():
@@ -65,7 +89,7 @@ def _task_key(task: Task) -> str:
     weights = sorted(task.teacher_dir.glob("*.safetensors")) + sorted(task.teacher_dir.glob("*.bin"))
     # the teacher and its split depend on these; unlabelled text only on the students (Prepared.key)
     parts = {k: str(v) for k, v in asdict(task).items()
-             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family")}
+             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family", "teacher_weights")}
     parts["data"] = data_fingerprint(task.data_path)
     parts["weights"] = [file_sha256(p) for p in weights]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -76,6 +100,7 @@ def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
 
     family = families.get(task.family)
     frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
+    check_labels(frame, task)
     train_df, val_df, classes = split_frame(frame, task.validation_fraction, task.split_seed,
                                             task.max_train_examples, task.max_validation_examples)
     if len(classes) < 2:
@@ -91,9 +116,30 @@ def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
 
     key = _task_key(task)
     cached = cache_dir / f"teacher-{key}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_dir / f"teacher-{key}.lock"):  # one worker fine-tunes; the others then load it
+        teacher = _teacher(task, family, tokenizer, classes, train_split, cached, log)
+    outputs = load_file(str(cached / OUTPUTS_FILE))["train_outputs"]
+    if outputs.shape != (len(train_split), len(classes)):
+        shutil.rmtree(cached, ignore_errors=True)
+        raise ConfigError(cached, "train_outputs", "cached teacher outputs do not match the data; the cache was "
+                                                   "removed, run again")
+    if task.unlabelled_path is None:
+        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family)
+    extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
+    extra_outputs = outputs_of(teacher, extra)
+    extra.labels = extra_outputs.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
+    key = hashlib.sha256(f"{key}:{file_sha256(task.unlabelled_path)}".encode()).hexdigest()[:16]
+    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key,
+                    train_split.concat(extra), torch.cat([outputs, extra_outputs]), family=family)
+
+
+def _teacher(task: Task, family: Family, tokenizer, classes, train_split: Split, cached: Path, log):
+    """The fine-tuned teacher from the cache, or fine-tuned now and cached (atomically)."""
     teacher = _load_cached(family, cached, len(classes), log)
     if teacher is None:
-        teacher = family.load(task.teacher_dir, len(classes), task.source)
+        teacher = family.load(task.teacher_dir, len(classes), task.source,
+                              safetensors_only=task.teacher_weights == "safetensors")
         if task.finetune_epochs > 0:
             steps = steps_for(len(train_split), task.finetune_epochs)
             log(f"fine-tuning the teacher: {steps} steps ({task.finetune_epochs:g} epochs); cached afterwards")
@@ -111,19 +157,7 @@ def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
         tmp.rename(cached)  # atomic: a crash mid-write never leaves a half cache
     else:
         log(f"teacher loaded from cache {cached}")
-    outputs = load_file(str(cached / OUTPUTS_FILE))["train_outputs"]
-    if outputs.shape != (len(train_split), len(classes)):
-        shutil.rmtree(cached, ignore_errors=True)
-        raise ConfigError(cached, "train_outputs", "cached teacher outputs do not match the data; the cache was "
-                                                   "removed, run again")
-    if task.unlabelled_path is None:
-        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family)
-    extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
-    extra_outputs = outputs_of(teacher, extra)
-    extra.labels = extra_outputs.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
-    key = hashlib.sha256(f"{key}:{file_sha256(task.unlabelled_path)}".encode()).hexdigest()[:16]
-    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key,
-                    train_split.concat(extra), torch.cat([outputs, extra_outputs]), family=family)
+    return teacher
 
 
 def _teacher_labelled(task: Task, family: Family, tokenizer, classes, train_split: Split, val_split: Split,

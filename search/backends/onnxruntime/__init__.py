@@ -134,7 +134,8 @@ class OnnxRuntime(Backend):
         inputs = [[name, kind, shape.input_vocab] for name, kind in spec.probe_inputs]
         args = [str(batch), str(seq), str(threads), json.dumps(inputs, separators=(",", ":")), str(rounds),
                 str(runs_per_round)]
-        return from_probe(*run_probe(PROBE, artifact, args, runner))
+        answer, where = run_probe(PROBE, artifact, args, runner)
+        return from_probe(answer, where, artifact)
 
     def usage(self, classes: list, max_length: int) -> str:
         return "## Run it with onnxruntime\n\n" + USAGE.format(artifact=ARTIFACT, max_length=max_length,

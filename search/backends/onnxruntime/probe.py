@@ -6,6 +6,7 @@ usage: python probe.py MODEL BATCH SEQ THREADS INPUTS_JSON [ROUNDS RUNS_PER_ROUN
 INPUTS_JSON: [[name, "ids" | "ones", high], ...]: how to fill each model input of a random batch
 (token ids in [1, high), or ones); the model family says which inputs its artifact takes.
 """
+import hashlib
 import json
 import sys
 import time
@@ -32,6 +33,12 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     # VmHWM, not getrusage's ru_maxrss: that one survives exec and reports the forking parent's peak
     return _status_mb("VmHWM:")
+
+
+def _sha256(path: str) -> str:
+    """Of the file that was measured: the caller checks it is the artifact it sent."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def rounds_of(sess, feed, rounds: int, runs: int) -> list:
@@ -74,7 +81,7 @@ def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: 
             break
     best.update(noisy=best["spread"] > MAX_SPREAD, max_spread=MAX_SPREAD, peak_rss_mb=peak_rss_mb() - baseline,
                 baseline_rss_mb=baseline, threads=threads, rounds=rounds, runs_per_round=runs, warmup=warmup,
-                runtime=f"onnxruntime {ort.__version__}")
+                runtime=f"onnxruntime {ort.__version__}", model_sha256=_sha256(model))
     return best
 
 
