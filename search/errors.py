@@ -7,7 +7,8 @@ class ConfigError(Exception):
 
     def __init__(self, file: str, key: str, message: str):
         self.file, self.key = str(file), key
-        super().__init__(f"{file}: {key}: {message}")
+        one_line = " ".join(str(message).split())  # library messages (YAML, pandas) can span lines
+        super().__init__(f"{file}: {key}: {one_line}")
 
 
 class CandidateError(Exception):

@@ -98,3 +98,45 @@ def test_disk_full_fails_the_trial_with_the_os_error_then_stops_the_run(tmp_path
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 2 and all("cannot write: No space left on device" in t.user_attrs["reason"] for t in failed)
     assert (run / "trials.csv").is_file()  # the tables were still written
+
+
+def test_killing_the_final_writing_leaves_old_or_new_complete_files(tmp_path):
+    """SIGKILL `select` at moments spread over its writing phase: every output is the old complete file or
+    the new complete one, never half (tmp + rename; model/ swapped as a whole)."""
+    task = write_tiny_task(tmp_path / "task")
+    (tmp_path / "target.yaml").write_text(TARGET)
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results")}
+    done = subprocess.run([sys.executable, "-m", "search", "run", "--target", str(tmp_path / "target.yaml"),
+                           "--task", str(task), "--space", str(ROOT / "tests" / "golden_space.yaml"),
+                           "--trials", "3", "--threads", "1", "--run-id", "k"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert done.returncode in (0, 3), done.stderr[-2000:]
+    run = tmp_path / "results" / "k"
+
+    def complete_outputs():
+        selected = json.loads((run / "selected.json").read_text())  # parses: not half written
+        assert (run / "dashboard.html").read_text().rstrip().endswith("</html>")
+        for name in ("trials.csv", "pareto.csv"):
+            lines = (run / name).read_text().splitlines()
+            assert lines and all(line.count(",") == lines[0].count(",") or '"' in line for line in lines[1:])
+        if selected["model_dir"]:
+            recipe = json.loads((run / "model" / "recipe.json").read_text())
+            assert (run / "model" / "model.onnx").stat().st_size > 0 and isinstance(recipe["trial"], int)
+        return selected
+
+    complete_outputs()
+    kills = 0
+    for i, delay in enumerate([1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0]):
+        policy = ("memory", "latency", "knee", "accuracy")[i % 4]
+        proc = subprocess.Popen([sys.executable, "-m", "search", "select", "k", "--policy", policy], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        complete_outputs()
+    assert kills >= 3  # most attempts really did interrupt it
+    finished = subprocess.run([sys.executable, "-m", "search", "select", "k", "--policy", "memory"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode in (0, 3) and complete_outputs()["policy"] == "memory"
