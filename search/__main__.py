@@ -99,7 +99,8 @@ def _cmd_run(args) -> int:
             "target": str(target.path.resolve()), "space": str(space.path.resolve()),
             "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
             "threads": args.threads, "device": args.device, "trials": args.trials, "storage": args.storage})
-    worker_id = claim_worker_id(RunDir(run_dir)) if args.storage or join else 0
+    # each process on a run seeds its sampler apart (two `--resume`s at once must not propose in lockstep)
+    worker_id = claim_worker_id(RunDir(run_dir)) if args.storage or join or args.resume else 0
     print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
           f"{args.trials} completed trials wanted, training on {accel.describe()} "
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "

@@ -105,6 +105,7 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     """Select (policy), write selected.json and dashboard.html, copy the chosen artifact to model/."""
     saved = rd.saved()
     budget, target_name = saved["budget"], saved["target"]
+    write_tables(study, rd, budget)  # always from the storage: a crash may have cut the last rewrite short
     teacher = json.loads(rd.teacher_json.read_text())
     rows = completed_rows(study)
     choice = select_confirmed(rows, rd, saved, policy, log)

@@ -59,6 +59,12 @@ def test_non_finite_budgets(capsys, results, tmp_path, edit, key):
     assert f"{bad}: {key}" in one_line_exit_2(capsys, ["run", "--target", str(bad)])
 
 
+def test_a_target_name_cannot_escape_results():
+    from search.schema import slug
+
+    assert slug("../x") == "x" and slug("/abs/x") == "abs-x" and slug("a/b") == "a-b" and slug("..") == "run"
+
+
 def test_binary_target_file(capsys, results, tmp_path):
     bad = tmp_path / "t.yaml"
     bad.write_bytes(bytes(range(256)) * 4)
