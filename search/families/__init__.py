@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import Family, ModelShape  # noqa: F401  (re-exported: the seam's types)
 from .bert_cls import BertClassifier
+from .llama_lm import LlamaLM
 
 _REGISTRY: dict[str, Family] = {}
 
@@ -13,10 +14,11 @@ def register(family: Family) -> Family:
 
 
 register(BertClassifier())
+register(LlamaLM())
 
 
-def names() -> list[str]:
-    return list(_REGISTRY)
+def names(task_type: str | None = None) -> list[str]:
+    return [n for n, f in _REGISTRY.items() if task_type is None or task_type in f.task_types]
 
 
 def get(name: str) -> Family:

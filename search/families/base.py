@@ -131,6 +131,8 @@ class Family(ABC):
     name: str = ""
     #: the stock Hugging Face class a student converts back to (`to_standard`), for the deploy card
     hf_auto_class: str = ""
+    #: the task types (tasks/) this family's models serve
+    task_types: tuple = ("classification",)
 
     # -- identity and loading ---------------------------------------------------------------------------
     @abstractmethod

@@ -40,7 +40,7 @@ def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, spars
         if not op.linear:
             out.append({"name": op.name, "flops": op.flops, "bytes": op.activation_bytes, "precision": "fp32"})
             continue
-        layer_quant = replace(quant, bits=HIGH_BITS) if op.layer < n_high else quant
+        layer_quant = replace(quant, bits=HIGH_BITS) if 0 <= op.layer < n_high else quant
         prec, kernel, wbytes = _precision(layer_quant)
         out.append({"name": op.name, "flops": op.flops, "bytes": wbytes * op.weight_elements + op.activation_bytes,
                     "precision": prec, "kernel": kernel, "sparse": sparse_2_4})
