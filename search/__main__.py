@@ -55,7 +55,7 @@ def _cmd_run(args) -> int:
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
         args.storage = prev.get("storage")
-        args.device = prev.get("device", args.device) if args.device is None or args.resume else args.device
+        args.device = args.device or prev.get("device")  # given again: this machine's choice
         # the same run goes on: its trial count and threads unless given again
         args.trials = args.trials if args.trials is not None else prev.get("trials", DEFAULT_TRIALS)
         args.threads = args.threads if args.threads is not None else prev.get("threads", DEFAULT_THREADS)
@@ -98,9 +98,10 @@ def _cmd_run(args) -> int:
         atomic_write_json(RunDir(run_dir).run_json, {
             "target": str(target.path.resolve()), "space": str(space.path.resolve()),
             "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
-            "threads": args.threads, "device": args.device, "trials": args.trials, "storage": args.storage})
+            "threads": args.threads, "device": args.device, "trials": args.trials,
+            "storage": storages.redacted(args.storage)})  # no password in a shared folder: PGPASSWORD
     # each process on a run seeds its sampler apart (two `--resume`s at once must not propose in lockstep)
-    worker_id = claim_worker_id(RunDir(run_dir)) if args.storage or join or args.resume else 0
+    worker_id = claim_worker_id(RunDir(run_dir))
     print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
           f"{args.trials} completed trials wanted, training on {accel.describe()} "
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import ConfigError, RunStopped
+    from .errors import CandidateError, ConfigError, RunStopped
 
     args = build_parser().parse_args(argv)
     for flag in ("trials", "threads", "candidates"):
@@ -325,9 +326,12 @@ def main(argv=None) -> int:
     except RunStopped as exc:
         print(f"error: the run stopped: {exc}", file=sys.stderr)
         return 4
+    except CandidateError as exc:  # outside a trial (the teacher's artifact, a re-measurement): nothing to ship
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 4
     except OSError as exc:  # a write outside any trial (tables, selection, dashboard) failed: say which
-        print(f"error: {getattr(exc, 'filename', '') or '-'}: cannot write: {exc.strerror or exc}; free space or "
-              "fix permissions, then run again (completed trials are kept in study.db)", file=sys.stderr)
+        print(f"error: {getattr(exc, 'filename', '') or '-'}: {exc.strerror or exc}; free space or fix "
+              "permissions, then run again (completed trials are kept in the study storage)", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         print("interrupted: completed trials are in study.db; continue with --resume RUN", file=sys.stderr)

@@ -41,9 +41,9 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
         hf = source.parent / "hf"
         if hf.is_dir():  # the fp32 student before quantization, for from_pretrained
             shutil.copytree(hf, tmp / "hf")
-            for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-                if (tmp / name).is_file():
-                    shutil.copy2(tmp / name, tmp / "hf" / name)
+            for item in rd.tokenizer_dir.iterdir():  # whatever files the tokenizer is made of
+                if item.is_file():
+                    shutil.copy2(item, tmp / "hf" / item.name)
         (tmp / "DEPLOY.md").write_text(deploy_card(selected, saved, tmp))
         out.mkdir(parents=True, exist_ok=True)
         for item in sorted(tmp.iterdir()):  # only the names export writes are replaced

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 STUDY_NAME = "search"
 
 
+def _tag() -> str:
+    """Unique per writer: workers in containers on one shared folder can have the same pid."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may write the same file
+    tmp = path.with_name(f".{path.name}.{_tag()}.tmp")  # per writer: workers may write the same file
     try:
         with open(tmp, "w") as f:
             f.write(text)
@@ -32,7 +38,7 @@ def atomic_write_json(path: Path, obj) -> Path:
 def atomic_replace_dir(fill, dst: Path) -> Path:
     """Build a folder with `fill(tmp_dir)` beside `dst`, then swap it in (the old one is removed only
     after the new one is complete)."""
-    tag = f"{os.getpid()}"  # per process: two workers may replace the same folder
+    tag = _tag()  # per writer: two workers may replace the same folder
     tmp, old = dst.with_name(f".{dst.name}.{tag}.tmp"), dst.with_name(f".{dst.name}.{tag}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -85,7 +91,8 @@ class RunDir:
         return self.root / "trials" / f"{trial:04d}"
 
     def artifact(self, trial: int) -> Path:
-        """The artifact a trial built (its file name is the backend's, recorded in budget.json)."""
+        """The artifact a trial built (its file name is the backend's, recorded in budget.json); a trial that
+        reused an earlier identical recipe holds a linked copy of that one's files."""
         return self.trial_dir(trial) / self.saved()["artifact_name"]
 
     def saved(self) -> dict:
@@ -105,3 +112,12 @@ def claim_worker_id(rd: RunDir) -> int:
         except FileExistsError:
             n += 1
 
+
+def link_copy(src: Path, dst: Path) -> None:
+    """Copy a trial folder by hard links where the file system allows (no extra bytes), else by copying."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)

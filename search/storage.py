@@ -21,6 +21,16 @@ def check_url(url: str | None) -> str | None:
                                         "journal:/shared/path.log")
 
 
+def redacted(url: str | None) -> str | None:
+    """The URL without its password (workers take it from PGPASSWORD or ~/.pgpass)."""
+    if url is None or "://" not in url or url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.set(password=None).render_as_string(hide_password=False) if u.password else url
+
+
 def study_name(rd: RunDir, url: str | None) -> str:
     """One study per run: the run id names it in a shared database (a per-run SQLite file keeps `search`)."""
     return STUDY_NAME if url is None else rd.name

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
+from safetensors import SafetensorError
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -23,7 +24,7 @@ from .objectives import for_budget
 from .pipeline import Context, make_context, measure_teacher, run_candidate, screen
 from . import storage as storages
 from .locks import file_lock
-from .run_dir import RunDir, atomic_write_json
+from .run_dir import RunDir, atomic_write_json, link_copy
 from .space import Space, check_against_teacher, values
 from .target import Target
 
@@ -150,7 +151,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         # a shared storage: the first of the run's processes to get here creates the study, the others load it
         load_if_exists=resume or settings.join or settings.storage is not None)
     study.set_metric_names([o.name for o in objectives])
-    if resume:
+    if resume and settings.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
         _fail_dead_trials(study, log)
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
     # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
@@ -173,9 +174,11 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         earlier = _completed_with_recipe(study, asdict(cand), trial.number)
         if earlier is not None:  # the same recipe builds the same model: its measurements stand
             for key, value in earlier.user_attrs.items():
-                if key not in ("label", "recipe"):
+                if key not in ("label", "recipe", "worker", "artifact"):
                     trial.set_user_attr(key, value)
             trial.set_user_attr("same_recipe_as_trial", earlier.number)
+            link_copy(rd.trial_dir(earlier.number), rd.trial_dir(trial.number))  # select/export find its files
+            trial.set_user_attr("artifact", str(rd.artifact(trial.number)))
             for key, value in pareto.violations(earlier.user_attrs, budget).items():
                 trial.set_constraint(key, float(value))
             log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
@@ -198,8 +201,9 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             trial.set_user_attr("reason", f"cannot build: {exc}")
             log(f"{head} failed: {exc}")
             raise
-        except OSError as exc:  # disk full, permissions: the machine's fault, not the recipe's
-            reason = f"cannot write: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'no file'})"
+        except (OSError, SafetensorError) as exc:  # disk full, permissions: the machine's, not the recipe's fault
+            reason = (f"cannot write: {getattr(exc, 'strerror', None) or exc} "
+                      f"({getattr(exc, 'filename', '') or 'no file'})")
             trial.set_user_attr("reason", reason)
             log(f"{head} failed: {reason}")
             if os_failures:
@@ -232,12 +236,12 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         finally:
             outputs.write_tables(study, rd, budget)
     # selection and export happen once, by the worker that sees the run complete with nothing running
-    with file_lock(rd.root / ".finish.lock", blocking=False) as mine:
+    with file_lock(rd.root / ".finish.lock"):  # blocking: whoever comes second re-checks after the first
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         complete = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         marker = rd.root / ".finished"
         finished = marker.is_file() and json.loads(marker.read_text()) == complete
-        if not mine or running or (settings.join and finished):
+        if running or (settings.storage is not None and finished):
             log(f"worker {settings.worker_id} done; the worker that ends last selects and exports")
             return {"meets_budget": True, "worker_only": True}
         selected = outputs.finish(study, rd, log=log)

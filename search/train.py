@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import accel, families
+from .errors import CandidateError
 from .tasks import classification
 from .tasks.data import Split
 
@@ -75,21 +76,21 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
         return float("nan")
     family = families.of(model)
     acc = accel.accelerator()
-    model.to(acc.device)
-    if transfer is not None:
-        transfer.teacher.to(acc.device)
-    gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    model.train()
-    order = torch.empty(0, dtype=torch.long)
     recent = []
-    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0, disable=None)  # None: off when not a TTY
-    t0 = last = time.perf_counter()
     try:
+        model.to(acc.device)
+        if transfer is not None:
+            transfer.teacher.to(acc.device)
+        gen = torch.Generator().manual_seed(seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        warmup = max(1, steps // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+        model.train()
+        order = torch.empty(0, dtype=torch.long)
+        bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0, disable=None)  # None: off without a TTY
+        t0 = last = time.perf_counter()
         for step in bar:
             if len(order) < batch_size:
                 order = torch.cat([order, torch.randperm(len(data), generator=gen)])
@@ -116,11 +117,16 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
                 last = now
                 log(f"  {desc.strip()}: step {step + 1}/{steps}, {(step + 1) / (now - t0):.2f} steps/s, "
                     f"loss {sum(recent) / len(recent):.4f}, on {accel.describe()}")
+    except torch.cuda.OutOfMemoryError as exc:  # this recipe does not fit the GPU: a failed trial, not the run
+        raise CandidateError(f"out of GPU memory while training ({desc.strip()}): "
+                             f"{str(exc).splitlines()[0][:160]}") from None
     finally:
         model.eval()
         model.to("cpu")
         if transfer is not None:
             transfer.teacher.to("cpu")
+        if accel.on_gpu():
+            torch.cuda.empty_cache()
     return sum(recent) / len(recent)
 
 

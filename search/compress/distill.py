@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import families
+from .. import accel, families
 from ..candidate import DistillParams
 from ..errors import CandidateError
 from ..families.base import Importance
@@ -67,7 +67,10 @@ def build_student(teacher, params: DistillParams, importance: Importance, vocab_
 
 
 def cache_key(task_key: str, params: DistillParams, seed: int) -> str:
-    blob = json.dumps({"task": task_key, "params": asdict(params), "seed": seed}, sort_keys=True)
+    parts = {"task": task_key, "params": asdict(params), "seed": seed}
+    if accel.on_gpu():  # bf16 on a GPU trains another student than fp32 on the CPU (CPU keys unchanged)
+        parts["device"] = "cuda-bf16"
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

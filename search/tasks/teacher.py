@@ -91,6 +91,10 @@ def _task_key(task: Task) -> str:
     parts = {k: str(v) for k, v in asdict(task).items()
              if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family", "teacher_weights")}
     parts["data"] = data_fingerprint(task.data_path)
+    from .. import accel
+
+    if accel.on_gpu() and task.finetune_epochs > 0:  # fine-tuned in bf16 on a GPU: another teacher (CPU key kept)
+        parts["device"] = "cuda-bf16"
     parts["weights"] = [file_sha256(p) for p in weights]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -97,7 +97,7 @@ def build(model, params: QuantParams, workdir: Path, calibration: dict | None = 
     try:
         with _quiet():
             _build(raw, out, params, shape, workdir, weight_codes, calibration)
-    except CandidateError:
+    except (CandidateError, OSError):  # a full disk is the machine's failure, not the recipe's
         raise
     except Exception as exc:  # onnxruntime's quantizers raise bare Exceptions for unsupported graphs
         raise CandidateError(f"onnxruntime could not quantize ({params}): {exc}") from exc
