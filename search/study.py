@@ -132,7 +132,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         f"training on {accel.describe()}")
 
     with file_lock(rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
-        if (resume or settings.join) and rd.teacher_json.is_file():
+        if rd.teacher_json.is_file():  # a new run folder has none: a resumed or joined run has
             teacher = json.loads(rd.teacher_json.read_text())
         else:
             log("measuring the fp32 teacher artifact ...")
