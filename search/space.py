@@ -55,7 +55,7 @@ class Space:
         g = lambda name: self._suggest(trial, name)  # noqa: E731
         hidden = g("distill.hidden")
         distill = DistillParams(layers=g("distill.layers"), hidden=hidden,
-                                heads=min(g("distill.heads"), limits.max_heads(hidden)), ffn=g("distill.ffn"),
+                                heads=limits.heads_for(g("distill.heads"), hidden), ffn=g("distill.ffn"),
                                 temperature=g("distill.temperature"), alpha=g("distill.alpha"),
                                 epochs=g("distill.epochs"), vocab=g("distill.vocab"), init=g("distill.init"),
                                 hidden_weight=g("distill.hidden_weight"),

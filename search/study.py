@@ -45,7 +45,7 @@ def smallest_candidates(space: Space, limits: Limits) -> list[Candidate]:
     k = space.knobs
     low = lambda name: min(values(k[name]))  # noqa: E731
     distill = DistillParams(layers=low("distill.layers"), hidden=low("distill.hidden"),
-                            heads=min(low("distill.heads"), limits.max_heads(low("distill.hidden"))),
+                            heads=limits.heads_for(low("distill.heads"), low("distill.hidden")),
                             ffn=low("distill.ffn"),
                             vocab="task" if "task" in values(k["distill.vocab"]) else "full")
     prune = (PruneParams("structured", max(values(k["prune.ratio"])))

@@ -114,3 +114,20 @@ def test_kv_cache_and_onnx_pricing_match_the_shape(tmp_path):
     ort = OnnxRuntime()
     path = ort.build(model, QuantParams(32), tmp_path / "a")
     assert ort.weight_bytes(path) == pytest.approx(ort.predicted_weight_bytes(shape, QuantParams(32)), rel=0.03)
+
+
+def test_students_keep_whole_kv_groups():
+    from search.compress import distill
+    from search.candidate import DistillParams
+    from search.errors import CandidateError
+
+    teacher, f = tiny_llama(), batch()
+    limits = FAM.limits(FAM.shape_of(teacher))
+    assert limits.head_group == 2 and [limits.heads_for(h, 64) for h in (1, 2, 3, 4, 9)] == [2, 2, 2, 4, 4]
+    importance = FAM.measure_importance(teacher, f)
+    student = distill.build_student(teacher, DistillParams(layers=2, hidden=64, heads=2, ffn=64), importance)
+    shape = FAM.shape_of(student)
+    assert (shape.layers, shape.heads, shape.kv_heads, shape.ffn) == (2, (2, 2), (1, 1), (64, 64))
+    assert out(student, f).shape == (3, 10, 96)
+    with pytest.raises(CandidateError, match="whole number of 2-head KV groups"):
+        distill.build_student(teacher, DistillParams(layers=2, hidden=64, heads=3, ffn=64), importance)

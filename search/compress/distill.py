@@ -41,12 +41,14 @@ def build_student(teacher, params: DistillParams, importance: Importance, vocab_
         raise CandidateError(f"student {params} is larger than the teacher {shape}")
     if params.hidden % limits.head_dim or not 1 <= params.heads <= limits.max_heads(params.hidden):
         raise CandidateError(f"heads={params.heads} needs 1 <= heads <= hidden/{limits.head_dim}")
+    if params.heads % limits.head_group:
+        raise CandidateError(f"heads={params.heads} is not a whole number of {limits.head_group}-head KV groups")
     student = copy.deepcopy(teacher)
     keep_layers = teacher_layers(shape.layers, params.layers)
     family.select_layers(student, keep_layers)
     teacher_heads = []
     for layer, src in zip(family.blocks(student), keep_layers):
-        heads = top_k(importance.heads[src], params.heads)  # sorted: student head j is teacher head heads[j]
+        heads = family.top_heads(layer, importance.heads[src], params.heads)  # sorted: student head j = heads[j]
         family.slice_heads(layer, heads.tolist())
         teacher_heads.append(heads.tolist())
         family.slice_ffn(layer, top_k(importance.ffn[src], params.ffn))

@@ -83,7 +83,7 @@ def structured(model, ratio: float, importance: Importance, original: ModelShape
     for i, (layer, head_scores, ffn_scores) in enumerate(zip(family.blocks(model), importance.heads, importance.ffn)):
         n_heads = max(1, round(shape.heads[i] * (1 - ratio)))
         n_ffn = max(1, round(shape.ffn[i] * (1 - ratio)))
-        family.slice_heads(layer, top_k(head_scores, min(n_heads, len(head_scores))).tolist())
+        family.slice_heads(layer, family.top_heads(layer, head_scores, min(n_heads, len(head_scores))).tolist())
         family.slice_ffn(layer, top_k(ffn_scores, min(n_ffn, len(ffn_scores))))
     family.sync_config(model)
 

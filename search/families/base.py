@@ -93,9 +93,17 @@ class Limits:
     hidden: int
     ffn: int
     head_dim: int  # hidden sizes are multiples of it; a student keeps whole teacher heads
+    head_group: int = 1  # query heads per KV head (grouped-query attention): heads are kept in whole groups
+    heads: int | None = None  # the teacher's query heads per layer, when known
 
     def max_heads(self, hidden: int) -> int:
         return hidden // self.head_dim
+
+    def heads_for(self, asked: int, hidden: int) -> int:
+        """The head count a student can have: at most what its width holds (and the teacher has), a whole
+        number of KV groups, at least one group."""
+        top = min(asked, self.max_heads(hidden), self.heads or asked)
+        return max(self.head_group, top - top % self.head_group)
 
 
 @dataclass
@@ -211,6 +219,10 @@ class Family(ABC):
     def set_word_embedding(self, model: nn.Module, module: nn.Module) -> None: ...
 
     # -- cuts -------------------------------------------------------------------------------------------
+    def top_heads(self, block: nn.Module, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """The k most important heads (sorted indices); a family with grouped heads keeps whole groups."""
+        return torch.topk(scores, k).indices.sort().values
+
     @abstractmethod
     def select_layers(self, model: nn.Module, keep: list[int]) -> None: ...
 

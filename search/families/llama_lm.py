@@ -95,7 +95,10 @@ class LlamaLM(Family):
             outputs=model.lm_head.out_features, tied_embeddings=model.lm_head.weight is emb.weight)
 
     def limits(self, teacher: ModelShape) -> Limits:
-        return Limits(layers=teacher.layers, hidden=teacher.hidden, ffn=min(teacher.ffn), head_dim=teacher.head_dim)
+        """Width is not tied to heads here (head_dim is fixed by RoPE, not hidden / heads): any number of whole
+        KV groups up to the teacher's."""
+        return Limits(layers=teacher.layers, hidden=teacher.hidden, ffn=min(teacher.ffn), head_dim=teacher.head_dim,
+                      head_group=self.group_size(teacher), heads=max(teacher.heads))
 
     def group_size(self, shape: ModelShape) -> int:
         """Query heads per KV head: students keep whole groups."""
@@ -188,6 +191,13 @@ class LlamaLM(Family):
         model.config.num_hidden_layers = len(keep)
         if getattr(model.config, "layer_types", None):
             model.config.layer_types = [model.config.layer_types[i] for i in keep]
+
+    def top_heads(self, block, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """The k query heads of the k / group most important KV groups (a group scores its heads' sum)."""
+        g = block.self_attn.num_key_value_groups
+        n_groups = max(1, k // g)
+        best = torch.topk(scores.view(-1, g).sum(-1), n_groups).indices.sort().values
+        return torch.cat([torch.arange(grp * g, grp * g + g) for grp in best.tolist()])
 
     def slice_heads(self, block, keep_heads: list[int]) -> None:
         """Keep the KV groups of `keep_heads` (query-head indices), each whole: a KV head with all the query
