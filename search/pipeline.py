@@ -75,6 +75,9 @@ def planned_shape(teacher: ModelShape, cand: Candidate, vocab_size: int | None =
     if p.type == "structured":
         heads, ffn = kept(heads, p.ratio), kept(ffn, p.ratio)
     shape = replace(teacher, layers=d.layers, hidden=d.hidden, heads=(heads,) * d.layers, ffn=(ffn,) * d.layers)
+    if teacher.kv_heads:  # grouped-query attention: whole groups, so KV heads follow the query heads
+        group = teacher.heads[0] // teacher.kv_heads[0]
+        shape = replace(shape, kv_heads=(max(1, heads // group),) * d.layers)
     if d.vocab == "task" and vocab_size:
         shape = replace(shape, vocab=vocab_size, id_map_size=teacher.vocab)
     return shape

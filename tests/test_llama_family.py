@@ -131,3 +131,14 @@ def test_students_keep_whole_kv_groups():
     assert out(student, f).shape == (3, 10, 96)
     with pytest.raises(CandidateError, match="whole number of 2-head KV groups"):
         distill.build_student(teacher, DistillParams(layers=2, hidden=64, heads=3, ffn=64), importance)
+
+
+def test_the_planned_shape_is_the_built_one():
+    from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
+    from search.compress import distill
+    from search.pipeline import planned_shape
+
+    teacher, f = tiny_llama(), batch()
+    cand = Candidate(DistillParams(layers=2, hidden=48, heads=2, ffn=64), PruneParams(), QuantParams(32))
+    student = distill.build_student(teacher, cand.distill, FAM.measure_importance(teacher, f))
+    assert planned_shape(FAM.shape_of(teacher), cand) == FAM.shape_of(student)
