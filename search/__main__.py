@@ -82,9 +82,9 @@ def _cmd_run(args) -> int:
     accel.configure(args.device)
     _quiet_libraries()
     from .study import RunSettings, run
-    from .tasks.teacher import check_data, prepare
+    from .tasks.teacher import prepare, read_checked
 
-    check_data(task)  # the data is read and checked before a run folder is made
+    frame = read_checked(task)  # the data is read and checked before a run folder is made
     if run_dir is None:
         run_id = check_run_id(args.run_id) if args.run_id else f"{slug(target.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = RESULTS_DIR / run_id
@@ -106,7 +106,7 @@ def _cmd_run(args) -> int:
           f"{args.trials} completed trials wanted, training on {accel.describe()} "
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})", flush=True)
-    prepared = prepare(task, RESULTS_DIR / "cache", log=lambda s: print(s, flush=True))
+    prepared = prepare(task, RESULTS_DIR / "cache", log=lambda s: print(s, flush=True), frame=frame)
     settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
                            seed=args.seed, threads=args.threads, storage=args.storage, worker_id=worker_id,
                            join=bool(join))

@@ -37,7 +37,7 @@ class KD:
 
 
 class Transfer:
-    """Intermediate-layer distillation (TinyBERT / MiniLM style), from one teacher forward per batch:
+    """Intermediate-layer distillation (Jiao et al. 2020; Wang et al. 2020), from one teacher forward per batch:
     - hidden states: MSE between each student layer's output and the output of the teacher layer it was
       cut from, on the hidden dims the student kept;
     - attention: KL(teacher || student) of each kept head's attention distribution, per real query token.

@@ -27,11 +27,16 @@ def tiny_config(layers=3, hidden=128, heads=4, ffn=256, vocab=120, labels=2, pos
 
 def tiny_model(seed=0, **kw) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(tiny_config(**kw)).eval()
-    with torch.no_grad():  # like a trained model: no two biases/norms equal (the exporter would share them)
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.02)
+    # like a trained model: no two biases/norms equal (the exporter would share them)
+    return perturb_vectors(BertForSequenceClassification(tiny_config(**kw)).eval(), 0.02)
+
+
+@torch.no_grad()
+def perturb_vectors(model, scale: float):
+    """Add noise to every bias and norm (1-D parameter), in place: freshly initialised ones are all equal."""
+    for p in model.parameters():
+        if p.dim() == 1:
+            p.add_(torch.randn_like(p) * scale)
     return model
 
 
@@ -86,3 +91,29 @@ def write_tiny_task(root, n=400, seed=0):
         "name: tiny\nteacher: teacher\ndata:\n  path: data.csv\n  text_column: sentence\n  label_column: y\n"
         "  validation_fraction: 0.25\nmax_length: 16\nfinetune:\n  epochs: 3\n  learning_rate: 0.001\n")
     return root / "task.yaml"
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def tiny_run_inputs(root, target_yaml: str) -> list[str]:
+    """Writes the tiny task and a target into `root`; the `run` flags that use them with the tests' small space."""
+    task = write_tiny_task(root / "task")
+    (root / "target.yaml").write_text(target_yaml)
+    return ["--target", str(root / "target.yaml"), "--task", str(task),
+            "--space", os.path.join(TESTS, "golden_space.yaml")]
+
+
+def search_env(results) -> dict:
+    """The environment of a `python -m search` subprocess writing into `results`."""
+    return {**os.environ, "SEARCH_RESULTS_DIR": str(results), "PYTHONUNBUFFERED": "1"}
+
+
+def run_search(results, *args: str, timeout: float = 900):
+    """`python -m search ARGS` in a fresh process, run from the repository root."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True,
+                          cwd=os.path.dirname(TESTS), env=search_env(results), timeout=timeout)
+

@@ -20,7 +20,6 @@ from search.tasks import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = (ROOT / "targets" / "local_cpu.yaml").read_text()
-ESTIMATED = (ROOT / "targets" / "jetson_orin.yaml").read_text()
 SPACE = (ROOT / "spaces" / "default.yaml").read_text()
 
 TARGET_CASES = [  # (edit of local_cpu.yaml, key the error must name)
@@ -124,20 +123,16 @@ def refused(capsys, argv: list[str], results: Path) -> str:
     return err
 
 
-@pytest.mark.parametrize("edit, key", TARGET_CASES, ids=[k for _, k in TARGET_CASES])
-def test_target_corpus(capsys, env, edit, key):
-    assert edit[0] in TARGET
-    bad = env / "target.yaml"
-    bad.write_text(TARGET.replace(*edit, 1))
-    assert f"{bad}: {key}" in refused(capsys, ["run", "--target", str(bad)], env / "results")
+FILE_CASES = [("target", TARGET, edit, key) for edit, key in TARGET_CASES] + \
+    [("space", SPACE, edit, key) for edit, key in SPACE_CASES]
 
 
-@pytest.mark.parametrize("edit, key", SPACE_CASES, ids=[k for _, k in SPACE_CASES])
-def test_space_corpus(capsys, env, edit, key):
-    assert edit[0] in SPACE
-    bad = env / "space.yaml"
-    bad.write_text(SPACE.replace(*edit, 1))
-    assert f"{bad}: {key}" in refused(capsys, ["run", "--space", str(bad)], env / "results")
+@pytest.mark.parametrize("kind, text, edit, key", FILE_CASES, ids=[f"{c[0]}:{c[3]}" for c in FILE_CASES])
+def test_target_and_space_corpus(capsys, env, kind, text, edit, key):
+    assert edit[0] in text
+    bad = env / f"{kind}.yaml"
+    bad.write_text(text.replace(*edit, 1))
+    assert f"{bad}: {key}" in refused(capsys, ["run", f"--{kind}", str(bad)], env / "results")
 
 
 @pytest.mark.parametrize("text, key", TASK_CASES, ids=[k for _, k in TASK_CASES])

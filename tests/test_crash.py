@@ -3,7 +3,6 @@ trial FAIL with its reason, the exact count, and no recipe built twice."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from conftest import write_tiny_task
+from conftest import run_search, search_env, tiny_run_inputs, write_tiny_task
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = """name: tiny_crash
@@ -24,12 +23,9 @@ budget: {memory_mb: 2.0, p99_latency_ms: 100, accuracy_floor: {max_drop: 0.5}}
 
 
 def test_sigkill_mid_trial_then_resume(tmp_path):
-    task = write_tiny_task(tmp_path / "task")
-    (tmp_path / "target.yaml").write_text(TARGET)
-    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results"), "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "search", "run", "--target", str(tmp_path / "target.yaml"), "--task", str(task),
-            "--space", str(ROOT / "tests" / "golden_space.yaml"), "--trials", "4", "--threads", "1",
-            "--run-id", "crash"]
+    env = search_env(tmp_path / "results")
+    args = [sys.executable, "-m", "search", "run", *tiny_run_inputs(tmp_path, TARGET), "--trials", "4",
+            "--threads", "1", "--run-id", "crash"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
     seen, building_after_done = [], False
     deadline = time.time() + 600
@@ -50,8 +46,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
               if t.state == TrialState.RUNNING]
     assert before and len(killed) == 1, "".join(seen[-20:])
 
-    done = subprocess.run([sys.executable, "-m", "search", "run", "--resume", "crash"], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=900)
+    done = run_search(tmp_path / "results", "run", "--resume", "crash")
     assert done.returncode in (0, 3), done.stderr[-2000:]
     assert json.loads((run / "run.json").read_text())["trials"] == 4  # --resume alone continues the same run
     trials = optuna.load_study(study_name="search", storage=storage).trials
@@ -103,13 +98,9 @@ def test_disk_full_fails_the_trial_with_the_os_error_then_stops_the_run(tmp_path
 def test_killing_the_final_writing_leaves_old_or_new_complete_files(tmp_path):
     """SIGKILL `select` at moments spread over its writing phase: every output is the old complete file or
     the new complete one, never half (tmp + rename; model/ swapped as a whole)."""
-    task = write_tiny_task(tmp_path / "task")
-    (tmp_path / "target.yaml").write_text(TARGET)
-    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results")}
-    done = subprocess.run([sys.executable, "-m", "search", "run", "--target", str(tmp_path / "target.yaml"),
-                           "--task", str(task), "--space", str(ROOT / "tests" / "golden_space.yaml"),
-                           "--trials", "3", "--threads", "1", "--run-id", "k"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    env = search_env(tmp_path / "results")
+    done = run_search(tmp_path / "results", "run", *tiny_run_inputs(tmp_path, TARGET), "--trials", "3",
+                      "--threads", "1", "--run-id", "k")
     assert done.returncode in (0, 3), done.stderr[-2000:]
     run = tmp_path / "results" / "k"
 
@@ -137,6 +128,5 @@ def test_killing_the_final_writing_leaves_old_or_new_complete_files(tmp_path):
         proc.wait()
         complete_outputs()
     assert kills >= 3  # most attempts really did interrupt it
-    finished = subprocess.run([sys.executable, "-m", "search", "select", "k", "--policy", "memory"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
+    finished = run_search(tmp_path / "results", "select", "k", "--policy", "memory", timeout=300)
     assert finished.returncode in (0, 3) and complete_outputs()["policy"] == "memory"

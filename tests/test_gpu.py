@@ -2,20 +2,15 @@
 skip there with the reason; run them on a GPU machine with `pytest -m gpu tests/test_gpu.py`."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import random_split, tiny_model, write_tiny_task
+from conftest import random_split, run_search, tiny_model, tiny_run_inputs
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch here")]
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_train_runs_on_the_gpu_and_hands_back_a_cpu_model():
@@ -35,16 +30,11 @@ def test_train_runs_on_the_gpu_and_hands_back_a_cpu_model():
 
 
 def test_tiny_run_with_device_cuda_trains_on_the_gpu(tmp_path):
-    task = write_tiny_task(tmp_path / "task")
-    (tmp_path / "target.yaml").write_text(
-        "name: tiny\ndevice: {latency: estimated, memory_mb: 1000, memory_bandwidth_gbps: 50, peak_tops: {fp32: 1}}\n"
-        "workload: {batch_size: 1, sequence_length: 16}\n"
-        "budget: {memory_mb: 50, p99_latency_ms: 100, accuracy_floor: {max_drop: 0.5}}\n")
-    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results")}
-    proc = subprocess.run([sys.executable, "-m", "search", "run", "--target", str(tmp_path / "target.yaml"),
-                           "--task", str(task), "--space", str(ROOT / "tests" / "golden_space.yaml"),
-                           "--trials", "2", "--device", "cuda", "--run-id", "gpu"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    target = ("name: tiny\ndevice: {latency: estimated, memory_mb: 1000, memory_bandwidth_gbps: 50, "
+              "peak_tops: {fp32: 1}}\nworkload: {batch_size: 1, sequence_length: 16}\n"
+              "budget: {memory_mb: 50, p99_latency_ms: 100, accuracy_floor: {max_drop: 0.5}}\n")
+    proc = run_search(tmp_path / "results", "run", *tiny_run_inputs(tmp_path, target), "--trials", "2",
+                      "--device", "cuda", "--run-id", "gpu")
     assert proc.returncode in (0, 3), proc.stderr[-3000:]
     assert "training on cuda" in proc.stdout
     trials = pd.read_csv(tmp_path / "results" / "gpu" / "trials.csv")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import perturb_vectors
 from search import families
 from search.backends.onnxruntime import OnnxRuntime
 from search.candidate import QuantParams
@@ -19,12 +20,7 @@ def tiny_llama(seed=0, tied=True) -> LlamaForCausalLM:
     config = LlamaConfig(vocab_size=96, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                          num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=tied,
                          attn_implementation="eager", use_cache=False)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # like a trained model: norms not all ones
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
+    return perturb_vectors(LlamaForCausalLM(config).eval(), 0.1)  # like a trained model: norms not all ones
 
 
 def batch(n=3, length=10, vocab=96, seed=0) -> dict:

@@ -18,9 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import write_tiny_task
+from conftest import search_env, tiny_run_inputs
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = """name: tiny_workers
 device: {latency: estimated, memory_mb: 1000, memory_bandwidth_gbps: 50, peak_tops: {fp32: 0.5}}
 workload: {batch_size: 1, sequence_length: 16}
@@ -65,17 +64,14 @@ def postgres():
 
 
 def test_three_workers_on_one_postgres_study(postgres, tmp_path):
-    task = write_tiny_task(tmp_path / "task")
-    (tmp_path / "target.yaml").write_text(TARGET)
+    inputs = tiny_run_inputs(tmp_path, TARGET)
     shared = tmp_path / "shared-results"
-    env = {**os.environ, "SEARCH_RESULTS_DIR": str(shared), "PYTHONUNBUFFERED": "1"}
+    env = search_env(shared)
     workdirs = [tmp_path / f"machine{i}" for i in range(3)]
     for d in workdirs:
         d.mkdir()
     first = subprocess.Popen([sys.executable, "-m", "search", "run", "--storage", postgres, "--run-id", "w",
-                              "--target", str(tmp_path / "target.yaml"), "--task", str(task),
-                              "--space", str(ROOT / "tests" / "golden_space.yaml"), "--trials", str(TRIALS),
-                              "--threads", "1"],
+                              *inputs, "--trials", str(TRIALS), "--threads", "1"],
                              cwd=workdirs[0], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (shared / "w" / "run.json").is_file():

@@ -29,7 +29,7 @@ HEAD_DIM = 32  # the default teacher's (MiniLM) head width: the shapes the searc
 
 def bench_shape(layers: int, hidden: int, heads: int, ffn: int) -> ModelShape:
     """A student shape of the default family (the encoder classifier) with the teacher's vocabulary."""
-    return ModelShape(family="bert_cls", layers=layers, hidden=hidden, heads=(heads,) * layers, ffn=(ffn,) * layers,
+    return ModelShape(family=families.DEFAULT, layers=layers, hidden=hidden, heads=(heads,) * layers, ffn=(ffn,) * layers,
                       vocab=30522, head_dim=HEAD_DIM, positions=512, segments=2, outputs=2)
 
 

@@ -6,6 +6,7 @@ from .bert_cls import BertClassifier
 from .llama_lm import LlamaLM
 
 _REGISTRY: dict[str, Family] = {}
+DEFAULT = BertClassifier.name  # the family of the built-in task and of task files that name none
 
 
 def register(family: Family) -> Family:

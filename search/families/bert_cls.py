@@ -14,10 +14,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-from ..errors import ConfigError
-from .base import ExportSpec, Family, Forward, Importance, Limits, ModelShape, Operator, Tensor
-
-INPUTS = ("input_ids", "attention_mask")
+from .base import Family, Importance, Limits, ModelShape, Operator, Tensor
+from .hf_text import TextInputs, load_pretrained
 
 
 def _slice_layernorm(ln: nn.LayerNorm, keep: torch.Tensor) -> nn.LayerNorm:
@@ -32,7 +30,7 @@ def _slice_embedding(emb: nn.Embedding, keep: torch.Tensor) -> nn.Embedding:
     return new
 
 
-class BertClassifier(Family):
+class BertClassifier(TextInputs, Family):
     name = "bert_cls"
     hf_auto_class = "AutoModelForSequenceClassification"
 
@@ -41,27 +39,12 @@ class BertClassifier(Family):
         return hasattr(model, "bert") and hasattr(model, "classifier")
 
     def load(self, model_dir: Path, num_outputs: int, file_for_errors: str, safetensors_only: bool = True):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
-        try:
-            config = AutoConfig.from_pretrained(model_dir)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(file_for_errors, "teacher", f"cannot read {model_dir}/config.json: {exc}") from None
-        if config.model_type != "bert":
-            raise ConfigError(file_for_errors, "teacher", f"model_type {config.model_type!r}: the student builder "
-                                                          "supports BERT-family encoders only (e.g. MiniLM)")
-        if safetensors_only and not any(Path(model_dir).glob("*.safetensors")):
-            raise ConfigError(file_for_errors, "teacher", f"{model_dir} has no .safetensors weights; convert the "
-                                                          "checkpoint, or set `teacher_weights: any` in the task "
-                                                          "file to load pickled (.bin) weights")
-        try:
-            # eager attention: the ONNX exporter and onnxruntime's BERT fusion expect the explicit graph
-            return AutoModelForSequenceClassification.from_pretrained(
-                model_dir, num_labels=num_outputs, attn_implementation="eager",
-                use_safetensors=True if safetensors_only else None).eval()
-        except Exception as exc:  # transformers raises many kinds for corrupt weights; all are "unreadable"
-            raise ConfigError(file_for_errors, "teacher", f"cannot load weights from {model_dir}: "
-                                                          f"{str(exc).splitlines()[0]}") from None
+        # eager attention: the ONNX exporter and onnxruntime's BERT fusion expect the explicit graph
+        return load_pretrained(AutoModelForSequenceClassification, model_dir, file_for_errors, ("bert",),
+                               "the student builder supports BERT-family encoders only (e.g. MiniLM)",
+                               safetensors_only, num_labels=num_outputs, attn_implementation="eager")
 
     def limits_from_config(self, model_dir: Path) -> Limits | None:
         from transformers import AutoConfig
@@ -72,22 +55,6 @@ class BertClassifier(Family):
                           head_dim=c.hidden_size // c.num_attention_heads)
         except (OSError, ValueError, AttributeError):  # unreadable: load() reports it with the file and key
             return None
-
-    def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:
-        enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-        return {name: enc[name] for name in INPUTS}
-
-    def token_mask(self, features: dict) -> torch.Tensor:
-        return features["attention_mask"].bool()
-
-    def token_ids(self, features: dict) -> torch.Tensor:
-        return features["input_ids"]
-
-    def forward(self, model, features: dict, hidden_states: bool = False, attentions: bool = False) -> Forward:
-        out = model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
-                    output_hidden_states=hidden_states, output_attentions=attentions)
-        return Forward(out.logits, out.hidden_states if hidden_states else None,
-                       out.attentions if attentions else None)
 
     # -- shape --------------------------------------------------------------------------------------------
     def shape_of(self, model) -> ModelShape:
@@ -339,17 +306,12 @@ class BertClassifier(Family):
         return Importance(hidden=self.measure_importance(model, features).hidden, heads=heads, ffn=ffn)
 
     # -- leaving the search -------------------------------------------------------------------------------
-    def export_spec(self, shape: ModelShape) -> ExportSpec:
-        ids = torch.ones(1, 8, dtype=torch.long)
+    def optimizer_hints(self, shape: ModelShape) -> dict:
+        """onnxruntime's BERT fusion; 0/0 lets its optimizer detect sizes, and fusion is skipped where pruned
+        heads break the pattern."""
         uniform = len(set(shape.heads)) == 1 and shape.heads[0] * shape.head_dim == shape.hidden
-        # 0/0 lets onnxruntime's optimizer detect sizes; fusion is skipped where pruned heads break the pattern
         heads, hidden = (shape.heads[0], shape.hidden) if uniform else (0, 0)
-        return ExportSpec(
-            inputs=INPUTS, outputs=("logits",), example={"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "logits": {0: "batch"}},
-            optimizer_hints={"model_type": "bert", "num_heads": heads, "hidden_size": hidden},
-            probe_inputs=(("input_ids", "ids"), ("attention_mask", "ones")))
+        return {"model_type": "bert", "num_heads": heads, "hidden_size": hidden}
 
     @torch.no_grad()
     def to_standard(self, model):

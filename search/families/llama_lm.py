@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-from ..errors import CandidateError, ConfigError
-from .base import ExportSpec, Family, Forward, Importance, Limits, ModelShape, Operator, Tensor
+from ..errors import CandidateError
+from .base import Family, Importance, Limits, ModelShape, Operator, Tensor
+from .hf_text import TextInputs, load_pretrained
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")  # the same block: RMSNorm, RoPE, GQA attention, SwiGLU MLP
-INPUTS = ("input_ids", "attention_mask")
 
 
 def _slice_rmsnorm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
@@ -30,54 +30,28 @@ def _slice_rmsnorm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
     return new
 
 
-class LlamaLM(Family):
+class LlamaLM(TextInputs, Family):
     name = "llama_lm"
     hf_auto_class = "AutoModelForCausalLM"
     task_types = ("causal_lm",)
+    forward_kwargs = {"use_cache": False}  # no KV cache in the search's own passes (nor in an ONNX export)
+    output_axes = {0: "batch", 1: "sequence"}
 
     # -- identity and loading ---------------------------------------------------------------------------
     def matches(self, model) -> bool:
         return getattr(getattr(model, "config", None), "model_type", None) in MODEL_TYPES and hasattr(model, "lm_head")
 
     def load(self, model_dir: Path, num_outputs: int, file_for_errors: str, safetensors_only: bool = True):
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
-        try:
-            config = AutoConfig.from_pretrained(model_dir)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(file_for_errors, "teacher", f"cannot read {model_dir}/config.json: {exc}") from None
-        if config.model_type not in MODEL_TYPES:
-            raise ConfigError(file_for_errors, "teacher", f"model_type {config.model_type!r}: this family takes "
-                                                          f"{', '.join(MODEL_TYPES)} causal LMs")
-        if safetensors_only and not any(Path(model_dir).glob("*.safetensors")):
-            raise ConfigError(file_for_errors, "teacher", f"{model_dir} has no .safetensors weights; convert the "
-                                                          "checkpoint, or set `teacher_weights: any`")
-        try:
-            # no KV cache in the search's own forward passes (and the ONNX exporter cannot trace one)
-            return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager",
-                                                        use_cache=False,
-                                                        use_safetensors=True if safetensors_only else None).eval()
-        except Exception as exc:  # transformers raises many kinds for corrupt weights; all are "unreadable"
-            raise ConfigError(file_for_errors, "teacher", f"cannot load weights from {model_dir}: "
-                                                          f"{str(exc).splitlines()[0]}") from None
+        return load_pretrained(AutoModelForCausalLM, model_dir, file_for_errors, MODEL_TYPES,
+                               f"this family takes {', '.join(MODEL_TYPES)} causal LMs", safetensors_only,
+                               dtype=torch.float32, attn_implementation="eager", use_cache=False)
 
     def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:
         if tokenizer.pad_token is None:  # causal LMs often ship without one; padding is masked anyway
             tokenizer.pad_token = tokenizer.eos_token
-        enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-        return {name: enc[name] for name in INPUTS}
-
-    def token_mask(self, features: dict) -> torch.Tensor:
-        return features["attention_mask"].bool()
-
-    def token_ids(self, features: dict) -> torch.Tensor:
-        return features["input_ids"]
-
-    def forward(self, model, features: dict, hidden_states: bool = False, attentions: bool = False) -> Forward:
-        out = model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
-                    output_hidden_states=hidden_states, output_attentions=attentions, use_cache=False)
-        return Forward(out.logits, out.hidden_states if hidden_states else None,
-                       out.attentions if attentions else None)
+        return super().tokenize(tokenizer, texts, max_length)
 
     # -- shape --------------------------------------------------------------------------------------------
     def _head_dim(self, model) -> int:
@@ -314,15 +288,6 @@ class LlamaLM(Family):
         raise CandidateError("gradient importance is not built for the llama_lm family yet; use prune.importance: norm")
 
     # -- leaving the search -------------------------------------------------------------------------------
-    def export_spec(self, shape: ModelShape) -> ExportSpec:
-        ids = torch.ones(1, 8, dtype=torch.long)
-        return ExportSpec(inputs=INPUTS, outputs=("logits",), example={"input_ids": ids,
-                                                                       "attention_mask": torch.ones_like(ids)},
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                        "attention_mask": {0: "batch", 1: "sequence"},
-                                        "logits": {0: "batch", 1: "sequence"}},
-                          probe_inputs=(("input_ids", "ids"), ("attention_mask", "ones")))
-
     @torch.no_grad()
     def to_standard(self, model):
         """A stock LlamaForCausalLM: every layer at the largest kept head and FFN counts, the cut heads and

@@ -46,12 +46,6 @@ def _remote(runner: Runner, shell: str, stdin=None, timeout: float = 600) -> str
     return proc.stdout if isinstance(proc.stdout, str) else proc.stdout.decode()
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def run_probe(probe: Path, artifact: Path, args: list[str], runner: Runner | None = None) -> tuple[dict, str]:
     """Run `probe` (a standalone script) on `artifact` in a fresh process, here or on the runner's device;
     returns its JSON answer and where it ran. Remote files keep their own names."""
@@ -76,7 +70,9 @@ def run_probe(probe: Path, artifact: Path, args: list[str], runner: Runner | Non
 
 
 def from_probe(r: dict, where: str, artifact: Path | None = None) -> Latency:
-    if artifact is not None and r.get("model_sha256") not in (None, _sha256(artifact)):
+    from ..tasks.teacher import file_sha256
+
+    if artifact is not None and r.get("model_sha256") not in (None, file_sha256(artifact)):
         raise CandidateError(f"the probe on {where} measured another file than {artifact.name} (checksum differs)")
     detail = (f"{r['runtime']} CPU on {where}, fresh process, {r['threads']} thread(s), "
               f"{r['rounds']}x{r['runs_per_round']} runs after {r['warmup']} warm-up, attempt {r['attempts']}")

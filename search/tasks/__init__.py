@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..families import DEFAULT as DEFAULT_FAMILY
 from ..schema import Reader, load_yaml
 
 
@@ -29,7 +30,7 @@ class Task:
     finetune_epochs: float = 2.0  # 0: the teacher already has a trained head for these labels
     finetune_learning_rate: float = 5e-5
     unlabelled_path: Path | None = None  # extra task text without labels: the teacher labels it for distillation
-    family: str = "bert_cls"  # the model family of the teacher (families/)
+    family: str = DEFAULT_FAMILY  # the teacher's model family (families/)
     teacher_weights: str = "safetensors"  # "any": also pickled .bin checkpoints (only when asked for explicitly)
 
     @property
@@ -94,7 +95,7 @@ def load_task(path_str: str | None) -> Task:
         finetune_epochs=f.number("epochs", default=2.0, lo=0, hi=100),
         finetune_learning_rate=f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True),
         unlabelled_path=unlabelled_path,
-        family=top.string("family", default="bert_cls", choices=tuple(families_names())),
+        family=top.string("family", default=DEFAULT_FAMILY, choices=tuple(families_names())),
         teacher_weights=top.string("teacher_weights", default="safetensors", choices=("safetensors", "any")),
     )
     d.done()

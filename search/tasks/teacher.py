@@ -71,8 +71,11 @@ def check_labels(frame, task: Task) -> None:
                                                     "and measured")
 
 
-def check_data(task: Task) -> None:
-    check_labels(read_table(task.data_path, task.text_column, task.label_column, Path(task.source)), task)
+def read_checked(task: Task):
+    """The task's table, read once and checked (contradictory labels, classes too small)."""
+    frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
+    check_labels(frame, task)
+    return frame
 
 
 def data_fingerprint(path: Path) -> str:
@@ -99,12 +102,12 @@ def _task_key(task: Task) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare(task: Task, cache_dir: Path, log=print) -> Prepared:
+def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
+    """`frame`: the table `read_checked` already returned (the CLI checks it before making a run folder)."""
     from transformers import AutoTokenizer
 
     family = families.get(task.family)
-    frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
-    check_labels(frame, task)
+    frame = read_checked(task) if frame is None else frame
     train_df, val_df, classes = split_frame(frame, task.validation_fraction, task.split_seed,
                                             task.max_train_examples, task.max_validation_examples)
     if len(classes) < 2:
