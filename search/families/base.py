@@ -243,8 +243,50 @@ class Family(ABC):
         """Fresh weights at the same (cut) shape: the random-init baseline."""
 
     # -- importance -------------------------------------------------------------------------------------
-    @abstractmethod
-    def measure_importance(self, model: nn.Module, features: dict) -> Importance: ...
+    def importance_points(self, model: nn.Module) -> tuple[list, list, list]:
+        """Where norm-based importance reads: the modules whose outputs are the residual stream (in forward
+        order); per block, the attention output projection (its input holds each head's context) with the
+        head width; per block, the FFN down projection (its input holds each channel's activation)."""
+        raise NotImplementedError(f"{self.name}: no importance points; override measure_importance")
+
+    @torch.no_grad()
+    def measure_importance(self, model: nn.Module, features: dict) -> Importance:
+        """Norm-based scores over real tokens: hidden dims by mean |residual|, heads by the norm of their
+        contribution to the attention output, FFN channels by mean |activation| x the norm of their output
+        weights (BACKENDS.md: mean attention probability is identical for every head, so it ranks nothing)."""
+        model.eval()
+        mask = self.token_mask(features)
+        residual, attn_out, ffn_down = self.importance_points(model)
+        stats = {"hidden": [], "heads": {}, "ffn": {}}
+
+        def residual_hook(_m, _inp, out):
+            out = out[0] if isinstance(out, tuple) else out
+            stats["hidden"].append(out[mask].abs().mean(0))
+
+        def head_hook(i, proj, d):
+            def hook(_m, inp):
+                ctx = inp[0][mask]  # [tokens, heads * d]
+                heads = ctx.shape[-1] // d
+                w = proj.weight.view(proj.out_features, heads, d)  # [D, H, d]
+                stats["heads"][i] = torch.einsum("thd,ehd->the", ctx.view(-1, heads, d), w).norm(dim=-1).mean(0)
+            return hook
+
+        def ffn_hook(i, down):
+            def hook(_m, inp):
+                stats["ffn"][i] = inp[0][mask].abs().mean(0) * down.weight.norm(dim=0)
+            return hook
+
+        hooks = [m.register_forward_hook(residual_hook) for m in residual]
+        hooks += [proj.register_forward_pre_hook(head_hook(i, proj, d)) for i, (proj, d) in enumerate(attn_out)]
+        hooks += [down.register_forward_pre_hook(ffn_hook(i, down)) for i, down in enumerate(ffn_down)]
+        try:
+            self.forward(model, features)
+        finally:
+            for h in hooks:
+                h.remove()
+        n = len(attn_out)
+        return Importance(hidden=torch.stack(stats["hidden"]).mean(0), heads=[stats["heads"][i] for i in range(n)],
+                          ffn=[stats["ffn"][i] for i in range(n)])
 
     @abstractmethod
     def gradient_importance(self, model: nn.Module, features: dict, labels: torch.Tensor, loss) -> Importance:

@@ -231,45 +231,11 @@ class BertClassifier(TextInputs, Family):
                 module.bias.zero_()
 
     # -- importance -------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def measure_importance(self, model, features: dict) -> Importance:
-        """Norm-based scores; BACKENDS.md: mean attention probability is identical for every head."""
-        model.eval()
-        stats = {"hidden": [], "heads": {}, "ffn": {}}
-        mask = self.token_mask(features)
-        hooks = []
-
-        def residual_hook(_m, _inp, out):
-            stats["hidden"].append(out[mask].abs().mean(0))
-
-        def head_hook(i, dense, head_dim):
-            def hook(_m, inp):
-                ctx = inp[0][mask]  # [tokens, heads*d]
-                heads = ctx.shape[-1] // head_dim
-                w = dense.weight.view(dense.out_features, heads, head_dim)  # [D, H, d]
-                contrib = torch.einsum("thd,ehd->the", ctx.view(-1, heads, head_dim), w)
-                stats["heads"][i] = contrib.norm(dim=-1).mean(0)
-            return hook
-
-        def ffn_hook(i, dense):
-            def hook(_m, inp):
-                stats["ffn"][i] = inp[0][mask].abs().mean(0) * dense.weight.norm(dim=0)
-            return hook
-
-        hooks.append(model.bert.embeddings.LayerNorm.register_forward_hook(residual_hook))
-        for i, layer in enumerate(self.blocks(model)):
-            hooks.append(layer.output.LayerNorm.register_forward_hook(residual_hook))
-            dense = layer.attention.output.dense
-            hooks.append(dense.register_forward_pre_hook(head_hook(i, dense, layer.attention.self.attention_head_size)))
-            hooks.append(layer.output.dense.register_forward_pre_hook(ffn_hook(i, layer.output.dense)))
-        try:
-            self.forward(model, features)
-        finally:
-            for h in hooks:
-                h.remove()
-        n = len(self.blocks(model))
-        return Importance(hidden=torch.stack(stats["hidden"]).mean(0), heads=[stats["heads"][i] for i in range(n)],
-                          ffn=[stats["ffn"][i] for i in range(n)])
+    def importance_points(self, model) -> tuple[list, list, list]:
+        blocks = self.blocks(model)
+        residual = [model.bert.embeddings.LayerNorm] + [layer.output.LayerNorm for layer in blocks]
+        attn_out = [(layer.attention.output.dense, layer.attention.self.attention_head_size) for layer in blocks]
+        return residual, attn_out, [layer.output.dense for layer in blocks]
 
     def gradient_importance(self, model, features: dict, labels: torch.Tensor, loss) -> Importance:
         """First-order Taylor importance (Michel et al. 2019; Molchanov et al. 2019): per example, the loss

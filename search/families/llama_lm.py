@@ -234,43 +234,10 @@ class LlamaLM(TextInputs, Family):
                 module.weight.fill_(1.0)
 
     # -- importance -------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def measure_importance(self, model, features: dict) -> Importance:
-        model.eval()
-        mask = self.token_mask(features)
-        stats = {"hidden": [], "heads": {}, "ffn": {}}
-        hooks = []
-
-        def residual_hook(_m, _inp, out):
-            out = out[0] if isinstance(out, tuple) else out
-            stats["hidden"].append(out[mask].abs().mean(0))
-
-        def head_hook(i, o_proj, d):
-            def hook(_m, inp):
-                ctx = inp[0][mask]
-                heads = ctx.shape[-1] // d
-                w = o_proj.weight.view(o_proj.out_features, heads, d)
-                stats["heads"][i] = torch.einsum("thd,ehd->the", ctx.view(-1, heads, d), w).norm(dim=-1).mean(0)
-            return hook
-
-        def ffn_hook(i, down):
-            def hook(_m, inp):
-                stats["ffn"][i] = inp[0][mask].abs().mean(0) * down.weight.norm(dim=0)
-            return hook
-
-        for i, layer in enumerate(self.blocks(model)):
-            hooks.append(layer.register_forward_hook(residual_hook))
-            a = layer.self_attn
-            hooks.append(a.o_proj.register_forward_pre_hook(head_hook(i, a.o_proj, a.head_dim)))
-            hooks.append(layer.mlp.down_proj.register_forward_pre_hook(ffn_hook(i, layer.mlp.down_proj)))
-        try:
-            self.forward(model, features)
-        finally:
-            for h in hooks:
-                h.remove()
-        n = len(self.blocks(model))
-        return Importance(hidden=torch.stack(stats["hidden"]).mean(0), heads=[stats["heads"][i] for i in range(n)],
-                          ffn=[stats["ffn"][i] for i in range(n)])
+    def importance_points(self, model) -> tuple[list, list, list]:
+        blocks = self.blocks(model)
+        return (list(blocks), [(b.self_attn.o_proj, b.self_attn.head_dim) for b in blocks],
+                [b.mlp.down_proj for b in blocks])
 
     @torch.no_grad()
     def block_importance(self, model, features: dict) -> torch.Tensor:
