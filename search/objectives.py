@@ -29,10 +29,14 @@ class Objective:
 
 
 ACCURACY = Objective("accuracy", "maximize", "accuracy_floor", "fraction")
+# a language model against its teacher on held-out text (tasks/causal_lm.py measures them)
+KLD_MEAN = Objective("kld_mean", "minimize", "kld_ceiling", "nats/token")
+TOP1_AGREEMENT = Objective("top1_agreement", "maximize", "top1_agreement_floor", "fraction")
+PERPLEXITY_RATIO = Objective("perplexity_ratio", "minimize", "perplexity_ratio_ceiling", "x teacher")
 P99_LATENCY = Objective("p99_latency_ms", "minimize", "p99_latency_ms", "ms")
 MEMORY = Objective("memory_mb", "minimize", "memory_mb", "MB")
 RESOURCES = (P99_LATENCY, MEMORY)
-QUALITY = {o.name: o for o in (ACCURACY,)}  # quality objectives by name (task types pick theirs)
+QUALITY = {o.name: o for o in (ACCURACY, KLD_MEAN, TOP1_AGREEMENT, PERPLEXITY_RATIO)}  # quality objectives by name (task types pick theirs)
 
 
 def for_budget(budget: dict) -> tuple[Objective, ...]:

