@@ -12,7 +12,10 @@ $(STAMP): requirements.lock requirements-assets.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# pinned first: a CPU wheel on local disk; an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.lock
+	# llama-cpp-python has no CPU wheel on PyPI: pip builds llama.cpp from its sdist (~7.5 min on 2 cores, once;
+	# pip keeps the built wheel in its cache, so the next set-up installs it in seconds). GGML_NATIVE=OFF: the
+	# build does not depend on this exact CPU.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $${CMAKE_ARGS:-}" $(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
 	# Debian's chromium (dashboard browser test), openssh-server (remote-runner test against a loopback sshd)

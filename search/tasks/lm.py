@@ -28,7 +28,6 @@ from ..errors import ConfigError
 from ..locks import file_lock
 from ..run_dir import atomic_replace_dir, atomic_write_json
 from . import causal_lm
-from .teacher import file_sha256
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -103,8 +102,13 @@ class PreparedLM:
     family: object = None
 
     def teacher_logp(self, window: int) -> torch.Tensor:
-        with safe_open(str(self.reference_path), framework="pt") as f:
-            return f.get_tensor(f"w{window}")
+        return teacher_logp(self.reference_path, window)
+
+
+def teacher_logp(reference_path: Path, window: int) -> torch.Tensor:
+    """The teacher's log-probabilities at one window's scored positions (written by write_reference)."""
+    with safe_open(str(reference_path), framework="pt") as f:
+        return f.get_tensor(f"w{window}")
 
 
 def _teacher_dir(task: LMTask, cache: Path, log) -> Path:
@@ -163,20 +167,26 @@ def prepare(task: LMTask, cache_root: Path, log=print) -> PreparedLM:
         meta_path = cache / "teacher_scores.json"
         if not reference.is_file() or not meta_path.is_file():
             log(f"teacher: reference log-probabilities on {wins.ids.shape[0]} x {wins.length} held-out tokens")
-            tensors, parts = {}, []
-            for i, row in enumerate(wins.ids):
-                logits = reference_logits(family, teacher, row)[wins.first_scored:-1]
-                logp = causal_lm.log_probs(logits).to(torch.float32)
-                tensors[f"w{i}"] = logp.contiguous()
-                parts.append(causal_lm.score_window(logp, logits, row[wins.first_scored + 1:]))
-            tmp = reference.with_name(f".{reference.name}.{os.getpid()}.tmp")
-            save_file(tensors, str(tmp))
-            tmp.replace(reference)
-            atomic_write_json(meta_path, causal_lm.summarize(causal_lm.TokenScores.concat(parts)))
+            atomic_write_json(meta_path, write_reference(family, teacher, wins, reference))
         scores = json.loads(meta_path.read_text())
-        (cache / "task.json").write_text(json.dumps({k: str(v) for k, v in asdict(task).items()}, indent=2))
+        atomic_write_json(cache / "task.json", {k: str(v) for k, v in asdict(task).items()})
     return PreparedLM(task, teacher, tokenizer, teacher_dir, wins, np.asarray(calib_ids[: task.calibration_tokens]),
                       reference, key, scores, family)
+
+
+def write_reference(family, teacher, wins: causal_lm.Windows, path: Path) -> dict:
+    """The teacher's float32 log-probabilities at every scored position of every window, one tensor per window
+    (`w0`, `w1`, ...), written atomically; returns the teacher's own scores (its perplexity)."""
+    tensors, parts = {}, []
+    for i, row in enumerate(wins.ids):
+        logits = reference_logits(family, teacher, row)[wins.first_scored:-1]
+        logp = causal_lm.log_probs(logits).to(torch.float32)
+        tensors[f"w{i}"] = logp.contiguous()
+        parts.append(causal_lm.score_window(logp, logits, row[wins.first_scored + 1:]))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+    return causal_lm.summarize(causal_lm.TokenScores.concat(parts))
 
 
 @torch.no_grad()
@@ -184,7 +194,3 @@ def reference_logits(family, model, ids: np.ndarray) -> torch.Tensor:
     """One window's logits from a torch model (fp32, no KV cache)."""
     t = torch.as_tensor(ids, dtype=torch.long).unsqueeze(0)
     return family.forward(model, {"input_ids": t, "attention_mask": torch.ones_like(t)}).outputs[0].float()
-
-
-def teacher_sha(task: LMTask) -> str:
-    return file_sha256(task.teacher_gguf) if task.teacher_gguf else ""

@@ -44,13 +44,14 @@ def build(f32: Path, mix: Mix, out: Path, imatrix: dict | None = None, threads: 
     return quantize.quantize(f32, out, mix, imatrix, threads)
 
 
-def quality(path: Path, prepared, threads: int) -> dict:
-    """Score the GGUF's next-token distributions on the task's held-out windows against the teacher."""
+def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
+    """Score the GGUF's next-token distributions on held-out windows `w` (causal_lm.Windows) against the
+    teacher's log-probabilities in `reference_path` (tasks/lm.write_reference)."""
     import llama_cpp
 
     from ...tasks import causal_lm
+    from ...tasks.lm import teacher_logp
 
-    w = prepared.windows
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=w.length, n_batch=w.length, n_ubatch=w.length,
                               logits_all=True, n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -62,7 +63,7 @@ def quality(path: Path, prepared, threads: int) -> dict:
             llm.reset()
             llm.eval(row.tolist())
             logits = np.asarray(llm.scores[w.first_scored:w.length - 1])
-            parts.append(causal_lm.score_window(prepared.teacher_logp(i), logits, row[w.first_scored + 1:]))
+            parts.append(causal_lm.score_window(teacher_logp(reference_path, i), logits, row[w.first_scored + 1:]))
     finally:
         llm.close()
     return causal_lm.summarize(causal_lm.TokenScores.concat(parts))
