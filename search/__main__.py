@@ -208,6 +208,11 @@ def _cmd_bench(args) -> int:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
                         or s.candidate is None and s.quant.bits == 32]  # the teacher row anchors the ratios
         techniques.run(ctx, out, settings, comparisons, log=log)
+    elif args.what == "llm":
+        from .bench import llm
+
+        torch.set_num_threads(args.threads)
+        llm.run(out, RESULTS_DIR / "cache", threads=args.threads, log=lambda s: print(s, flush=True))
     else:
         from .bench.stability import run
 
@@ -287,8 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         "report its error on the rest (results/bench/latency.csv/.md; factors saved as "
         "targets/<target>.calibration.json). stability: re-measure one artifact while another process "
         "loads the machine (results/bench/stability.csv/.md). techniques: every compression technique on the "
-        "default task beside its alternative, measured (results/bench/techniques.csv/.md)."))
-    ben.add_argument("what", choices=("latency", "stability", "techniques"))
+        "default task beside its alternative, measured (results/bench/techniques.csv/.md). llm: the built-in LM "
+        "teacher, every stock llama.cpp preset of it (with and without importance matrix) and the search's "
+        "per-tensor-class mixes, measured in llama.cpp (results/bench/llm.csv/.md/.html)."))
+    ben.add_argument("what", choices=("latency", "stability", "techniques", "llm"))
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
     ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
     ben.add_argument("--seed", type=int, default=0, help="latency: artifact shapes; techniques: training seed "
@@ -296,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
                                                           "measurements instead of measuring again")
     ben.add_argument("--task", default=None, help="techniques: task YAML (default: the built-in task)")
-    ben.add_argument("--threads", type=int, default=2, help="techniques: training threads (default 2)")
+    ben.add_argument("--threads", type=int, default=2, help="techniques: training threads; llm: llama.cpp threads "
+                                                            "(default 2)")
     ben.add_argument("--rerender", action="store_true", help="techniques: judge and write techniques.md again "
                                                              "from techniques.csv, without measuring")
     ben.add_argument("--only", nargs="+", default=None, metavar="TEXT",

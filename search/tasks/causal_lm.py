@@ -108,3 +108,11 @@ def summarize(s: TokenScores) -> dict:
         PERPLEXITY_RATIO.name: math.exp(float(np.mean(diff))),
         "perplexity_ratio_se": math.exp(float(np.mean(diff))) * _se(diff), "scored_tokens": int(len(s.kld)),
     }
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of KL(teacher || student) of the next-token distributions: the quality measure itself,
+    as the recovery loss."""
+    t = torch.log_softmax(teacher_logits.float(), -1)
+    s = torch.log_softmax(student_logits.float(), -1)
+    return torch.nn.functional.kl_div(s.flatten(0, -2), t.flatten(0, -2), log_target=True, reduction="batchmean")

@@ -73,6 +73,9 @@ def quantize(src: Path, dst: Path, mix: Mix, imatrix: dict[str, np.ndarray] | No
         raise CandidateError(f"unknown llama.cpp preset {mix.base!r}; known: {', '.join(PRESETS)}")
     if mix.imatrix and not imatrix:
         raise CandidateError("the recipe asks for an importance matrix and none was computed")
+    from llama_cpp import _logger
+
+    _logger.set_verbose(False)  # llama.cpp logs every tensor; fallbacks are read back from the file instead
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads
     params.ftype = PRESETS[mix.base]

@@ -1,0 +1,102 @@
+"""Choosing a GGML type per tensor class by measurement and an exact solver, instead of a preset's fixed rules.
+
+1. Sensitivity: each class alone at each type it can hold (every other class at the reference type), with an
+   importance matrix; its cost is the mean-KLD increase over the all-reference model, measured in llama.cpp.
+2. Solver: mean KLD is treated as additive over classes (a first-order assumption, checked by measuring the
+   chosen mixes), bytes are exact (elements x the type's block size); every combination is enumerated (a few
+   tens of thousands for seven classes) and the size/KLD Pareto front is kept.
+
+Written here because llama.cpp chooses types by fixed rules (llama_tensor_get_type) and no library solves this
+over measured sensitivities; the enumeration is exact, so no solver package is needed."""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+from .quantize import CLASSES, Mix
+
+REFERENCE = "Q8_0"
+# the types tried per class: the 32-element block types fit every row; k-quants and IQ4_XS need rows that are a
+# multiple of 256 (checked per class from the shapes, so a model whose rows allow them gets them)
+CANDIDATE_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1", "Q3_K",
+                   "Q2_K")
+
+
+def block_size(type_name: str) -> tuple[int, int]:
+    """(elements per block, bytes per block) from gguf's table."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    return GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+
+
+def bytes_for(type_name: str, rows: int, row_len: int) -> int:
+    elems, size = block_size(type_name)
+    return rows * (row_len // elems) * size
+
+
+@dataclass(frozen=True)
+class ClassShape:
+    """A tensor class of one model: its matrices as (rows, row length) in llama.cpp's sense (row = one output)."""
+
+    name: str
+    matrices: tuple  # ((rows, row_len), ...)
+
+    def fits(self, type_name: str) -> bool:
+        elems, _ = block_size(type_name)
+        return all(row_len % elems == 0 for _, row_len in self.matrices)
+
+    def bytes(self, type_name: str) -> int:
+        return sum(bytes_for(type_name, r, k) for r, k in self.matrices)
+
+
+def class_shapes(tensor_shapes: dict[str, tuple[int, int]]) -> list[ClassShape]:
+    """From GGUF tensor name -> (rows, row length) of the 2-D weights."""
+    out = []
+    for cls, pattern in CLASSES.items():
+        mats = tuple(s for name, s in sorted(tensor_shapes.items()) if re.fullmatch(pattern, name))
+        if mats:
+            out.append(ClassShape(cls, mats))
+    return out
+
+
+def options(shapes: list[ClassShape], excluded: tuple = ()) -> dict[str, list[str]]:
+    """Per class: the candidate types its rows can hold, minus `excluded` (e.g. the teacher's own grid)."""
+    return {c.name: [t for t in CANDIDATE_TYPES if c.fits(t) and t not in excluded] for c in shapes}
+
+
+@dataclass(frozen=True)
+class Predicted:
+    types: dict  # class -> type
+    bytes: int  # of the typed classes (the rest of the file is the same for every mix)
+    kld: float  # reference KLD + the sum of the classes' increases
+
+
+def front(shapes: list[ClassShape], opts: dict[str, list[str]], increase: dict[tuple[str, str], float],
+          reference_kld: float) -> list[Predicted]:
+    """The exact size/KLD Pareto front over every combination (sorted by bytes)."""
+    by_name = {c.name: c for c in shapes}
+    names = list(opts)
+    table = {n: [(t, by_name[n].bytes(t), increase.get((n, t), 0.0 if t == REFERENCE else None)) for t in opts[n]]
+             for n in names}
+    table = {n: [o for o in table[n] if o[2] is not None] for n in names}  # types never measured are left out
+    points = []
+    for combo in itertools.product(*(table[n] for n in names)):
+        points.append(Predicted({n: o[0] for n, o in zip(names, combo)}, sum(o[1] for o in combo),
+                                reference_kld + sum(max(o[2], 0.0) for o in combo)))
+    points.sort(key=lambda p: (p.bytes, p.kld))
+    out, best = [], float("inf")
+    for p in points:
+        if p.kld < best:
+            out.append(p)
+            best = p.kld
+    return out
+
+
+def best_within(points: list[Predicted], max_bytes: int) -> Predicted | None:
+    fitting = [p for p in points if p.bytes <= max_bytes]
+    return min(fitting, key=lambda p: p.kld) if fitting else None
+
+
+def as_mix(p: Predicted, imatrix: bool = True) -> Mix:
+    return Mix(REFERENCE, dict(p.types), imatrix)

@@ -1,0 +1,218 @@
+"""`python -m search bench llm`: the teacher, every stock llama.cpp preset of it (made by llama.cpp's own
+quantizer, without and with an importance matrix), and the search's mixes (a GGML type per tensor class chosen
+by measured sensitivity and an exact solver, backends/llama_cpp/mixes.py), all measured in one run the same way:
+file size, bits per weight, quality against the fp32 teacher on the held-out windows, speed and peak memory in a
+fresh process. Writes results/bench/llm.csv, llm.md and llm.html (KLD against size, presets marked).
+
+This step compares quantization alone, on the teacher's full shape; depth and width cuts join in the search.
+On the built-in SmolLM2 teacher two rows are marked: its linear weights lie on a Q4_1 grid (so Q4_1 is falsely
+lossless; the search never uses it there) and its embedding on a Q8_0 grid."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ..backends import llama_cpp as lc
+from ..backends.llama_cpp import gguf_file, mixes, quantize
+from ..compress import imatrix as imatrix_mod
+from ..tasks import lm
+
+COLUMNS = ("setting", "kind", "measured", "bits_per_weight", "file_mb", "peak_rss_mb", "kld_mean", "kld_mean_se", "kld_p99",
+           "top1_agreement", "perplexity", "perplexity_se", "prefill_tok_s", "decode_tok_s", "ttft_ms",
+           "tpot_p99_ms", "types", "note")
+# Types that hold the teacher's own grid exactly: the built-in SmolLM2 ships as Q4_1 (32-blocks, scale + min), and
+# Q5_1 holds every Q4_1 block exactly (half the step, 31 levels), which llama.cpp's min/scale search finds: both
+# are falsely lossless there, so the search leaves them out and rows using them are marked. Types with per-32
+# scale + min inside 256-blocks (Q4_K, Q5_K) come close to that grid: rows using them are marked as near it.
+TEACHER_GRIDS = {"smollm2": ("Q4_1", "Q5_1")}
+NEAR_GRIDS = {"smollm2": ("Q4_K", "Q5_K")}
+
+
+class Rows:
+    """Measured rows and sensitivities of this bench, kept in its cache folder as they are measured, so an
+    interrupted or re-run bench measures only what it has not yet (same teacher, text and settings: the cache
+    folder is keyed by them). Reused rows say so in the `measured` column."""
+
+    def __init__(self, path: Path):
+        import json
+
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str):
+        hit = self.data.get(key)
+        return None if hit is None else ({**hit, "measured": "earlier run"} if isinstance(hit, dict) else hit)
+
+    def put(self, key: str, value):
+        from ..run_dir import atomic_write_json
+
+        self.data[key] = value
+        atomic_write_json(self.path, self.data)
+        return value
+
+
+def _row(setting: str, kind: str, path: Path, prepared, workload, threads: int, note: str = "") -> dict:
+    q = lc.quality(path, prepared.windows, prepared.reference_path, threads)
+    s = lc.measure_speed(path, workload, threads, rounds=3)
+    types = quantize.tensor_types(path)
+    counts = pd.Series([t for t in types.values() if t != "F32"]).value_counts()
+    return {"setting": setting, "kind": kind, "measured": "this run", "bits_per_weight": quantize.bits_per_weight(path),
+            "file_mb": lc.file_mb(path), "types": " ".join(f"{k}x{v}" for k, v in counts.items()), "note": note,
+            **{k: q[k] for k in ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "perplexity",
+                                 "perplexity_se")},
+            **{k: s[k] for k in ("peak_rss_mb", "prefill_tok_s", "decode_tok_s", "ttft_ms", "tpot_p99_ms")}}
+
+
+def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorkload | None = None,
+        presets: tuple = tuple(quantize.PRESETS), log=print) -> pd.DataFrame:
+    workload = workload or lc.LMWorkload()
+    task = lm.default_lm_task()
+    prepared = lm.prepare(task, cache_root, log=log)
+    work = cache_root / "lm" / prepared.key / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grids, near = TEACHER_GRIDS.get(task.name, ()), NEAR_GRIDS.get(task.name, ())
+    cache = Rows(work / f"rows-{workload.prompt_tokens}-{workload.gen_tokens}-{workload.context_tokens}-t{threads}.json")
+    t0 = time.perf_counter()
+    f32 = lc.write_f32(prepared.teacher, work, task.teacher_gguf)
+    log(f"teacher written as F32 GGUF ({lc.file_mb(f32):.0f} MB); importance matrix on "
+        f"{len(prepared.calibration_ids)} calibration tokens ...")
+    im = imatrix_mod.collect(prepared.teacher, prepared.family, gguf_file.linears_of(prepared.teacher),
+                             prepared.calibration_ids, window=task.window_tokens)
+    rows = [cache.get("teacher") or cache.put("teacher", _row("teacher F32", "teacher", f32, prepared, workload,
+                                                              threads))]
+    log(f"teacher: {rows[0]['file_mb']:.1f} MB, perplexity {rows[0]['perplexity']:.2f}")
+
+    def note_for(types: str) -> str:
+        on_grid = [g for g in grids if f"{g}x" in types]
+        if on_grid:
+            return f"uses {'/'.join(on_grid)}, which holds the teacher's own grid: falsely lossless"
+        close = [g for g in near if f"{g}x" in types]
+        return f"uses {'/'.join(close)}, close to the teacher's grid" if close else ""
+
+    for name in presets:
+        for with_im in (False, True):
+            mix = quantize.Mix(name, {}, with_im)
+            row = cache.get(mix.label())
+            if row is None:
+                path = lc.build(f32, mix, work / f"{name}{'-imatrix' if with_im else ''}.gguf", im, threads)
+                row = cache.put(mix.label(), _row(mix.label(), "preset+imatrix" if with_im else "preset", path,
+                                                  prepared, workload, threads))
+            row["note"] = note_for(row["types"])
+            rows.append(row)
+            log(f"{mix.label():18s} {row['file_mb']:6.1f} MB  KLD {row['kld_mean']:.4f}  [{row['types']}]")
+
+    # the search's mixes: sensitivity per class and type, then the exact front, measured at each preset's size
+    shapes = mixes.class_shapes({t: (rows_, k) for t, (k, rows_) in _shapes_2d(f32).items()})
+    opts = mixes.options(shapes, excluded=grids)
+    reference = lc.build(f32, quantize.Mix(mixes.REFERENCE, {}, True), work / "reference.gguf", im, threads)
+    ref_kld = cache.get("sensitivity reference") or cache.put(
+        "sensitivity reference", lc.quality(reference, prepared.windows, prepared.reference_path, threads)["kld_mean"])
+    increase = {}
+    for cls, types in opts.items():
+        for t in types:
+            if t == mixes.REFERENCE:
+                continue
+            key = f"sensitivity {cls} {t}"
+            if cache.get(key) is None:
+                path = lc.build(f32, quantize.Mix(mixes.REFERENCE, {cls: t}, True), work / "probe.gguf", im, threads)
+                cache.put(key, lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"])
+            increase[(cls, t)] = cache.get(key) - ref_kld
+            log(f"sensitivity {cls:12s} {t:7s} {increase[(cls, t)]:+.4f} KLD")
+    predicted = mixes.front(shapes, opts, increase, ref_kld)
+    other = lc.file_mb(reference) * 2**20 - sum(c.bytes(mixes.REFERENCE) for c in shapes)  # metadata, norms
+    chosen = {}
+    for r in rows:
+        if r["kind"].startswith("preset"):
+            p = mixes.best_within(predicted, int(r["file_mb"] * 2**20 - other))
+            if p is not None:
+                chosen[mixes.as_mix(p).label()] = p
+    for label, p in sorted(chosen.items(), key=lambda kv: kv[1].bytes):
+        row = cache.get(label)
+        if row is None:
+            path = lc.build(f32, mixes.as_mix(p), work / f"search-{len(rows)}.gguf", im, threads)
+            row = cache.put(label, _row(label, "search", path, prepared, workload, threads))
+        row["note"] = "; ".join(x for x in (f"predicted KLD {p.kld:.4f} (additive sensitivities)",
+                                            note_for(row["types"])) if x)
+        rows.append(row)
+        log(f"search {row['file_mb']:6.1f} MB  KLD {row['kld_mean']:.4f} (predicted {p.kld:.4f})  {label}")
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame.to_csv(out_dir / "llm.csv", index=False)
+    _write_md(frame, out_dir / "llm.md", task, workload, threads, time.perf_counter() - t0)
+    _write_plot(frame, out_dir / "llm.html", task)
+    log((out_dir / "llm.md").read_text())
+    return frame
+
+
+def _shapes_2d(path: Path) -> dict[str, tuple[int, int]]:
+    """GGUF tensor name -> (row length, rows) of every 2-D tensor (llama.cpp's ne0, ne1)."""
+    from gguf import GGUFReader
+
+    return {t.name: (int(t.shape[0]), int(t.shape[1])) for t in GGUFReader(path).tensors if len(t.shape) == 2}
+
+
+def compare(frame: pd.DataFrame) -> list[dict]:
+    """Per preset (with and without imatrix): the search's best point at no larger file size, and whether its
+    mean KLD is no higher / strictly lower (by more than the two standard errors combined)."""
+    search = frame[frame.kind == "search"]
+    out = []
+    for _, p in frame[frame.kind.str.startswith("preset")].iterrows():
+        fit = search[search.file_mb <= p.file_mb]
+        best = fit.loc[fit.kld_mean.idxmin()] if len(fit) else None
+        margin = ((p.kld_mean_se ** 2 + best.kld_mean_se ** 2) ** 0.5) if best is not None else None
+        out.append({"preset": p.setting, "preset_mb": p.file_mb, "preset_kld": p.kld_mean,
+                    "search": None if best is None else best.setting,
+                    "search_mb": None if best is None else best.file_mb,
+                    "search_kld": None if best is None else best.kld_mean,
+                    "no_higher": best is not None and best.kld_mean <= p.kld_mean,
+                    "strictly_lower": best is not None and best.kld_mean < p.kld_mean - 2 * margin,
+                    "note": "; ".join(x for x in (p.note, "" if best is None else best.note.split("; ", 1)[-1]
+                                                  if "close to" in best.note else "") if x)})
+    return out
+
+
+def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, elapsed_s: float) -> None:
+    rows = compare(frame)
+    lines = [f"# llama.cpp presets against the search's mixes ({task.name})", "",
+             f"Teacher: {task.teacher_note}. Quality on {task.eval_windows} windows of {task.window_tokens} tokens "
+             f"of {task.evaluation_path.name} (second half of each scored), against the fp32 teacher; "
+             f"importance matrices on {task.calibration_tokens} tokens of {task.calibration_path.name}. Speed: "
+             f"prompt {workload.prompt_tokens}, {workload.gen_tokens} generated, context {workload.context_tokens}, "
+             f"{threads} thread(s), this machine. {(frame.measured == 'this run').sum()} of {len(frame)} rows measured in "
+             f"this run ({elapsed_s / 60:.0f} min), the others in an earlier run of this bench on the same cache "
+             f"(column `measured` in llm.csv). Teacher grids: "
+             f"{', '.join(TEACHER_GRIDS.get(task.name, ())) or 'none'} hold it exactly (left out of the search), "
+             f"{', '.join(NEAR_GRIDS.get(task.name, ())) or 'none'} come close (rows marked).", "",
+             "| preset | MB | KLD | search's best at <= MB | MB | KLD | no higher | strictly lower (2 SE) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['preset_mb']:.1f} | {r['preset_kld']:.4f} | {r['search'] or '-'} | "
+                     f"{r['search_mb'] or float('nan'):.1f} | {r['search_kld'] or float('nan'):.4f} | "
+                     f"{'yes' if r['no_higher'] else 'NO'} | {'yes' if r['strictly_lower'] else 'no'} |"
+                     + (f" {r['note']}" if r["note"] else ""))
+    graded = [r for r in rows if "falsely lossless" not in r["note"]]  # on the teacher's own grid: not a fair test
+    lines += ["", f"Presets off the teacher's grid: {len(graded)}; the search has a point no larger with no higher "
+                  f"KLD for {sum(r['no_higher'] for r in graded)}, strictly lower for "
+                  f"{sum(r['strictly_lower'] for r in graded)}.", "",
+              "Full table: llm.csv (bits per weight, peak RSS, perplexity, prefill and decode tokens/s)."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _write_plot(frame: pd.DataFrame, path: Path, task) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for kind, marker in (("preset", "square"), ("preset+imatrix", "diamond"), ("search", "circle"),
+                         ("teacher", "star")):
+        f = frame[frame.kind == kind]
+        fig.add_trace(go.Scatter(x=f.file_mb, y=f.kld_mean.clip(lower=1e-6), mode="markers+text", name=kind,
+                                 text=f.setting.str.split(" ").str[0] if kind != "search" else None,
+                                 textposition="top center", marker={"symbol": marker, "size": 10},
+                                 error_y={"type": "data", "array": f.kld_mean_se}, hovertext=f.setting))
+    fig.update_layout(title=f"{task.name}: mean KLD to the fp32 teacher against GGUF size", xaxis_title="file MB",
+                      yaxis_title="mean KLD (nats/token)", yaxis_type="log")
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.write_html(str(tmp), include_plotlyjs=True)
+    tmp.replace(path)

@@ -1,0 +1,83 @@
+"""The language-model search space (task type causal_lm, runtime llama.cpp): ranges of every knob of an
+LMRecipe, loaded from YAML with the same knob syntax as space.py (a fixed value, a list, or {low, high, step});
+`suggest` samples one recipe per trial. Optuna parameter names are the dotted keys (cut.drop_layers,
+gguf.types.ffn_down, ...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends.llama_cpp.mixes import CANDIDATE_TYPES
+from .backends.llama_cpp.quantize import CLASSES
+from .candidate_lm import LMRecipe
+from .errors import ConfigError
+from .schema import Reader, load_yaml, resolve
+from .space import SPACES_DIR, Choice, Space, _read_knob, values
+
+KNOBS = {
+    "cut": {"drop_layers": ("int", (0, 1000)), "ffn": ("int", (1, 1 << 20)), "kv_groups": ("int", (1, 1024))},
+    "recovery": {"steps": ("int", (0, 100000))},
+    "gguf": {},
+}
+TYPE_CLASSES = tuple(c for c in CLASSES if c != "output")  # `output` exists only in untied models
+
+
+def is_lm_space(path: Path) -> bool:
+    try:
+        return isinstance(load_yaml(path, "space").get("gguf"), dict)
+    except ConfigError:
+        return False
+
+
+@dataclass(frozen=True)
+class LMSpace(Space):
+    def suggest(self, trial, limits=None) -> LMRecipe:
+        g = lambda name: self._suggest(trial, name)  # noqa: E731
+        ffn, groups = g("cut.ffn"), g("cut.kv_groups")
+        recipe = LMRecipe(drop_layers=g("cut.drop_layers"), ffn=None if ffn == limits.ffn else ffn,
+                          kv_groups=None if groups == limits.heads // limits.head_group else groups,
+                          imatrix=g("gguf.imatrix"),
+                          types=tuple((c, g(f"gguf.types.{c}")) for c in sorted(TYPE_CLASSES)
+                                      if f"gguf.types.{c}" in self.knobs))
+        if recipe.cuts:  # recovery only after a cut: an uncut teacher has nothing to recover
+            recipe = LMRecipe(**{**recipe.__dict__, "recovery_steps": g("recovery.steps")})
+        return recipe
+
+
+def _read_bool_knob(r: Reader, name: str):
+    value = r.raw(name)
+    options = value if isinstance(value, list) else [value]
+    if not options or not all(isinstance(v, bool) for v in options):
+        raise r.error(name, f"got {value!r}; give true, false or [true, false]")
+    return Choice(tuple(options)) if isinstance(value, list) else value
+
+
+def load_lm_space(name_or_path: str) -> LMSpace:
+    path = resolve(name_or_path, SPACES_DIR)
+    top = Reader(path, load_yaml(path, "space"))
+    knobs = {}
+    for section, spec in KNOBS.items():
+        r = top.section(section)
+        for name, (kind, allowed) in spec.items():
+            knobs[f"{section}.{name}"] = _read_knob(r, name, kind, allowed)
+        if section == "gguf":
+            knobs["gguf.imatrix"] = _read_bool_knob(r, "imatrix")
+            t = r.section("types")
+            for cls in TYPE_CLASSES:
+                if t.has(cls):
+                    knobs[f"gguf.types.{cls}"] = _read_knob(t, cls, "choice", CANDIDATE_TYPES)
+            t.done()
+        r.done()
+    top.done()
+    return LMSpace(path=path, knobs=knobs)
+
+
+def check_against_teacher(space: LMSpace, limits, teacher_shape) -> None:
+    """No cut may ask for more than the teacher has, and keep one layer at least."""
+    for name, limit, what in (("cut.drop_layers", teacher_shape.layers - 1, "layers to drop (one must stay)"),
+                              ("cut.ffn", limits.ffn, "FFN channels"),
+                              ("cut.kv_groups", limits.heads // limits.head_group, "KV head groups")):
+        top_value = max(values(space.knobs[name]))
+        if top_value > limit:
+            raise ConfigError(space.path, name, f"up to {top_value} asked, but the teacher has {limit} {what}; "
+                                                f"keep it <= {limit}")
