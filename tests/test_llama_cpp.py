@@ -67,7 +67,7 @@ def test_f32_gguf_computes_what_torch_computes(tmp_path, template, tied):
     names = set(quantize.tensor_types(path))
     assert ("output.weight" in names) is not tied  # a tied head reads token_embd
     ids = windows().ids[0]
-    want = lm.reference_logits(FAM, model, ids).numpy()
+    want = lm.reference_outputs(FAM, model, ids).numpy()
     got = llama_cpp_logits(path, ids)
     assert np.abs(got - want).max() < 2e-3 * np.abs(want).max()
 
@@ -79,7 +79,7 @@ def test_cut_student_is_written_as_a_standard_model(tmp_path, template):
     FAM.slice_ffn(FAM.blocks(model)[1], torch.arange(0, 128, 2))
     path = lc.write_f32(model, tmp_path, template)
     ids = windows().ids[0]
-    want = lm.reference_logits(FAM, model, ids).numpy()
+    want = lm.reference_outputs(FAM, model, ids).numpy()
     assert np.abs(llama_cpp_logits(path, ids) - want).max() < 2e-3 * np.abs(want).max()
 
 
@@ -149,7 +149,7 @@ def test_transformers_reads_our_gguf_back_with_the_same_quality(tmp_path, templa
     measured = lc.quality(path, w, ref, threads=2)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32).eval()
     parts = [causal_lm.score_window(lm.teacher_logp(ref, i),
-                                    lm.reference_logits(FAM, loaded, row)[w.first_scored:-1],
+                                    lm.reference_outputs(FAM, loaded, row)[w.first_scored:-1],
                                     row[w.first_scored + 1:]) for i, row in enumerate(w.ids)]
     again = causal_lm.summarize(causal_lm.TokenScores.concat(parts))
     assert abs(again["kld_mean"] - measured["kld_mean"]) <= max(measured["kld_mean_se"], 1e-5)

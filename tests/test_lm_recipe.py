@@ -77,7 +77,7 @@ def test_cuts_follow_the_scores_and_recovery_lowers_the_kl(monkeypatch):
     student = lm_student.cut(FAM, teacher, LMRecipe(drop_layers=1, ffn=64, kv_groups=1), scores)
     shape = FAM.shape_of(student)
     assert (shape.layers, shape.ffn, shape.kv_heads, shape.heads) == (2, (64, 64), (1, 1), (2, 2))
-    f = lm_student.features(torch.as_tensor(ids[:64]).unsqueeze(0))
+    f = FAM.sequence_features(torch.as_tensor(ids[:64]).unsqueeze(0))
     with torch.no_grad():
         before = float(causal_lm.kd_loss(FAM.forward(student, f).outputs, FAM.forward(teacher, f).outputs))
     monkeypatch.setattr(lm_student, "RECOVERY_WINDOW", 64)

@@ -27,7 +27,7 @@ def collect(model, family, linears: list[tuple[str, torch.nn.Linear]], token_ids
             raise ValueError(f"{len(token_ids)} calibration tokens; an importance matrix needs at least {window}")
         for row in np.asarray(token_ids[: n * window]).reshape(n, window):
             ids = torch.as_tensor(row, dtype=torch.long).unsqueeze(0)
-            family.forward(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+            family.forward(model, family.sequence_features(ids))
             count[0] += window
     finally:
         for h in hooks:

@@ -35,14 +35,10 @@ def windows_of(ids: np.ndarray, window: int, count: int) -> list[torch.Tensor]:
     return [torch.as_tensor(ids[i * window:(i + 1) * window], dtype=torch.long).unsqueeze(0) for i in range(n)]
 
 
-def features(ids: torch.Tensor) -> dict:
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
 @torch.no_grad()
 def measure_scores(family, teacher, calibration_ids: np.ndarray, window: int = 256, count: int = 4) -> Scores:
     rows = torch.cat(windows_of(calibration_ids, window, count))
-    f = features(rows)
+    f = family.sequence_features(rows)
     return Scores(blocks=family.block_importance(teacher, f), importance=family.measure_importance(teacher, f))
 
 
@@ -90,7 +86,7 @@ def recover(family, student, teacher, calibration_ids: np.ndarray, steps: int, s
     t0 = last = time.perf_counter()
     losses = []
     for step in range(steps):
-        f = features(wins[order[step % len(wins)]])
+        f = family.sequence_features(wins[order[step % len(wins)]])
         with torch.no_grad():
             target = family.forward(teacher, f).outputs
         loss = causal_lm.kd_loss(family.forward(student, f).outputs, target)

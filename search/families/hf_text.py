@@ -48,6 +48,14 @@ class TextInputs:
         enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         return {name: enc[name] for name in INPUTS}
 
+    def encode(self, tokenizer, text: str) -> list[int]:
+        """Token ids of a running text, no special tokens (a language model's held-out or calibration text)."""
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def sequence_features(self, ids: torch.Tensor) -> dict:
+        """Features of unpadded token id rows [batch, tokens]."""
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
     def token_mask(self, features: dict) -> torch.Tensor:
         return features["attention_mask"].bool()
 

@@ -7,7 +7,7 @@ tokens for every trial), which positions of a window are scored, and how the per
 (means with their standard errors, the 99th percentile).
 
 Why by hand: llama.cpp computes these in C++ inside its `llama-perplexity` tool, not as a library call, and
-the search needs them from any runtime's logits (torch for the teacher, llama.cpp for a GGUF)."""
+the search needs them from any runtime's outputs (torch for the teacher, llama.cpp for a GGUF)."""
 from __future__ import annotations
 
 import math
@@ -40,7 +40,7 @@ class Windows:
 
     @property
     def scored_tokens(self) -> int:
-        """Positions scored per window: logits at first_scored..length-2 predict the tokens after them."""
+        """Positions scored per window: outputs at first_scored..length-2 predict the tokens after them."""
         return self.length - 1 - self.first_scored
 
 
@@ -57,9 +57,9 @@ def windows(token_ids: list[int] | np.ndarray, length: int, count: int, bos_id: 
     return Windows(rows)
 
 
-def log_probs(logits: np.ndarray | torch.Tensor) -> torch.Tensor:
+def log_probs(outputs: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Log-softmax in float64 over the vocabulary (KLs of a few 1e-4 need the precision)."""
-    t = torch.as_tensor(logits)
+    t = torch.as_tensor(outputs)
     return torch.log_softmax(t.to(torch.float64), dim=-1)
 
 
@@ -79,10 +79,10 @@ class TokenScores:
                              ("kld", "same_top", "nll", "teacher_nll")))
 
 
-def score_window(teacher_logp: torch.Tensor, logits: np.ndarray | torch.Tensor, next_ids: np.ndarray) -> TokenScores:
+def score_window(teacher_logp: torch.Tensor, outputs: np.ndarray | torch.Tensor, next_ids: np.ndarray) -> TokenScores:
     """Scores for one window's scored positions. `teacher_logp` (positions, vocab) are the teacher's
-    log-probabilities, `logits` the model's raw logits at the same positions, `next_ids` the true next tokens."""
-    lp = log_probs(logits)
+    log-probabilities, `outputs` the model's raw next-token scores at the same positions, `next_ids` the true next tokens."""
+    lp = log_probs(outputs)
     tp = teacher_logp.to(torch.float64)
     kld = (tp.exp() * (tp - lp)).sum(-1).clamp_min(0.0)  # rounding can give -1e-17 for identical models
     idx = torch.as_tensor(next_ids, dtype=torch.long).unsqueeze(-1)

@@ -152,10 +152,10 @@ def prepare(task: LMTask, cache_root: Path, log=print) -> PreparedLM:
 
         tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
         bos = tokenizer.bos_token_id
-        eval_ids = tokenizer(read_text(task.evaluation_path, task.text_column, task.source, "data.evaluation"),
-                             add_special_tokens=False)["input_ids"]
-        calib_ids = tokenizer(read_text(task.calibration_path, task.text_column, task.source, "data.calibration"),
-                              add_special_tokens=False)["input_ids"]
+        eval_ids = family.encode(tokenizer, read_text(task.evaluation_path, task.text_column, task.source,
+                                                      "data.evaluation"))
+        calib_ids = family.encode(tokenizer, read_text(task.calibration_path, task.text_column, task.source,
+                                                       "data.calibration"))
         if len(calib_ids) < task.calibration_tokens:
             raise ConfigError(task.source, "data.calibration", f"{len(calib_ids)} tokens; need at least "
                                                                f"{task.calibration_tokens}")
@@ -179,10 +179,10 @@ def write_reference(family, teacher, wins: causal_lm.Windows, path: Path) -> dic
     (`w0`, `w1`, ...), written atomically; returns the teacher's own scores (its perplexity)."""
     tensors, parts = {}, []
     for i, row in enumerate(wins.ids):
-        logits = reference_logits(family, teacher, row)[wins.first_scored:-1]
-        logp = causal_lm.log_probs(logits).to(torch.float32)
+        outputs = reference_outputs(family, teacher, row)[wins.first_scored:-1]
+        logp = causal_lm.log_probs(outputs).to(torch.float32)
         tensors[f"w{i}"] = logp.contiguous()
-        parts.append(causal_lm.score_window(logp, logits, row[wins.first_scored + 1:]))
+        parts.append(causal_lm.score_window(logp, outputs, row[wins.first_scored + 1:]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path)
@@ -190,7 +190,7 @@ def write_reference(family, teacher, wins: causal_lm.Windows, path: Path) -> dic
 
 
 @torch.no_grad()
-def reference_logits(family, model, ids: np.ndarray) -> torch.Tensor:
-    """One window's logits from a torch model (fp32, no KV cache)."""
+def reference_outputs(family, model, ids: np.ndarray) -> torch.Tensor:
+    """One window's next-token scores from a torch model (fp32, no KV cache)."""
     t = torch.as_tensor(ids, dtype=torch.long).unsqueeze(0)
-    return family.forward(model, {"input_ids": t, "attention_mask": torch.ones_like(t)}).outputs[0].float()
+    return family.forward(model, family.sequence_features(t)).outputs[0].float()

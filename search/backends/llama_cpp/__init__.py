@@ -3,7 +3,7 @@ requirements.lock and built from source by the set-up).
 
 - `build` writes the trained torch model as an F32 GGUF (gguf_file.py) and quantizes it with llama.cpp's own
   quantizer to the recipe's types per tensor class, optionally with an importance matrix (quantize.py).
-- `quality` runs the GGUF in llama.cpp over the task's held-out windows and scores its logits against the
+- `quality` runs the GGUF in llama.cpp over the task's held-out windows and scores its outputs against the
   teacher's (tasks/causal_lm.py): what is measured is what ships.
 - `measure_speed` runs probe.py in a fresh process, here or on a runner's device: time to first token, time per
   output token, peak resident memory with the KV cache allocated at the workload's context length.
@@ -62,8 +62,8 @@ def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
         for i, row in enumerate(w.ids):
             llm.reset()
             llm.eval(row.tolist())
-            logits = np.asarray(llm.scores[w.first_scored:w.length - 1])
-            parts.append(causal_lm.score_window(teacher_logp(reference_path, i), logits, row[w.first_scored + 1:]))
+            outputs = np.asarray(llm.scores[w.first_scored:w.length - 1])
+            parts.append(causal_lm.score_window(teacher_logp(reference_path, i), outputs, row[w.first_scored + 1:]))
     finally:
         llm.close()
     return causal_lm.summarize(causal_lm.TokenScores.concat(parts))
