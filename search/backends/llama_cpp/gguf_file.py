@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...errors import CandidateError
+from ...run_dir import _tag
 
 ARCH = "llama"
 # keys of the template that describe the teacher's weights, not the tokenizer: written fresh for each model
@@ -91,7 +92,7 @@ def write_f32(model, path: Path, template: Path) -> Path:
     theta = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
     if rope.get("rope_type", "default") != "default":
         raise CandidateError(f"rope_type {rope.get('rope_type')!r} is not written to GGUF yet")
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{_tag()}.tmp")  # per writer: workers may write the same file
     writer = GGUFWriter(str(tmp), ARCH)
     writer.add_block_count(c.num_hidden_layers)
     writer.add_context_length(c.max_position_embeddings)
@@ -113,7 +114,10 @@ def write_f32(model, path: Path, template: Path) -> Path:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-    finally:
         writer.close()
-    tmp.replace(path)
+        tmp.replace(path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)  # never a half-written file left behind
+        raise
     return path

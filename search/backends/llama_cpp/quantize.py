@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CandidateError
+from ...run_dir import _tag
 
 # the types a recipe may name (llama.cpp's CPU backend runs all of them); IQ types need an importance matrix
 TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1", "Q4_K", "Q4_0", "Q4_1", "IQ4_NL", "IQ4_XS", "Q3_K",
@@ -100,7 +101,7 @@ def quantize(src: Path, dst: Path, mix: Mix, imatrix: dict[str, np.ndarray] | No
             entries[i].size = arr.size
         entries[len(imatrix)].name = None
         params.imatrix = entries
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = dst.with_name(f".{dst.name}.{_tag()}.tmp")  # per writer: workers may write the same file
     status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if status != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
