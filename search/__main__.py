@@ -34,9 +34,12 @@ def _quiet_libraries() -> None:
 def _cmd_run(args) -> int:
     import json
 
+    from .errors import ConfigError
     from .space import load_space
-    from .target import load_target
+    from .space_lm import load_lm_space
+    from .target import LM_RUNTIMES, load_target
     from .tasks import load_task
+    from .tasks.lm import BUILTIN_LM_TASKS
 
     from . import storage as storages
     from .schema import check_run_id, slug
@@ -65,14 +68,28 @@ def _cmd_run(args) -> int:
     storages.check_url(args.storage)
     # validate all three inputs before any heavy work (the space against the teacher's config, too)
     target = load_target(args.target)
-    space = load_space(args.space)
-    task = load_task(args.task)
-    from . import families
-    from .space import check_against_teacher
+    lm = target.device.runtime in LM_RUNTIMES
+    if args.task in BUILTIN_LM_TASKS and not lm:
+        raise ConfigError(target.path, "device.runtime", f"{target.device.runtime}, but --task {args.task} is a "
+                                                         "language model; give a target with runtime: llama.cpp "
+                                                         "(e.g. --target local_cpu_llm)")
+    if lm and args.task not in (None, *BUILTIN_LM_TASKS):
+        raise ConfigError(args.task, "--task", f"{target.path.name} runs llama.cpp; language-model tasks so far are "
+                                               f"the built-in {', '.join(BUILTIN_LM_TASKS)}; give --task "
+                                               f"{next(iter(BUILTIN_LM_TASKS))} or a classification target")
+    args.space = args.space or ("llm" if lm else "default")
+    space = load_lm_space(args.space) if lm else load_space(args.space)
+    if lm:
+        args.task = args.task or next(iter(BUILTIN_LM_TASKS))
+        task = BUILTIN_LM_TASKS[args.task]()
+    else:
+        task = load_task(args.task)
+        from . import families
+        from .space import check_against_teacher
 
-    limits = families.get(task.family).limits_from_config(task.teacher_dir)
-    if limits is not None:
-        check_against_teacher(space, limits)
+        limits = families.get(task.family).limits_from_config(task.teacher_dir)
+        if limits is not None:
+            check_against_teacher(space, limits)
 
     import torch
 
@@ -84,7 +101,7 @@ def _cmd_run(args) -> int:
     from .study import RunSettings, run
     from .tasks.teacher import prepare, read_checked
 
-    frame = read_checked(task)  # the data is read and checked before a run folder is made
+    frame = None if lm else read_checked(task)  # the data is read and checked before a run folder is made
     if run_dir is None:
         run_id = check_run_id(args.run_id) if args.run_id else f"{slug(target.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = RESULTS_DIR / run_id
@@ -97,7 +114,8 @@ def _cmd_run(args) -> int:
     if not join:  # a joining worker leaves the run's inputs as its first process wrote them
         atomic_write_json(RunDir(run_dir).run_json, {
             "target": str(target.path.resolve()), "space": str(space.path.resolve()),
-            "task": str(Path(args.task).resolve()) if args.task else None, "seed": args.seed,
+            "task": (args.task if args.task in BUILTIN_LM_TASKS else str(Path(args.task).resolve())) if args.task
+                    else None, "seed": args.seed,
             "threads": args.threads, "device": args.device, "trials": args.trials,
             "storage": storages.redacted(args.storage)})  # no password in a shared folder: PGPASSWORD
     # each process on a run seeds its sampler apart (two `--resume`s at once must not propose in lockstep)
@@ -106,7 +124,13 @@ def _cmd_run(args) -> int:
           f"{args.trials} completed trials wanted, training on {accel.describe()} "
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})", flush=True)
-    prepared = prepare(task, RESULTS_DIR / "cache", log=lambda s: print(s, flush=True), frame=frame)
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    if lm:
+        from .tasks import lm as lm_tasks
+
+        prepared = lm_tasks.prepare(task, RESULTS_DIR / "cache", log=say)
+    else:
+        prepared = prepare(task, RESULTS_DIR / "cache", log=say, frame=frame)
     settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
                            seed=args.seed, threads=args.threads, storage=args.storage, worker_id=worker_id,
                            join=bool(join))
@@ -160,7 +184,8 @@ def _cmd_report(args) -> int:
         selected = run_dir / "selected.json"
         trial = json.loads(selected.read_text())["trial"] if selected.is_file() else None
         study = load_study(run_dir)
-        info = front_info(completed_rows(study), saved["budget"], teacher, trial, importances(study))
+        info = front_info(completed_rows(study, saved["budget"]), saved["budget"], teacher, trial,
+                           importances(study, saved["budget"]))
         runs.append((f"{run_dir.name} ({saved['target']})", info))
     default = _run_dir(args.runs[0]) / "dashboard.html" if len(args.runs) == 1 else RESULTS_DIR / "compare.html"
     out = Path(args.out) if args.out else default
@@ -230,9 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 when the selected model meets every budget, 3 when none did, 2 on bad input."))
     run.add_argument("--target", default="jetson_orin", help="target YAML path, or a name in targets/ "
                                                              "(default: jetson_orin)")
-    run.add_argument("--space", default="default", help="search-space YAML path, or a name in spaces/")
-    run.add_argument("--task", default=None, help="task YAML (teacher dir + data file); default: built-in "
-                                                  "MiniLM-L6 on SMS spam")
+    run.add_argument("--space", default=None, help="search-space YAML path, or a name in spaces/ (default: "
+                                                   "`default`; `llm` for a llama.cpp target)")
+    run.add_argument("--task", default=None, help="task YAML (teacher dir + data file), or `smollm2` (the built-in "
+                                                  "language-model task); default: built-in MiniLM-L6 on SMS spam, or "
+                                                  "smollm2 for a llama.cpp target")
     run.add_argument("--trials", type=int, default=None, help=f"completed trials to reach (default {DEFAULT_TRIALS}; "
                                                               "--resume: the run's own)")
     run.add_argument("--timeout-min", type=float, default=None, help="stop starting trials after this long")

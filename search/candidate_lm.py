@@ -13,9 +13,11 @@ class LMRecipe:
     recovery_steps: int = 0  # KD steps on calibration text after the cuts (none when nothing was cut)
     types: tuple = ()  # ((tensor class, GGML type), ...), sorted; classes not named stay at the base type
     imatrix: bool = True  # quantize with an importance matrix from calibration text
+    # the solver's budget: bits per weight over the typed classes; the solver picks `types` (pipeline_lm.resolve)
+    bits_per_weight: float | None = None
 
     def flat(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "types"}
+        out = {k: v for k, v in asdict(self).items() if k != "types" and v is not None}
         out.update({f"type.{c}": t for c, t in self.types})
         return out
 
@@ -27,7 +29,8 @@ class LMRecipe:
         short = {"embedding": "emb", "attn_qk": "qk", "attn_v": "v", "attn_output": "o", "ffn_up_gate": "up",
                  "ffn_down": "down", "output": "out"}
         types = ",".join(f"{short.get(c, c)}:{t}" for c, t in self.types)
-        return f"{cut} [{types}]" + (" imat" if self.imatrix else "")
+        size = f" <={self.bits_per_weight:g}bpw" if self.bits_per_weight is not None else ""
+        return f"{cut}{size} [{types}]" + (" imat" if self.imatrix else "")
 
     @property
     def cuts(self) -> bool:

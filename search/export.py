@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import backends
 from .errors import ConfigError
-from .outputs import copy_model
+from .objectives import constraints, for_budget
+from .outputs import copy_model, is_lm
 from .run_dir import RunDir
 from .tasks.teacher import file_sha256 as sha256
 
@@ -63,17 +64,28 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
 def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     m, t, b = selected["metrics"], selected["teacher"], selected["budget"]
     src = m["latency_source"]
+    lm = is_lm(b)
+    how = {"accuracy": "measured: this artifact on the validation split",
+           "memory_mb": ("peak resident memory of a fresh process running it (measured)" if src == "measured" else
+                         "weights measured (artifact bytes) + activations / KV cache and runtime estimated")}
+    for o in constraints(b)[1:]:
+        how.setdefault(o.name, src)
+    quality = for_budget(b)[0]
+    how[quality.name] = saved.get("quality_source", how["accuracy"])
     lines = [f"# Deploy card: trial {selected['trial']} for {selected['target']}", "",
              f"Selected by policy `{selected.get('policy', 'accuracy')}`; meets every budget: "
              f"{selected['meets_budget']}.", "", "| metric | selected | teacher (fp32) | budget | how obtained |",
-             "|---|---|---|---|---|",
-             f"| accuracy (validation) | {m['accuracy']:.4f} | {t['accuracy']:.4f} | >= {b['accuracy_floor']:.4f} "
-             f"({b['accuracy_floor_rule']}) | measured: this artifact on the validation split |",
-             f"| memory MB | {m['memory_mb']:.2f} | {t['memory_mb']:.2f} | <= {b['memory_mb']:g} | weights measured "
-             "(artifact bytes) + activations estimated |",
-             f"| p50 latency ms | {m['p50_latency_ms']:.3f} | {t['p50_latency_ms']:.3f} | | {src} |",
-             f"| p99 latency ms | {m['p99_latency_ms']:.3f} | {t['p99_latency_ms']:.3f} | <= {b['p99_latency_ms']:g} "
-             f"| {src} |", "", "## Why this candidate", ""]
+             "|---|---|---|---|---|"]
+    for o in constraints(b):
+        digits = 3 if o.unit in ("ms", "MB") else 4
+        limit = f"{'>=' if o.sign > 0 else '<='} {b[o.budget_key]:.{digits}f}" + (
+            f" ({b[o.budget_key + '_rule']})" if o.budget_key + "_rule" in b else "")
+        lines.append(f"| {o.name} | {m[o.name]:.{digits}f} | {t[o.name]:.{digits}f} | {limit} | {how[o.name]} |")
+    p50 = "tpot_p50_ms" if lm else "p50_latency_ms"
+    lines.append(f"| {p50} | {m[p50]:.3f} | {t[p50]:.3f} | | {src} |")
+    if saved.get("teacher_note"):
+        lines += ["", f"Teacher: {saved['teacher_note']}."]
+    lines += ["", "## Why this candidate", ""]
     lines += [f"- {w}" for w in selected["why"]]
     lines += ["", "## Recipe", "", "| knob | value |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in sorted(selected["params"].items())]
@@ -85,5 +97,5 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
                       f"directory (`{saved.get('hf_auto_class', 'AutoModel')}.from_pretrained('hf')`, safetensors): "
                       "for further fine-tuning or another runtime. Pruned heads and neurons are stored as "
                       f"zeros there. What was measured and is meant to ship is `{backend.artifact_name}`."]
-    lines += ["", backend.usage(saved["classes"], saved["max_length"]), ""]
+    lines += ["", backend.usage(saved), ""]
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 selection, the tables and the dashboard read them from here.
 
 A run's objectives are its task type's quality objective (accuracy for classification; a divergence
-or perplexity ceiling for a language model later) plus the two resources every device budgets."""
+or perplexity ceiling for a language model) plus the two resources every device budgets: latency (p99 of
+one inference for an encoder; p99 time per output token for a language model) and memory. A budget may add
+constraints that are not objectives (a language model's time to first token)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,14 +36,27 @@ KLD_MEAN = Objective("kld_mean", "minimize", "kld_ceiling", "nats/token")
 TOP1_AGREEMENT = Objective("top1_agreement", "maximize", "top1_agreement_floor", "fraction")
 PERPLEXITY_RATIO = Objective("perplexity_ratio", "minimize", "perplexity_ratio_ceiling", "x teacher")
 P99_LATENCY = Objective("p99_latency_ms", "minimize", "p99_latency_ms", "ms")
+# a language model: p99 over every generated token of the time one decode step takes; time to first token
+# (prefill of the prompt, median over rounds) is a budget, not an objective
+TPOT_P99 = Objective("tpot_p99_ms", "minimize", "tpot_p99_ms", "ms")
+TTFT = Objective("ttft_ms", "minimize", "ttft_ms", "ms")
 MEMORY = Objective("memory_mb", "minimize", "memory_mb", "MB")
 RESOURCES = (P99_LATENCY, MEMORY)
 QUALITY = {o.name: o for o in (ACCURACY, KLD_MEAN, TOP1_AGREEMENT, PERPLEXITY_RATIO)}  # quality objectives by name (task types pick theirs)
+LATENCY = {o.name: o for o in (P99_LATENCY, TPOT_P99)}
+EXTRA_CONSTRAINTS = (TTFT,)  # budgeted when the budget names them; never optimised
 
 
 def for_budget(budget: dict) -> tuple[Objective, ...]:
-    """The objectives of a run, from its resolved budget (which names its quality objective)."""
-    return (QUALITY[budget.get("quality", ACCURACY.name)],) + RESOURCES
+    """The objectives of a run, from its resolved budget (which names its quality and latency objectives):
+    (quality, latency, memory)."""
+    return (QUALITY[budget.get("quality", ACCURACY.name)], LATENCY[budget.get("latency", P99_LATENCY.name)],
+            MEMORY)
+
+
+def constraints(budget: dict) -> tuple[Objective, ...]:
+    """Everything the budget limits: the objectives, and the extra constraints it names."""
+    return for_budget(budget) + tuple(o for o in EXTRA_CONSTRAINTS if budget.get(o.budget_key) is not None)
 
 
 def quality(budget: dict) -> Objective:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from . import pareto, report
 from .families.base import ModelShape
-from .objectives import ACCURACY, Objective
+from .objectives import ACCURACY, QUALITY, TPOT_P99, TTFT, Objective, constraints, for_budget
 from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
 from .target import Target
 
@@ -19,32 +19,79 @@ SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "la
 METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb",
                   "p50_latency_ms", "p99_latency_ms", "latency_spread", "latency_noisy", "latency_source", "weight_sparsity", "parameters",
                   "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s", "train_device")
+# a language model's (task type causal_lm, runtime llama.cpp)
+LM_SUMMARY_KEYS = ("kld_mean", "kld_mean_se", "top1_agreement", "perplexity_ratio", "memory_mb", "ttft_ms",
+                   "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source")
+LM_METRIC_COLUMNS = ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "top1_agreement_se", "perplexity",
+                     "perplexity_se", "perplexity_ratio", "memory_mb", "peak_rss_mb", "weight_mb", "kv_cache_mb",
+                     "file_mb", "bits_per_weight", "ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s",
+                     "decode_tok_s", "latency_spread", "latency_noisy", "latency_source", "layers", "parameters",
+                     "types", "types_written", "recovery_steps", "recovery_kl_first", "recovery_kl_last",
+                     "predicted_memory_mb", "predicted_tpot_p99_ms", "predicted_ttft_ms", "student_s", "elapsed_s",
+                     "train_device")
 
 
-def resolved_budget(target: Target, teacher_quality: float, quality: Objective = ACCURACY) -> dict:
+def is_lm(budget: dict) -> bool:
+    return budget.get("latency") == TPOT_P99.name
+
+
+def metric_columns(budget: dict) -> tuple:
+    return LM_METRIC_COLUMNS if is_lm(budget) else METRIC_COLUMNS
+
+
+def summary_keys(budget: dict) -> tuple:
+    return LM_SUMMARY_KEYS if is_lm(budget) else SUMMARY_KEYS
+
+
+def resolved_budget(target: Target, teacher: dict, quality: Objective = ACCURACY) -> dict:
+    """The budget with the quality limit as an absolute number, naming the run's objectives (objectives.py)."""
     b = target.budget
+    if b.is_lm:  # an absolute limit on one of the causal_lm objectives
+        q = next(o for o in QUALITY.values() if o.budget_key == b.quality_limit.key)
+        out = {"memory_mb": b.memory_mb, TPOT_P99.budget_key: b.tpot_p99_ms, "latency": TPOT_P99.name,
+               "quality": q.name, q.budget_key: b.quality_limit.value,
+               f"{q.budget_key}_rule": b.quality_limit.describe()}
+        if b.ttft_ms is not None:
+            out[TTFT.budget_key] = b.ttft_ms
+        return out
     return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
-            quality.budget_key: round(b.accuracy_floor.resolve(teacher_quality), 6),
+            quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
             f"{quality.budget_key}_rule": b.accuracy_floor.describe()}
 
 
+def _limit_text(o, budget: dict) -> str:
+    limit = budget[o.budget_key]
+    op = ">=" if o.sign > 0 else "<="
+    if o.unit == "fraction":
+        return f"{o.name} {op} {limit:.4f}" + (f" ({budget[o.budget_key + '_rule']})"
+                                               if o.budget_key + "_rule" in budget else "")
+    return f"{o.name} {op} {limit:g} {o.unit}"
+
+
 def budget_line(budget: dict) -> str:
-    return (f"memory <= {budget['memory_mb']:g} MB, p99 <= {budget['p99_latency_ms']:g} ms, "
-            f"accuracy >= {budget['accuracy_floor']:.4f} ({budget['accuracy_floor_rule']})")
+    if not is_lm(budget):
+        return (f"memory <= {budget['memory_mb']:g} MB, p99 <= {budget['p99_latency_ms']:g} ms, "
+                f"accuracy >= {budget['accuracy_floor']:.4f} ({budget['accuracy_floor_rule']})")
+    return ", ".join(_limit_text(o, budget) for o in constraints(budget))
 
 
-def metrics_line(name: str, m: dict) -> str:
+def metrics_line(name: str, m: dict, budget: dict | None = None) -> str:
     src = "" if m["latency_source"] == "measured" else f" ({m['latency_source']})"
     src += " NOISY" if m.get("latency_noisy") else ""
+    if budget is not None and is_lm(budget):
+        return (f"{name}{' ' if name else ''}KLD {m['kld_mean']:.4f}  top1 {m['top1_agreement']:.3f}  "
+                f"ppl x{m['perplexity_ratio']:.3f}  TTFT {m['ttft_ms']:.0f} ms  TPOT p99 {m['tpot_p99_ms']:.2f} ms"
+                f"{src}  mem {m['memory_mb']:.1f} MB  file {m['file_mb']:.1f} MB")
     return (f"{name}{' ' if name else ''}acc {m['accuracy']:.4f}  p50 {m['p50_latency_ms']:.2f} ms  "
             f"p99 {m['p99_latency_ms']:.2f} ms{src}  mem {m['memory_mb']:.2f} MB")
 
 
-def completed_rows(study) -> list[dict]:
+def completed_rows(study, budget: dict | None = None) -> list[dict]:
+    columns = metric_columns(budget or {})
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         rows.append({"trial": t.number, "params": dict(t.params), "label": t.user_attrs.get("label", ""),
-                     "metrics": {k: t.user_attrs[k] for k in METRIC_COLUMNS if k in t.user_attrs}})
+                     "metrics": {k: t.user_attrs[k] for k in columns if k in t.user_attrs}})
     return rows
 
 
@@ -53,7 +100,7 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
     for t in study.get_trials(deepcopy=False):
         rec = {"trial": t.number, "state": t.state.name, "label": t.user_attrs.get("label", ""),
                **{f"params_{k}": v for k, v in t.params.items()},
-               **{k: t.user_attrs.get(k) for k in METRIC_COLUMNS}}
+               **{k: t.user_attrs.get(k) for k in metric_columns(budget)}}
         if t.state == TrialState.COMPLETE:
             rec["feasible"] = pareto.feasible(t.user_attrs, budget)
         rec["reason"] = t.user_attrs.get("reason", "")
@@ -70,19 +117,31 @@ def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend)
     """What `select` and `export` need later without re-preparing the task."""
     atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
     wl = target.workload
-    atomic_write_json(rd.budget_json, {
-        "target": target.name, "budget": budget, "classes": prepared.classes, "task": prepared.task.source,
-        "max_length": prepared.task.max_length, "latency": target.device.latency, "threads": target.device.threads,
-        "batch_size": wl.batch_size, "sequence_length": wl.sequence_length,
-        "family": prepared.family.name, "hf_auto_class": prepared.family.hf_auto_class,
-        "backend": backend.name, "artifact_name": backend.artifact_name,
-        "teacher_shape": asdict(prepared.family.shape_of(prepared.teacher)),
-        "runner": asdict(target.device.runner) if target.device.runner else None})
+    common = {"target": target.name, "budget": budget, "task": prepared.task.source,
+              "latency": target.device.latency, "threads": target.device.threads,
+              "family": prepared.family.name, "hf_auto_class": prepared.family.hf_auto_class,
+              "backend": backend.name, "artifact_name": backend.artifact_name,
+              "teacher_shape": asdict(prepared.family.shape_of(prepared.teacher)),
+              "runner": asdict(target.device.runner) if target.device.runner else None}
+    if is_lm(budget):
+        extra = {"workload": asdict(wl), "classes": None, "max_length": None,
+                 "teacher_note": prepared.task.teacher_note,
+                 "quality_source": f"measured: this GGUF in llama.cpp against the fp32 teacher on "
+                                   f"{prepared.windows.ids.shape[0]} windows of {prepared.windows.length} tokens of "
+                                   f"{prepared.task.evaluation_path.name} ({prepared.windows.ids.shape[0] * prepared.windows.scored_tokens} "
+                                   "scored tokens)"}
+    else:
+        extra = {"classes": prepared.classes, "max_length": prepared.task.max_length,
+                 "batch_size": wl.batch_size, "sequence_length": wl.sequence_length}
+    atomic_write_json(rd.budget_json, {**common, **extra})
 
 
-def importances(study) -> dict:
-    """PED-ANOVA importance of each knob for reaching high accuracy (Optuna's default evaluator, which
-    ranks knobs for *low* targets: hence -accuracy); empty until there are enough varied trials."""
+def importances(study, budget: dict | None = None) -> dict:
+    """PED-ANOVA importance of each knob for reaching a good quality objective (Optuna's default evaluator,
+    which ranks knobs for *low* targets: hence -accuracy, +KLD); empty until there are enough varied trials."""
+    from .objectives import quality
+
+    sign = quality(budget or {}).sign
     import warnings
 
     import optuna
@@ -90,7 +149,7 @@ def importances(study) -> dict:
     try:
         with warnings.catch_warnings():  # "few trials per regime" notes: the page says how many trials there are
             warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study, target=lambda t: -t.values[0])
+            return optuna.importance.get_param_importances(study, target=lambda t: -sign * t.values[0])
     except (ValueError, RuntimeError):  # too few completed trials, or no knob varied yet
         return {}
 
@@ -107,21 +166,21 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     budget, target_name = saved["budget"], saved["target"]
     write_tables(study, rd, budget)  # always from the storage: a crash may have cut the last rewrite short
     teacher = json.loads(rd.teacher_json.read_text())
-    rows = completed_rows(study)
+    rows = completed_rows(study, budget)
     choice = select_confirmed(rows, rd, saved, policy, log)
     sel = choice["selected"]
     selected = {
         "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,
-        "metrics": {k: sel["metrics"][k] for k in SUMMARY_KEYS} if sel else None,
+        "metrics": {k: sel["metrics"][k] for k in summary_keys(budget)} if sel else None,
         "budget": budget, "meets_budget": choice["meets_budget"],
-        "teacher": {k: teacher[k] for k in SUMMARY_KEYS}, "why": choice["why"], "policy": policy,
+        "teacher": {k: teacher[k] for k in summary_keys(budget)}, "why": choice["why"], "policy": policy,
         "target": target_name, "model_dir": None,
     }
     if sel and choice["meets_budget"]:
         selected["model_dir"] = str(atomic_replace_dir(lambda tmp: copy_model(sel, rd, saved["classes"], tmp),
                                                        rd.model_dir))
     atomic_write_json(rd.selected_json, selected)
-    info = report.front_info(rows, budget, teacher, selected["trial"], importances(study))
+    info = report.front_info(rows, budget, teacher, selected["trial"], importances(study, budget))
     report.render([(rd.name, info)], rd.dashboard, f"{target_name}: {len(rows)} completed trials")
     log(summary_table(selected, budget))
     log(f"results in {rd.root}: study.db trials.csv pareto.csv selected.json dashboard.html"
@@ -138,32 +197,43 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
 
     budget, notes, left = saved["budget"], [], list(rows)
     backend = backends.get(saved.get("backend", backends.DEFAULT))
-    shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
     while True:
         choice = pareto.select(left, budget, policy)
         if not choice["meets_budget"] or saved["latency"] != "measured":
             return {**choice, "why": choice["why"] + notes}
         row = choice["selected"]
         log(f"re-measuring trial {row['trial']} in a fresh process ...")
-        lat = backend.measure_latency(rd.artifact(row["trial"]), shape, saved["batch_size"], saved["sequence_length"],
-                                      saved["threads"], rounds=10, runs_per_round=50,
-                                      runner=latency.Runner(**saved["runner"]) if saved.get("runner") else None)
-        first = row["metrics"]["p99_latency_ms"]
-        memory_mb = lat.peak_rss_mb if lat.peak_rss_mb is not None else row["metrics"]["memory_mb"]
-        problems = ([f"p99 {lat.p99_ms:.2f} ms > budget {budget['p99_latency_ms']:g} ms"]
-                    if lat.p99_ms > budget["p99_latency_ms"] else [])
-        problems += ["too noisy to trust"] if lat.noisy else []
-        problems += ([f"peak memory {memory_mb:.1f} MB > budget {budget['memory_mb']:g} MB"]
-                     if memory_mb > budget["memory_mb"] else [])
+        runner = latency.Runner(**saved["runner"]) if saved.get("runner") else None
+        fresh, noisy, detail = _remeasure(backend, rd.artifact(row["trial"]), saved, runner)
+        lat_name = for_budget(budget)[1].name
+        first = row["metrics"][lat_name]
+        problems = [f"{o.name} {fresh[o.name]:.2f} {o.unit} > budget {budget[o.budget_key]:g} {o.unit}"
+                    for o in constraints(budget)[1:] if o.violation(fresh[o.name], budget[o.budget_key]) > 0]
+        problems += ["too noisy to trust"] if noisy else []
         if not problems:
-            row["metrics"] = {**row["metrics"], "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms,
-                              "latency_spread": lat.spread, "memory_mb": memory_mb}
-            notes.append(f"re-measured in a fresh process ({lat.detail}): p99 {lat.p99_ms:.2f} ms (the search "
-                         f"measured {first:.2f} ms), peak memory {memory_mb:.1f} MB: still within budget")
+            row["metrics"] = {**row["metrics"], **fresh}
+            notes.append(f"re-measured in a fresh process ({detail}): {lat_name} {fresh[lat_name]:.2f} ms (the search "
+                         f"measured {first:.2f} ms), peak memory {fresh['memory_mb']:.1f} MB: still within budget")
             return {**choice, "why": choice["why"] + notes}
         notes.append(f"trial {row['trial']} dropped: re-measured {'; '.join(problems)} "
-                     f"(the search measured p99 {first:.2f} ms)")
+                     f"(the search measured {lat_name} {first:.2f} ms)")
         left = [r for r in left if r["trial"] != row["trial"]]
+
+
+def _remeasure(backend, artifact: Path, saved: dict, runner) -> tuple[dict, bool, str]:
+    """The selected artifact measured again, with more rounds: (the resource metrics, noisy, how)."""
+    if is_lm(saved["budget"]):
+        from .backends import llama_cpp as lc
+        from .target import LMWorkload
+
+        s = lc.measure_speed(artifact, LMWorkload(**saved["workload"]), saved["threads"], runner=runner, rounds=10)
+        return ({k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "latency_spread")}
+                | {"memory_mb": s["peak_rss_mb"]}, s["latency_noisy"], s["speed_detail"])
+    shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
+    lat = backend.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
+                                  rounds=10, runs_per_round=50, runner=runner)
+    return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
+             "memory_mb": lat.peak_rss_mb if lat.peak_rss_mb is not None else float("nan")}, lat.noisy, lat.detail)
 
 
 def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:
@@ -180,15 +250,16 @@ def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:
 def summary_table(selected: dict, budget: dict) -> str:
     t, s = selected["teacher"], selected["metrics"]
     lines = [f"{'':16s}{'teacher (fp32)':>18s}{'selected' + (' #' + str(selected['trial']) if s else ''):>18s}"
-             f"{'budget':>16s}"]
+             f"{'budget':>22s}"]
     mark = lambda m, key: ("ok " if pareto.violations(m, budget)[key] <= 0 else "OVER") if m else ""  # noqa: E731
-    for key, label, fmt, limit in (("accuracy", "accuracy", "{:.4f}", f">= {budget['accuracy_floor']:.4f}"),
-                                   ("memory_mb", "memory MB", "{:.2f}", f"<= {budget['memory_mb']:g}"),
-                                   ("p99_latency_ms", "p99 ms", "{:.2f}", f"<= {budget['p99_latency_ms']:g}")):
-        tv = f"{fmt.format(t[key])} {mark(t, key)}"
-        sv = f"{fmt.format(s[key])} {mark(s, key)}" if s else "-"
-        lines.append(f"{label:16s}{tv:>18s}{sv:>18s}{limit:>16s}")
-    lines.append(f"{'p50 ms':16s}{t['p50_latency_ms']:>18.2f}{(s['p50_latency_ms'] if s else float('nan')):>18.2f}")
+    for o in constraints(budget):
+        fmt = "{:.2f}" if o.unit in ("ms", "MB") else "{:.4f}"
+        limit = f"{'>=' if o.sign > 0 else '<='} {fmt.format(budget[o.budget_key])}"
+        tv = f"{fmt.format(t[o.name])} {mark(t, o.name)}"
+        sv = f"{fmt.format(s[o.name])} {mark(s, o.name)}" if s else "-"
+        lines.append(f"{o.name:16s}{tv:>18s}{sv:>18s}{limit:>22s}")
+    p50 = "tpot_p50_ms" if is_lm(budget) else "p50_latency_ms"
+    lines.append(f"{p50:16s}{t[p50]:>18.2f}{(s[p50] if s else float('nan')):>18.2f}")
     lines.append(f"latency: {t['latency_source']}")
     lines += ["why: " + selected["why"][0]] + ["     " + w for w in selected["why"][1:]]
     return "\n".join(lines)

@@ -1,14 +1,14 @@
 """Pure functions over finished trials: feasibility, the Pareto front, and the deploy choice with reasons."""
 from __future__ import annotations
 
-from .objectives import for_budget
+from .objectives import constraints, for_budget
 
 DEFAULT_OBJECTIVES = for_budget({})  # a classification run's: accuracy up, p99 latency down, memory down
 
 
 def violations(metrics: dict, budget: dict) -> dict:
     """Amount by which each budget is missed (<= 0 means met), keyed by objective name."""
-    return {o.name: o.violation(metrics[o.name], budget[o.budget_key]) for o in for_budget(budget)}
+    return {o.name: o.violation(metrics[o.name], budget[o.budget_key]) for o in constraints(budget)}
 
 
 def feasible(metrics: dict, budget: dict) -> bool:
@@ -32,8 +32,9 @@ def _margin_text(o, metrics: dict, budget: dict) -> str:
         kind = "floor" if o.sign > 0 else "ceiling"
         return f"{o.name} {value:.4f} vs {kind} {limit:.4f} (margin {-o.violation(value, limit) * 100:+.2f} pts)"
     m = -o.violation(value, limit)
-    return (f"{o.name} {value:.2f} vs budget {limit:g} {o.unit} "
-            f"(margin {m:+.2f} {o.unit}, {100 * m / limit:+.0f}%)")
+    digits = 2 if o.unit in ("ms", "MB") else 4  # KL divergence and ratios need more than two decimals
+    return (f"{o.name} {value:.{digits}f} vs budget {limit:g} {o.unit} "
+            f"(margin {m:+.{digits}f} {o.unit}, {100 * m / limit:+.0f}%)")
 
 
 def _trade(a: dict, b: dict, objectives) -> str:
@@ -41,10 +42,11 @@ def _trade(a: dict, b: dict, objectives) -> str:
     for o in objectives:
         d = b[o.name] - a[o.name]
         parts.append(f"{d * 100:+.2f} pts {o.name}" if o.unit == "fraction" else
-                     f"{d:+.2f} {o.unit}{' p99' if o.name == 'p99_latency_ms' else ''}")
+                     f"{d:+.{2 if o.unit in ('ms', 'MB') else 4}f} {o.unit}{TRADE_SUFFIX.get(o.name, '')}")
     return ", ".join(parts)
 
 
+TRADE_SUFFIX = {"p99_latency_ms": " p99", "tpot_p99_ms": " p99 per output token"}
 POLICIES = ("accuracy", "latency", "memory", "knee")  # "accuracy": the best quality objective
 
 
@@ -92,7 +94,8 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
     if not rows:
         return {"selected": None, "meets_budget": False, "why": ["no trial completed"]}
     objectives = for_budget(budget)
-    quality, resources = objectives[0], objectives[1:]
+    limited = constraints(budget)  # the objectives and any budget-only constraint (time to first token)
+    quality, resources = objectives[0], limited[1:]
     ok = [r for r in rows if feasible(r["metrics"], budget)]
     if not ok:
         def excess(r):  # shortfall summed over budgets (resources relative, quality in its own units)
@@ -100,17 +103,17 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
             return max(0.0, v[quality.name]) + sum(max(0.0, v[o.name]) / budget[o.budget_key] for o in resources)
         closest = min(rows, key=excess)
         missed = {k for r in rows for k, v in violations(r["metrics"], budget).items() if v > 0}
-        never = [o.name for o in objectives if all(violations(r["metrics"], budget)[o.name] > 0 for r in rows)]
+        never = [o.name for o in limited if all(violations(r["metrics"], budget)[o.name] > 0 for r in rows)]
         why = [f"no candidate met every budget; missed: {', '.join(sorted(missed))}"
                + (f"; no candidate met {', '.join(never)} at all" if never else ""),
                f"closest: trial {closest['trial']}: "
-               + "; ".join(_margin_text(o, closest["metrics"], budget) for o in objectives)]
+               + "; ".join(_margin_text(o, closest["metrics"], budget) for o in limited)]
         return {"selected": closest, "meets_budget": False, "why": why}
     key, goal, tie_rule = _ranking(policy, ok, objectives)
     ranked = sorted(ok, key=key)
     best, m = ranked[0], ranked[0]["metrics"]
     ties = [r for r in ranked[1:] if key(r)[0] == key(best)[0]]
-    margins = [_margin_text(o, m, budget) for o in objectives]
+    margins = [_margin_text(o, m, budget) for o in limited]
     tightest = min(resources, key=lambda o: -o.violation(m[o.name], budget[o.budget_key]) / budget[o.budget_key])
     why = [f"policy {policy}: {goal} of {len(ok)} candidates that meet every budget (of {len(rows)} completed)",
            "margins: " + "; ".join(margins),

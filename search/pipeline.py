@@ -4,6 +4,7 @@ Knows no model family and no runtime: it asks the family (shapes, cuts, forward)
 runtime can run, bytes, the artifact, sessions) and the task type (losses, evaluation)."""
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,12 +12,14 @@ from pathlib import Path
 import torch
 
 from .backends.base import Backend
-from .candidate import Candidate, QuantParams
+from .candidate import Candidate, DistillParams, PruneParams, QuantParams
+from .errors import ConfigError
 from .compress import distill, prune, qat, vocab
-from .families.base import Family, Importance, ModelShape
+from .families.base import Family, Importance, Limits, ModelShape
 from .locks import latency_lease
 from .measure import memory, roofline
 from .measure.latency import Latency
+from .space import Space, check_against_teacher, values
 from .target import Target
 from .tasks.teacher import Prepared
 from .train import KD
@@ -48,6 +51,10 @@ class Context:
     def task_type(self):
         return self.prepared.task_type
 
+    @property
+    def limits(self) -> Limits:
+        return self.family.limits(self.family.shape_of(self.prepared.teacher))
+
 
 def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: int, seed: int = 0) -> Context:
     from . import backends
@@ -61,6 +68,63 @@ def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: i
     vocab_ids = vocab.task_token_ids(token_ids, list(tok.all_special_ids) + [unk])
     return Context(prepared, target, cache_dir, importance, features, threads, seed, vocab_ids, unk, labels,
                    backends.get(target.device.runtime))
+
+
+def smallest_candidates(space: Space, limits: Limits) -> list[Candidate]:
+    """The cheapest recipes the space allows, one per quantization option: if none fits, nothing will."""
+    k = space.knobs
+    low = lambda name: min(values(k[name]))  # noqa: E731
+    distill = DistillParams(layers=low("distill.layers"), hidden=low("distill.hidden"),
+                            heads=limits.heads_for(low("distill.heads"), low("distill.hidden")),
+                            ffn=low("distill.ffn"),
+                            vocab="task" if "task" in values(k["distill.vocab"]) else "full")
+    prune = (PruneParams("structured", max(values(k["prune.ratio"])))
+             if "structured" in values(k["prune.type"]) else PruneParams())
+    quants = []
+    for bits, act, group in itertools.product(values(k["quant.bits"]), values(k["quant.activations"]),
+                                              values(k["quant.group_size"])):
+        quants.append(QuantParams(bits=bits, activations=act if bits == 8 else "none",
+                                  group_size=group if bits < 32 and (bits != 8 or act == "none") else None))
+    return [Candidate(distill, prune, q) for q in set(quants)]
+
+
+def check_feasible_at_all(ctx: Context, space) -> None:
+    """Reject an impossible budget before any training, naming the budget and what it would take."""
+    best = {}
+    limits = ctx.family.limits(ctx.family.shape_of(ctx.prepared.teacher))
+    for cand in smallest_candidates(space, limits):
+        predicted, _ = screen(ctx, cand)
+        for key, value in predicted.items():
+            best[key] = min(best.get(key, value), value)
+    budget, path = ctx.target.budget, ctx.target.path
+    if best["predicted_memory_mb"] > budget.memory_mb:
+        raise ConfigError(path, "budget.memory_mb", f"{budget.memory_mb} MB, but the smallest recipe in "
+                                                    f"{space.path} needs {best['predicted_memory_mb']:.1f} MB; "
+                                                    "raise the budget or widen the space")
+    if best.get("predicted_p99_latency_ms", 0) > budget.p99_latency_ms:
+        raise ConfigError(path, "budget.p99_latency_ms",
+                          f"{budget.p99_latency_ms} ms, but the fastest recipe in {space.path} is estimated at "
+                          f"{best['predicted_p99_latency_ms']:.2f} ms; raise the budget or widen the space")
+
+
+def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, threads: int, seed: int,
+                log=print) -> Context:
+    """What every trial of a run shares, after checking the space against the teacher and refusing a budget no
+    recipe of the space can meet."""
+    from .space_lm import LMSpace
+
+    if isinstance(space, LMSpace):
+        raise ConfigError(space.path, "-", "a language-model space was given for a classification task; use "
+                                           "--space default or a space with distill/prune/quant sections")
+    check_against_teacher(space, prepared.family.limits(prepared.family.shape_of(prepared.teacher)))
+    ctx = make_context(prepared, target, cache_dir, threads, seed)
+    check_feasible_at_all(ctx, space)
+    return ctx
+
+
+def resolve(ctx: Context, cand: Candidate) -> Candidate:
+    """A classification recipe builds what it says."""
+    return cand
 
 
 def kept(n: int, ratio: float) -> int:

@@ -60,6 +60,25 @@ def atomic_replace_dir(fill, dst: Path) -> Path:
     return dst
 
 
+class JsonCache:
+    """A small JSON file of measured values keyed by name, rewritten atomically after each `put`: an interrupted
+    bench or run keeps what it measured, and a re-run measures only what is new. Reused entries that are dicts
+    say so in their `measured` field."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str):
+        hit = self.data.get(key)
+        return None if hit is None else ({**hit, "measured": "earlier run"} if isinstance(hit, dict) else hit)
+
+    def put(self, key: str, value):
+        self.data[key] = value
+        atomic_write_json(self.path, self.data)
+        return value
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path

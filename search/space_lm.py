@@ -31,14 +31,26 @@ def is_lm_space(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class LMSpace(Space):
+    excluded_types: tuple = ()  # types the solver may not use (gguf.exclude: e.g. the teacher's own grid)
+
+    @property
+    def solver(self) -> bool:
+        """GGML types chosen per class by the exact solver within a sampled bits-per-weight, not sampled."""
+        return "gguf.bits_per_weight" in self.knobs
+
+    @property
+    def typed_classes(self) -> tuple:
+        return tuple(c for c in TYPE_CLASSES if f"gguf.types.{c}" in self.knobs) or TYPE_CLASSES
+
     def suggest(self, trial, limits=None) -> LMRecipe:
         g = lambda name: self._suggest(trial, name)  # noqa: E731
         ffn, groups = g("cut.ffn"), g("cut.kv_groups")
         recipe = LMRecipe(drop_layers=g("cut.drop_layers"), ffn=None if ffn == limits.ffn else ffn,
                           kv_groups=None if groups == limits.heads // limits.head_group else groups,
-                          imatrix=g("gguf.imatrix"),
-                          types=tuple((c, g(f"gguf.types.{c}")) for c in sorted(TYPE_CLASSES)
-                                      if f"gguf.types.{c}" in self.knobs))
+                          imatrix=True if self.solver else g("gguf.imatrix"),  # the solver's sensitivities use one
+                          bits_per_weight=g("gguf.bits_per_weight") if self.solver else None,
+                          types=() if self.solver else tuple((c, g(f"gguf.types.{c}")) for c in sorted(TYPE_CLASSES)
+                                                             if f"gguf.types.{c}" in self.knobs))
         if recipe.cuts:  # recovery only after a cut: an uncut teacher has nothing to recover
             recipe = LMRecipe(**{**recipe.__dict__, "recovery_steps": g("recovery.steps")})
         return recipe
@@ -61,15 +73,26 @@ def load_lm_space(name_or_path: str) -> LMSpace:
         for name, (kind, allowed) in spec.items():
             knobs[f"{section}.{name}"] = _read_knob(r, name, kind, allowed)
         if section == "gguf":
-            knobs["gguf.imatrix"] = _read_bool_knob(r, "imatrix")
-            t = r.section("types")
-            for cls in TYPE_CLASSES:
-                if t.has(cls):
-                    knobs[f"gguf.types.{cls}"] = _read_knob(t, cls, "choice", CANDIDATE_TYPES)
-            t.done()
+            if r.has("types") == r.has("bits_per_weight"):
+                raise r.error("-", "give exactly one of `types` (a GGML type per tensor class, sampled) or "
+                                   "`bits_per_weight` (the solver picks the types within it)")
+            if r.has("bits_per_weight"):
+                knobs["gguf.bits_per_weight"] = _read_knob(r, "bits_per_weight", "float", (1.5, 32.0))
+                excluded = r.raw("exclude", default=[])
+                if not isinstance(excluded, list) or not all(e in CANDIDATE_TYPES for e in excluded):
+                    raise r.error("exclude", f"got {excluded!r}; give a list of GGML types among "
+                                             f"{', '.join(CANDIDATE_TYPES)}")
+            else:
+                excluded = []
+                knobs["gguf.imatrix"] = _read_bool_knob(r, "imatrix")
+                t = r.section("types")
+                for cls in TYPE_CLASSES:
+                    if t.has(cls):
+                        knobs[f"gguf.types.{cls}"] = _read_knob(t, cls, "choice", CANDIDATE_TYPES)
+                t.done()
         r.done()
     top.done()
-    return LMSpace(path=path, knobs=knobs)
+    return LMSpace(path=path, knobs=knobs, excluded_types=tuple(excluded))
 
 
 def check_against_teacher(space: LMSpace, limits, teacher_shape) -> None:

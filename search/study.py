@@ -17,15 +17,12 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from . import accel, outputs, pareto
-from .candidate import Candidate, DistillParams, PruneParams, QuantParams
-from .errors import CandidateError, ConfigError, RunStopped
-from .families.base import Limits
+from .errors import CandidateError, RunStopped
 from .objectives import for_budget
-from .pipeline import Context, make_context, measure_teacher, run_candidate, screen
 from . import storage as storages
 from .locks import file_lock
 from .run_dir import RunDir, atomic_write_json, link_copy
-from .space import Space, check_against_teacher, values
+from .space import Space
 from .target import Target
 
 
@@ -38,43 +35,6 @@ class RunSettings:
     storage: str | None = None  # None: SQLite in the run folder; else a shared storage URL (storage.py)
     worker_id: int = 0  # each worker's sampler is seeded with seed + worker_id
     join: bool = False  # a worker joining a run another process started
-
-
-def smallest_candidates(space: Space, limits: Limits) -> list[Candidate]:
-    """The cheapest recipes the space allows, one per quantization option: if none fits, nothing will."""
-    k = space.knobs
-    low = lambda name: min(values(k[name]))  # noqa: E731
-    distill = DistillParams(layers=low("distill.layers"), hidden=low("distill.hidden"),
-                            heads=limits.heads_for(low("distill.heads"), low("distill.hidden")),
-                            ffn=low("distill.ffn"),
-                            vocab="task" if "task" in values(k["distill.vocab"]) else "full")
-    prune = (PruneParams("structured", max(values(k["prune.ratio"])))
-             if "structured" in values(k["prune.type"]) else PruneParams())
-    quants = []
-    for bits, act, group in itertools.product(values(k["quant.bits"]), values(k["quant.activations"]),
-                                              values(k["quant.group_size"])):
-        quants.append(QuantParams(bits=bits, activations=act if bits == 8 else "none",
-                                  group_size=group if bits < 32 and (bits != 8 or act == "none") else None))
-    return [Candidate(distill, prune, q) for q in set(quants)]
-
-
-def check_feasible_at_all(ctx: Context, space: Space) -> None:
-    """Reject an impossible budget before any training, naming the budget and what it would take."""
-    best = {}
-    limits = ctx.family.limits(ctx.family.shape_of(ctx.prepared.teacher))
-    for cand in smallest_candidates(space, limits):
-        predicted, _ = screen(ctx, cand)
-        for key, value in predicted.items():
-            best[key] = min(best.get(key, value), value)
-    budget, path = ctx.target.budget, ctx.target.path
-    if best["predicted_memory_mb"] > budget.memory_mb:
-        raise ConfigError(path, "budget.memory_mb", f"{budget.memory_mb} MB, but the smallest recipe in "
-                                                    f"{space.path} needs {best['predicted_memory_mb']:.1f} MB; "
-                                                    "raise the budget or widen the space")
-    if best.get("predicted_p99_latency_ms", 0) > budget.p99_latency_ms:
-        raise ConfigError(path, "budget.p99_latency_ms",
-                          f"{budget.p99_latency_ms} ms, but the fastest recipe in {space.path} is estimated at "
-                          f"{best['predicted_p99_latency_ms']:.2f} ms; raise the budget or widen the space")
 
 
 def _completed_with_recipe(study, recipe: dict, number: int):
@@ -118,17 +78,25 @@ def _fail_dead_trials(study, log) -> None:
         log(f"trial {t.number}: marked FAIL: {reason}" + ("; its recipe is tried again" if retry else ""))
 
 
+def pipeline_for(prepared):
+    """The pipeline of the task's type: classification (pipeline.py) or language models (pipeline_lm.py). Both
+    offer prepare_run, resolve, screen, run_candidate and measure_teacher."""
+    from . import pipeline, pipeline_lm
+    from .tasks.lm import PreparedLM
+
+    return pipeline_lm if isinstance(prepared, PreparedLM) else pipeline
+
+
 def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSettings, resume: bool,
         log=print) -> dict:
     rd = RunDir(run_dir)
     cache_dir = run_dir.parent / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     family = prepared.family
-    limits = family.limits(family.shape_of(prepared.teacher))
-    check_against_teacher(space, limits)
-    ctx = make_context(prepared, target, cache_dir, settings.threads, settings.seed)
-    check_feasible_at_all(ctx, space)
-    log(f"model family {family.name}, task type {prepared.task_type.NAME}, runtime {ctx.backend.name}; "
+    pipe = pipeline_for(prepared)
+    ctx = pipe.prepare_run(prepared, target, space, cache_dir, settings.threads, settings.seed, log=log)
+    limits = ctx.limits
+    log(f"model family {family.name}, task type {ctx.task_type.NAME}, runtime {ctx.backend.name}; "
         f"training on {accel.describe()}")
 
     with file_lock(rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
@@ -136,12 +104,11 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             teacher = json.loads(rd.teacher_json.read_text())
         else:
             log("measuring the fp32 teacher artifact ...")
-            teacher = measure_teacher(ctx, rd.teacher_dir)
+            teacher = pipe.measure_teacher(ctx, rd.teacher_dir)
             atomic_write_json(rd.teacher_json, teacher)
-    budget = outputs.resolved_budget(target, teacher[prepared.task_type.OBJECTIVE.name],
-                                     prepared.task_type.OBJECTIVE)
+    budget = outputs.resolved_budget(target, teacher, ctx.task_type.OBJECTIVE)
     outputs.save_run_inputs(rd, prepared, budget, target, ctx.backend)
-    log(outputs.metrics_line("teacher", teacher) + f"  | budget: {outputs.budget_line(budget)}")
+    log(outputs.metrics_line("teacher", teacher, budget) + f"  | budget: {outputs.budget_line(budget)}")
 
     objectives = for_budget(budget)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -168,7 +135,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             study.stop()
             raise optuna.TrialPruned("surplus")
         trial.set_user_attr("worker", settings.worker_id)
-        cand = space.suggest(trial, limits)
+        cand = pipe.resolve(ctx, space.suggest(trial, limits))  # as built: two recipes that build alike are one
         trial.set_user_attr("label", cand.label())
         trial.set_user_attr("recipe", asdict(cand))
         earlier = _completed_with_recipe(study, asdict(cand), trial.number)
@@ -184,7 +151,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
                 "its measurements reused, nothing trained")
             return tuple(earlier.values)
-        predicted, reasons = screen(ctx, cand)
+        predicted, reasons = pipe.screen(ctx, cand)
         for key, value in predicted.items():
             trial.set_user_attr(key, value)
         n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -196,7 +163,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         log(f"{head} {cand.label():34s} building ...")
         t0 = time.perf_counter()
         try:
-            metrics = run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log)
+            metrics = pipe.run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log)
         except CandidateError as exc:
             trial.set_user_attr("reason", f"cannot build: {exc}")
             log(f"{head} failed: {exc}")
@@ -219,7 +186,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         for key, value in pareto.violations(metrics, budget).items():
             trial.set_constraint(key, float(value))
         ok = pareto.feasible(metrics, budget)
-        log(f"{head} {outputs.metrics_line('', metrics)}  {'meets budget' if ok else 'over budget'} "
+        log(f"{head} {outputs.metrics_line('', metrics, budget)}  {'meets budget' if ok else 'over budget'} "
             f"({metrics['elapsed_s']:.0f} s)")
         return tuple(metrics[o.name] for o in objectives)
 

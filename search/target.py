@@ -11,7 +11,10 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # kernels with an efficiency of their own beside the precisions' (calibration fits each): static int8 runs
 # the unfused QDQ graph, weight-only MatMulNBits differs per bit width
 KERNEL_CLASSES = ("int8_static", "w8", "w4", "w2")
-RUNTIMES = ("onnxruntime",)  # backends/: the runtimes an artifact can be built for
+RUNTIMES = ("onnxruntime", "llama.cpp")  # backends/: the runtimes an artifact can be built for
+LM_RUNTIMES = ("llama.cpp",)  # runtimes of language models: their workload is a chat turn, their budget per token
+# a language model's quality limit: exactly one, keyed by its objective's budget key (objectives.py)
+LM_QUALITY_LIMITS = {"kld_ceiling": (0, 100), "top1_agreement_floor": (0, 1), "perplexity_ratio_ceiling": (1, 1000)}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,16 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class LMWorkload:
+    """What a chat user does with a language model: a prompt, a reply, in a context allocated at
+    `context_tokens` (the KV cache is sized by it)."""
+
+    prompt_tokens: int = 128
+    gen_tokens: int = 64
+    context_tokens: int = 2048
+
+
+@dataclass(frozen=True)
 class AccuracyFloor:
     absolute: float | None = None
     max_drop: float | None = None  # in accuracy points as a fraction (0.01 = 1 point)
@@ -53,10 +66,29 @@ class AccuracyFloor:
 
 
 @dataclass(frozen=True)
+class QualityLimit:
+    """A language model's quality budget against its teacher: `key` is an objective's budget key
+    (kld_ceiling, top1_agreement_floor, perplexity_ratio_ceiling), `value` absolute."""
+
+    key: str
+    value: float
+
+    def describe(self) -> str:
+        return f"{'>=' if self.key.endswith('_floor') else '<='} {self.value:g} (absolute)"
+
+
+@dataclass(frozen=True)
 class Budget:
     memory_mb: float
-    p99_latency_ms: float
-    accuracy_floor: AccuracyFloor
+    p99_latency_ms: float | None = None  # encoders: one inference
+    accuracy_floor: AccuracyFloor | None = None
+    tpot_p99_ms: float | None = None  # language models: p99 time per output token
+    ttft_ms: float | None = None  # language models, optional: median time to first token
+    quality_limit: QualityLimit | None = None  # language models
+
+    @property
+    def is_lm(self) -> bool:
+        return self.quality_limit is not None
 
 
 @dataclass(frozen=True)
@@ -64,7 +96,7 @@ class Target:
     name: str
     path: Path
     device: DeviceSpec
-    workload: Workload
+    workload: Workload | LMWorkload
     budget: Budget
 
 
@@ -157,11 +189,19 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
     dev.done()
     spec = _apply_calibration(spec, path) if calibrated else spec
 
+    lm = spec.runtime in LM_RUNTIMES
     wl = top.section("workload")
-    workload = Workload(
-        batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
-        sequence_length=wl.number("sequence_length", lo=1, hi=512, integer=True),
-    )
+    if lm:
+        workload = LMWorkload(prompt_tokens=wl.number("prompt_tokens", lo=1, hi=1 << 20, integer=True),
+                              gen_tokens=wl.number("gen_tokens", lo=1, hi=1 << 20, integer=True),
+                              context_tokens=wl.number("context_tokens", lo=2, hi=1 << 22, integer=True))
+        if workload.prompt_tokens + workload.gen_tokens > workload.context_tokens:
+            raise wl.error("context_tokens", f"got {workload.context_tokens}; the prompt and the reply "
+                                             f"({workload.prompt_tokens} + {workload.gen_tokens} tokens) must fit: "
+                                             "raise it or shorten them")
+    else:
+        workload = Workload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
+                            sequence_length=wl.number("sequence_length", lo=1, hi=512, integer=True))
     wl.done()
 
     bud = top.section("budget")
@@ -169,16 +209,27 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
     if budget_memory > spec.memory_mb:
         raise bud.error("memory_mb", f"got {budget_memory}; more than the device has (device.memory_mb = "
                                      f"{spec.memory_mb}): lower it")
-    floor_r = bud.section("accuracy_floor")
-    absolute = floor_r.number("absolute", default=None, lo=0, hi=1)
-    max_drop = floor_r.number("max_drop", default=None, lo=0, hi=1)
-    floor_r.done()
-    if (absolute is None) == (max_drop is None):
-        raise floor_r.error("-", "give exactly one of `absolute` (e.g. 0.95) or `max_drop` "
-                                 "(e.g. 0.01 = one point below the teacher)")
-    budget = Budget(memory_mb=budget_memory,
-                    p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
-                    accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
+    if lm:
+        given = [k for k in LM_QUALITY_LIMITS if bud.has(k)]
+        if len(given) != 1:
+            raise bud.error("-", f"{'both ' + ' and '.join(given) if given else 'no quality limit'} given; a "
+                                 f"{spec.runtime} target gives exactly one of {', '.join(LM_QUALITY_LIMITS)} "
+                                 "(e.g. kld_ceiling: 0.08, mean KL divergence to the teacher in nats/token)")
+        lo, hi = LM_QUALITY_LIMITS[given[0]]
+        budget = Budget(memory_mb=budget_memory, tpot_p99_ms=bud.number("tpot_p99_ms", lo=0, lo_open=True),
+                        ttft_ms=bud.number("ttft_ms", default=None, lo=0, lo_open=True),
+                        quality_limit=QualityLimit(given[0], bud.number(given[0], lo=lo, hi=hi, lo_open=True)))
+    else:
+        floor_r = bud.section("accuracy_floor")
+        absolute = floor_r.number("absolute", default=None, lo=0, hi=1)
+        max_drop = floor_r.number("max_drop", default=None, lo=0, hi=1)
+        floor_r.done()
+        if (absolute is None) == (max_drop is None):
+            raise floor_r.error("-", "give exactly one of `absolute` (e.g. 0.95) or `max_drop` "
+                                     "(e.g. 0.01 = one point below the teacher)")
+        budget = Budget(memory_mb=budget_memory,
+                        p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
+                        accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
     bud.done()
     top.done()
     return Target(name=name, path=path, device=spec, workload=workload, budget=budget)

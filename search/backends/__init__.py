@@ -1,4 +1,4 @@
-"""Runtime backends by name. A new runtime (llama.cpp next) is one package here and one line below."""
+"""Runtime backends by name. A new runtime is one package here and one line below."""
 from __future__ import annotations
 
 from .base import Backend
@@ -11,4 +11,8 @@ def get(name: str = DEFAULT) -> Backend:
         from .onnxruntime import OnnxRuntime  # imported on demand: onnxruntime is heavy
 
         return OnnxRuntime()
-    raise KeyError(f"no runtime backend {name!r}; available: onnxruntime")
+    if name == "llama.cpp":
+        from .llama_cpp import LlamaCpp
+
+        return LlamaCpp()
+    raise KeyError(f"no runtime backend {name!r}; available: onnxruntime, llama.cpp")

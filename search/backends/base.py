@@ -49,5 +49,5 @@ class Backend(ABC):
                         runner=None, rounds: int = 5, runs_per_round: int = 40): ...
 
     @abstractmethod
-    def usage(self, classes: list, max_length: int) -> str:
-        """A code snippet for DEPLOY.md that runs the shipped artifact."""
+    def usage(self, saved: dict) -> str:
+        """A code snippet for DEPLOY.md that runs the shipped artifact (`saved`: the run's budget.json)."""

@@ -17,6 +17,7 @@ import pandas as pd
 from ..backends import llama_cpp as lc
 from ..backends.llama_cpp import gguf_file, mixes, quantize
 from ..compress import imatrix as imatrix_mod
+from ..run_dir import JsonCache as Rows  # measured rows, kept as they are measured
 from ..tasks import lm
 
 COLUMNS = ("setting", "kind", "measured", "bits_per_weight", "file_mb", "peak_rss_mb", "kld_mean", "kld_mean_se", "kld_p99",
@@ -29,29 +30,6 @@ COLUMNS = ("setting", "kind", "measured", "bits_per_weight", "file_mb", "peak_rs
 # use the exact ones are marked and not graded, presets that use the near ones are graded (the edge is theirs).
 TEACHER_GRIDS = {"smollm2": ("Q4_1", "Q5_1")}
 NEAR_GRIDS = {"smollm2": ("Q4_K", "Q5_K")}
-
-
-class Rows:
-    """Measured rows and sensitivities of this bench, kept in its cache folder as they are measured, so an
-    interrupted or re-run bench measures only what it has not yet (same teacher, text and settings: the cache
-    folder is keyed by them). Reused rows say so in the `measured` column."""
-
-    def __init__(self, path: Path):
-        import json
-
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {}
-
-    def get(self, key: str):
-        hit = self.data.get(key)
-        return None if hit is None else ({**hit, "measured": "earlier run"} if isinstance(hit, dict) else hit)
-
-    def put(self, key: str, value):
-        from ..run_dir import atomic_write_json
-
-        self.data[key] = value
-        atomic_write_json(self.path, self.data)
-        return value
 
 
 def _row(setting: str, kind: str, path: Path, prepared, workload, threads: int, note: str = "") -> dict:
@@ -107,21 +85,11 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
 
     # the search's mixes: sensitivity per class and type, then the exact front, measured at each preset's size
     shapes = mixes.class_shapes({t: (rows_, k) for t, (k, rows_) in _shapes_2d(f32).items()})
-    opts = mixes.options(shapes, excluded=grids + near)  # the search takes no credit from the teacher's grid
-    reference = lc.build(f32, quantize.Mix(mixes.REFERENCE, {}, True), work / "reference.gguf", im, threads)
-    ref_kld = cache.get("sensitivity reference") or cache.put(
-        "sensitivity reference", lc.quality(reference, prepared.windows, prepared.reference_path, threads)["kld_mean"])
-    increase = {}
-    for cls, types in opts.items():
-        for t in types:
-            if t == mixes.REFERENCE:
-                continue
-            key = f"sensitivity {cls} {t}"
-            if cache.get(key) is None:
-                path = lc.build(f32, quantize.Mix(mixes.REFERENCE, {cls: t}, True), work / "probe.gguf", im, threads)
-                cache.put(key, lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"])
-            increase[(cls, t)] = cache.get(key) - ref_kld
-            log(f"sensitivity {cls:12s} {t:7s} {increase[(cls, t)]:+.4f} KLD")
+    score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
+    # the search takes no credit from the teacher's grid
+    sens = mixes.measure_sensitivity(f32, im, shapes, grids + near, score, work, cache, threads, log)
+    opts, increase, ref_kld = sens.options, sens.increase, sens.reference_kld
+    reference = work / "sensitivity-reference.gguf"
     predicted = mixes.front(shapes, opts, increase, ref_kld)
     other = lc.file_mb(reference) * 2**20 - sum(c.bytes(mixes.REFERENCE) for c in shapes)  # metadata, norms
     chosen = {}

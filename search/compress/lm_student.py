@@ -30,6 +30,31 @@ class Scores:
     importance: Importance
 
 
+def save_scores(scores: Scores, path) -> None:
+    from safetensors.torch import save_file
+
+    imp = scores.importance
+    tensors = {"blocks": scores.blocks.contiguous()}
+    tensors.update({f"heads.{i}": t.contiguous() for i, t in enumerate(imp.heads)})
+    tensors.update({f"ffn.{i}": t.contiguous() for i, t in enumerate(imp.ffn)})
+    tensors["hidden"] = imp.hidden.contiguous()
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
+def load_scores(path) -> Scores | None:
+    """Scores saved by save_scores (measured once per teacher and calibration text), or None."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    t = load_file(str(path))
+    n = len(t["blocks"])
+    return Scores(blocks=t["blocks"], importance=Importance(heads=[t[f"heads.{i}"] for i in range(n)],
+                                                            ffn=[t[f"ffn.{i}"] for i in range(n)], hidden=t["hidden"]))
+
+
 def windows_of(ids: np.ndarray, window: int, count: int) -> list[torch.Tensor]:
     n = min(count, len(ids) // window)
     return [torch.as_tensor(ids[i * window:(i + 1) * window], dtype=torch.long).unsqueeze(0) for i in range(n)]

@@ -73,6 +73,9 @@ def default_lm_task() -> LMTask:
                      "group-32 grid, so Q4_1 re-quantization is falsely lossless")
 
 
+BUILTIN_LM_TASKS = {"smollm2": default_lm_task}  # --task NAME
+
+
 def read_text(path: Path, column: str, file_for_errors: str, key: str) -> str:
     """A .txt file as is, or one column of a CSV joined by blank lines."""
     if not path.is_file():

@@ -11,26 +11,42 @@ requirements.lock and built from source by the set-up).
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import CandidateError
+from ...target import LMWorkload  # noqa: F401  (the workload the probe runs; defined with the target)
 from . import gguf_file, quantize
 from .quantize import Mix
 
 PROBE = Path(__file__).with_name("probe.py")
 F32_NAME = "model-f32.gguf"
+ARTIFACT_NAME = "model.gguf"
 
 
-@dataclass(frozen=True)
-class LMWorkload:
-    """What a chat user does: a prompt, a reply, in a context allocated at `context_tokens`."""
+class LlamaCpp:
+    """The backend object a run holds (backends.get("llama.cpp")): its name, the artifact's file name and the
+    deploy snippet. The work is done by this module's functions (build, quality, measure_speed), which the
+    language-model pipeline calls; the classification half of backends/base.py (outputs over a labelled split,
+    onnxruntime's QuantParams) does not apply to a GGUF."""
 
-    prompt_tokens: int = 128
-    gen_tokens: int = 64
-    context_tokens: int = 2048
+    name = "llama.cpp"
+    artifact_name = ARTIFACT_NAME
+
+    def usage(self, saved: dict) -> str:
+        wl = saved.get("workload", {})
+        ctx, n = wl.get("context_tokens", 2048), wl.get("gen_tokens", 64)
+        threads = saved.get("threads", 2)
+        return "\n".join([
+            "Run it with llama.cpp (the file is a standard GGUF; llama.cpp's CLI or server, or llama-cpp-python):",
+            "```", f"llama-cli -m {ARTIFACT_NAME} -c {ctx} -n {n} -t {threads} -p \"Your prompt\"",
+            f"llama-server -m {ARTIFACT_NAME} -c {ctx} -t {threads} --port 8080", "```", "```python",
+            "from llama_cpp import Llama",
+            f"llm = Llama(model_path=\"{ARTIFACT_NAME}\", n_ctx={ctx}, n_threads={threads})",
+            f"print(llm(\"Your prompt\", max_tokens={n})[\"choices\"][0][\"text\"])", "```",
+            "transformers reads it too: `AutoModelForCausalLM.from_pretrained('.', gguf_file='model.gguf')` "
+            "(dequantized to float)."])
 
 
 def write_f32(model, workdir: Path, template: Path) -> Path:
@@ -52,6 +68,7 @@ def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
     from ...tasks import causal_lm
     from ...tasks.lm import teacher_logp
 
+    quantize.quiet_logs()
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=w.length, n_batch=w.length, n_ubatch=w.length,
                               logits_all=True, n_threads=threads, n_threads_batch=threads, verbose=False)

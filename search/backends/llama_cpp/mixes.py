@@ -14,7 +14,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from .quantize import CLASSES, Mix
+from .quantize import CLASSES, Mix, quantize
 
 REFERENCE = "Q8_0"
 # the types tried per class: the 32-element block types fit every row; k-quants and IQ4_XS need rows that are a
@@ -100,3 +100,58 @@ def best_within(points: list[Predicted], max_bytes: int) -> Predicted | None:
 
 def as_mix(p: Predicted, imatrix: bool = True) -> Mix:
     return Mix(REFERENCE, dict(p.types), imatrix)
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Measured cost of each (class, type): the mean-KLD increase over the all-REFERENCE model."""
+
+    reference_kld: float
+    increase: dict  # (class, type) -> KLD increase
+    options: dict  # class -> the types measured for it (REFERENCE among them)
+
+
+def measure_sensitivity(f32, imatrix: dict, shapes: list[ClassShape], excluded: tuple, score, work, cache,
+                        threads: int = 2, log=print) -> Sensitivity:
+    """Each class alone at each type it can hold (the rest at REFERENCE, with the importance matrix), scored by
+    `score(path) -> mean KLD`; every number is kept in `cache` (run_dir.JsonCache) as soon as it is measured."""
+    opts = options(shapes, excluded)
+    ref_kld = cache.get("sensitivity reference")
+    if ref_kld is None:
+        path = quantize(f32, work / "sensitivity-reference.gguf", Mix(REFERENCE, {}, True), imatrix, threads)
+        ref_kld = cache.put("sensitivity reference", score(path))
+    increase = {}
+    for cls, types in opts.items():
+        for t in types:
+            if t == REFERENCE:
+                continue
+            key = f"sensitivity {cls} {t}"
+            if cache.get(key) is None:
+                path = quantize(f32, work / "sensitivity-probe.gguf", Mix(REFERENCE, {cls: t}, True), imatrix, threads)
+                cache.put(key, score(path))
+                log(f"  sensitivity {cls:12s} {t:7s} {cache.get(key) - ref_kld:+.4f} KLD")
+            increase[(cls, t)] = cache.get(key) - ref_kld
+    return Sensitivity(ref_kld, increase, opts)
+
+
+# the llama_lm family's tensor names (families/llama_lm.py `tensors`) -> the tensor class llama.cpp stores them in
+_FAMILY_TENSOR_CLASS = {"q": "attn_qk", "k": "attn_qk", "v": "attn_v", "o": "attn_output", "gate": "ffn_up_gate",
+                        "up": "ffn_up_gate", "down": "ffn_down", "token_embd": "embedding", "output": "output"}
+
+
+def planned_class_shapes(tensors) -> tuple[list[ClassShape], int]:
+    """The classes of a planned shape (the family's `tensors(shape)`, before any training) and the bytes of
+    everything else (norms, stored as F32): what the screen prices and the solver types."""
+    mats: dict[str, list] = {}
+    other = 0
+    for t in tensors:
+        cls = _FAMILY_TENSOR_CLASS.get(t.name.split(".")[-1]) if t.role != "vector" else None
+        if cls is None:
+            other += 4 * t.elements
+        else:
+            mats.setdefault(cls, []).append((t.rows, t.cols))  # llama.cpp rows: one per output, of `cols` elements
+    return [ClassShape(c, tuple(m)) for c, m in mats.items()], other
+
+
+def mix_bytes(shapes: list[ClassShape], types: dict, base: str = REFERENCE) -> int:
+    return sum(c.bytes(types.get(c.name, base)) for c in shapes)

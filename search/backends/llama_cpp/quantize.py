@@ -46,6 +46,29 @@ def ggml_type(name: str) -> int:
         raise CandidateError(f"unknown GGML type {name!r}; known: {', '.join(TYPES)}") from None
 
 
+GGML_LOG_LEVEL_ERROR = 4  # ggml's enum: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+_log_callback = None  # kept referenced: llama.cpp calls it for as long as the process lives
+
+
+def quiet_logs() -> None:
+    """Pass on llama.cpp's errors only. llama-cpp-python 0.3.36's own callback maps ggml's levels by an older
+    table (WARN read as ERROR), so every per-tensor override note of a quantization reached stderr."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import sys
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, _user_data):
+        if level == GGML_LOG_LEVEL_ERROR:
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    _log_callback = callback
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 def class_of(tensor_name: str) -> str | None:
     for cls, pattern in CLASSES.items():
         if re.fullmatch(pattern, tensor_name):
@@ -74,9 +97,7 @@ def quantize(src: Path, dst: Path, mix: Mix, imatrix: dict[str, np.ndarray] | No
         raise CandidateError(f"unknown llama.cpp preset {mix.base!r}; known: {', '.join(PRESETS)}")
     if mix.imatrix and not imatrix:
         raise CandidateError("the recipe asks for an importance matrix and none was computed")
-    from llama_cpp import _logger
-
-    _logger.set_verbose(False)  # llama.cpp logs every tensor; fallbacks are read back from the file instead
+    quiet_logs()  # llama.cpp logs every tensor; fallbacks are read back from the file instead
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads
     params.ftype = PRESETS[mix.base]

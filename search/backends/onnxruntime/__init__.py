@@ -137,6 +137,6 @@ class OnnxRuntime(Backend):
         answer, where = run_probe(PROBE, artifact, args, runner)
         return from_probe(answer, where, artifact)
 
-    def usage(self, classes: list, max_length: int) -> str:
-        return "## Run it with onnxruntime\n\n" + USAGE.format(artifact=ARTIFACT, max_length=max_length,
-                                                                classes=classes)
+    def usage(self, saved: dict) -> str:
+        return "## Run it with onnxruntime\n\n" + USAGE.format(artifact=ARTIFACT, max_length=saved["max_length"],
+                                                                classes=saved["classes"])

@@ -1,0 +1,335 @@
+"""One language-model candidate, start to finish: screen it, cut -> recover -> GGUF -> quantize, then measure the
+GGUF that ships (quality in llama.cpp against the teacher; speed and memory in a fresh llama.cpp process, or
+estimated from the device's spec). The classification pipeline is pipeline.py; study.py drives either through
+the same five calls (prepare_run, resolve, screen, run_candidate, measure_teacher).
+
+Per run, once: the teacher's block influence and channel importance (which blocks and channels students keep),
+the teacher as an F32 GGUF and its importance matrix, and, when the space leaves the GGML types to the solver,
+each tensor class's measured sensitivity to each type. Per student shape (cached, shared by every trial and
+worker): the cut and recovered model as a stock Hugging Face directory, its F32 GGUF and its importance matrix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .backends import llama_cpp as lc
+from .backends.llama_cpp import gguf_file, mixes, quantize
+from .candidate_lm import LMRecipe
+from .compress import imatrix as imatrix_mod
+from .compress import lm_student
+from .errors import ConfigError
+from .families.base import ModelShape
+from .locks import file_lock, latency_lease
+from .measure import decode
+from .run_dir import JsonCache, atomic_replace_dir, atomic_write_json, link_copy
+from .space_lm import LMSpace, check_against_teacher
+from .target import Target
+from .tasks.lm import PreparedLM
+
+
+@dataclass
+class LMContext:
+    prepared: PreparedLM
+    target: Target
+    space: LMSpace
+    cache_dir: Path  # results/cache: students hang off cache_dir/lm/<task key>/
+    threads: int
+    seed: int
+    scores: lm_student.Scores
+    teacher_f32: Path
+    sensitivity: mixes.Sensitivity | None  # None when the space names the types itself
+    backend: object = None
+
+    @property
+    def family(self):
+        return self.prepared.family
+
+    @property
+    def task_type(self):
+        from .tasks import causal_lm
+
+        return causal_lm
+
+    @property
+    def limits(self):
+        return self.family.limits(self.teacher_shape)
+
+    @property
+    def teacher_shape(self) -> ModelShape:
+        return self.family.shape_of(self.prepared.teacher)
+
+    @property
+    def work(self) -> Path:
+        return self.cache_dir / "lm" / self.prepared.key
+
+
+def _imatrix(model, prepared: PreparedLM) -> dict:
+    standard = prepared.family.to_standard(model)
+    return imatrix_mod.collect(standard, prepared.family, gguf_file.linears_of(standard), prepared.calibration_ids,
+                               window=prepared.task.window_tokens)
+
+
+def _save_imatrix(path: Path, im: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **im)
+    tmp.replace(path)
+
+
+def _load_imatrix(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def prepare_run(prepared: PreparedLM, target: Target, space, cache_dir: Path, threads: int, seed: int,
+                log=print) -> LMContext:
+    """Check the space against the teacher, measure what every trial shares (cached), and refuse a budget no
+    recipe of the space can meet before any training."""
+    from . import backends
+
+    if not isinstance(space, LMSpace):
+        raise ConfigError(space.path, "-", "a classification space was given for a language-model task; use "
+                                           "--space llm (spaces/llm.yaml) or a space with cut/recovery/gguf sections")
+    family = prepared.family
+    shape = family.shape_of(prepared.teacher)
+    check_against_teacher(space, family.limits(shape), shape)
+    work = cache_dir / "lm" / prepared.key
+    work.mkdir(parents=True, exist_ok=True)
+    with file_lock(work / ".run-prepare.lock"):
+        scores_path = work / "scores.safetensors"
+        scores = lm_student.load_scores(scores_path)
+        if scores is None:
+            log("teacher: block influence and channel importance on calibration text ...")
+            scores = lm_student.measure_scores(family, prepared.teacher, prepared.calibration_ids)
+            lm_student.save_scores(scores, scores_path)
+        teacher_dir = _student_dir(work, None)
+        if not (teacher_dir / lc.F32_NAME).is_file():
+            log("teacher: F32 GGUF and importance matrix on the calibration text (once) ...")
+            _build_student_files(prepared, prepared.teacher, teacher_dir, {"recovery_steps": 0})
+        sensitivity = None
+        if space.solver:
+            log("teacher: sensitivity of each tensor class to each GGML type (once; cached) ...")
+            tensors = mixes.class_shapes({n: (r, k) for n, (k, r) in _shapes_2d(teacher_dir / lc.F32_NAME).items()})
+            score = lambda p: lc.quality(p, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
+            sensitivity = mixes.measure_sensitivity(
+                teacher_dir / lc.F32_NAME, _load_imatrix(teacher_dir / "imatrix.npz"), tensors,
+                space.excluded_types, score, work, JsonCache(work / "sensitivity.json"), threads, log)
+    ctx = LMContext(prepared, target, space, cache_dir, threads, seed, scores, teacher_dir / lc.F32_NAME,
+                    sensitivity, backends.get(target.device.runtime))
+    _check_feasible_at_all(ctx)
+    return ctx
+
+
+def _shapes_2d(path: Path) -> dict[str, tuple[int, int]]:
+    """GGUF tensor name -> (row length, rows) of every 2-D tensor (llama.cpp's ne0, ne1)."""
+    from gguf import GGUFReader
+
+    return {t.name: (int(t.shape[0]), int(t.shape[1])) for t in GGUFReader(path).tensors if len(t.shape) == 2}
+
+
+def planned_shape(teacher: ModelShape, recipe: LMRecipe) -> ModelShape:
+    layers = teacher.layers - recipe.drop_layers
+    group = teacher.heads[0] // teacher.kv_heads[0]
+    kv = recipe.kv_groups or teacher.kv_heads[0]
+    return replace(teacher, layers=layers, heads=(kv * group,) * layers, kv_heads=(kv,) * layers,
+                   ffn=(recipe.ffn or teacher.ffn[0],) * layers)
+
+
+def _priced(ctx: LMContext, shape: ModelShape) -> tuple[list, int]:
+    return mixes.planned_class_shapes(ctx.family.tensors(shape))
+
+
+def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
+    """With the solver, the GGML type of each class: the lowest predicted KLD (measured sensitivities, additive)
+    within the recipe's bits-per-weight over the typed classes. Two recipes that resolve alike build one model."""
+    if recipe.bits_per_weight is None:
+        return recipe
+    classes, _ = _priced(ctx, planned_shape(ctx.teacher_shape, recipe))
+    s = ctx.sensitivity
+    opts = {c.name: [t for t in s.options.get(c.name, [mixes.REFERENCE]) if c.fits(t)] for c in classes}
+    points = mixes.front(classes, opts, s.increase, s.reference_kld)
+    elements = sum(r * k for c in classes for r, k in c.matrices)
+    best = mixes.best_within(points, int(recipe.bits_per_weight * elements / 8))
+    if best is None:  # below the smallest mix: the smallest one (the screen prices what is really built)
+        best = points[0]
+    return replace(recipe, types=tuple(sorted(best.types.items())))
+
+
+def _tensor_and_decode_bytes(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> tuple[int, int]:
+    classes, other = _priced(ctx, shape)
+    types = dict(recipe.types)
+    tensor = mixes.mix_bytes(classes, types) + other
+    embedding = sum(c.bytes(types.get(c.name, mixes.REFERENCE)) for c in classes if c.name == "embedding")
+    # one decode step reads every block weight and the output head; with tied embeddings the head is the table
+    decode_bytes = tensor - (0 if shape.tied_embeddings else embedding)
+    return tensor, decode_bytes
+
+
+def _estimate(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> decode.LMEstimate:
+    tensor, decode_bytes = _tensor_and_decode_bytes(ctx, shape, recipe)
+    types = {t for _, t in recipe.types} or {mixes.REFERENCE}
+    return decode.estimate(shape, tensor, decode_bytes, types, ctx.target.device, ctx.target.workload)
+
+
+def screen(ctx: LMContext, recipe: LMRecipe) -> tuple[dict, list[str]]:
+    """Predicted memory, and speed where it is estimated, from the recipe alone; reasons to reject."""
+    est = _estimate(ctx, planned_shape(ctx.teacher_shape, recipe), recipe)
+    budget = ctx.target.budget
+    predicted = {"predicted_memory_mb": est.memory_mb}
+    reasons = []
+    if est.memory_mb > budget.memory_mb:
+        reasons.append(f"predicted memory {est.memory_mb:.1f} MB > budget {budget.memory_mb:g} MB")
+    if ctx.target.device.latency == "estimated":
+        predicted.update(predicted_tpot_p99_ms=est.tpot_p99_ms, predicted_ttft_ms=est.ttft_ms)
+        if est.tpot_p99_ms > budget.tpot_p99_ms:
+            reasons.append(f"estimated p99 per output token {est.tpot_p99_ms:.2f} ms > budget {budget.tpot_p99_ms:g} ms")
+        if budget.ttft_ms is not None and est.ttft_ms > budget.ttft_ms:
+            reasons.append(f"estimated time to first token {est.ttft_ms:.1f} ms > budget {budget.ttft_ms:g} ms")
+    return predicted, reasons
+
+
+def _check_feasible_at_all(ctx: LMContext) -> None:
+    """The smallest recipe the space allows (most layers dropped, narrowest cuts, smallest types): if it does not
+    fit the memory or speed budget, nothing will."""
+    from .space import values
+
+    k = ctx.space.knobs
+    top = lambda name: max(values(k[name]))  # noqa: E731
+    low = lambda name: min(values(k[name]))  # noqa: E731
+    recipe = LMRecipe(drop_layers=top("cut.drop_layers"), ffn=low("cut.ffn"), kv_groups=low("cut.kv_groups"))
+    if ctx.space.solver:
+        recipe = resolve(ctx, replace(recipe, bits_per_weight=low("gguf.bits_per_weight")))
+    else:
+        smallest = {cls: min(values(k[f"gguf.types.{cls}"]), key=lambda t: mixes.bytes_for(t, 1, 256))
+                    for cls in ctx.space.typed_classes}
+        recipe = replace(recipe, types=tuple(sorted(smallest.items())))
+    predicted, reasons = screen(ctx, recipe)
+    path, budget = ctx.target.path, ctx.target.budget
+    if predicted["predicted_memory_mb"] > budget.memory_mb:
+        raise ConfigError(path, "budget.memory_mb", f"{budget.memory_mb:g} MB, but the smallest recipe in "
+                                                    f"{ctx.space.path} needs {predicted['predicted_memory_mb']:.1f} MB "
+                                                    "(weights + KV cache at the context length + runtime); raise "
+                                                    "the budget, shorten workload.context_tokens or widen the space")
+    for key, name in (("predicted_tpot_p99_ms", "tpot_p99_ms"), ("predicted_ttft_ms", "ttft_ms")):
+        limit = getattr(budget, name)
+        if key in predicted and limit is not None and predicted[key] > limit:
+            raise ConfigError(path, f"budget.{name}", f"{limit:g} ms, but the fastest recipe in {ctx.space.path} is "
+                                                      f"estimated at {predicted[key]:.2f} ms; raise the budget or "
+                                                      "widen the space")
+
+
+# -- building ------------------------------------------------------------------------------------------------
+def _student_key(recipe: LMRecipe | None, seed: int) -> str:
+    if recipe is None or not recipe.cuts:
+        return "teacher"
+    cut = {k: getattr(recipe, k) for k in ("drop_layers", "ffn", "kv_groups", "recovery_steps")}
+    return hashlib.sha256(json.dumps({**cut, "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _student_dir(work: Path, recipe: LMRecipe | None, seed: int = 0) -> Path:
+    return work / "students" / _student_key(recipe, seed)
+
+
+def _build_student_files(prepared: PreparedLM, model, out: Path, meta: dict) -> None:
+    """hf/ (stock Hugging Face directory, safetensors), the F32 GGUF and the importance matrix, swapped in whole."""
+    standard = prepared.family.to_standard(model)
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        standard.save_pretrained(tmp / "hf")
+        prepared.tokenizer.save_pretrained(tmp / "hf")
+        gguf_file.write_f32(standard, tmp / lc.F32_NAME, prepared.task.teacher_gguf)
+        _save_imatrix(tmp / "imatrix.npz", _imatrix(model, prepared))
+        atomic_write_json(tmp / "student.json", {**meta, "shape": asdict(prepared.family.shape_of(model))})
+
+    atomic_replace_dir(fill, out)
+
+
+def _student(ctx: LMContext, recipe: LMRecipe, log) -> tuple[Path, dict]:
+    """The student's files (cached by its cut, shared by every trial and worker) and what its training took."""
+    folder = _student_dir(ctx.work, recipe, ctx.seed)
+    with file_lock(folder.with_name(folder.name + ".lock")):  # one worker trains a student at a time
+        if not (folder / "student.json").is_file():
+            t0 = time.perf_counter()
+            p = ctx.prepared
+            student = lm_student.cut(ctx.family, p.teacher, recipe, ctx.scores)
+            stats = lm_student.recover(ctx.family, student, p.teacher, p.calibration_ids, recipe.recovery_steps,
+                                       seed=ctx.seed, log=log)
+            _build_student_files(p, student, folder, {**stats, "student_s": time.perf_counter() - t0})
+    return folder, json.loads((folder / "student.json").read_text())
+
+
+def _quality(ctx: LMContext, path: Path) -> dict:
+    p = ctx.prepared
+    q = lc.quality(path, p.windows, p.reference_path, ctx.threads)
+    return q
+
+
+def _speed(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:
+    dev, wl = ctx.target.device, ctx.target.workload
+    if dev.latency == "estimated":
+        est = _estimate(ctx, shape, recipe)
+        return {"ttft_ms": est.ttft_ms, "tpot_p50_ms": est.tpot_p50_ms, "tpot_p99_ms": est.tpot_p99_ms,
+                "prefill_tok_s": wl.prompt_tokens / (est.ttft_ms / 1000), "decode_tok_s": 1000 / est.tpot_p50_ms,
+                "memory_mb": est.memory_mb, "peak_rss_mb": None, "latency_spread": 0.0, "latency_noisy": False,
+                "latency_source": "estimated", "latency_detail": est.detail}
+    with latency_lease(ctx.cache_dir / "locks", dev.runner):  # one measurement per host/device at a time
+        s = lc.measure_speed(path, wl, dev.threads, runner=dev.runner)
+    return {**{k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s", "decode_tok_s",
+                                 "peak_rss_mb", "latency_spread", "latency_noisy")},
+            "memory_mb": s["peak_rss_mb"], "latency_source": "measured", "latency_detail": s["speed_detail"]}
+
+
+def measure_gguf(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:
+    written = quantize.tensor_types(path)
+    counts: dict[str, int] = {}
+    for t in written.values():
+        counts[t] = counts.get(t, 0) + 1
+    return {**_quality(ctx, path), **_speed(ctx, path, shape, recipe),
+            "weight_mb": quantize.weight_bytes(path) / 2**20, "file_mb": lc.file_mb(path),
+            "kv_cache_mb": decode.kv_bytes(shape, ctx.target.workload.context_tokens) / 2**20,
+            "bits_per_weight": quantize.bits_per_weight(path),
+            "types_written": " ".join(f"{t}x{n}" for t, n in sorted(counts.items())),
+            "layers": shape.layers, "parameters": _parameters(shape, ctx)}
+
+
+def _parameters(shape: ModelShape, ctx: LMContext) -> int:
+    return sum(t.elements for t in ctx.family.tensors(shape))
+
+
+def measure_teacher(ctx: LMContext, workdir: Path) -> dict:
+    """The teacher as shipped-in-full: its F32 GGUF, measured like every candidate."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / lc.ARTIFACT_NAME
+    link_copy(ctx.teacher_f32.parent, workdir)  # hard links: no extra bytes
+    (workdir / lc.F32_NAME).replace(path)
+    f32 = LMRecipe(types=tuple((c, "F32") for c in ctx.space.typed_classes))
+    return {**measure_gguf(ctx, path, ctx.teacher_shape, f32), "artifact": str(path)}
+
+
+def run_candidate(ctx: LMContext, recipe: LMRecipe, workdir: Path, log=print) -> dict:
+    """Cut -> recover -> F32 GGUF -> llama.cpp's quantizer -> measure. Raises CandidateError when llama.cpp
+    refuses the recipe."""
+    t0 = time.perf_counter()
+    folder, student = _student(ctx, recipe, log)
+    student_s = time.perf_counter() - t0
+    workdir.mkdir(parents=True, exist_ok=True)
+    link_copy(folder / "hf", workdir / "hf")  # the fp32 student before quantization, for `export`
+    t0 = time.perf_counter()
+    mix = quantize.Mix(mixes.REFERENCE, dict(recipe.types), recipe.imatrix)
+    im = _load_imatrix(folder / "imatrix.npz") if recipe.imatrix else None
+    path = lc.build(folder / lc.F32_NAME, mix, workdir / lc.ARTIFACT_NAME, im, ctx.threads)
+    quantize_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shape = ModelShape(**student["shape"])
+    shape = replace(shape, heads=tuple(shape.heads), kv_heads=tuple(shape.kv_heads), ffn=tuple(shape.ffn))
+    metrics = measure_gguf(ctx, path, shape, recipe)
+    return {**metrics, "artifact": str(path), "student_s": student_s, "quantize_s": quantize_s,
+            "measure_s": time.perf_counter() - t0, "recovery_steps": student.get("recovery_steps", 0),
+            "recovery_kl_first": student.get("recovery_kl_first"), "recovery_kl_last": student.get("recovery_kl_last"),
+            "types": " ".join(f"{c}={t}" for c, t in recipe.types)}
