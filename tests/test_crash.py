@@ -82,7 +82,9 @@ def test_disk_full_fails_the_trial_with_the_os_error_then_stops_the_run(tmp_path
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
 
-    monkeypatch.setattr(study_mod, "run_candidate", full)
+    from search import pipeline
+
+    monkeypatch.setattr(pipeline, "run_candidate", full)
     run = tmp_path / "results" / "full"
     run.mkdir(parents=True)
     settings = study_mod.RunSettings(trials=3, timeout_s=None, seed=0, threads=1)

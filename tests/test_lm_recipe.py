@@ -50,7 +50,7 @@ def test_windows_are_fixed_and_scored_in_their_second_half():
 
 
 def test_space_suggests_recipes_inside_the_teacher():
-    space = load_lm_space("llm")
+    space = load_lm_space("llm_types")  # types sampled per class (spaces/llm.yaml leaves them to the solver)
     model = tiny_llama()
     shape = FAM.shape_of(model)
     limits = FAM.limits(shape)

@@ -87,7 +87,9 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
     shapes = mixes.class_shapes({t: (rows_, k) for t, (k, rows_) in _shapes_2d(f32).items()})
     score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
     # the search takes no credit from the teacher's grid
-    sens = mixes.measure_sensitivity(f32, im, shapes, grids + near, score, work, cache, threads, log)
+    # the same cache as a run's (pipeline_lm): sensitivities do not depend on the speed workload
+    sens = mixes.measure_sensitivity(f32, im, shapes, grids + near, score, work,
+                                     Rows(work.parent / "sensitivity.json"), threads, log)
     opts, increase, ref_kld = sens.options, sens.increase, sens.reference_kld
     reference = work / "sensitivity-reference.gguf"
     predicted = mixes.front(shapes, opts, increase, ref_kld)

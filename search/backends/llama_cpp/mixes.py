@@ -30,8 +30,22 @@ def block_size(type_name: str) -> tuple[int, int]:
     return GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
 
 
+# what llama.cpp stores when a row length is not a multiple of the asked type's block (llama-quant.cpp,
+# llama_tensor_get_type's fallback switch): the tested pricing follows it
+FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+
+def stored_type(type_name: str, row_len: int) -> str:
+    elems, _ = block_size(type_name)
+    if row_len % elems == 0:
+        return type_name
+    if type_name not in FALLBACK:
+        raise ValueError(f"{type_name} cannot hold rows of {row_len} and llama.cpp has no fallback for it")
+    return stored_type(FALLBACK[type_name], row_len)
+
+
 def bytes_for(type_name: str, rows: int, row_len: int) -> int:
-    elems, size = block_size(type_name)
+    elems, size = block_size(stored_type(type_name, row_len))
     return rows * (row_len // elems) * size
 
 
