@@ -39,7 +39,7 @@ def _cmd_run(args) -> int:
     from .space_lm import load_lm_space
     from .target import LM_RUNTIMES, load_target
     from .tasks import load_task
-    from .tasks.lm import BUILTIN_LM_TASKS
+    from .tasks.lm import BUILTIN_LM_TASKS, is_lm_task_file, load_lm_task
 
     from . import storage as storages
     from .schema import check_run_id, slug
@@ -69,19 +69,20 @@ def _cmd_run(args) -> int:
     # validate all three inputs before any heavy work (the space against the teacher's config, too)
     target = load_target(args.target)
     lm = target.device.runtime in LM_RUNTIMES
-    if args.task in BUILTIN_LM_TASKS and not lm:
+    lm_task = args.task in BUILTIN_LM_TASKS or (args.task is not None and is_lm_task_file(args.task))
+    if lm_task and not lm:
         raise ConfigError(target.path, "device.runtime", f"{target.device.runtime}, but --task {args.task} is a "
                                                          "language model; give a target with runtime: llama.cpp "
                                                          "(e.g. --target local_cpu_llm)")
-    if lm and args.task not in (None, *BUILTIN_LM_TASKS):
-        raise ConfigError(args.task, "--task", f"{target.path.name} runs llama.cpp; language-model tasks so far are "
-                                               f"the built-in {', '.join(BUILTIN_LM_TASKS)}; give --task "
-                                               f"{next(iter(BUILTIN_LM_TASKS))} or a classification target")
+    if lm and args.task is not None and not lm_task:
+        raise ConfigError(args.task, "task_type", f"{target.path.name} runs llama.cpp, but this is not a language-model "
+                                                  f"task; give --task {next(iter(BUILTIN_LM_TASKS))}, a task file with "
+                                                  "`task_type: causal_lm`, or a classification target")
     args.space = args.space or ("llm" if lm else "default")
     space = load_lm_space(args.space) if lm else load_space(args.space)
     if lm:
         args.task = args.task or next(iter(BUILTIN_LM_TASKS))
-        task = BUILTIN_LM_TASKS[args.task]()
+        task = BUILTIN_LM_TASKS[args.task]() if args.task in BUILTIN_LM_TASKS else load_lm_task(args.task)
     else:
         task = load_task(args.task)
         from . import families
@@ -233,6 +234,10 @@ def _cmd_bench(args) -> int:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
                         or s.candidate is None and s.quant.bits == 32]  # the teacher row anchors the ratios
         techniques.run(ctx, out, settings, comparisons, log=log)
+    elif args.what == "published":
+        from .bench import published
+
+        published.run(out, log=lambda s: print(s, flush=True))
     elif args.what == "llm":
         from .bench import llm
 
@@ -321,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         "loads the machine (results/bench/stability.csv/.md). techniques: every compression technique on the "
         "default task beside its alternative, measured (results/bench/techniques.csv/.md). llm: the built-in LM "
         "teacher, every stock llama.cpp preset of it (with and without importance matrix) and the search's "
-        "per-tensor-class mixes, measured in llama.cpp (results/bench/llm.csv/.md/.html)."))
-    ben.add_argument("what", choices=("latency", "stability", "techniques", "llm"))
+        "per-tensor-class mixes, measured in llama.cpp (results/bench/llm.csv/.md/.html). published: the spec-only LM "
+        "decode estimate against published llama.cpp tokens/s figures (results/bench/published.csv/.md)."))
+    ben.add_argument("what", choices=("latency", "stability", "techniques", "llm", "published"))
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
     ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
     ben.add_argument("--seed", type=int, default=0, help="latency: artifact shapes; techniques: training seed "

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .families.base import ModelShape
 from .locks import file_lock, latency_lease
 from .measure import decode
-from .run_dir import JsonCache, atomic_replace_dir, atomic_write_json, link_copy
+from .run_dir import JsonCache, atomic_replace_dir, atomic_write_json, link_copy, link_file
 from .space_lm import LMSpace, check_against_teacher
 from .target import Target
 from .tasks.lm import PreparedLM
@@ -114,7 +114,7 @@ def prepare_run(prepared: PreparedLM, target: Target, space, cache_dir: Path, th
         sensitivity = None
         if space.solver:
             log("teacher: sensitivity of each tensor class to each GGML type (once; cached) ...")
-            tensors = mixes.class_shapes({n: (r, k) for n, (k, r) in _shapes_2d(teacher_dir / lc.F32_NAME).items()})
+            tensors = mixes.class_shapes_of(teacher_dir / lc.F32_NAME)
             score = lambda p: lc.quality(p, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
             sensitivity = mixes.measure_sensitivity(
                 teacher_dir / lc.F32_NAME, _load_imatrix(teacher_dir / "imatrix.npz"), tensors,
@@ -123,13 +123,6 @@ def prepare_run(prepared: PreparedLM, target: Target, space, cache_dir: Path, th
                     sensitivity, backends.get(target.device.runtime))
     _check_feasible_at_all(ctx)
     return ctx
-
-
-def _shapes_2d(path: Path) -> dict[str, tuple[int, int]]:
-    """GGUF tensor name -> (row length, rows) of every 2-D tensor (llama.cpp's ne0, ne1)."""
-    from gguf import GGUFReader
-
-    return {t.name: (int(t.shape[0]), int(t.shape[1])) for t in GGUFReader(path).tensors if len(t.shape) == 2}
 
 
 def planned_shape(teacher: ModelShape, recipe: LMRecipe) -> ModelShape:
@@ -243,7 +236,7 @@ def _build_student_files(prepared: PreparedLM, model, out: Path, meta: dict) -> 
         tmp.mkdir(parents=True)
         standard.save_pretrained(tmp / "hf")
         prepared.tokenizer.save_pretrained(tmp / "hf")
-        gguf_file.write_f32(standard, tmp / lc.F32_NAME, prepared.task.teacher_gguf)
+        gguf_file.write_f32(standard, tmp / lc.F32_NAME, prepared.task.gguf_template)
         _save_imatrix(tmp / "imatrix.npz", _imatrix(model, prepared))
         atomic_write_json(tmp / "student.json", {**meta, "shape": asdict(prepared.family.shape_of(model))})
 
@@ -262,12 +255,6 @@ def _student(ctx: LMContext, recipe: LMRecipe, log) -> tuple[Path, dict]:
                                        seed=ctx.seed, log=log)
             _build_student_files(p, student, folder, {**stats, "student_s": time.perf_counter() - t0})
     return folder, json.loads((folder / "student.json").read_text())
-
-
-def _quality(ctx: LMContext, path: Path) -> dict:
-    p = ctx.prepared
-    q = lc.quality(path, p.windows, p.reference_path, ctx.threads)
-    return q
 
 
 def _speed(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:
@@ -290,7 +277,8 @@ def measure_gguf(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe
     counts: dict[str, int] = {}
     for t in written.values():
         counts[t] = counts.get(t, 0) + 1
-    return {**_quality(ctx, path), **_speed(ctx, path, shape, recipe),
+    p = ctx.prepared
+    return {**lc.quality(path, p.windows, p.reference_path, ctx.threads), **_speed(ctx, path, shape, recipe),
             "weight_mb": quantize.weight_bytes(path) / 2**20, "file_mb": lc.file_mb(path),
             "kv_cache_mb": decode.kv_bytes(shape, ctx.target.workload.context_tokens) / 2**20,
             "bits_per_weight": quantize.bits_per_weight(path),
@@ -306,8 +294,8 @@ def measure_teacher(ctx: LMContext, workdir: Path) -> dict:
     """The teacher as shipped-in-full: its F32 GGUF, measured like every candidate."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / lc.ARTIFACT_NAME
-    link_copy(ctx.teacher_f32.parent, workdir)  # hard links: no extra bytes
-    (workdir / lc.F32_NAME).replace(path)
+    path.unlink(missing_ok=True)
+    link_file(ctx.teacher_f32, path)
     f32 = LMRecipe(types=tuple((c, "F32") for c in ctx.space.typed_classes))
     return {**measure_gguf(ctx, path, ctx.teacher_shape, f32), "artifact": str(path)}
 

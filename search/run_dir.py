@@ -132,11 +132,14 @@ def claim_worker_id(rd: RunDir) -> int:
             n += 1
 
 
+def link_file(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows (no extra bytes), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def link_copy(src: Path, dst: Path) -> None:
-    """Copy a trial folder by hard links where the file system allows (no extra bytes), else by copying."""
-    def link(a, b):
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
+    """Copy a trial folder by hard links where the file system allows, else by copying."""
+    shutil.copytree(src, dst, copy_function=link_file, dirs_exist_ok=True)

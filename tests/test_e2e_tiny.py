@@ -183,7 +183,7 @@ def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     monkeypatch.setattr(OnnxRuntime, "measure_latency", fake)
     choice = outputs.select_confirmed(rows, RunDir(run), saved, "accuracy", log=lambda s: None)
     assert len(calls) == 2 and choice["meets_budget"] and choice["selected"]["trial"] != first
-    assert any(f"trial {first} dropped: re-measured p99 1000000.00 ms > budget" in w for w in choice["why"])
+    assert any(f"trial {first} dropped: re-measured p99_latency_ms 1000000.00 ms > budget" in w for w in choice["why"])
     assert choice["selected"]["metrics"]["p99_latency_ms"] == 1.0
     assert "still within budget" in choice["why"][-1]
 

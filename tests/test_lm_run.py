@@ -129,3 +129,70 @@ def test_the_spec_estimate_is_bytes_over_bandwidth():
     assert est.memory_mb == pytest.approx(100 + decode.kv_bytes(shape, wl.context_tokens) / 2**20
                                           + decode.RUNTIME_OVERHEAD_MB)
     assert est.ttft_ms >= 90 * 2**20 / bw * 1e3 and math.isfinite(est.ttft_ms)
+
+
+def test_published_figures_are_compared_with_the_estimate(tmp_path):
+    from search.bench import published
+
+    frame = published.run(tmp_path, log=lambda s: None)
+    assert len(frame) == len(published.FIGURES) and {"raspberry_pi5", "jetson_orin"} <= set(frame.device)
+    r = frame.iloc[0]
+    dev = load_target(r.device, calibrated=False).device
+    assert r.estimated_tok_s == pytest.approx(dev.memory_bandwidth_gbps * 1e9 * dev.bandwidth_efficiency
+                                              / (r.file_mb * 2**20))
+    assert r.error == pytest.approx(r.estimated_tok_s / r.published_tok_s - 1)
+    assert "median |error|" in (tmp_path / "published.md").read_text()
+
+
+TINY_LM_SPACE = """
+cut: {drop_layers: {low: 0, high: 1}, ffn: {low: 64, high: 128, step: 64}, kv_groups: 2}
+recovery: {steps: {low: 0, high: 2, step: 2}}
+gguf: {bits_per_weight: {low: 4.5, high: 8.5, step: 4.0}}
+"""
+TINY_LM_TARGET = """
+name: tiny_llm
+device: {latency: measured, runtime: llama.cpp, memory_mb: 24000, threads: 1}
+workload: {prompt_tokens: 16, gen_tokens: 4, context_tokens: 128}
+budget: {memory_mb: 4000, tpot_p99_ms: 1000, kld_ceiling: 5.0}
+"""
+
+
+def test_an_lm_task_file_runs_the_whole_search_and_exports_a_gguf(tmp_path, template):  # noqa: F811
+    """A tiny llama teacher given as a GGUF in a task file, through `run` (cut, recover, solver, quantize,
+    measure in llama.cpp), `select` and `export`: the path a user's own model takes."""
+    import json
+
+    import pandas as pd
+
+    from conftest import run_search
+
+    words = "the quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun".split()
+    rng = __import__("numpy").random.default_rng(0)
+    for name, n in (("calib.txt", 3000), ("heldout.txt", 1500)):
+        (tmp_path / name).write_text(" ".join(rng.choice(words, n)))
+    gguf_file.write_f32(tiny_llama(), tmp_path / "teacher.gguf", template)
+    (tmp_path / "task.yaml").write_text(
+        "task_type: causal_lm\nteacher: teacher.gguf\n"
+        "data: {calibration: calib.txt, evaluation: heldout.txt, window_tokens: 64, eval_windows: 2, "
+        "calibration_tokens: 1024}\n")
+    write(tmp_path, TINY_LM_SPACE, "space.yaml")
+    write(tmp_path, TINY_LM_TARGET, "target.yaml")
+    results = tmp_path / "results"
+    proc = run_search(results, "run", "--target", str(tmp_path / "target.yaml"), "--task", str(tmp_path / "task.yaml"),
+                      "--space", str(tmp_path / "space.yaml"), "--trials", "3", "--run-id", "lm")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "applying manual override" not in proc.stderr
+    trials = pd.read_csv(results / "lm" / "trials.csv")
+    done = trials[trials.state == "COMPLETE"]
+    assert len(done) == 3 and (done.latency_source == "measured").all() and (done.kld_mean >= 0).all()
+    assert done.types.str.contains("ffn_down=").all()  # the solver typed every class
+    selected = json.loads((results / "lm" / "selected.json").read_text())
+    assert selected["meets_budget"] and selected["budget"]["quality"] == "kld_mean"
+    out = tmp_path / "ship"
+    proc = run_search(results, "export", "lm", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "model.gguf").is_file() and (out / "hf" / "config.json").is_file()
+    assert "llama-cli -m model.gguf" in (out / "DEPLOY.md").read_text()
+    # a language-model task on an onnxruntime target is refused in one line, before any work
+    proc = run_search(results, "run", "--target", "jetson_orin", "--task", str(tmp_path / "task.yaml"))
+    assert proc.returncode == 2 and "device.runtime" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -61,3 +61,57 @@ def test_demo_selects_a_model_within_every_budget_the_teacher_misses(tmp_path):
     trials = pd.read_csv(run / "trials.csv")
     assert (trials["state"] == "COMPLETE").sum() >= 12
     assert metrics["latency_source"] == "estimated"
+
+
+LM_SPACE = """
+cut: {drop_layers: 0, ffn: 1536, kv_groups: 3}
+recovery: {steps: 0}
+gguf: {bits_per_weight: {low: 5.25, high: 8.25, step: 3.0}, exclude: [Q4_1, Q5_1, Q4_K, Q5_K]}
+"""
+
+
+def test_lm_run_ships_a_gguf_that_llama_cpp_and_transformers_read_back(tmp_path):
+    """`run` on a llama.cpp target with the built-in SmolLM2 task: the selected GGUF is exported with hf/ and
+    DEPLOY.md, and the exported file gives the measured quality back in llama.cpp (exactly: the same file) and in
+    transformers' GGUF loader (within the measured standard error)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from search.backends import llama_cpp as lc
+    from search.tasks import causal_lm, lm
+
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(ROOT / "results")}  # the LM cache (teacher, sensitivities)
+    (tmp_path / "space.yaml").write_text(LM_SPACE)
+    run_id = f"ci-lm-{os.getpid()}"
+    proc = subprocess.run([sys.executable, "-m", "search", "run", "--target", "local_cpu_llm", "--task", "smollm2",
+                           "--space", str(tmp_path / "space.yaml"), "--trials", "2", "--run-id", run_id],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=3000)
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = ROOT / "results" / run_id
+    selected = json.loads((run / "selected.json").read_text())
+    trials = __import__("pandas").read_csv(run / "trials.csv")
+    assert (trials["state"] == "COMPLETE").sum() == 2 and selected["metrics"]["latency_source"] == "measured"
+    best = trials.loc[trials["kld_mean"].idxmin()]
+    if not selected["meets_budget"]:  # export ships only a model within budget: check the best trial's file
+        gguf, measured = run / "trials" / f"{int(best.trial):04d}" / "model.gguf", best.to_dict()
+    else:
+        out = tmp_path / "ship"
+        proc = subprocess.run([sys.executable, "-m", "search", "export", run_id, "--out", str(out)],
+                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        card = (out / "DEPLOY.md").read_text()
+        assert "llama-cli -m model.gguf" in card and "kld_mean" in card and "tpot_p99_ms" in card
+        assert (out / "hf" / "model.safetensors").is_file()
+        gguf, measured = out / "model.gguf", selected["metrics"]
+    prepared = lm.prepare(lm.default_lm_task(), ROOT / "results" / "cache", log=lambda s: None)
+    again = lc.quality(gguf, prepared.windows, prepared.reference_path, threads=2)
+    assert again["kld_mean"] == pytest.approx(measured["kld_mean"], rel=1e-6)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    parts = []
+    for i, row in enumerate(prepared.windows.ids):
+        outputs = lm.reference_outputs(prepared.family, model, row)[prepared.windows.first_scored:-1]
+        parts.append(causal_lm.score_window(prepared.teacher_logp(i), outputs,
+                                            row[prepared.windows.first_scored + 1:]))
+    hf = causal_lm.summarize(causal_lm.TokenScores.concat(parts))
+    # transformers dequantizes the same codes to float: the same quality within the measured standard error
+    assert abs(hf["kld_mean"] - measured["kld_mean"]) <= 2 * measured["kld_mean_se"], (hf, measured)

@@ -55,7 +55,7 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
     grids, near = TEACHER_GRIDS.get(task.name, ()), NEAR_GRIDS.get(task.name, ())
     cache = Rows(work / f"rows-{workload.prompt_tokens}-{workload.gen_tokens}-{workload.context_tokens}-t{threads}.json")
     t0 = time.perf_counter()
-    f32 = lc.write_f32(prepared.teacher, work, task.teacher_gguf)
+    f32 = lc.write_f32(prepared.teacher, work, task.gguf_template)
     log(f"teacher written as F32 GGUF ({lc.file_mb(f32):.0f} MB); importance matrix on "
         f"{len(prepared.calibration_ids)} calibration tokens ...")
     im = imatrix_mod.collect(prepared.teacher, prepared.family, gguf_file.linears_of(prepared.teacher),
@@ -84,7 +84,7 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
             log(f"{mix.label():18s} {row['file_mb']:6.1f} MB  KLD {row['kld_mean']:.4f}  [{row['types']}]")
 
     # the search's mixes: sensitivity per class and type, then the exact front, measured at each preset's size
-    shapes = mixes.class_shapes({t: (rows_, k) for t, (k, rows_) in _shapes_2d(f32).items()})
+    shapes = mixes.class_shapes_of(f32)
     score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
     # the search takes no credit from the teacher's grid
     # the same cache as a run's (pipeline_lm): sensitivities do not depend on the speed workload
@@ -114,13 +114,6 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
     _write_plot(frame, out_dir / "llm.html", task)
     log((out_dir / "llm.md").read_text())
     return frame
-
-
-def _shapes_2d(path: Path) -> dict[str, tuple[int, int]]:
-    """GGUF tensor name -> (row length, rows) of every 2-D tensor (llama.cpp's ne0, ne1)."""
-    from gguf import GGUFReader
-
-    return {t.name: (int(t.shape[0]), int(t.shape[1])) for t in GGUFReader(path).tensors if len(t.shape) == 2}
 
 
 def compare(frame: pd.DataFrame) -> list[dict]:

@@ -16,7 +16,7 @@ from ..families.base import ModelShape
 from ..target import DeviceSpec, LMWorkload
 from . import roofline
 
-# llama.cpp's compute buffers, logits and the file's metadata on top of tensors + KV cache: peak RSS of the probe
+# llama.cpp's compute and output buffers and the file's metadata on top of tensors + KV cache: peak RSS of the probe
 # minus those two, measured here (llama-cpp-python 0.3.36, 2 threads, context 2048, batch 512) on SmolLM2-135M
 # GGUFs: 27.7 MB for the F32 teacher, 28.4 and 28.7 MB for two cut students at ~6-7 bits per weight
 RUNTIME_OVERHEAD_MB = 28.5

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
+from ..schema import Reader, load_yaml
 from ..locks import file_lock
 from ..run_dir import atomic_replace_dir, atomic_write_json
 from . import causal_lm
@@ -47,11 +48,18 @@ class LMTask:
     source: str = "<built-in LM task>"
     family: str = "llama_lm"
     task_type: str = causal_lm.NAME
+    tokenizer_gguf: Path | None = None  # a Hugging Face teacher: a GGUF of the same tokenizer (its keys are copied)
+
+    @property
+    def gguf_template(self) -> Path:
+        """The GGUF whose tokenizer keys every GGUF of this task gets (the GGUF writer copies them)."""
+        return self.teacher_gguf or self.tokenizer_gguf
 
     def key(self) -> str:
         teacher = self.teacher_gguf or self.teacher_dir
         parts = [str(p) for p in (teacher, self.calibration_path, self.evaluation_path)]
         parts += [str(x) for x in (self.text_column, self.window_tokens, self.eval_windows, self.calibration_tokens)]
+        parts += [str(self.tokenizer_gguf)] if self.tokenizer_gguf else []
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -74,6 +82,64 @@ def default_lm_task() -> LMTask:
 
 
 BUILTIN_LM_TASKS = {"smollm2": default_lm_task}  # --task NAME
+
+
+def is_lm_task_file(path: str) -> bool:
+    """A task YAML that says `task_type: causal_lm`."""
+    p = Path(path)
+    try:
+        return p.suffix in (".yaml", ".yml") and load_yaml(p, "task").get("task_type") == causal_lm.NAME
+    except ConfigError:
+        return False
+
+
+def load_lm_task(path_str: str) -> LMTask:
+    """A language-model task file:
+        task_type: causal_lm
+        teacher: models/tiny-llama.gguf      # a GGUF of the llama family, or a Hugging Face directory (safetensors)
+        tokenizer_gguf: tokenizer.gguf       # with a directory teacher: a GGUF of the same tokenizer
+        data: {calibration: calib.txt, evaluation: heldout.txt, text_column: text,
+               window_tokens: 512, eval_windows: 8, calibration_tokens: 16384}
+    Paths are relative to the file; calibration and evaluation text must be different files."""
+    path = Path(path_str)
+    top = Reader(path, load_yaml(path, "task"))
+    top.string("task_type", choices=(causal_lm.NAME,))
+    teacher = (path.parent / top.string("teacher")).resolve()
+    tokenizer = top.string("tokenizer_gguf", default=None)
+    if teacher.is_file() and teacher.suffix == ".gguf":
+        teacher_gguf, teacher_dir = teacher, None
+        if tokenizer is not None:
+            raise top.error("tokenizer_gguf", "given with a GGUF teacher, whose own tokenizer is used; remove it")
+        tokenizer_gguf = None
+    elif (teacher / "config.json").is_file():
+        teacher_gguf, teacher_dir = None, teacher
+        if tokenizer is None:
+            raise top.error("tokenizer_gguf", "missing; a Hugging Face teacher needs a GGUF of the same tokenizer "
+                                              "(its tokenizer keys are copied into every GGUF)")
+        tokenizer_gguf = (path.parent / tokenizer).resolve()
+        if not tokenizer_gguf.is_file():
+            raise top.error("tokenizer_gguf", f"{tokenizer_gguf} does not exist; give a .gguf file")
+    else:
+        raise top.error("teacher", f"{teacher} is neither a .gguf file nor a Hugging Face directory with config.json")
+    d = top.section("data")
+    calibration = (path.parent / d.string("calibration")).resolve()
+    evaluation = (path.parent / d.string("evaluation")).resolve()
+    if calibration == evaluation:
+        raise d.error("evaluation", "the same file as data.calibration; held-out text must be disjoint from it")
+    task = LMTask(name=top.string("name", default=path.stem), teacher_gguf=teacher_gguf, teacher_dir=teacher_dir,
+                  calibration_path=calibration, evaluation_path=evaluation,
+                  text_column=d.string("text_column", default="text"),
+                  window_tokens=d.number("window_tokens", default=512, lo=16, hi=1 << 16, integer=True),
+                  eval_windows=d.number("eval_windows", default=8, lo=1, hi=10000, integer=True),
+                  calibration_tokens=d.number("calibration_tokens", default=16384, lo=512, hi=1 << 26, integer=True),
+                  source=str(path), tokenizer_gguf=tokenizer_gguf)
+    for p in (calibration, evaluation):
+        if not p.is_file():
+            raise d.error("calibration" if p == calibration else "evaluation", f"{p} does not exist; give a .txt "
+                                                                                "file or a CSV with a text column")
+    d.done()
+    top.done()
+    return task
 
 
 def read_text(path: Path, column: str, file_for_errors: str, key: str) -> str:

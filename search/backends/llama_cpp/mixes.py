@@ -74,6 +74,14 @@ def class_shapes(tensor_shapes: dict[str, tuple[int, int]]) -> list[ClassShape]:
     return out
 
 
+def class_shapes_of(path) -> list[ClassShape]:
+    """The tensor classes of a GGUF file, from its 2-D tensors (llama.cpp's ne0 = row length, ne1 = rows)."""
+    from gguf import GGUFReader
+
+    return class_shapes({t.name: (int(t.shape[1]), int(t.shape[0])) for t in GGUFReader(path).tensors
+                         if len(t.shape) == 2})
+
+
 def options(shapes: list[ClassShape], excluded: tuple = ()) -> dict[str, list[str]]:
     """Per class: the candidate types its rows can hold, minus `excluded` (e.g. the teacher's own grid)."""
     return {c.name: [t for t in CANDIDATE_TYPES if c.fits(t) and t not in excluded] for c in shapes}
