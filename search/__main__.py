@@ -74,10 +74,6 @@ def _cmd_run(args) -> int:
         raise ConfigError(target.path, "device.runtime", f"{target.device.runtime}, but --task {args.task} is a "
                                                          "language model; give a target with runtime: llama.cpp "
                                                          "(e.g. --target local_cpu_llm)")
-    if lm and args.task is not None and not lm_task:
-        raise ConfigError(args.task, "task_type", f"{target.path.name} runs llama.cpp, but this is not a language-model "
-                                                  f"task; give --task {next(iter(BUILTIN_LM_TASKS))}, a task file with "
-                                                  "`task_type: causal_lm`, or a classification target")
     args.space = args.space or ("llm" if lm else "default")
     space = load_lm_space(args.space) if lm else load_space(args.space)
     if lm:
@@ -188,6 +184,13 @@ def _cmd_report(args) -> int:
         info = front_info(completed_rows(study, saved["budget"]), saved["budget"], teacher, trial,
                            importances(study, saved["budget"]))
         runs.append((f"{run_dir.name} ({saved['target']})", info))
+    from .errors import ConfigError
+    from .objectives import for_budget
+
+    kinds = {tuple(o.budget_key for o in for_budget(info["budget"])) for _, info in runs}
+    if len(kinds) > 1:  # one page plots one quality axis and one latency axis
+        raise ConfigError(args.runs[1], "RUN", "these runs optimise different objectives ("
+                          + " vs ".join(", ".join(k) for k in kinds) + "); overlay only runs of the same kind")
     default = _run_dir(args.runs[0]) / "dashboard.html" if len(args.runs) == 1 else RESULTS_DIR / "compare.html"
     out = Path(args.out) if args.out else default
     render(runs, out, " vs ".join(name for name, _ in runs))

@@ -21,7 +21,7 @@ METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_
                   "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s", "train_device")
 # a language model's (task type causal_lm, runtime llama.cpp)
 LM_SUMMARY_KEYS = ("kld_mean", "kld_mean_se", "top1_agreement", "perplexity_ratio", "memory_mb", "ttft_ms",
-                   "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source")
+                   "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source", "types", "types_written")
 LM_METRIC_COLUMNS = ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "top1_agreement_se", "perplexity",
                      "perplexity_se", "perplexity_ratio", "memory_mb", "peak_rss_mb", "weight_mb", "kv_cache_mb",
                      "file_mb", "bits_per_weight", "ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s",
@@ -205,6 +205,8 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
         log(f"re-measuring trial {row['trial']} in a fresh process ...")
         runner = latency.Runner(**saved["runner"]) if saved.get("runner") else None
         fresh, noisy, detail = _remeasure(backend, rd.artifact(row["trial"]), saved, runner)
+        if fresh["memory_mb"] is None:  # the runtime reports no peak memory: the search's figure stands
+            fresh["memory_mb"] = row["metrics"]["memory_mb"]
         lat_name = for_budget(budget)[1].name
         first = row["metrics"][lat_name]
         problems = [f"{o.name} {fresh[o.name]:.2f} {o.unit} > budget {budget[o.budget_key]:g} {o.unit}"
@@ -233,7 +235,7 @@ def _remeasure(backend, artifact: Path, saved: dict, runner) -> tuple[dict, bool
     lat = backend.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
                                   rounds=10, runs_per_round=50, runner=runner)
     return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
-             "memory_mb": lat.peak_rss_mb if lat.peak_rss_mb is not None else float("nan")}, lat.noisy, lat.detail)
+             "memory_mb": lat.peak_rss_mb}, lat.noisy, lat.detail)
 
 
 def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:

@@ -23,7 +23,7 @@ from .backends.llama_cpp import gguf_file, mixes, quantize
 from .candidate_lm import LMRecipe
 from .compress import imatrix as imatrix_mod
 from .compress import lm_student
-from .errors import ConfigError
+from .errors import CandidateError, ConfigError
 from .families.base import ModelShape
 from .locks import file_lock, latency_lease
 from .measure import decode
@@ -148,9 +148,14 @@ def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
     points = mixes.front(classes, opts, s.increase, s.reference_kld)
     elements = sum(r * k for c in classes for r, k in c.matrices)
     best = mixes.best_within(points, int(recipe.bits_per_weight * elements / 8))
+    if not points:
+        raise CandidateError(f"no GGML type fits every tensor of this shape (options {opts}); keep cut.ffn a "
+                             "multiple of 32")
     if best is None:  # below the smallest mix: the smallest one (the screen prices what is really built)
         best = points[0]
-    return replace(recipe, types=tuple(sorted(best.types.items())))
+    # what is built: the types; the sampled bits per weight stays in the trial's params, not in the recipe, so two
+    # sizes that resolve to one mix are one model (built once)
+    return replace(recipe, types=tuple(sorted(best.types.items())), bits_per_weight=None)
 
 
 def _tensor_and_decode_bytes(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> tuple[int, int]:
@@ -296,8 +301,9 @@ def measure_teacher(ctx: LMContext, workdir: Path) -> dict:
     path = workdir / lc.ARTIFACT_NAME
     path.unlink(missing_ok=True)
     link_file(ctx.teacher_f32, path)
-    f32 = LMRecipe(types=tuple((c, "F32") for c in ctx.space.typed_classes))
-    return {**measure_gguf(ctx, path, ctx.teacher_shape, f32), "artifact": str(path)}
+    classes, _ = _priced(ctx, ctx.teacher_shape)
+    f32 = LMRecipe(types=tuple(sorted((c.name, "F32") for c in classes)))  # every class, the output head too
+    return {**measure_gguf(ctx, path, ctx.teacher_shape, f32), "artifact": str(path), "types": "F32"}
 
 
 def run_candidate(ctx: LMContext, recipe: LMRecipe, workdir: Path, log=print) -> dict:

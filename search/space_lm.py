@@ -96,7 +96,12 @@ def load_lm_space(name_or_path: str) -> LMSpace:
 
 
 def check_against_teacher(space: LMSpace, limits, teacher_shape) -> None:
-    """No cut may ask for more than the teacher has, and keep one layer at least."""
+    """No cut may ask for more than the teacher has, and keep one layer at least; FFN widths must be whole
+    32-element blocks (every GGML type's rows are)."""
+    odd = [v for v in values(space.knobs["cut.ffn"]) if v % 32]
+    if odd:
+        raise ConfigError(space.path, "cut.ffn", f"{odd[0]} is not a multiple of 32; GGUF rows are stored in blocks of "
+                                                 "32 (256 for k-quants): use multiples of 32, or of 256")
     for name, limit, what in (("cut.drop_layers", teacher_shape.layers - 1, "layers to drop (one must stay)"),
                               ("cut.ffn", limits.ffn, "FFN channels"),
                               ("cut.kv_groups", limits.heads // limits.head_group, "KV head groups")):

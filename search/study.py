@@ -137,8 +137,9 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         trial.set_user_attr("worker", settings.worker_id)
         cand = pipe.resolve(ctx, space.suggest(trial, limits))  # as built: two recipes that build alike are one
         trial.set_user_attr("label", cand.label())
-        trial.set_user_attr("recipe", asdict(cand))
-        earlier = _completed_with_recipe(study, asdict(cand), trial.number)
+        recipe = json.loads(json.dumps(asdict(cand)))  # as the storage keeps it (tuples come back as lists)
+        trial.set_user_attr("recipe", recipe)
+        earlier = _completed_with_recipe(study, recipe, trial.number)
         if earlier is not None:  # the same recipe builds the same model: its measurements stand
             for key, value in earlier.user_attrs.items():
                 if key not in ("label", "recipe", "worker", "artifact"):

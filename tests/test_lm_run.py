@@ -196,3 +196,14 @@ def test_an_lm_task_file_runs_the_whole_search_and_exports_a_gguf(tmp_path, temp
     # a language-model task on an onnxruntime target is refused in one line, before any work
     proc = run_search(results, "run", "--target", "jetson_orin", "--task", str(tmp_path / "task.yaml"))
     assert proc.returncode == 2 and "device.runtime" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_ffn_cuts_must_be_whole_blocks(tmp_path):
+    from search.space_lm import check_against_teacher, load_lm_space
+
+    shape = FAM.shape_of(tiny_llama(hidden=256))
+    space = load_lm_space(str(write(tmp_path, TINY_LM_SPACE.replace("ffn: {low: 64, high: 128, step: 64}",
+                                                                     "ffn: {low: 100, high: 128, step: 28}"),
+                                    "space.yaml")))
+    with pytest.raises(ConfigError, match="cut.ffn: 100 is not a multiple of 32"):
+        check_against_teacher(space, FAM.limits(shape), shape)

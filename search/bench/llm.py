@@ -17,6 +17,7 @@ import pandas as pd
 from ..backends import llama_cpp as lc
 from ..backends.llama_cpp import gguf_file, mixes, quantize
 from ..compress import imatrix as imatrix_mod
+from ..locks import file_lock
 from ..run_dir import JsonCache as Rows  # measured rows, kept as they are measured
 from ..tasks import lm
 
@@ -87,11 +88,12 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
     shapes = mixes.class_shapes_of(f32)
     score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
     # the search takes no credit from the teacher's grid
-    # the same cache as a run's (pipeline_lm): sensitivities do not depend on the speed workload
-    sens = mixes.measure_sensitivity(f32, im, shapes, grids + near, score, work,
-                                     Rows(work.parent / "sensitivity.json"), threads, log)
+    # the same cache as a run's (pipeline_lm), under its lock: sensitivities do not depend on the speed workload
+    with file_lock(work.parent / ".run-prepare.lock"):
+        sens = mixes.measure_sensitivity(f32, im, shapes, grids + near, score, work,
+                                         Rows(work.parent / "sensitivity.json"), threads, log)
     opts, increase, ref_kld = sens.options, sens.increase, sens.reference_kld
-    reference = work / "sensitivity-reference.gguf"
+    reference = lc.build(f32, quantize.Mix(mixes.REFERENCE, {}, True), work / "reference.gguf", im, threads)
     predicted = mixes.front(shapes, opts, increase, ref_kld)
     other = lc.file_mb(reference) * 2**20 - sum(c.bytes(mixes.REFERENCE) for c in shapes)  # metadata, norms
     chosen = {}

@@ -5,7 +5,7 @@ bandwidth, so time per output token = bytes read / (bandwidth x efficiency). Pre
 compute: the family's operators' FLOPs over the prompt / (peak x efficiency), or by reading the weights once,
 whichever is slower. Memory = the GGUF's tensors + the KV cache allocated at the context length + llama.cpp's
 compute buffers and library (RUNTIME_OVERHEAD_MB, measured here). p99 = p50 x the target's tail factor.
-Always labelled `estimated`; `bench llm --published` checks it against published tokens-per-second figures.
+Always labelled `estimated`; `bench published` checks it against published tokens-per-second figures.
 """
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ def estimate(shape: ModelShape, tensor_bytes: int, decode_bytes: int, types: set
     tpot_s = (decode_bytes + kv_read) / bandwidth
     # quantized matmuls run on int8 dot products (llama.cpp quantizes activations to 8 bits); float ones at fp32
     precision = "fp32" if types <= set(FLOAT_TYPES) else "int8"
-    peak = device.peak_tops.get(precision, device.peak_tops["fp32"]) * 1e12 * roofline.efficiency(
-        device, {"precision": precision})
+    peak_tops = device.peak_tops.get(precision) or device.peak_tops.get("fp32")
+    if peak_tops is None:  # bandwidth given, no compute peak: decode estimated, prefill not
+        peak_tops = float("nan")
+    peak = peak_tops * 1e12 * roofline.efficiency(device, {"precision": precision})
     flops = sum(op.flops for op in families.get(shape.family).operators(shape, 1, workload.prompt_tokens))
     ttft_s = max(flops / peak, decode_bytes / bandwidth)
     how = device.calibration or "assumed, uncalibrated factors"

@@ -113,6 +113,13 @@ def load_lm_task(path_str: str) -> LMTask:
         tokenizer_gguf = None
     elif (teacher / "config.json").is_file():
         teacher_gguf, teacher_dir = None, teacher
+        import json
+
+        config = json.loads((teacher / "config.json").read_text())
+        if config.get("model_type") != "llama" or (config.get("rope_scaling") or {}).get("rope_type", "default") != "default":
+            raise top.error("teacher", f"model_type {config.get('model_type')!r} with rope_scaling "
+                                       f"{config.get('rope_scaling')!r}: the GGUF writer takes Llama models with plain "
+                                       "RoPE so far; give a GGUF teacher instead")
         if tokenizer is None:
             raise top.error("tokenizer_gguf", "missing; a Hugging Face teacher needs a GGUF of the same tokenizer "
                                               "(its tokenizer keys are copied into every GGUF)")
