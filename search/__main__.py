@@ -79,6 +79,10 @@ def _cmd_run(args) -> int:
     if lm:
         args.task = args.task or next(iter(BUILTIN_LM_TASKS))
         task = BUILTIN_LM_TASKS[args.task]() if args.task in BUILTIN_LM_TASKS else load_lm_task(args.task)
+        from .space_lm import check_cuts
+        from .tasks.lm import teacher_sizes
+
+        check_cuts(space, *teacher_sizes(task))
     else:
         task = load_task(args.task)
         from . import families

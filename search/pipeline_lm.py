@@ -139,13 +139,14 @@ def _priced(ctx: LMContext, shape: ModelShape) -> tuple[list, int]:
 
 def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
     """With the solver, the GGML type of each class: the lowest predicted KLD (measured sensitivities, additive)
-    within the recipe's bits-per-weight over the typed classes. Two recipes that resolve alike build one model."""
+    within the recipe's bits per weight over the typed classes, as resident in llama.cpp's memory (a repacked type
+    counts twice: mixes.REPACKED_TYPES). Two recipes that resolve alike build one model."""
     if recipe.bits_per_weight is None:
         return recipe
     classes, _ = _priced(ctx, planned_shape(ctx.teacher_shape, recipe))
     s = ctx.sensitivity
     opts = {c.name: [t for t in s.options.get(c.name, [mixes.REFERENCE]) if c.fits(t)] for c in classes}
-    points = mixes.front(classes, opts, s.increase, s.reference_kld)
+    points = mixes.front(classes, opts, s.increase, s.reference_kld, resident=True)
     elements = sum(r * k for c in classes for r, k in c.matrices)
     best = mixes.best_within(points, int(recipe.bits_per_weight * elements / 8))
     if not points:
@@ -158,20 +159,22 @@ def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
     return replace(recipe, types=tuple(sorted(best.types.items())), bits_per_weight=None)
 
 
-def _tensor_and_decode_bytes(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> tuple[int, int]:
+def _tensor_and_decode_bytes(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> tuple[int, int, int]:
+    """(bytes of the GGUF's tensors, bytes resident in llama.cpp's memory, bytes one decode step reads)."""
     classes, other = _priced(ctx, shape)
     types = dict(recipe.types)
     tensor = mixes.mix_bytes(classes, types) + other
+    resident = mixes.mix_bytes(classes, types, resident=True) + other
     embedding = sum(c.bytes(types.get(c.name, mixes.REFERENCE)) for c in classes if c.name == "embedding")
     # one decode step reads every block weight and the output head; with tied embeddings the head is the table
     decode_bytes = tensor - (0 if shape.tied_embeddings else embedding)
-    return tensor, decode_bytes
+    return tensor, resident, decode_bytes
 
 
 def _estimate(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> decode.LMEstimate:
-    tensor, decode_bytes = _tensor_and_decode_bytes(ctx, shape, recipe)
+    _, resident, decode_bytes = _tensor_and_decode_bytes(ctx, shape, recipe)
     types = {t for _, t in recipe.types} or {mixes.REFERENCE}
-    return decode.estimate(shape, tensor, decode_bytes, types, ctx.target.device, ctx.target.workload)
+    return decode.estimate(shape, resident, decode_bytes, types, ctx.target.device, ctx.target.workload)
 
 
 def screen(ctx: LMContext, recipe: LMRecipe) -> tuple[dict, list[str]]:

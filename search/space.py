@@ -132,6 +132,9 @@ OPTIONAL = {f"{section}.{f.name}": f.default for section, names in ADDED_LATER.i
 def load_space(name_or_path: str) -> Space:
     path = resolve(name_or_path, SPACES_DIR)
     top = Reader(path, load_yaml(path, "space"))
+    if top.has("gguf"):
+        raise top.error("gguf", "this is a language-model space (llama.cpp targets); for this target give a space "
+                                "with distill/prune/quant sections, e.g. --space default")
     knobs = {}
     for section, spec in KNOBS.items():
         r = top.section(section)

@@ -22,13 +22,6 @@ KNOBS = {
 TYPE_CLASSES = tuple(c for c in CLASSES if c != "output")  # `output` exists only in untied models
 
 
-def is_lm_space(path: Path) -> bool:
-    try:
-        return isinstance(load_yaml(path, "space").get("gguf"), dict)
-    except ConfigError:
-        return False
-
-
 @dataclass(frozen=True)
 class LMSpace(Space):
     excluded_types: tuple = ()  # types the solver may not use (gguf.exclude: e.g. the teacher's own grid)
@@ -67,6 +60,9 @@ def _read_bool_knob(r: Reader, name: str):
 def load_lm_space(name_or_path: str) -> LMSpace:
     path = resolve(name_or_path, SPACES_DIR)
     top = Reader(path, load_yaml(path, "space"))
+    if not top.has("gguf"):
+        raise top.error("gguf", "missing: this is not a language-model space; a llama.cpp target needs one with "
+                                "cut/recovery/gguf sections, e.g. --space llm")
     knobs = {}
     for section, spec in KNOBS.items():
         r = top.section(section)
@@ -96,15 +92,20 @@ def load_lm_space(name_or_path: str) -> LMSpace:
 
 
 def check_against_teacher(space: LMSpace, limits, teacher_shape) -> None:
-    """No cut may ask for more than the teacher has, and keep one layer at least; FFN widths must be whole
-    32-element blocks (every GGML type's rows are)."""
+    check_cuts(space, teacher_shape.layers, limits.ffn, limits.heads // limits.head_group)
+
+
+def check_cuts(space: LMSpace, layers: int, ffn: int, kv_groups: int) -> None:
+    """No cut may ask for more than the teacher has (`layers`, `ffn` channels, `kv_groups`: read from its config or
+    GGUF header before loading it), and keep one layer at least; FFN widths must be whole 32-element blocks
+    (every GGML type's rows are)."""
     odd = [v for v in values(space.knobs["cut.ffn"]) if v % 32]
     if odd:
         raise ConfigError(space.path, "cut.ffn", f"{odd[0]} is not a multiple of 32; GGUF rows are stored in blocks of "
                                                  "32 (256 for k-quants): use multiples of 32, or of 256")
-    for name, limit, what in (("cut.drop_layers", teacher_shape.layers - 1, "layers to drop (one must stay)"),
-                              ("cut.ffn", limits.ffn, "FFN channels"),
-                              ("cut.kv_groups", limits.heads // limits.head_group, "KV head groups")):
+    for name, limit, what in (("cut.drop_layers", layers - 1, "layers to drop (one must stay)"),
+                              ("cut.ffn", ffn, "FFN channels"),
+                              ("cut.kv_groups", kv_groups, "KV head groups")):
         top_value = max(values(space.knobs[name]))
         if top_value > limit:
             raise ConfigError(space.path, name, f"up to {top_value} asked, but the teacher has {limit} {what}; "

@@ -126,6 +126,23 @@ def refused(capsys, argv: list[str], results: Path) -> str:
 FILE_CASES = [("target", TARGET, edit, key) for edit, key in TARGET_CASES] + \
     [("space", SPACE, edit, key) for edit, key in SPACE_CASES]
 
+LM_TARGET = (ROOT / "targets" / "local_cpu_llm.yaml").read_text()
+LM_SPACE = (ROOT / "spaces" / "llm.yaml").read_text()
+LM_CASES = [  # (kind, edit of local_cpu_llm.yaml or spaces/llm.yaml, key): language-model inputs
+    ("target", ("kld_ceiling: 0.1 ", "top1_agreement_floor: 0.9\n  kld_ceiling: 0.1 "), "budget.-"),
+    ("target", ("kld_ceiling: 0.1 ", "accuracy_floor: {max_drop: 0.01} "), "budget.-"),
+    ("target", ("kld_ceiling: 0.1 ", "kld_ceiling: -1 "), "budget.kld_ceiling"),
+    ("target", ("tpot_p99_ms: 55 ", "tpot_p99_ms: .nan "), "budget.tpot_p99_ms"),
+    ("target", ("tpot_p99_ms: 55 ", "p99_latency_ms: 55 "), "budget.tpot_p99_ms"),
+    ("target", ("context_tokens: 2048", "context_tokens: 100"), "workload.context_tokens"),
+    ("target", ("prompt_tokens: 128", "batch_size: 1"), "workload.prompt_tokens"),
+    ("space", ("drop_layers: {low: 0, high: 6}", "drop_layers: {low: 0, high: 60}"), "cut.drop_layers"),
+    ("space", ("ffn: {low: 1024, high: 1536, step: 256}", "ffn: 1000"), "cut.ffn"),
+    ("space", ("bits_per_weight: {low: 4.5, high: 8.5, step: 0.25}", "bits_per_weight: 99"), "gguf.bits_per_weight"),
+    ("space", ("exclude: [Q4_1, Q5_1, Q4_K, Q5_K]", "exclude: [Q9_9]"), "gguf.exclude"),
+    ("space", ("  exclude: [Q4_1, Q5_1, Q4_K, Q5_K]", "  types: {ffn_down: Q8_0}"), "gguf.-"),
+]
+
 
 @pytest.mark.parametrize("kind, text, edit, key", FILE_CASES, ids=[f"{c[0]}:{c[3]}" for c in FILE_CASES])
 def test_target_and_space_corpus(capsys, env, kind, text, edit, key):
@@ -133,6 +150,16 @@ def test_target_and_space_corpus(capsys, env, kind, text, edit, key):
     bad = env / f"{kind}.yaml"
     bad.write_text(text.replace(*edit, 1))
     assert f"{bad}: {key}" in refused(capsys, ["run", f"--{kind}", str(bad)], env / "results")
+
+
+@pytest.mark.parametrize("kind, edit, key", LM_CASES, ids=[f"lm-{c[0]}:{c[2]}" for c in LM_CASES])
+def test_language_model_corpus(capsys, env, kind, edit, key):
+    text = LM_TARGET if kind == "target" else LM_SPACE
+    assert edit[0] in text
+    bad = env / f"{kind}.yaml"
+    bad.write_text(text.replace(*edit, 1))
+    other = ["--space", "llm"] if kind == "target" else ["--target", "local_cpu_llm"]
+    assert f"{bad}: {key}" in refused(capsys, ["run", f"--{kind}", str(bad), *other], env / "results")
 
 
 @pytest.mark.parametrize("text, key", TASK_CASES, ids=[k for _, k in TASK_CASES])
@@ -152,7 +179,7 @@ def test_command_line_corpus(capsys, env, argv, says):
 def test_the_corpus_is_large_enough():
     from test_hostile import test_bad_flags  # the hostile-user cases of issue 11 live there too
 
-    n = len(TARGET_CASES) + len(SPACE_CASES) + len(TASK_CASES) + len(CLI_CASES)
+    n = len(TARGET_CASES) + len(SPACE_CASES) + len(TASK_CASES) + len(CLI_CASES) + len(LM_CASES)
     n += len(test_bad_flags.pytestmark[0].args[1])
     assert n >= 60, n
 

@@ -94,10 +94,10 @@ def test_the_solver_spends_its_bits_where_they_pay():
                                   ffn=(512,) * 4)
     classes, _ = mixes.planned_class_shapes(FAM.tensors(teacher))
     # ffn_down hurts most when cut; the embedding not at all
-    increase = {(c.name, t): {"Q5_0": 0.01, "Q4_0": 0.03}[t] * (5 if c.name == "ffn_down" else
-                                                               0 if c.name == "embedding" else 1)
-                for c in classes for t in ("Q5_0", "Q4_0")}
-    options = {c.name: ["Q8_0", "Q5_0", "Q4_0"] for c in classes}
+    increase = {(c.name, t): {"Q5_0": 0.01, "IQ4_XS": 0.03}[t] * (5 if c.name == "ffn_down" else
+                                                                 0 if c.name == "embedding" else 1)
+                for c in classes for t in ("Q5_0", "IQ4_XS")}
+    options = {c.name: ["Q8_0", "Q5_0", "IQ4_XS"] for c in classes}
     ctx = type("Ctx", (), {"teacher_shape": teacher, "family": FAM,
                            "sensitivity": mixes.Sensitivity(0.001, increase, options)})()
     previous = None
@@ -105,14 +105,20 @@ def test_the_solver_spends_its_bits_where_they_pay():
         r = resolve(ctx, LMRecipe(bits_per_weight=bpw))
         types = dict(r.types)
         elements = sum(rr * k for c in classes for rr, k in c.matrices)
-        assert mixes.mix_bytes(classes, types) <= bpw * elements / 8 or bpw == 4.5
+        assert mixes.mix_bytes(classes, types, resident=True) <= bpw * elements / 8 or bpw == 4.5
         kld = 0.001 + sum(increase.get((c, t), 0.0) for c, t in types.items())
         assert previous is None or kld <= previous  # more bits never predict worse
         previous = kld
-    assert dict(resolve(ctx, LMRecipe(bits_per_weight=4.5)).types)["embedding"] == "Q4_0"  # free to cut
+    assert dict(resolve(ctx, LMRecipe(bits_per_weight=4.5)).types)["embedding"] == "IQ4_XS"  # free to cut
     # with room for everything: the costly classes at Q8_0, the free one still at its smallest (no KLD to gain)
     assert dict(resolve(ctx, LMRecipe(bits_per_weight=8.5)).types) == {
-        c.name: "Q4_0" if c.name == "embedding" else "Q8_0" for c in classes}
+        c.name: "IQ4_XS" if c.name == "embedding" else "Q8_0" for c in classes}
+    # a type llama.cpp repacks on the CPU is resident twice (its mapped file pages and the copy)
+    emb = next(c for c in classes if c.name == "embedding")
+    assert emb.resident_bytes("Q4_0") == 2 * emb.bytes("Q4_0") and emb.resident_bytes("Q5_0") == emb.bytes("Q5_0")
+    q4 = {**options, "embedding": ["Q8_0", "Q4_0"]}
+    ctx.sensitivity = mixes.Sensitivity(0.001, {**increase, ("embedding", "Q4_0"): 0.0}, q4)
+    assert dict(resolve(ctx, LMRecipe(bits_per_weight=4.5)).types)["embedding"] == "Q8_0"  # Q4_0 costs more resident
     cut = planned_shape(teacher, LMRecipe(drop_layers=1, ffn=256, kv_groups=1))
     assert (cut.layers, cut.ffn, cut.kv_heads, cut.heads) == (3, (256,) * 3, (1,) * 3, (2,) * 3)
 

@@ -3,8 +3,9 @@
 Decode (one output token) reads every weight once, plus the KV cache written so far: it is bound by memory
 bandwidth, so time per output token = bytes read / (bandwidth x efficiency). Prefill of the prompt is bound by
 compute: the family's operators' FLOPs over the prompt / (peak x efficiency), or by reading the weights once,
-whichever is slower. Memory = the GGUF's tensors + the KV cache allocated at the context length + llama.cpp's
-compute buffers and library (RUNTIME_OVERHEAD_MB, measured here). p99 = p50 x the target's tail factor.
+whichever is slower. Memory = the tensors as resident in llama.cpp (repacked types twice: backends/llama_cpp/
+mixes.py) + the KV cache allocated at the context length + llama.cpp's compute buffers and library
+(RUNTIME_OVERHEAD_MB, measured here). p99 = p50 x the target's tail factor.
 Always labelled `estimated`; `bench published` checks it against published tokens-per-second figures.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from . import roofline
 
 # llama.cpp's compute and output buffers and the file's metadata on top of tensors + KV cache: peak RSS of the probe
 # minus those two, measured here (llama-cpp-python 0.3.36, 2 threads, context 2048, batch 512) on SmolLM2-135M
-# GGUFs: 27.7 MB for the F32 teacher, 28.4 and 28.7 MB for two cut students at ~6-7 bits per weight
+# GGUFs without repacked types: 27.7 MB for the F32 teacher, 28.4 and 28.7 MB for two cut students at ~6-7 bits per
+# weight, 26.5 MB for Q8_0 (bench llm)
 RUNTIME_OVERHEAD_MB = 28.5
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
@@ -42,7 +44,7 @@ def memory_mb(shape: ModelShape, tensor_bytes: int, workload: LMWorkload) -> flo
 
 def estimate(shape: ModelShape, tensor_bytes: int, decode_bytes: int, types: set, device: DeviceSpec,
              workload: LMWorkload) -> LMEstimate:
-    """`tensor_bytes`: every tensor of the GGUF; `decode_bytes`: what one decode step reads (every block
+    """`tensor_bytes`: every tensor of the GGUF as resident in memory; `decode_bytes`: what one decode step reads (every block
     weight and the output head, which for tied embeddings is the embedding table; not the input lookup)."""
     mem_mb = memory_mb(shape, tensor_bytes, workload)
     if device.memory_bandwidth_gbps is None:  # a measured device without a spec: memory only

@@ -84,6 +84,23 @@ def default_lm_task() -> LMTask:
 BUILTIN_LM_TASKS = {"smollm2": default_lm_task}  # --task NAME
 
 
+def teacher_sizes(task: LMTask) -> tuple[int, int, int]:
+    """(layers, FFN channels, KV heads) of the teacher, read from its GGUF header or config.json without loading
+    its weights: the space is checked against them before any heavy work."""
+    if task.teacher_gguf is not None:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(task.teacher_gguf).fields
+        arch = bytes(fields["general.architecture"].parts[-1]).decode()
+        value = lambda key: int(fields[f"{arch}.{key}"].parts[-1][0])  # noqa: E731
+        return value("block_count"), value("feed_forward_length"), value("attention.head_count_kv")
+    import json
+
+    c = json.loads((task.teacher_dir / "config.json").read_text())
+    return (c["num_hidden_layers"], c["intermediate_size"],
+            c.get("num_key_value_heads") or c["num_attention_heads"])
+
+
 def is_lm_task_file(path: str) -> bool:
     """A task YAML that says `task_type: causal_lm`."""
     p = Path(path)

@@ -44,6 +44,14 @@ def stored_type(type_name: str, row_len: int) -> str:
     return stored_type(FALLBACK[type_name], row_len)
 
 
+# types llama.cpp's CPU backend repacks at load into an interleaved copy for its SIMD kernels; with the file
+# memory-mapped (llama.cpp's default) the mapped pages stay resident beside the copy, so their bytes count twice in
+# peak memory. Measured here (x86-64, llama-cpp-python 0.3.36, bench llm): peak RSS - file - KV cache is 26-28 MB
+# for Q8_0/Q5_0/Q5_1/Q6_K/IQ4_XS/Q3_K files and grows by the bytes of their Q4_0, IQ4_NL and Q4_K tensors
+# (Q4_0 preset: 87.5 MB file, 217 MB peak; a Q5_0/IQ4_XS mix of 87.2 MB: 161 MB)
+REPACKED_TYPES = ("Q4_0", "IQ4_NL", "Q4_K")
+
+
 def bytes_for(type_name: str, rows: int, row_len: int) -> int:
     elems, size = block_size(stored_type(type_name, row_len))
     return rows * (row_len // elems) * size
@@ -62,6 +70,11 @@ class ClassShape:
 
     def bytes(self, type_name: str) -> int:
         return sum(bytes_for(type_name, r, k) for r, k in self.matrices)
+
+    def resident_bytes(self, type_name: str) -> int:
+        """In llama.cpp's memory on a CPU: twice the bytes of rows it repacks (REPACKED_TYPES)."""
+        return sum(bytes_for(type_name, r, k) * (2 if stored_type(type_name, k) in REPACKED_TYPES else 1)
+                   for r, k in self.matrices)
 
 
 def class_shapes(tensor_shapes: dict[str, tuple[int, int]]) -> list[ClassShape]:
@@ -95,11 +108,13 @@ class Predicted:
 
 
 def front(shapes: list[ClassShape], opts: dict[str, list[str]], increase: dict[tuple[str, str], float],
-          reference_kld: float) -> list[Predicted]:
-    """The exact size/KLD Pareto front over every combination (sorted by bytes)."""
+          reference_kld: float, resident: bool = False) -> list[Predicted]:
+    """The exact size/KLD Pareto front over every combination (sorted by bytes: of the file, or `resident` in
+    llama.cpp's memory on a CPU)."""
     by_name = {c.name: c for c in shapes}
     names = list(opts)
-    table = {n: [(t, by_name[n].bytes(t), increase.get((n, t), 0.0 if t == REFERENCE else None)) for t in opts[n]]
+    size = (lambda n, t: by_name[n].resident_bytes(t)) if resident else (lambda n, t: by_name[n].bytes(t))  # noqa: E731
+    table = {n: [(t, size(n, t), increase.get((n, t), 0.0 if t == REFERENCE else None)) for t in opts[n]]
              for n in names}
     table = {n: [o for o in table[n] if o[2] is not None] for n in names}  # types never measured are left out
     points = []
@@ -175,5 +190,5 @@ def planned_class_shapes(tensors) -> tuple[list[ClassShape], int]:
     return [ClassShape(c, tuple(m)) for c, m in mats.items()], other
 
 
-def mix_bytes(shapes: list[ClassShape], types: dict, base: str = REFERENCE) -> int:
-    return sum(c.bytes(types.get(c.name, base)) for c in shapes)
+def mix_bytes(shapes: list[ClassShape], types: dict, base: str = REFERENCE, resident: bool = False) -> int:
+    return sum((c.resident_bytes if resident else c.bytes)(types.get(c.name, base)) for c in shapes)
