@@ -5,7 +5,6 @@ gguf.types.ffn_down, ...)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .backends.llama_cpp.mixes import CANDIDATE_TYPES
 from .backends.llama_cpp.quantize import CLASSES

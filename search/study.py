@@ -5,7 +5,6 @@ moment it ends; trials.csv and pareto.csv are rewritten after each trial, so a c
 """
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
