@@ -127,6 +127,11 @@ def resolve(ctx: Context, cand: Candidate) -> Candidate:
     return cand
 
 
+def warm_start(ctx: Context, trials: int) -> list[dict]:
+    """No recipes enqueued before sampling: the sampler's random start-up trials cover the space."""
+    return []
+
+
 def kept(n: int, ratio: float) -> int:
     """Units left after structured pruning removes `ratio` of n (at least one)."""
     return max(1, round(n * (1 - ratio)))

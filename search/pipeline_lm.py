@@ -1,7 +1,7 @@
 """One language-model candidate, start to finish: screen it, cut -> recover -> GGUF -> quantize, then measure the
 GGUF that ships (quality in llama.cpp against the teacher; speed and memory in a fresh llama.cpp process, or
 estimated from the device's spec). The classification pipeline is pipeline.py; study.py drives either through
-the same five calls (prepare_run, resolve, screen, run_candidate, measure_teacher).
+the same six calls (prepare_run, warm_start, resolve, screen, run_candidate, measure_teacher).
 
 Per run, once: the teacher's block influence and channel importance (which blocks and channels students keep),
 the teacher as an F32 GGUF and its importance matrix, and, when the space leaves the GGML types to the solver,
@@ -222,6 +222,39 @@ def _check_feasible_at_all(ctx: LMContext) -> None:
             raise ConfigError(path, f"budget.{name}", f"{limit:g} ms, but the fastest recipe in {ctx.space.path} is "
                                                       f"estimated at {predicted[key]:.2f} ms; raise the budget or "
                                                       "widen the space")
+
+
+def warm_start(ctx: LMContext, trials: int) -> list[dict]:
+    """The first recipes of a new study: the least-cut model (the uncut teacher, with the shipped space) quantized at
+    the sizes the budget admits, before any training is spent on cuts. It needs none (about 40 s each here) and it
+    is what users try first by hand with llama.cpp's presets; at most a third of the run's trials, spread from the
+    smallest feasible size to the largest. Empty when the space samples types itself or always cuts."""
+    from .space import Choice, Range, values
+
+    k = ctx.space.knobs
+    if not ctx.space.solver:
+        return []
+    teacher = ctx.teacher_shape
+    least = {"cut.drop_layers": min(values(k["cut.drop_layers"])), "cut.ffn": max(values(k["cut.ffn"])),
+             "cut.kv_groups": max(values(k["cut.kv_groups"]))}
+    base = LMRecipe(drop_layers=least["cut.drop_layers"],
+                    ffn=None if least["cut.ffn"] == teacher.ffn[0] else least["cut.ffn"],
+                    kv_groups=None if least["cut.kv_groups"] == teacher.kv_heads[0] else least["cut.kv_groups"])
+    if base.cuts:
+        return []
+    seen, feasible = set(), []
+    for bpw in values(k["gguf.bits_per_weight"]):
+        recipe = resolve(ctx, replace(base, bits_per_weight=bpw))
+        if recipe.types not in seen and not screen(ctx, recipe)[1]:
+            feasible.append(bpw)
+        seen.add(recipe.types)
+    n = max(1, trials // 3)
+    if len(feasible) > n:
+        feasible = [feasible[round(i * (len(feasible) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 \
+            else feasible[-1:]
+    tunable = {name for name in (*least, "gguf.bits_per_weight") if isinstance(k[name], (Range, Choice))}
+    return [{name: value for name, value in {**least, "gguf.bits_per_weight": bpw}.items() if name in tunable}
+            for bpw in feasible]
 
 
 # -- building ------------------------------------------------------------------------------------------------

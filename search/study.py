@@ -79,7 +79,7 @@ def _fail_dead_trials(study, log) -> None:
 
 def pipeline_for(prepared):
     """The pipeline of the task's type: classification (pipeline.py) or language models (pipeline_lm.py). Both
-    offer prepare_run, resolve, screen, run_candidate and measure_teacher."""
+    offer prepare_run, warm_start, resolve, screen, run_candidate and measure_teacher."""
     from . import pipeline, pipeline_lm
     from .tasks.lm import PreparedLM
 
@@ -119,6 +119,12 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     study.set_metric_names([o.name for o in objectives])
     if resume and settings.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
         _fail_dead_trials(study, log)
+    if not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes, if any
+        starts = pipe.warm_start(ctx, settings.trials)
+        for params in starts:
+            study.enqueue_trial(params, user_attrs={"warm_start": True})
+        if starts:
+            log(f"warm start: {len(starts)} recipe(s) first ({', '.join(map(str, starts))})")
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
     # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
     # worker id); constant liar: running trials count as bad, so concurrent workers spread out
