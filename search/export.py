@@ -89,6 +89,8 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     lines += [f"- {w}" for w in selected["why"]]
     lines += ["", "## Recipe", "", "| knob | value |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in sorted(selected["params"].items())]
+    if m.get("types"):  # a language model: the GGML type of each tensor class, and what llama.cpp wrote
+        lines += [f"| GGML type per tensor class | {m['types']} |", f"| tensors as written | {m['types_written']} |"]
     lines += ["", "## Files (sha256)", ""]
     lines += [f"- `{p.name}` {sha256(p)}" for p in sorted(out.iterdir()) if p.is_file() and p.name != "DEPLOY.md"]
     backend = backends.get(saved.get("backend", backends.DEFAULT))

@@ -74,7 +74,7 @@ class QualityLimit:
     value: float
 
     def describe(self) -> str:
-        return f"{'>=' if self.key.endswith('_floor') else '<='} {self.value:g} (absolute)"
+        return "absolute"
 
 
 @dataclass(frozen=True)
