@@ -27,8 +27,8 @@ COLUMNS = ("setting", "kind", "measured", "bits_per_weight", "file_mb", "peak_rs
 # Types that hold the teacher's own grid exactly: the built-in SmolLM2 ships as Q4_1 (32-blocks, scale + min), and
 # Q5_1 holds every Q4_1 block exactly (half the step, 31 levels), which llama.cpp's min/scale search finds: both
 # are falsely lossless there. Types with per-32 scale + min inside 256-blocks (Q4_K, Q5_K) come close to that
-# grid (Q4_K on FFN down measured better than Q6_K). The search uses none of them on this teacher; presets that
-# use the exact ones are marked and not graded, presets that use the near ones are graded (the edge is theirs).
+# grid (Q4_K on FFN down measured better than Q6_K). Presets that use the exact ones are marked and not graded;
+# the near ones are open to presets and to the search's mixes alike, and marked wherever used.
 TEACHER_GRIDS = {"smollm2": ("Q4_1", "Q5_1")}
 NEAR_GRIDS = {"smollm2": ("Q4_K", "Q5_K")}
 
@@ -88,9 +88,11 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
     shapes = mixes.class_shapes_of(f32)
     score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
     # the search takes no credit from the teacher's grid
-    # the same cache as a run's (pipeline_lm), under its lock: sensitivities do not depend on the speed workload
+    # the same cache as a run's (pipeline_lm), under its lock: sensitivities do not depend on the speed workload.
+    # The search may use what the graded presets use: every type but the exact teacher grids (the near ones, Q4_K
+    # and Q5_K, are open to both sides and marked wherever used)
     with file_lock(work.parent / ".run-prepare.lock"):
-        sens = mixes.measure_sensitivity(f32, im, shapes, grids + near, score, work,
+        sens = mixes.measure_sensitivity(f32, im, shapes, grids, score, work,
                                          Rows(work.parent / "sensitivity.json"), threads, log)
     opts, increase, ref_kld = sens.options, sens.increase, sens.reference_kld
     reference = lc.build(f32, quantize.Mix(mixes.REFERENCE, {}, True), work / "reference.gguf", im, threads)
@@ -107,7 +109,8 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
         if row is None:
             path = lc.build(f32, mixes.as_mix(p), work / f"search-{len(rows)}.gguf", im, threads)
             row = cache.put(label, _row(label, "search", path, prepared, workload, threads))
-        row["note"] = f"predicted KLD {p.kld:.4f} (additive sensitivities)"
+        row["note"] = "; ".join(filter(None, [f"predicted KLD {p.kld:.4f} (additive sensitivities)",
+                                              note_for(row["types"])]))
         rows.append(row)
         log(f"search {row['file_mb']:6.1f} MB  KLD {row['kld_mean']:.4f} (predicted {p.kld:.4f})  {label}")
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -149,7 +152,7 @@ def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, ela
              f"(column `measured` in llm.csv). Teacher grids: "
              f"{', '.join(TEACHER_GRIDS.get(task.name, ())) or 'none'} hold it exactly (presets using them marked, "
              f"not graded), {', '.join(NEAR_GRIDS.get(task.name, ())) or 'none'} come close (presets using them "
-             f"marked and graded); the search uses none of these.", "",
+             f"marked and graded, and open to the search's mixes too, marked where used).", "",
              "| preset | MB | KLD | search's best at <= MB | MB | KLD | no higher | strictly lower (2 SE) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
