@@ -41,10 +41,11 @@ class LMContext:
     cache_dir: Path  # results/cache: students hang off cache_dir/lm/<task key>/
     threads: int
     seed: int
-    scores: lm_student.Scores
-    teacher_f32: Path
-    sensitivity: mixes.Sensitivity | None  # None when the space names the types itself
     backend: object = None
+    # measured once per task by prepare_run (cached), after the budget is known to be feasible at all
+    scores: lm_student.Scores | None = None
+    teacher_f32: Path | None = None
+    sensitivity: mixes.Sensitivity | None = None  # None when the space names the types itself
 
     @property
     def family(self):
@@ -98,30 +99,28 @@ def prepare_run(prepared: PreparedLM, target: Target, space, cache_dir: Path, th
     family = prepared.family
     shape = family.shape_of(prepared.teacher)
     check_against_teacher(space, family.limits(shape), shape)
-    work = cache_dir / "lm" / prepared.key
+    ctx = LMContext(prepared, target, space, cache_dir, threads, seed, backends.get(target.device.runtime))
+    _check_feasible_at_all(ctx)  # from shapes alone: an impossible budget costs no sensitivity sweep
+    work = ctx.work
     work.mkdir(parents=True, exist_ok=True)
     with file_lock(work / ".run-prepare.lock"):
         scores_path = work / "scores.safetensors"
-        scores = lm_student.load_scores(scores_path)
-        if scores is None:
+        ctx.scores = lm_student.load_scores(scores_path)
+        if ctx.scores is None:
             log("teacher: block influence and channel importance on calibration text ...")
-            scores = lm_student.measure_scores(family, prepared.teacher, prepared.calibration_ids)
-            lm_student.save_scores(scores, scores_path)
+            ctx.scores = lm_student.measure_scores(family, prepared.teacher, prepared.calibration_ids)
+            lm_student.save_scores(ctx.scores, scores_path)
         teacher_dir = _student_dir(work, None)
-        if not (teacher_dir / lc.F32_NAME).is_file():
+        ctx.teacher_f32 = teacher_dir / lc.F32_NAME
+        if not ctx.teacher_f32.is_file():
             log("teacher: F32 GGUF and importance matrix on the calibration text (once) ...")
             _build_student_files(prepared, prepared.teacher, teacher_dir, {"recovery_steps": 0})
-        sensitivity = None
         if space.solver:
             log("teacher: sensitivity of each tensor class to each GGML type (once; cached) ...")
-            tensors = mixes.class_shapes_of(teacher_dir / lc.F32_NAME)
             score = lambda p: lc.quality(p, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
-            sensitivity = mixes.measure_sensitivity(
-                teacher_dir / lc.F32_NAME, _load_imatrix(teacher_dir / "imatrix.npz"), tensors,
+            ctx.sensitivity = mixes.measure_sensitivity(
+                ctx.teacher_f32, _load_imatrix(teacher_dir / "imatrix.npz"), mixes.class_shapes_of(ctx.teacher_f32),
                 space.excluded_types, score, work, JsonCache(work / "sensitivity.json"), threads, log)
-    ctx = LMContext(prepared, target, space, cache_dir, threads, seed, scores, teacher_dir / lc.F32_NAME,
-                    sensitivity, backends.get(target.device.runtime))
-    _check_feasible_at_all(ctx)
     return ctx
 
 
@@ -147,11 +146,11 @@ def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
     s = ctx.sensitivity
     opts = {c.name: [t for t in s.options.get(c.name, [mixes.REFERENCE]) if c.fits(t)] for c in classes}
     points = mixes.front(classes, opts, s.increase, s.reference_kld, resident=True)
-    elements = sum(r * k for c in classes for r, k in c.matrices)
-    best = mixes.best_within(points, int(recipe.bits_per_weight * elements / 8))
     if not points:
         raise CandidateError(f"no GGML type fits every tensor of this shape (options {opts}); keep cut.ffn a "
                              "multiple of 32")
+    elements = sum(r * k for c in classes for r, k in c.matrices)
+    best = mixes.best_within(points, int(recipe.bits_per_weight * elements / 8))
     if best is None:  # below the smallest mix: the smallest one (the screen prices what is really built)
         best = points[0]
     # what is built: the types; the sampled bits per weight stays in the trial's params, not in the recipe, so two
@@ -203,12 +202,12 @@ def _check_feasible_at_all(ctx: LMContext) -> None:
     top = lambda name: max(values(k[name]))  # noqa: E731
     low = lambda name: min(values(k[name]))  # noqa: E731
     recipe = LMRecipe(drop_layers=top("cut.drop_layers"), ffn=low("cut.ffn"), kv_groups=low("cut.kv_groups"))
-    if ctx.space.solver:
-        recipe = resolve(ctx, replace(recipe, bits_per_weight=low("gguf.bits_per_weight")))
-    else:
-        smallest = {cls: min(values(k[f"gguf.types.{cls}"]), key=lambda t: mixes.bytes_for(t, 1, 256))
-                    for cls in ctx.space.typed_classes}
-        recipe = replace(recipe, types=tuple(sorted(smallest.items())))
+    classes, _ = _priced(ctx, planned_shape(ctx.teacher_shape, recipe))
+    # each class at its smallest type as resident in memory: the solver's smallest mix (no sensitivity needed)
+    allowed = (mixes.options(classes, ctx.space.excluded_types) if ctx.space.solver else
+               {c.name: values(k[f"gguf.types.{c.name}"]) for c in classes if f"gguf.types.{c.name}" in k})
+    smallest = {c.name: min(allowed[c.name], key=c.resident_bytes) for c in classes if allowed.get(c.name)}
+    recipe = replace(recipe, types=tuple(sorted(smallest.items())))
     predicted, reasons = screen(ctx, recipe)
     path, budget = ctx.target.path, ctx.target.budget
     if predicted["predicted_memory_mb"] > budget.memory_mb:

@@ -214,3 +214,25 @@ def test_ffn_cuts_must_be_whole_blocks(tmp_path):
                                     "space.yaml")))
     with pytest.raises(ConfigError, match="cut.ffn: 100 is not a multiple of 32"):
         check_against_teacher(space, FAM.limits(shape), shape)
+
+
+def test_an_impossible_lm_budget_is_refused_before_any_measurement(tmp_path, template):  # noqa: F811
+    """Refused from shapes alone: no teacher GGUF, importance matrix or sensitivity sweep is paid for first."""
+    from conftest import run_search
+
+    words = "a b c d e f g h".split()
+    rng = __import__("numpy").random.default_rng(0)
+    for name, n in (("calib.txt", 3000), ("heldout.txt", 1500)):
+        (tmp_path / name).write_text(" ".join(rng.choice(words, n)))
+    gguf_file.write_f32(tiny_llama(), tmp_path / "teacher.gguf", template)
+    (tmp_path / "task.yaml").write_text(
+        "task_type: causal_lm\nteacher: teacher.gguf\n"
+        "data: {calibration: calib.txt, evaluation: heldout.txt, window_tokens: 64, eval_windows: 2, "
+        "calibration_tokens: 1024}\n")
+    write(tmp_path, TINY_LM_SPACE, "space.yaml")
+    write(tmp_path, TINY_LM_TARGET.replace("memory_mb: 4000", "memory_mb: 2"), "target.yaml")
+    results = tmp_path / "results"
+    proc = run_search(results, "run", "--target", str(tmp_path / "target.yaml"), "--task", str(tmp_path / "task.yaml"),
+                      "--space", str(tmp_path / "space.yaml"), "--trials", "2", "--run-id", "lm")
+    assert proc.returncode == 2 and "budget.memory_mb: 2 MB, but the smallest recipe" in proc.stderr, proc.stderr
+    assert not list(results.glob("cache/lm/*/sensitivity.json")) and not list(results.glob("cache/lm/*/students"))
