@@ -85,8 +85,19 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     lines.append(f"| {p50} | {m[p50]:.3f} | {t[p50]:.3f} | | {src} |")
     if saved.get("teacher_note"):
         lines += ["", f"Teacher: {saved['teacher_note']}."]
+    if selected.get("bounds"):  # what "meets every budget" rests on
+        level = b.get("confidence", 0.95)
+        lines += ["", f"## Confidence bounds ({level:.0%}, one-sided)", "",
+                  "A candidate ships only when these bounds, not just the point estimates, are within the budget.", "",
+                  "| metric | bound | within budget | method |", "|---|---|---|---|"]
+        for name, bd in selected["bounds"].items():
+            o = next(o for o in constraints(b) if o.name == name)
+            value = "none" if bd["bound"] is None else f"{'>=' if o.sign > 0 else '<='} {bd['bound']:.4g}"
+            lines.append(f"| {name} | {value} | {'yes' if bd['meets'] else 'NO'} | {bd['method']} |")
     lines += ["", "## Why this candidate", ""]
     lines += [f"- {w}" for w in selected["why"]]
+    if selected.get("budget_cost"):
+        lines += ["", "## What the budget buys", ""] + [f"- {c['text']}" for c in selected["budget_cost"].values()]
     lines += ["", "## Recipe", "", "| knob | value |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in sorted(selected["params"].items())]
     if m.get("types"):  # a language model: the GGML type of each tensor class, and what llama.cpp wrote

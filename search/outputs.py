@@ -9,21 +9,23 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import TrialState
 
-from . import pareto, report
+from . import budget_cost, confidence, pareto, report
 from .families.base import ModelShape
-from .objectives import ACCURACY, QUALITY, TPOT_P99, TTFT, Objective, constraints, for_budget
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
+from .objectives import ACCURACY, LATENCY, QUALITY, TPOT_P99, TTFT, Objective, constraints, for_budget
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .target import Target
 
 SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
 METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb",
                   "p50_latency_ms", "p99_latency_ms", "latency_spread", "latency_noisy", "latency_source", "weight_sparsity", "parameters",
-                  "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s", "train_device")
+                  "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s", "train_device",
+                  "p99_latency_ms_upper", "latency_bound_method", "eval_examples")
 # a language model's (task type causal_lm, runtime llama.cpp)
 LM_SUMMARY_KEYS = ("kld_mean", "kld_mean_se", "top1_agreement", "perplexity_ratio", "memory_mb", "ttft_ms",
                    "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source", "types", "types_written")
 LM_METRIC_COLUMNS = ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "top1_agreement_se", "perplexity",
-                     "perplexity_se", "perplexity_ratio", "memory_mb", "peak_rss_mb", "weight_mb", "kv_cache_mb",
+                     "perplexity_se", "perplexity_ratio", "perplexity_ratio_se", "tpot_p99_ms_upper",
+                     "latency_bound_method", "memory_mb", "peak_rss_mb", "weight_mb", "kv_cache_mb",
                      "file_mb", "bits_per_weight", "ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s",
                      "decode_tok_s", "latency_spread", "latency_noisy", "latency_source", "layers", "parameters",
                      "types", "types_written", "recovery_steps", "recovery_kl_first", "recovery_kl_last",
@@ -53,10 +55,10 @@ def resolved_budget(target: Target, teacher: dict, quality: Objective = ACCURACY
                f"{q.budget_key}_rule": b.quality_limit.describe()}
         if b.ttft_ms is not None:
             out[TTFT.budget_key] = b.ttft_ms
-        return out
+        return out | {"confidence": b.confidence}
     return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
             quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
-            f"{quality.budget_key}_rule": b.accuracy_floor.describe()}
+            f"{quality.budget_key}_rule": b.accuracy_floor.describe(), "confidence": b.confidence}
 
 
 def _limit_text(o, budget: dict) -> str:
@@ -116,6 +118,8 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
 def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend) -> None:
     """What `select` and `export` need later without re-preparing the task."""
     atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
+    if not is_lm(budget):  # what each trial's predictions.npy is scored against (the accuracy bound)
+        atomic_write_bytes(rd.labels, _npy(prepared.val.labels.numpy()))
     wl = target.workload
     common = {"target": target.name, "budget": budget, "task": prepared.task.source,
               "latency": target.device.latency, "threads": target.device.threads,
@@ -134,6 +138,41 @@ def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend)
         extra = {"classes": prepared.classes, "max_length": prepared.task.max_length,
                  "batch_size": wl.batch_size, "sequence_length": wl.sequence_length}
     atomic_write_json(rd.budget_json, {**common, **extra})
+
+
+def _npy(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def evidence(rd: RunDir, trial: int | None) -> dict | None:
+    """A classification trial's predictions, the labels and the teacher's predictions (the paired accuracy
+    bound); None where they were not stored. trial None: the teacher's."""
+    import numpy as np
+
+    own = rd.teacher_predictions if trial is None else rd.predictions(trial)
+    if not (rd.labels.is_file() and own.is_file()):
+        return None
+    out = {"labels": np.load(rd.labels), "predictions": np.load(own)}
+    if rd.teacher_predictions.is_file():
+        out["teacher_predictions"] = np.load(rd.teacher_predictions)
+    return out
+
+
+def vouching(rd: RunDir, budget: dict, teacher: dict):
+    """row -> the reasons its bounds miss a budget (confidence.py), for pareto.select."""
+    def vouch(row: dict) -> list[str]:
+        return confidence.problems(row_bounds(rd, row, budget, teacher), budget)
+    return vouch
+
+
+def row_bounds(rd: RunDir, row: dict, budget: dict, teacher: dict) -> dict:
+    return confidence.bounds(row["metrics"], teacher, budget, evidence(rd, row["trial"]))
 
 
 def importances(study, budget: dict | None = None) -> dict:
@@ -173,7 +212,10 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
         "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,
         "metrics": {k: sel["metrics"][k] for k in summary_keys(budget)} if sel else None,
         "budget": budget, "meets_budget": choice["meets_budget"],
+        # one-sided bounds at budget["confidence"] and how each was obtained: what "meets" rests on
+        "bounds": row_bounds(rd, sel, budget, teacher) if sel else None,
         "teacher": {k: teacher[k] for k in summary_keys(budget)}, "why": choice["why"], "policy": policy,
+        "budget_cost": budget_cost.summary(rows, budget),
         "target": target_name, "model_dir": None,
     }
     if sel and choice["meets_budget"]:
@@ -197,8 +239,10 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
 
     budget, notes, left = saved["budget"], [], list(rows)
     backend = backends.get(saved.get("backend", backends.DEFAULT))
+    teacher = json.loads(rd.teacher_json.read_text())
+    vouch = vouching(rd, budget, teacher)
     while True:
-        choice = pareto.select(left, budget, policy)
+        choice = pareto.select(left, budget, policy, vouch)
         if not choice["meets_budget"] or saved["latency"] != "measured":
             return {**choice, "why": choice["why"] + notes}
         row = choice["selected"]
@@ -211,6 +255,9 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
         first = row["metrics"][lat_name]
         problems = [f"{o.name} {fresh[o.name]:.2f} {o.unit} > budget {budget[o.budget_key]:g} {o.unit}"
                     for o in constraints(budget)[1:] if o.violation(fresh[o.name], budget[o.budget_key]) > 0]
+        upper = fresh.get(f"{lat_name}_upper")
+        if upper is not None and upper > budget[for_budget(budget)[1].budget_key]:
+            problems.append(f"{lat_name} upper bound {upper:.2f} ms > budget ({fresh['latency_bound_method']})")
         problems += ["too noisy to trust"] if noisy else []
         if not problems:
             row["metrics"] = {**row["metrics"], **fresh}
@@ -223,19 +270,26 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
 
 
 def _remeasure(backend, artifact: Path, saved: dict, runner) -> tuple[dict, bool, str]:
-    """The selected artifact measured again, with more rounds: (the resource metrics, noisy, how)."""
+    """The selected artifact measured again, with more rounds: (the resource metrics and the latency bound,
+    noisy, how)."""
+    level = saved["budget"].get("confidence", confidence.DEFAULT_CONFIDENCE)
     if is_lm(saved["budget"]):
         from .backends import llama_cpp as lc
         from .target import LMWorkload
 
         s = lc.measure_speed(artifact, LMWorkload(**saved["workload"]), saved["threads"], runner=runner, rounds=10)
+        upper, how = confidence.measured_latency_bound(s["tpot_steps_ms"], level)
         return ({k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "latency_spread")}
-                | {"memory_mb": s["peak_rss_mb"]}, s["latency_noisy"], s["speed_detail"])
+                | {"memory_mb": s["peak_rss_mb"], "tpot_p99_ms_upper": upper, "latency_bound_method": how},
+                s["latency_noisy"], s["speed_detail"])
     shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
     lat = backend.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
                                   rounds=10, runs_per_round=50, runner=runner)
+    upper, how = (confidence.measured_latency_bound(lat.times_ms, level) if lat.times_ms
+                  else (None, "the probe returned no per-run times"))
     return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
-             "memory_mb": lat.peak_rss_mb}, lat.noisy, lat.detail)
+             "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},
+            lat.noisy, lat.detail)
 
 
 def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:
@@ -264,4 +318,18 @@ def summary_table(selected: dict, budget: dict) -> str:
     lines.append(f"{p50:16s}{t[p50]:>18.2f}{(s[p50] if s else float('nan')):>18.2f}")
     lines.append(f"latency: {t['latency_source']}")
     lines += ["why: " + selected["why"][0]] + ["     " + w for w in selected["why"][1:]]
+    if selected.get("bounds"):
+        lines.append(f"bounds ({budget.get('confidence', confidence.DEFAULT_CONFIDENCE):.0%} one-sided): "
+                     + "; ".join(bound_text(name, b) for name, b in selected["bounds"].items()))
+    if selected.get("budget_cost"):
+        lines += ["what the budget buys: " + next(iter(selected["budget_cost"].values()))["text"]]
+        lines += ["                      " + c["text"] for c in list(selected["budget_cost"].values())[1:]]
     return "\n".join(lines)
+
+
+def bound_text(name: str, b: dict) -> str:
+    if b["bound"] is None:
+        return f"{name}: none ({b['method']})"
+    o = next(o for o in (*QUALITY.values(), *LATENCY.values()) if o.name == name)
+    op = ">=" if o.sign > 0 else "<="
+    return f"{name} {op} {b['bound']:.4g}{'' if o.unit == 'fraction' else ' ' + o.unit} ({b['method']})"

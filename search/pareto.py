@@ -86,10 +86,13 @@ def _ranking(policy: str, ok: list[dict], objectives):
     raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
 
-def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
+def select(rows: list[dict], budget: dict, policy: str = "accuracy", vouch=None) -> dict:
     """Pick the deploy candidate among those within every budget (default: the most accurate).
 
-    rows: {"trial", "params", "metrics"} of completed trials. Returns {"selected", "meets_budget", "why"}.
+    rows: {"trial", "params", "metrics"} of completed trials. vouch: row -> reasons it cannot be vouched for at
+    the budget's confidence (confidence.py; empty: it can); a candidate whose point estimates meet every budget
+    but whose bounds do not is passed over for the next one, or nothing ships. Returns {"selected",
+    "meets_budget", "why"}.
     """
     if not rows:
         return {"selected": None, "meets_budget": False, "why": ["no trial completed"]}
@@ -111,6 +114,19 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
         return {"selected": closest, "meets_budget": False, "why": why}
     key, goal, tie_rule = _ranking(policy, ok, objectives)
     ranked = sorted(ok, key=key)
+    passed_over = []  # (row, reasons) of better-ranked candidates whose bounds miss a budget
+    if vouch is not None:
+        verdicts = [(r, vouch(r)) for r in ranked]
+        vouched = [r for r, reasons in verdicts if not reasons]
+        if not vouched:
+            level = budget.get("confidence", 0.95)
+            why = [f"{len(ok)} candidate(s) meet every budget by their point estimates, but none at {level:.0%} "
+                   "confidence: nothing can be vouched for"]
+            why += [f"trial {r['trial']}: " + "; ".join(reasons) for r, reasons in verdicts[:3]]
+            return {"selected": ranked[0], "meets_budget": False, "why": why}
+        first = ranked.index(vouched[0])
+        passed_over = verdicts[:first]
+        ranked = vouched
     best, m = ranked[0], ranked[0]["metrics"]
     ties = [r for r in ranked[1:] if key(r)[0] == key(best)[0]]
     margins = [_margin_text(o, m, budget) for o in limited]
@@ -118,6 +134,9 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy") -> dict:
     why = [f"policy {policy}: {goal} of {len(ok)} candidates that meet every budget (of {len(rows)} completed)",
            "margins: " + "; ".join(margins),
            f"tightest resource budget: {tightest.name}"]
+    for r, reasons in passed_over:
+        why.append(f"trial {r['trial']} ranks higher and meets every budget by its point estimates, but not at "
+                   f"{budget.get('confidence', 0.95):.0%} confidence ({'; '.join(reasons)}): passed over")
     if ties:
         why.append(f"tied with trial(s) {', '.join(str(r['trial']) for r in ties)}: broken by {tie_rule}")
     for r in ranked[1:3]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from . import confidence
 from .backends.base import Backend
 from .candidate import Candidate, DistillParams, PruneParams, QuantParams
 from .errors import ConfigError
@@ -19,6 +21,7 @@ from .families.base import Family, Importance, Limits, ModelShape
 from .locks import latency_lease
 from .measure import memory, roofline
 from .measure.latency import Latency
+from .run_dir import PREDICTIONS
 from .space import Space, check_against_teacher, values
 from .target import Target
 from .tasks.teacher import Prepared
@@ -185,14 +188,19 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
 
 def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantParams, sparse_2_4: bool) -> dict:
     wl, val = ctx.target.workload, ctx.prepared.val
-    scores = ctx.task_type.evaluate(ctx.backend.outputs(path, val, ctx.threads), val.labels.numpy())
+    outputs = ctx.backend.outputs(path, val, ctx.threads)
+    scores = ctx.task_type.evaluate(outputs, val.labels.numpy())
+    np.save(path.parent / PREDICTIONS, outputs.argmax(-1).astype(np.int32))  # the paired accuracy bound's evidence
     weights = ctx.backend.weight_bytes(path)
     activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
     lat = latency_of(ctx, shape, quant, sparse_2_4, path)
     # measured device: the budget is checked against the peak resident memory the artifact really took;
     # spec-only device: weight bytes (measured) + activation peak (estimated)
     memory_mb = lat.peak_rss_mb if lat.peak_rss_mb is not None else (weights + activations) / memory.MB
-    return {**scores, "memory_mb": memory_mb, "weight_mb": weights / memory.MB,
+    upper, bound_method = confidence.latency_bound(lat.p99_ms, lat.times_ms, lat.source, ctx.target.device,
+                                                   ctx.target.budget.confidence)
+    return {"p99_latency_ms_upper": upper, "latency_bound_method": bound_method, "shape": asdict(shape),
+            "eval_examples": len(val),**scores, "memory_mb": memory_mb, "weight_mb": weights / memory.MB,
             "activation_mb_estimated": activations / memory.MB, "peak_rss_mb": lat.peak_rss_mb,
             "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
             "latency_noisy": lat.noisy, "latency_source": lat.source, "latency_detail": lat.detail}

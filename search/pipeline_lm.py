@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import confidence
 from .backends import llama_cpp as lc
 from .backends.llama_cpp import gguf_file, mixes, quantize
 from .candidate_lm import LMRecipe
@@ -299,9 +300,12 @@ def _student(ctx: LMContext, recipe: LMRecipe, log) -> tuple[Path, dict]:
 
 def _speed(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:
     dev, wl = ctx.target.device, ctx.target.workload
+    confidence_level = ctx.target.budget.confidence
     if dev.latency == "estimated":
         est = _estimate(ctx, shape, recipe)
+        upper, how = confidence.latency_bound(est.tpot_p99_ms, (), "estimated", dev, confidence_level)
         return {"ttft_ms": est.ttft_ms, "tpot_p50_ms": est.tpot_p50_ms, "tpot_p99_ms": est.tpot_p99_ms,
+                "tpot_p99_ms_upper": upper, "latency_bound_method": how,
                 "prefill_tok_s": wl.prompt_tokens / (est.ttft_ms / 1000), "decode_tok_s": 1000 / est.tpot_p50_ms,
                 "memory_mb": est.memory_mb, "peak_rss_mb": None, "latency_spread": 0.0, "latency_noisy": False,
                 "latency_source": "estimated", "latency_detail": est.detail}
@@ -309,7 +313,10 @@ def _speed(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> d
         s = lc.measure_speed(path, wl, dev.threads, runner=dev.runner)
     return {**{k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s", "decode_tok_s",
                                  "peak_rss_mb", "latency_spread", "latency_noisy")},
-            "memory_mb": s["peak_rss_mb"], "latency_source": "measured", "latency_detail": s["speed_detail"]}
+            "memory_mb": s["peak_rss_mb"], "latency_source": "measured", "latency_detail": s["speed_detail"],
+            **dict(zip(("tpot_p99_ms_upper", "latency_bound_method"),
+                       confidence.latency_bound(s["tpot_p99_ms"], s["tpot_steps_ms"], "measured", dev,
+                                                confidence_level)))}
 
 
 def measure_gguf(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STUDY_NAME = "search"
+PREDICTIONS = "predictions.npy"  # beside a measured artifact: its predicted label per validation example
 
 
 def _tag() -> str:
@@ -18,10 +19,14 @@ def _tag() -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
     tmp = path.with_name(f".{path.name}.{_tag()}.tmp")  # per writer: workers may write the same file
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
@@ -105,6 +110,13 @@ class RunDir:
     tokenizer_dir = property(lambda self: self.root / "tokenizer")
     model_dir = property(lambda self: self.root / "model")
     teacher_dir = property(lambda self: self.root / "teacher")
+
+    labels = property(lambda self: self.root / "labels.npy")  # the validation labels, in evaluation order
+    teacher_predictions = property(lambda self: self.teacher_dir / PREDICTIONS)
+
+    def predictions(self, trial: int) -> Path:
+        """A classification trial's predicted label per validation example (the paired accuracy bound)."""
+        return self.trial_dir(trial) / PREDICTIONS
 
     def trial_dir(self, trial: int) -> Path:
         return self.root / "trials" / f"{trial:04d}"

@@ -1,7 +1,7 @@
 """Target: the device (measured here, or described by its spec), the workload and the budget."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .schema import REQUIRED, Reader, load_yaml, resolve
@@ -11,6 +11,9 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # kernels with an efficiency of their own beside the precisions' (calibration fits each): static int8 runs
 # the unfused QDQ graph, weight-only MatMulNBits differs per bit width
 KERNEL_CLASSES = ("int8_static", "w8", "w4", "w2")
+# an estimated latency's upper bound without a calibration or a stated error: the uncalibrated roofline's median
+# |error| measured against local_cpu was 41% (bench latency), so 50% is assumed, and labelled so
+ASSUMED_LATENCY_ERROR_PCT = 50.0
 RUNTIMES = ("onnxruntime", "llama.cpp")  # backends/: the runtimes an artifact can be built for
 LM_RUNTIMES = ("llama.cpp",)  # runtimes of language models: their workload is a chat turn, their budget per token
 # a language model's quality limit: exactly one, keyed by its objective's budget key (objectives.py)
@@ -35,6 +38,10 @@ class DeviceSpec:
     calibration: str = ""  # where fitted factors came from, when a calibration file overrode the YAML
     runner: object = None  # measure.latency.Runner: measure on a reachable device instead of here
     runtime: str = "onnxruntime"  # the runtime backend that builds and runs the artifact (backends/)
+    # estimated latency only: the estimator's relative error at the bound's confidence, and where that figure
+    # comes from (the calibration's out-of-sample error, the target file, or the assumed default)
+    latency_error_pct: float | None = None
+    latency_error_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Budget:
     tpot_p99_ms: float | None = None  # language models: p99 time per output token
     ttft_ms: float | None = None  # language models, optional: median time to first token
     quality_limit: QualityLimit | None = None  # language models
+    confidence: float = 0.95  # one-sided level of the bounds a shipped candidate must meet (confidence.py)
 
     @property
     def is_lm(self) -> bool:
@@ -117,6 +125,15 @@ def _number_or_map(value):
     return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)
 
 
+def _calibrated_error(fit: dict, path: Path, spec: DeviceSpec) -> dict:
+    """The calibration's own out-of-sample error replaces an assumed one (not one the target file states)."""
+    if "abs_error_pct_q95" not in fit or not spec.latency_error_source.startswith("assumed"):
+        return {}
+    return {"latency_error_pct": float(fit["abs_error_pct_q95"]),
+            "latency_error_source": f"calibrated: 95th percentile of the out-of-sample |error| over "
+                                    f"{fit['candidates']} artifacts ({path.name})"}
+
+
 def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
     """Factors fitted by `python -m search bench latency` replace the assumed ones (see calibrate.py)."""
     import json
@@ -131,7 +148,8 @@ def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
                        bandwidth_efficiency=float(fit["bandwidth_efficiency"]),
                        op_overhead_us=_number_or_map(fit["op_overhead_us"]),
                        run_overhead_us=_number_or_map(fit.get("run_overhead_us", 0.0)),
-                       calibration=f"calibrated on {fit['measured_runs']} measured artifacts ({path.name})")
+                       calibration=f"calibrated on {fit['measured_runs']} measured artifacts ({path.name})",
+                       **_calibrated_error(fit, path, spec))
     except (ValueError, KeyError, TypeError) as exc:
         from .errors import ConfigError
 
@@ -151,6 +169,19 @@ def _runner(dev: Reader, latency: str):
     if latency != "measured":
         raise dev.error("runner", "a runner measures on the device: set device.latency to `measured`")
     return runner
+
+
+def _latency_error(dev: Reader, latency: str) -> dict:
+    stated = dev.number("latency_error_pct", default=None, lo=0, hi=1000)
+    if latency != "estimated":
+        if stated is not None:
+            raise dev.error("latency_error_pct", "only an estimated latency has an estimator error; a measured one "
+                                                 "is bounded from its runs: remove it")
+        return {}
+    if stated is not None:
+        return {"latency_error_pct": stated, "latency_error_source": "the estimator's error stated in the target"}
+    return {"latency_error_pct": ASSUMED_LATENCY_ERROR_PCT,
+            "latency_error_source": f"assumed {ASSUMED_LATENCY_ERROR_PCT:g}% error of an uncalibrated estimate"}
 
 
 def load_target(name_or_path: str, calibrated: bool = True) -> Target:
@@ -185,6 +216,7 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
         threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
         runner=_runner(dev, latency),
         runtime=dev.string("runtime", default="onnxruntime", choices=RUNTIMES),
+        **_latency_error(dev, latency),
     )
     dev.done()
     spec = _apply_calibration(spec, path) if calibrated else spec
@@ -230,6 +262,7 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
         budget = Budget(memory_mb=budget_memory,
                         p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
                         accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
+    budget = replace(budget, confidence=bud.number("confidence", default=0.95, lo=0.5, hi=0.999))
     bud.done()
     top.done()
     return Target(name=name, path=path, device=spec, workload=workload, budget=budget)

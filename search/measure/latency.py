@@ -23,6 +23,7 @@ class Latency:
     detail: str = ""
     noisy: bool = False  # still above the probe's spread limit after its retries: flagged, not trusted
     peak_rss_mb: float | None = None  # peak resident memory over the process baseline, measured only
+    times_ms: tuple = ()  # every timed run of the kept attempt, measured only (the p99's confidence bound)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,4 +78,4 @@ def from_probe(r: dict, where: str, artifact: Path | None = None) -> Latency:
     detail = (f"{r['runtime']} CPU on {where}, fresh process, {r['threads']} thread(s), "
               f"{r['rounds']}x{r['runs_per_round']} runs after {r['warmup']} warm-up, attempt {r['attempts']}")
     return Latency(p50_ms=r["p50_ms"], p99_ms=r["p99_ms"], spread=r["spread"], source="measured", detail=detail,
-                   noisy=r["noisy"], peak_rss_mb=r["peak_rss_mb"])
+                   noisy=r["noisy"], peak_rss_mb=r["peak_rss_mb"], times_ms=tuple(r.get("times_ms", ())))

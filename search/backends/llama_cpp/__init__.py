@@ -102,7 +102,7 @@ def measure_speed(path: Path, workload: LMWorkload, threads: int, runner=None, r
             "tpot_p99_ms": float(np.percentile(steps, 99)),
             "prefill_tok_s": workload.prompt_tokens / (ttft / 1000),
             "decode_tok_s": 1000 / float(np.median(steps)), "peak_rss_mb": r["peak_rss_mb"],
-            "latency_spread": r["spread"], "latency_noisy": r["noisy"],
+            "latency_spread": r["spread"], "latency_noisy": r["noisy"], "tpot_steps_ms": steps.tolist(),
             "speed_detail": f"{r['runtime']} CPU on {where}, fresh process, {r['threads']} thread(s), {r['rounds']} "
                             f"rounds after {r['warmup']} warm-up, attempt {r['attempts']}, context {r['n_ctx']}; "
                             f"peak memory over the {r['baseline_rss_mb']:.0f} MB of the process before loading"}

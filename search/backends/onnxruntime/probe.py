@@ -76,7 +76,7 @@ def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: 
         spread = (max(medians) - min(medians)) / p50
         if best is None or spread < best["spread"]:
             best = {"p50_ms": p50, "p99_ms": float(np.percentile(times, 99)), "spread": spread,
-                    "round_p50_ms": medians, "attempts": attempt + 1}
+                    "round_p50_ms": medians, "attempts": attempt + 1, "times_ms": [round(t, 5) for t in times]}
         if spread <= MAX_SPREAD:
             break
     best.update(noisy=best["spread"] > MAX_SPREAD, max_spread=MAX_SPREAD, peak_rss_mb=peak_rss_mb() - baseline,
