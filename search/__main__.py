@@ -202,6 +202,35 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_replan(args) -> int:
+    from types import SimpleNamespace
+
+    from . import replan
+    from .outputs import completed_rows, load_study
+    from .schema import check_run_id
+    from .target import load_target
+
+    source = _run_dir(args.run)
+    target = load_target(args.target)
+    out = RESULTS_DIR / check_run_id(args.run_id, "--run-id") if args.run_id else replan.replan_dir(source, target)
+    _quiet_libraries()
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    selected, rd, seconds = replan.replan(source, target, out, args.policy, log=say)
+    say(f"replanned in {seconds:.1f} s, nothing trained; {source.name} is unchanged")
+    is_thin, why = replan.thin(completed_rows(load_study(rd.root), selected["budget"]), selected["budget"])
+    say(why)
+    if is_thin and args.trials:
+        say(f"adding {args.trials} trial(s) to {rd.name}: the study's sampler knows every re-priced trial and the "
+            "new budget as constraints, so it proposes near the new budget")
+        done = len(completed_rows(load_study(rd.root), selected["budget"]))
+        return _cmd_run(SimpleNamespace(resume=rd.name, join=None, trials=done + args.trials, threads=args.threads,
+                                        device=args.device, run_id=None, timeout_min=None, target=None, space=None,
+                                        task=None, seed=0, storage=None))
+    if is_thin:
+        say(f"to add trials there: python -m search run --resume {rd.name} --trials N (or replan with --trials N)")
+    return 0 if selected["meets_budget"] else 3
+
+
 def _cmd_export(args) -> int:
     from .export import export
 
@@ -316,6 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output HTML (default: RUN/dashboard.html, or "
                                                  "results/compare.html for several runs)")
     rep.set_defaults(func=_cmd_report)
+
+    rpl = sub.add_parser("replan", help="answer another target or budget from a finished run, without training",
+                         description="Re-price every completed trial of RUN for TARGET (estimated: from each "
+                                     "trial's shape and recipe; measured: each stored artifact measured there), "
+                                     "select with the same policy, bounds and reasons, and write it all to "
+                                     "results/RUN.replan-<target>/ (a run folder: select, report, export and "
+                                     "run --resume work on it). RUN is never modified. Exit 0 when a candidate meets "
+                                     "every budget, 3 when none does.")
+    rpl.add_argument("run", metavar="RUN", help="a finished run: directory name under results/, or a path")
+    rpl.add_argument("--target", required=True, help="target YAML path, or a name in targets/")
+    rpl.add_argument("--policy", choices=POLICIES, default="accuracy", help="as for select (default accuracy)")
+    rpl.add_argument("--trials", type=int, default=None, help="when the front within the new budget is thin (fewer "
+                                                          "than 3 candidates), run this many new trials there "
+                                                          "(default: none)")
+    rpl.add_argument("--run-id", default=None, help="name of the replan's folder (default: RUN.replan-<target>)")
+    rpl.add_argument("--threads", type=int, default=None, help="training threads for --trials (default: the run's)")
+    rpl.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="training device for --trials")
+    rpl.set_defaults(func=_cmd_replan)
 
     exp = sub.add_parser("export", help="copy the selected model, its tokenizer and a deploy card to a folder",
                          description="Writes the exact artifact measured, tokenizer files, "

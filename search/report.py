@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
-from .objectives import for_budget
+from . import budget_cost
+from .objectives import Objective, constraints, for_budget
 from .pareto import feasible, front, hypervolume
 from .run_dir import atomic_write_text
 
@@ -27,7 +29,8 @@ def history(rows: list[dict], budget: dict) -> list[dict]:
 def front_info(rows: list[dict], budget: dict, teacher: dict | None, selected_trial: int | None,
                importances: dict | None = None) -> dict:
     """Points split into front / other feasible / infeasible, plus the teacher, the selected trial,
-    the search's progress over time and (when given) parameter importances for accuracy."""
+    the search's progress over time, what each resource budget buys (per resource, the best quality within the
+    other budgets as this one moves: budget_cost.curve) and (when given) parameter importances for accuracy."""
     ok = {r["trial"] for r in rows if feasible(r["metrics"], budget)}
     front_ids = {r["trial"] for r in front([r["metrics"] | {"trial": r["trial"]} for r in rows if r["trial"] in ok],
                                            for_budget(budget))}
@@ -37,7 +40,23 @@ def front_info(rows: list[dict], budget: dict, teacher: dict | None, selected_tr
         groups[key].append(r)
     selected = next((r for r in rows if r["trial"] == selected_trial), None)
     return {"groups": groups, "teacher": teacher, "selected": selected, "budget": budget, "rows": rows,
-            "history": history(rows, budget), "importances": importances or {}}
+            "history": history(rows, budget), "importances": importances or {},
+            "budget_cost": {o.name: budget_cost.curve(rows, budget, o) for o in constraints(budget)[1:]}}
+
+
+def _log_axis(values: list[float]) -> bool:
+    """Log x when the plotted values span more than a decade: on a linear axis everything under a tenth of the
+    largest (typically every candidate, next to a far fp32 teacher) shares the leftmost tenth of the width. A log
+    axis cannot show zero or less, so then linear."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+
+
+def _vline(fig, x: float, log_x: bool, **kwargs) -> None:
+    """add_vline with its label where the line is: on a log axis plotly.js reads a shape's x as data but an
+    annotation's as log10 of it (a label for 16 MB would sit at 1e16 MB and stretch the autorange there)."""
+    fig.add_vline(x=x, **kwargs)
+    if log_x and kwargs.get("annotation_text"):
+        fig.layout.annotations[-1].x = math.log10(x)
 
 
 def _axis(label: str, values: list) -> dict:
@@ -66,6 +85,8 @@ def render(runs: list[tuple[str, dict]], path: Path, title: str) -> Path:
 
     q, lat, _ = for_budget(runs[0][1]["budget"])  # runs overlaid on one page share their objectives
     fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{q.name} vs {lat.name}", f"{q.name} vs memory"))
+    log_x = {x: _log_axis(_plotted(runs, x) + [info["budget"][x] for _, info in runs])  # budget lines are plotted
+             for x in (lat.name, "memory_mb")}
     for i, (name, info) in enumerate(runs):
         color, budget = RUN_COLORS[i % len(RUN_COLORS)], info["budget"]
         tag = f"{name}: " if len(runs) > 1 else ""
@@ -88,16 +109,16 @@ def render(runs: list[tuple[str, dict]], path: Path, title: str) -> Path:
                                              legendgroup=f"{name}-{label}", showlegend=col == 1,
                                              marker={"symbol": symbol, "size": 18, "color": c,
                                                      "line": {"width": 2, "color": c}}), row=1, col=col)
-            fig.add_vline(x=budget[x], line_dash="dash", line_color=color, row=1, col=col,
-                          annotation_text=f"{tag}budget {budget[x]:g}",
-                          annotation_position=("top right", "bottom right")[i % 2])
+            _vline(fig, budget[x], log_x[x], line_dash="dash", line_color=color, row=1, col=col,
+                   annotation_text=f"{tag}budget {budget[x]:g}",
+                   annotation_position=("top right", "bottom right")[i % 2])
             fig.add_vrect(x0=budget[x], x1=max(budget[x], _largest(runs, x)) * 1.05, fillcolor="#d62728",
                           opacity=0.05, line_width=0, row=1, col=col)  # the over-budget region
             fig.add_hline(y=budget[q.budget_key], line_dash="dot", line_color=color, row=1, col=col,
                           annotation_text=f"{tag}{'floor' if q.sign > 0 else 'ceiling'} {budget[q.budget_key]:.4f}",
                           annotation_position=("top left", "bottom left")[i % 2])
     for col, x in ((1, lat.name), (2, "memory_mb")):
-        fig.update_xaxes(title_text=x, row=1, col=col)
+        fig.update_xaxes(title_text=x, type="log" if log_x[x] else "linear", row=1, col=col)
         fig.update_yaxes(title_text="validation accuracy" if q.name == "accuracy" else f"{q.name} ({q.unit})",
                          row=1, col=col)
     fig.update_layout(title=title, height=600, template="plotly_white")
@@ -152,12 +173,73 @@ def _extra_figures(runs: list[tuple[str, dict]]):
     prog.update_xaxes(title_text="trial", row=1, col=2)
     prog.update_layout(height=450, template="plotly_white", title="the search over time")
     yield "progress", prog
+    yield "budget-cost", _budget_cost_figure(runs)
+
+
+def _budget_cost_figure(runs: list[tuple[str, dict]]):
+    """What each budget buys: per resource, the best quality within the other budgets as this one moves (a step
+    line per run, from front_info's budget_cost), with the run's budget and quality limit."""
+    from plotly.subplots import make_subplots
+
+    q, resources = for_budget(runs[0][1]["budget"])[0], constraints(runs[0][1]["budget"])[1:]
+    fig = make_subplots(rows=1, cols=len(resources),
+                        subplot_titles=[f"best {q.name} by {o.name} budget" for o in resources])
+    for col, o in enumerate(resources, start=1):
+        drawn = [(i, name, info["budget_cost"][o.name], info["budget"]) for i, (name, info) in enumerate(runs)
+                 if o.name in info["budget_cost"]]  # overlaid runs may not all budget an extra constraint
+        # the last level runs on past the run's budget and the last step, so that it shows as a line
+        ends = {i: max([budget[o.budget_key]] + [s["limit"] for s in steps]) * 1.2 for i, _, steps, budget in drawn}
+        log_x = _log_axis([s["limit"] for _, _, steps, _ in drawn for s in steps]
+                          + [budget[o.budget_key] for *_, budget in drawn] + list(ends.values()))
+        for i, name, steps, budget in drawn:
+            tag = f"{name}: " if len(runs) > 1 else ""
+            _budget_cost_run(fig, col, o, q, i, tag, steps, budget, ends[i], log_x)
+        fig.update_xaxes(title_text=f"{o.name} budget ({o.unit})", type="log" if log_x else "linear", row=1, col=col)
+    fig.update_yaxes(title_text=f"best {q.name} within the other budgets", row=1, col=1)
+    fig.update_layout(title=f"what each budget buys: the best {q.name} as one budget moves and the others stay",
+                      height=450, template="plotly_white")
+    return fig
+
+
+def _budget_cost_run(fig, col: int, resource: Objective, quality: Objective, i: int, tag: str, steps: list[dict],
+                     budget: dict, end_x: float, log_x: bool) -> None:
+    """One run's step line (the best holds from each step's limit until the next, then on to end_x), its budget
+    and its quality limit."""
+    import plotly.graph_objects as go
+
+    color, limit, q_limit = RUN_COLORS[i % len(RUN_COLORS)], budget[resource.budget_key], budget[quality.budget_key]
+    if steps:
+        hover = [f"{html.escape(tag)}trial {s['trial']}: {quality.name} {s['quality']:.4f}, needs "
+                 f"{s['limit']:.2f} {resource.unit} of {resource.name}" for s in steps]
+        fig.add_trace(go.Scatter(
+            x=[s["limit"] for s in steps] + [end_x], y=[s["quality"] for s in steps] + [steps[-1]["quality"]],
+            mode="lines+markers", line_shape="hv", name=f"{tag}best {quality.name}", legendgroup=f"{i}-cost",
+            showlegend=col == 1, line={"color": color}, marker={"size": [8] * len(steps) + [0], "color": color},
+            hovertext=hover + hover[-1:], hoverinfo="text"), row=1, col=col)
+    else:
+        fig.add_annotation(text=f"{html.escape(tag)}no candidate meets the other budgets", showarrow=False,
+                           x=0.5, y=0.5 - 0.1 * i, xref=f"{_axis_id('x', col)} domain",
+                           yref=f"{_axis_id('y', col)} domain")
+    _vline(fig, limit, log_x, line_dash="dash", line_color=color, row=1, col=col,
+           annotation_text=f"{tag}budget {limit:g}", annotation_position=("top right", "bottom right")[i % 2])
+    fig.add_hline(y=q_limit, line_dash="dot", line_color=color, row=1, col=col,
+                  annotation_text=f"{tag}{'floor' if quality.sign > 0 else 'ceiling'} {q_limit:.4f}",
+                  annotation_position=("top left", "bottom left")[i % 2])
+
+
+def _axis_id(letter: str, col: int) -> str:
+    """A 1-row subplot grid's axis names: x, x2, x3..."""
+    return letter if col == 1 else f"{letter}{col}"
+
+
+def _plotted(runs: list[tuple[str, dict]], key: str) -> list[float]:
+    """Every candidate's and teacher's value of one metric, over all runs."""
+    values = [r["metrics"][key] for _, info in runs for g in info["groups"].values() for r in g]
+    return values + [info["teacher"][key] for _, info in runs if info["teacher"]]
 
 
 def _largest(runs: list[tuple[str, dict]], key: str) -> float:
-    values = [r["metrics"][key] for _, info in runs for g in info["groups"].values() for r in g]
-    values += [info["teacher"][key] for _, info in runs if info["teacher"]]
-    return max(values, default=0.0)
+    return max(_plotted(runs, key), default=0.0)
 
 
 SORT_JS = """<script>

@@ -1,0 +1,172 @@
+"""`python -m search replan RUN --target OTHER.yaml`: answer another device or budget from a finished search.
+
+A trial's accuracy does not depend on the device; its latency and memory do. A replan re-prices every completed
+trial of RUN for the new target (estimated targets: the roofline and the activation estimate from the trial's
+shape and recipe, the weight bytes as measured; measured targets: each stored artifact measured again there),
+writes the result as a run folder of its own beside RUN (`RUN.replan-<target>`: a study holding the re-priced
+trials, their files hard-linked, nothing trained), and selects in it with the same policies, bounds and
+explanations as a run. `select`, `report`, `export` and `run --resume` work on it like on any run: the last is how
+`--trials N` adds trials where the front near the new budget is thin. RUN itself is never written to."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.trial import TrialState
+
+from . import backends, confidence, outputs, pareto
+from .candidate import Candidate, DistillParams, PruneParams, QuantParams
+from .errors import ConfigError
+from .families.base import ModelShape
+from .measure import memory, roofline
+from .objectives import for_budget
+from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file
+from .target import Target
+
+MIN_FRONT = 3  # fewer candidates than this on the front within the new budget: the front is thin there
+PRICED = ("memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb", "p50_latency_ms", "p99_latency_ms",
+          "latency_spread", "latency_noisy", "latency_source", "latency_detail", "p99_latency_ms_upper",
+          "latency_bound_method")  # what a replan measures or estimates again; everything else carries over
+
+
+def replan_dir(source: Path, target: Target) -> Path:
+    from .schema import slug
+
+    return source.with_name(f"{source.name}.replan-{slug(target.name)}")
+
+
+def _as_shape(d: dict) -> ModelShape:
+    return ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def trial_shape(attrs: dict, teacher_shape: ModelShape) -> ModelShape:
+    """The shipped model's shape: as recorded, or (a run made before shapes were recorded) rebuilt from the
+    recipe and the per-layer heads and FFN widths it measured. The vocabulary does not enter what a replan
+    prices (the weight bytes are measured), so the teacher's stands in there."""
+    if "shape" in attrs:
+        return _as_shape(attrs["shape"])
+    from .pipeline import planned_shape
+
+    shape = planned_shape(teacher_shape, candidate(attrs))
+    return replace(shape, heads=tuple(attrs["heads_per_layer"]), ffn=tuple(attrs["ffn_per_layer"]))
+
+
+def candidate(attrs: dict) -> Candidate:
+    r = attrs["recipe"]
+    return Candidate(DistillParams(**r["distill"]), PruneParams(**r["prune"]), QuantParams(**r["quant"]))
+
+
+def price(attrs: dict, shape: ModelShape, quant: QuantParams, sparse_2_4: bool, artifact: Path, target: Target,
+          backend, teacher_shape: ModelShape) -> dict:
+    """Memory and latency of one stored artifact on `target`, with the latency's upper bound."""
+    wl, dev = target.workload, target.device
+    activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length) / memory.MB
+    if dev.latency == "estimated":
+        lat = roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
+        mem = attrs["weight_mb"] + activations
+    else:  # the inputs a student accepts are the teacher's (its tokenizer)
+        lat = backend.measure_latency(artifact, teacher_shape, wl.batch_size, wl.sequence_length, dev.threads,
+                                      runner=dev.runner)
+        mem = lat.peak_rss_mb
+    upper, how = confidence.latency_bound(lat.p99_ms, lat.times_ms, lat.source, dev, target.budget.confidence)
+    return {"memory_mb": mem, "weight_mb": attrs["weight_mb"], "activation_mb_estimated": activations,
+            "peak_rss_mb": lat.peak_rss_mb, "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms,
+            "latency_spread": lat.spread, "latency_noisy": lat.noisy, "latency_source": lat.source,
+            "latency_detail": lat.detail, "p99_latency_ms_upper": upper, "latency_bound_method": how}
+
+
+def _check(source: RunDir, saved: dict, target: Target) -> None:
+    if not source.selected_json.is_file():
+        raise ConfigError(source.root, "RUN", "has not finished (no selected.json); let it finish or "
+                                              f"`python -m search select {source.name}` first")
+    if outputs.is_lm(saved["budget"]):
+        raise ConfigError(source.root, "RUN", "is a language-model run; replan re-prices classification runs only "
+                                              "so far: run the search again with --target")
+    if target.device.runtime != saved.get("backend", backends.DEFAULT) or target.budget.is_lm:
+        raise ConfigError(target.path, "device.runtime", f"{target.device.runtime}, but {source.name}'s artifacts "
+                                                         f"run on {saved.get('backend', backends.DEFAULT)}: replan "
+                                                         "onto a target of the same runtime")
+
+
+def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
+    """Write the replan run folder `out` (complete or not at all) and return it."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    src = RunDir(source_dir)
+    saved = src.saved()
+    _check(src, saved, target)
+    teacher = json.loads(src.teacher_json.read_text())
+    budget = outputs.resolved_budget(target, teacher)
+    backend = backends.get(saved.get("backend", backends.DEFAULT))
+    teacher_shape = _as_shape(saved["teacher_shape"])
+    old = optuna.load_study(study_name=STUDY_NAME, storage=src.study_url)
+    done = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    how = "estimating" if target.device.latency == "estimated" else "measuring"
+    log(f"replan of {src.name} for {target.name}: {how} {len(done)} completed trials and the teacher "
+        "(nothing is trained)")
+
+    teacher_priced = {**teacher, **price(teacher, _as_shape(teacher.get("shape", saved["teacher_shape"])),
+                                         QuantParams(bits=32), False, src.teacher_dir / saved["artifact_name"],
+                                         target, backend, teacher_shape)}
+    priced = []
+    for t in done:
+        a = t.user_attrs
+        cand = candidate(a)
+        metrics = price(a, trial_shape(a, teacher_shape), cand.quant, cand.prune.type == "2:4",
+                        src.artifact(t.number), target, backend, teacher_shape)
+        priced.append((t, {**a, **metrics, "replan_of_trial": t.number}))
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        rd = RunDir(tmp)
+        for name in ("tokenizer", "teacher"):
+            link_copy(src.root / name, tmp / name)
+        if src.labels.is_file():
+            link_file(src.labels, rd.labels)
+        atomic_write_json(rd.teacher_json, teacher_priced)
+        wl, dev = target.workload, target.device
+        atomic_write_json(rd.budget_json, {
+            **saved, "target": target.name, "budget": budget, "latency": dev.latency, "threads": dev.threads,
+            "runner": asdict(dev.runner) if dev.runner else None, "batch_size": wl.batch_size,
+            "sequence_length": wl.sequence_length, "replan_of": src.name})
+        run = json.loads(src.run_json.read_text())
+        atomic_write_json(rd.run_json, {**run, "target": str(target.path.resolve()), "trials": len(priced),
+                                        "storage": None, "replan_of": src.name})
+        study = optuna.create_study(storage=f"sqlite:///{rd.study_db}", study_name=STUDY_NAME,
+                                    directions=[o.direction for o in for_budget(budget)])
+        study.set_metric_names([o.name for o in for_budget(budget)])
+        for number, (t, attrs) in enumerate(priced):  # trial numbers follow the order of the source's
+            link_copy(src.trial_dir(t.number), rd.trial_dir(number))
+            attrs = {**attrs, "artifact": str(rd.trial_dir(number) / saved["artifact_name"])}
+            study.add_trial(optuna.trial.create_trial(
+                state=TrialState.COMPLETE, values=[attrs[o.name] for o in for_budget(budget)], params=t.params,
+                # through JSON: the storage wants its own distribution objects
+                distributions={k: json_to_distribution(distribution_to_json(d)) for k, d in t.distributions.items()},
+                user_attrs=attrs,
+                constraints={k: float(v) for k, v in pareto.violations(attrs, budget).items()}))
+
+    atomic_replace_dir(fill, out)
+    return RunDir(out)
+
+
+def thin(rows: list[dict], budget: dict) -> tuple[bool, str]:
+    """Whether the front within the new budget is thin (fewer than MIN_FRONT candidates), and why."""
+    ok = [r["metrics"] | {"trial": r["trial"]} for r in rows if pareto.feasible(r["metrics"], budget)]
+    n = len(pareto.front(ok, for_budget(budget)))
+    if n >= MIN_FRONT:
+        return False, f"{n} candidates on the front within the new budget (>= {MIN_FRONT}): no new trials needed"
+    return True, f"only {n} candidate(s) on the front within the new budget (< {MIN_FRONT})"
+
+
+def replan(source_dir: Path, target: Target, out: Path, policy: str, log=print) -> tuple[dict, RunDir, float]:
+    """Build the replan folder and select in it: (selected.json's content, the folder, seconds taken)."""
+    t0 = time.perf_counter()
+    if out.exists():
+        raise ConfigError(out, "--run-id", "already exists: `select`, `report` or `export` it, add trials with "
+                                           f"`run --resume {out.name} --trials N`, or give another --run-id")
+    rd = build(source_dir, target, out, log=log)
+    selected = outputs.finish(outputs.load_study(rd.root), rd, policy=policy, log=log)
+    return selected, rd, time.perf_counter() - t0

@@ -1,0 +1,180 @@
+"""`python -m search replan`: one finished tiny search answers other targets and budgets without training."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import write_tiny_task
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = """distill:
+  layers: {low: 1, high: 2}
+  hidden: {low: 32, high: 64, step: 32}
+  heads: {low: 1, high: 2}
+  ffn: {low: 64, high: 128, step: 64}
+  temperature: 2.0
+  alpha: 0.5
+  epochs: 2
+prune:
+  type: [none, structured]
+  ratio: {low: 0.25, high: 0.5, step: 0.25}
+  recovery_steps: 4
+quant:
+  bits: [32, 8, 4]
+  group_size: [32]
+  activations: [none, dynamic_int8]
+"""
+ESTIMATED = """name: {name}
+device:
+  latency: estimated
+  memory_mb: 4096
+  memory_bandwidth_gbps: {bw}
+  peak_tops: {{fp32: 0.2, int8: 0.8}}
+  tail_factor: 1.3
+workload: {{batch_size: 1, sequence_length: 16}}
+budget:
+  memory_mb: {memory}
+  p99_latency_ms: {p99}
+  accuracy_floor: {{max_drop: 0.5}}
+"""
+MEASURED = """name: tiny_here
+device: {latency: measured, memory_mb: 1000, threads: 1}
+workload: {batch_size: 1, sequence_length: 16}
+budget:
+  memory_mb: 50
+  p99_latency_ms: 100
+  accuracy_floor: {max_drop: 0.5}
+"""
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(root / "results")}
+    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=900)
+
+
+def digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A finished search on a spec-only target (no latency measurement: quick)."""
+    root = tmp_path_factory.mktemp("replan")
+    task = write_tiny_task(root / "task")
+    (root / "space.yaml").write_text(SPACE)
+    (root / "pi.yaml").write_text(ESTIMATED.format(name="tiny_pi", bw=8, memory=4, p99=5))
+    proc = cli(root, "run", "--target", str(root / "pi.yaml"), "--space", str(root / "space.yaml"), "--task",
+               str(task), "--trials", "4", "--threads", "1", "--run-id", "src")
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    return root
+
+
+def _trials(run: Path):
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run / 'study.db'}")
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_replan_onto_the_run_own_target_reproduces_its_figures_and_choice(source):
+    root = source
+    before = digest(root / "results" / "src")
+    proc = cli(root, "replan", "src", "--target", str(root / "pi.yaml"), "--run-id", "same")
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    assert "nothing trained" in proc.stdout
+    assert digest(root / "results" / "src") == before  # the original run is never modified
+    old, new = _trials(root / "results" / "src"), _trials(root / "results" / "same")
+    assert [t.params for t in old] == [t.params for t in new]
+    for o, n in zip(old, new):
+        for key in ("accuracy", "memory_mb", "p99_latency_ms", "p99_latency_ms_upper"):
+            assert n.user_attrs[key] == pytest.approx(o.user_attrs[key], rel=1e-9), key
+        assert n.user_attrs["replan_of_trial"] == o.number
+    src_sel = json.loads((root / "results" / "src" / "selected.json").read_text())
+    new_sel = json.loads((root / "results" / "same" / "selected.json").read_text())
+    assert new_sel["meets_budget"] == src_sel["meets_budget"]
+    assert new_sel["params"] == src_sel["params"] and new_sel["bounds"] == src_sel["bounds"]
+
+
+def test_replan_choice_equals_a_recomputation_from_the_stored_trials(source):
+    """Another device and budget: re-price each stored trial here with the roofline, and select by hand."""
+    from search import confidence, pareto
+    from search.measure import memory, roofline
+    from search.outputs import evidence, resolved_budget
+    from search.replan import _as_shape, candidate
+    from search.run_dir import RunDir
+    from search.target import load_target
+
+    root = source
+    (root / "tight.yaml").write_text(ESTIMATED.format(name="tiny_tight", bw=2, memory=1.0, p99=0.6))
+    proc = cli(root, "replan", "src", "--target", str(root / "tight.yaml"))
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    out = root / "results" / "src.replan-tiny_tight"
+    got = json.loads((out / "selected.json").read_text())
+
+    target = load_target(str(root / "tight.yaml"))
+    src = RunDir(root / "results" / "src")
+    teacher = json.loads(src.teacher_json.read_text())
+    budget = resolved_budget(target, teacher)
+    rows = []
+    for t in _trials(src.root):
+        a, cand = t.user_attrs, candidate(t.user_attrs)
+        shape = _as_shape(a["shape"])
+        lat = roofline.estimate(shape, cand.quant, target.device, 1, 16, False)
+        mem = a["weight_mb"] + memory.activation_bytes(shape, 1, 16) / memory.MB
+        rows.append({"trial": t.number, "params": t.params,
+                     "metrics": {"accuracy": a["accuracy"], "p99_latency_ms": lat.p99_ms, "memory_mb": mem,
+                                 "p99_latency_ms_upper": lat.p99_ms * (1 + target.device.latency_error_pct / 100),
+                                 "latency_bound_method": "recomputed"}})
+
+    def vouch(r):
+        return confidence.problems(confidence.bounds(r["metrics"], teacher, budget, evidence(src, r["trial"])),
+                                   budget)
+
+    want = pareto.select(rows, budget, "accuracy", vouch)
+    assert got["meets_budget"] == want["meets_budget"]
+    assert got["params"] == (want["selected"]["params"] if want["selected"] else None)
+    assert got["budget"]["memory_mb"] == 1.0 and got["target"] == "tiny_tight"
+    assert set(got["budget_cost"]) == {"p99_latency_ms", "memory_mb"}
+    # a replan folder is a run folder: export ships from it when something met the budget
+    if got["meets_budget"]:
+        proc = cli(root, "export", "src.replan-tiny_tight", "--out", str(root / "ship"))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Confidence bounds" in (root / "ship" / "DEPLOY.md").read_text()
+    # asking again for the same folder is refused in one line, naming what to do
+    again = cli(root, "replan", "src", "--target", str(root / "tight.yaml"))
+    assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.splitlines()) == 1
+
+
+def test_replan_onto_a_measured_target_measures_every_artifact_and_re_measures_the_choice(source):
+    root = source
+    (root / "here.yaml").write_text(MEASURED)
+    proc = cli(root, "replan", "src", "--target", str(root / "here.yaml"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "measuring 4 completed trials" in proc.stdout and "re-measuring trial" in proc.stdout
+    for t in _trials(root / "results" / "src.replan-tiny_here"):
+        assert t.user_attrs["latency_source"] == "measured" and t.user_attrs["peak_rss_mb"] > 0
+        assert t.user_attrs["p99_latency_ms_upper"] >= t.user_attrs["p99_latency_ms"]
+
+
+def test_replan_adds_trials_where_the_front_is_thin(source):
+    root = source
+    (root / "thin.yaml").write_text(ESTIMATED.format(name="tiny_thin", bw=8, memory=0.3, p99=5))
+    proc = cli(root, "replan", "src", "--target", str(root / "thin.yaml"), "--trials", "1", "--threads", "1")
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on the front within the new budget (< 3)" in proc.stdout and "adding 1 trial(s)" in proc.stdout
+    assert len(_trials(root / "results" / "src.replan-tiny_thin")) == 5
+
+
+def test_replan_refuses_another_runtime_and_an_unfinished_run(source, tmp_path):
+    root = source
+    proc = cli(root, "replan", "src", "--target", "local_cpu_llm")
+    assert proc.returncode == 2 and "device.runtime" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = cli(root, "replan", "nope", "--target", str(root / "pi.yaml"))
+    assert proc.returncode == 2 and "no run here" in proc.stderr
