@@ -47,6 +47,9 @@ TARGET_CASES = [  # (edit of local_cpu.yaml, key the error must name)
     (("    fp32: 0.118", "    fp128: 1"), "device.peak_tops.fp128"),
     (("  latency: measured", "  latency: measured\n  runtime: tensorrt"), "device.runtime"),
     (("  latency: measured", "  latency: measured\n  runner: {command: 42}"), "device.runner.command"),
+    (("    max_drop: 0.015", "    max_drop: 0.015\n  confidence: 1.5"), "budget.confidence"),
+    (("    max_drop: 0.015", "    max_drop: 0.015\n  confidence: .nan"), "budget.confidence"),
+    (("  latency: measured", "  latency: measured\n  latency_error_pct: 20"), "device.latency_error_pct"),
 ]
 SPACE_CASES = [  # (edit of spaces/default.yaml, key)
     (("layers: {low: 1, high: 4}", "layers: {low: 4, high: 1}"), "distill.layers"),
@@ -104,6 +107,8 @@ CLI_CASES = [  # (argv, text the one line must hold)
     (["select", "never-ran"], "never-ran: RUN: no run here"),
     (["report", "never-ran"], "never-ran: RUN: no run here"),
     (["export", "never-ran", "--out", "x"], "never-ran: RUN: no run here"),
+    (["replan", "never-ran", "--target", "raspberry_pi5"], "never-ran: RUN: no run here"),
+    (["replan", "never-ran", "--target", "no-such-target"], "no run here"),
 ]
 
 

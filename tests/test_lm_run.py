@@ -41,7 +41,7 @@ def test_an_lm_target_reads_its_workload_and_budget(tmp_path):
     assert (t.budget.tpot_p99_ms, t.budget.ttft_ms, t.budget.quality_limit.key) == (20, 300, "kld_ceiling")
     b = resolved_budget(t, {})
     assert b == {"memory_mb": 100, "tpot_p99_ms": 20, "latency": "tpot_p99_ms", "quality": "kld_mean",
-                 "kld_ceiling": 0.1, "kld_ceiling_rule": "absolute", "ttft_ms": 300}
+                 "kld_ceiling": 0.1, "kld_ceiling_rule": "absolute", "ttft_ms": 300, "confidence": 0.95}
     assert budget_line(b) == "kld_mean <= 0.1 nats/token, tpot_p99_ms <= 20 ms, memory_mb <= 100 MB, ttft_ms <= 300 ms"
 
 

@@ -61,6 +61,24 @@ def test_demo_selects_a_model_within_every_budget_the_teacher_misses(tmp_path):
     trials = pd.read_csv(run / "trials.csv")
     assert (trials["state"] == "COMPLETE").sum() >= 12
     assert metrics["latency_source"] == "estimated"
+    assert all(b["meets"] for b in selected["bounds"].values()), selected["bounds"]  # shipped at the bounds
+    assert "paired" in selected["bounds"]["accuracy"]["method"]
+
+    # the same search answers every other shipped onnxruntime target without training; the run is untouched
+    before = (run / "study.db").read_bytes(), (run / "selected.json").read_text()
+    for target in ("jetson_orin_super", "jetson_agx_orin", "raspberry_pi5", "snapdragon_8gen3_cpu", "local_cpu"):
+        out = subprocess.run([sys.executable, "-m", "search", "replan", run_id, "--target", target],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+        assert out.returncode in (0, 3), out.stdout[-3000:] + out.stderr[-3000:]
+        assert "nothing trained" in out.stdout
+    assert ((run / "study.db").read_bytes(), (run / "selected.json").read_text()) == before
+    folders = sorted((ROOT / "results").glob(f"{run_id}.replan-*"))
+    assert len(folders) == 5
+    for folder in folders:
+        sel = json.loads((folder / "selected.json").read_text())
+        assert sel["teacher"]["accuracy"] == teacher["accuracy"] and sel["target"] != selected["target"]
+        assert json.loads((folder / "budget.json").read_text())["replan_of"] == run_id
+        assert len(pd.read_csv(folder / "trials.csv")) == (trials["state"] == "COMPLETE").sum()
 
 
 LM_SPACE = """
