@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import backends
+from . import backends, confidence
 from .errors import ConfigError
 from .objectives import constraints, for_budget
 from .outputs import copy_model, is_lm
@@ -86,7 +86,7 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     if saved.get("teacher_note"):
         lines += ["", f"Teacher: {saved['teacher_note']}."]
     if selected.get("bounds"):  # what "meets every budget" rests on
-        level = b.get("confidence", 0.95)
+        level = b.get("confidence", confidence.DEFAULT_CONFIDENCE)
         lines += ["", f"## Confidence bounds ({level:.0%}, one-sided)", "",
                   "A candidate ships only when these bounds, not just the point estimates, are within the budget.", "",
                   "| metric | bound | within budget | method |", "|---|---|---|---|"]

@@ -1,6 +1,7 @@
 """Pure functions over finished trials: feasibility, the Pareto front, and the deploy choice with reasons."""
 from __future__ import annotations
 
+from .confidence import DEFAULT_CONFIDENCE
 from .objectives import constraints, for_budget
 
 DEFAULT_OBJECTIVES = for_budget({})  # a classification run's: accuracy up, p99 latency down, memory down
@@ -119,7 +120,7 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy", vouch=None)
         verdicts = [(r, vouch(r)) for r in ranked]
         vouched = [r for r, reasons in verdicts if not reasons]
         if not vouched:
-            level = budget.get("confidence", 0.95)
+            level = budget.get("confidence", DEFAULT_CONFIDENCE)
             why = [f"{len(ok)} candidate(s) meet every budget by their point estimates, but none at {level:.0%} "
                    "confidence: nothing can be vouched for"]
             why += [f"trial {r['trial']}: " + "; ".join(reasons) for r, reasons in verdicts[:3]]
@@ -136,7 +137,7 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy", vouch=None)
            f"tightest resource budget: {tightest.name}"]
     for r, reasons in passed_over:
         why.append(f"trial {r['trial']} ranks higher and meets every budget by its point estimates, but not at "
-                   f"{budget.get('confidence', 0.95):.0%} confidence ({'; '.join(reasons)}): passed over")
+                   f"{budget.get('confidence', DEFAULT_CONFIDENCE):.0%} confidence ({'; '.join(reasons)}): passed over")
     if ties:
         why.append(f"tied with trial(s) {', '.join(str(r['trial']) for r in ties)}: broken by {tie_rule}")
     for r in ranked[1:3]:

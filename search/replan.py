@@ -168,5 +168,11 @@ def replan(source_dir: Path, target: Target, out: Path, policy: str, log=print) 
         raise ConfigError(out, "--run-id", "already exists: `select`, `report` or `export` it, add trials with "
                                            f"`run --resume {out.name} --trials N`, or give another --run-id")
     rd = build(source_dir, target, out, log=log)
-    selected = outputs.finish(outputs.load_study(rd.root), rd, policy=policy, log=log)
+    study = outputs.load_study(rd.root)
+    selected = outputs.finish(study, rd, policy=policy, log=log)
+    if selected["trial"] is not None:  # the replan numbers its trials afresh: name the source's trial too
+        origin = study.trials[selected["trial"]].user_attrs["replan_of_trial"]
+        selected["replan_of"] = {"run": Path(source_dir).name, "trial": origin}
+        atomic_write_json(rd.selected_json, selected)
+        log(f"trial {selected['trial']} here is trial {origin} of {Path(source_dir).name}")
     return selected, rd, time.perf_counter() - t0

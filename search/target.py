@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .confidence import DEFAULT_CONFIDENCE
 from .schema import REQUIRED, Reader, load_yaml, resolve
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
@@ -92,7 +93,7 @@ class Budget:
     tpot_p99_ms: float | None = None  # language models: p99 time per output token
     ttft_ms: float | None = None  # language models, optional: median time to first token
     quality_limit: QualityLimit | None = None  # language models
-    confidence: float = 0.95  # one-sided level of the bounds a shipped candidate must meet (confidence.py)
+    confidence: float = DEFAULT_CONFIDENCE  # one-sided level of the bounds a shipped candidate must meet (confidence.py)
 
     @property
     def is_lm(self) -> bool:
@@ -262,7 +263,7 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
         budget = Budget(memory_mb=budget_memory,
                         p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
                         accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
-    budget = replace(budget, confidence=bud.number("confidence", default=0.95, lo=0.5, hi=0.999))
+    budget = replace(budget, confidence=bud.number("confidence", default=DEFAULT_CONFIDENCE, lo=0.5, hi=0.999))
     bud.done()
     top.done()
     return Target(name=name, path=path, device=spec, workload=workload, budget=budget)

@@ -100,6 +100,7 @@ def test_replan_onto_the_run_own_target_reproduces_its_figures_and_choice(source
     new_sel = json.loads((root / "results" / "same" / "selected.json").read_text())
     assert new_sel["meets_budget"] == src_sel["meets_budget"]
     assert new_sel["params"] == src_sel["params"] and new_sel["bounds"] == src_sel["bounds"]
+    assert new_sel["replan_of"] == {"run": "src", "trial": src_sel["trial"]}
 
 
 def test_replan_choice_equals_a_recomputation_from_the_stored_trials(source):
@@ -165,7 +166,10 @@ def test_replan_onto_a_measured_target_measures_every_artifact_and_re_measures_t
 
 def test_replan_adds_trials_where_the_front_is_thin(source):
     root = source
-    (root / "thin.yaml").write_text(ESTIMATED.format(name="tiny_thin", bw=8, memory=0.3, p99=5))
+    # a memory budget that only the source's smallest trial meets (same device and workload: same figures)
+    sizes = sorted({t.user_attrs["memory_mb"] for t in _trials(root / "results" / "src")})
+    memory = (sizes[0] + sizes[1]) / 2 if len(sizes) > 1 else sizes[0] * 1.01
+    (root / "thin.yaml").write_text(ESTIMATED.format(name="tiny_thin", bw=8, memory=f"{memory:.6f}", p99=5))
     proc = cli(root, "replan", "src", "--target", str(root / "thin.yaml"), "--trials", "1", "--threads", "1")
     assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "on the front within the new budget (< 3)" in proc.stdout and "adding 1 trial(s)" in proc.stdout
