@@ -118,7 +118,8 @@ def _cmd_run(args) -> int:
             "task": (args.task if args.task in BUILTIN_LM_TASKS else str(Path(args.task).resolve())) if args.task
                     else None, "seed": args.seed,
             "threads": args.threads, "device": args.device, "trials": args.trials,
-            "storage": storages.redacted(args.storage)})  # no password in a shared folder: PGPASSWORD
+            "storage": storages.redacted(args.storage),  # no password in a shared folder: PGPASSWORD
+            **({"replan_of": prev["replan_of"]} if existing and prev.get("replan_of") else {})})
     # each process on a run seeds its sampler apart (two `--resume`s at once must not propose in lockstep)
     worker_id = claim_worker_id(RunDir(run_dir))
     print(f"run {run_dir.name}: target {target.path}, space {space.path}, task {task.source}, "
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     wrk.set_defaults(func=_cmd_worker, storage=None)
 
-    from .pareto import POLICIES
+    from .pareto import POLICIES, THIN_FRONT
 
     sel = sub.add_parser("select", help="choose the deploy candidate of a finished run", description=(
         "Re-select from a run's completed trials and rewrite selected.json, dashboard.html and model/. "
@@ -357,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpl.add_argument("--target", required=True, help="target YAML path, or a name in targets/")
     rpl.add_argument("--policy", choices=POLICIES, default="accuracy", help="as for select (default accuracy)")
     rpl.add_argument("--trials", type=int, default=None, help="when the front within the new budget is thin (fewer "
-                                                          "than 3 candidates), run this many new trials there "
+                                                          f"than {THIN_FRONT} candidates), run this many new trials there "
                                                           "(default: none)")
     rpl.add_argument("--run-id", default=None, help="name of the replan's folder (default: RUN.replan-<target>)")
     rpl.add_argument("--threads", type=int, default=None, help="training threads for --trials (default: the run's)")

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from . import budget_cost, confidence, pareto, report
 from .families.base import ModelShape
 from .objectives import ACCURACY, LATENCY, QUALITY, TPOT_P99, TTFT, Objective, constraints, for_budget
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_npy, atomic_write_text
 from .target import Target
 
 SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
@@ -119,7 +119,7 @@ def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend)
     """What `select` and `export` need later without re-preparing the task."""
     atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
     if not is_lm(budget):  # what each trial's predictions.npy is scored against (the accuracy bound)
-        atomic_write_bytes(rd.labels, _npy(prepared.val.labels.numpy()))
+        atomic_write_npy(rd.labels, prepared.val.labels.numpy())
     wl = target.workload
     common = {"target": target.name, "budget": budget, "task": prepared.task.source,
               "latency": target.device.latency, "threads": target.device.threads,
@@ -137,17 +137,9 @@ def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend)
     else:
         extra = {"classes": prepared.classes, "max_length": prepared.task.max_length,
                  "batch_size": wl.batch_size, "sequence_length": wl.sequence_length}
+    if rd.budget_json.is_file() and "replan_of" in rd.saved():  # a replan folder resumed with new trials stays one
+        common["replan_of"] = rd.saved()["replan_of"]
     atomic_write_json(rd.budget_json, {**common, **extra})
-
-
-def _npy(array) -> bytes:
-    import io
-
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def evidence(rd: RunDir, trial: int | None) -> dict | None:
@@ -164,10 +156,14 @@ def evidence(rd: RunDir, trial: int | None) -> dict | None:
     return out
 
 
-def vouching(rd: RunDir, budget: dict, teacher: dict):
-    """row -> the reasons its bounds miss a budget (confidence.py), for pareto.select."""
+def vouching(rd: RunDir, budget: dict, teacher: dict, latency_later: bool = False):
+    """row -> the reasons its bounds miss a budget (confidence.py), for pareto.select. latency_later: a measured
+    latency is bounded by select's re-measure (the search's runs are too few to bound a p99), not here."""
+    skip = for_budget(budget)[1].name if latency_later else None
+
     def vouch(row: dict) -> list[str]:
-        return confidence.problems(row_bounds(rd, row, budget, teacher), budget)
+        bounds = row_bounds(rd, row, budget, teacher)
+        return confidence.problems({k: v for k, v in bounds.items() if k != skip}, budget)
     return vouch
 
 
@@ -218,6 +214,11 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
         "budget_cost": budget_cost.summary(rows, budget),
         "target": target_name, "model_dir": None,
     }
+    if sel and saved.get("replan_of"):  # a replan numbers its trials afresh: name the source run's trial too
+        origin = study.trials[sel["trial"]].user_attrs.get("replan_of_trial")
+        selected["replan_of"] = {"run": saved["replan_of"], "trial": origin}
+        if origin is not None:
+            log(f"trial {sel['trial']} here is trial {origin} of {saved['replan_of']}")
     if sel and choice["meets_budget"]:
         selected["model_dir"] = str(atomic_replace_dir(lambda tmp: copy_model(sel, rd, saved["classes"], tmp),
                                                        rd.model_dir))
@@ -240,7 +241,7 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
     budget, notes, left = saved["budget"], [], list(rows)
     backend = backends.get(saved.get("backend", backends.DEFAULT))
     teacher = json.loads(rd.teacher_json.read_text())
-    vouch = vouching(rd, budget, teacher)
+    vouch = vouching(rd, budget, teacher, latency_later=saved["latency"] == "measured")
     while True:
         choice = pareto.select(left, budget, policy, vouch)
         if not choice["meets_budget"] or saved["latency"] != "measured":
@@ -256,7 +257,9 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
         problems = [f"{o.name} {fresh[o.name]:.2f} {o.unit} > budget {budget[o.budget_key]:g} {o.unit}"
                     for o in constraints(budget)[1:] if o.violation(fresh[o.name], budget[o.budget_key]) > 0]
         upper = fresh.get(f"{lat_name}_upper")
-        if upper is not None and upper > budget[for_budget(budget)[1].budget_key]:
+        if upper is None:  # nothing unvouched ships
+            problems.append(f"{lat_name}: no upper bound ({fresh['latency_bound_method']})")
+        elif upper > budget[for_budget(budget)[1].budget_key]:
             problems.append(f"{lat_name} upper bound {upper:.2f} ms > budget ({fresh['latency_bound_method']})")
         problems += ["too noisy to trust"] if noisy else []
         if not problems:
@@ -286,7 +289,7 @@ def _remeasure(backend, artifact: Path, saved: dict, runner) -> tuple[dict, bool
     lat = backend.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
                                   rounds=10, runs_per_round=50, runner=runner)
     upper, how = (confidence.measured_latency_bound(lat.times_ms, level) if lat.times_ms
-                  else (None, "the probe returned no per-run times"))
+                  else (None, "the probe returned no per-run times: cannot vouch"))
     return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
              "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},
             lat.noisy, lat.detail)

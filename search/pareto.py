@@ -48,7 +48,8 @@ def _trade(a: dict, b: dict, objectives) -> str:
 
 
 TRADE_SUFFIX = {"p99_latency_ms": " p99", "tpot_p99_ms": " p99 per output token"}
-POLICIES = ("accuracy", "latency", "memory", "knee")  # "accuracy": the best quality objective
+POLICIES = ("accuracy", "latency", "memory", "knee")
+THIN_FRONT = 3  # fewer candidates than this on the front within a budget: the front is thin there (replan)  # "accuracy": the best quality objective
 
 
 def _knee_distance(rows: list[dict], objectives) -> dict:

@@ -21,7 +21,7 @@ from .families.base import Family, Importance, Limits, ModelShape
 from .locks import latency_lease
 from .measure import memory, roofline
 from .measure.latency import Latency
-from .run_dir import PREDICTIONS
+from .run_dir import PREDICTIONS, atomic_write_npy
 from .space import Space, check_against_teacher, values
 from .target import Target
 from .tasks.teacher import Prepared
@@ -190,7 +190,7 @@ def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantPa
     wl, val = ctx.target.workload, ctx.prepared.val
     outputs = ctx.backend.outputs(path, val, ctx.threads)
     scores = ctx.task_type.evaluate(outputs, val.labels.numpy())
-    np.save(path.parent / PREDICTIONS, outputs.argmax(-1).astype(np.int32))  # the paired accuracy bound's evidence
+    atomic_write_npy(path.parent / PREDICTIONS, outputs.argmax(-1).astype(np.int32))  # the accuracy bound's evidence
     weights = ctx.backend.weight_bytes(path)
     activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
     lat = latency_of(ctx, shape, quant, sparse_2_4, path)
@@ -200,7 +200,7 @@ def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantPa
     upper, bound_method = confidence.latency_bound(lat.p99_ms, lat.times_ms, lat.source, ctx.target.device,
                                                    ctx.target.budget.confidence)
     return {"p99_latency_ms_upper": upper, "latency_bound_method": bound_method, "shape": asdict(shape),
-            "eval_examples": len(val),**scores, "memory_mb": memory_mb, "weight_mb": weights / memory.MB,
+            "eval_examples": len(val), **scores, "memory_mb": memory_mb, "weight_mb": weights / memory.MB,
             "activation_mb_estimated": activations / memory.MB, "peak_rss_mb": lat.peak_rss_mb,
             "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
             "latency_noisy": lat.noisy, "latency_source": lat.source, "latency_detail": lat.detail}

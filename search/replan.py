@@ -22,12 +22,13 @@ from . import backends, confidence, outputs, pareto
 from .candidate import Candidate, DistillParams, PruneParams, QuantParams
 from .errors import ConfigError
 from .families.base import ModelShape
+from .locks import latency_lease
 from .measure import memory, roofline
 from .objectives import for_budget
 from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file
 from .target import Target
 
-MIN_FRONT = 3  # fewer candidates than this on the front within the new budget: the front is thin there
+MIN_FRONT = pareto.THIN_FRONT
 PRICED = ("memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb", "p50_latency_ms", "p99_latency_ms",
           "latency_spread", "latency_noisy", "latency_source", "latency_detail", "p99_latency_ms_upper",
           "latency_bound_method")  # what a replan measures or estimates again; everything else carries over
@@ -61,7 +62,7 @@ def candidate(attrs: dict) -> Candidate:
 
 
 def price(attrs: dict, shape: ModelShape, quant: QuantParams, sparse_2_4: bool, artifact: Path, target: Target,
-          backend, teacher_shape: ModelShape) -> dict:
+          backend, teacher_shape: ModelShape, locks: Path) -> dict:
     """Memory and latency of one stored artifact on `target`, with the latency's upper bound."""
     wl, dev = target.workload, target.device
     activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length) / memory.MB
@@ -69,8 +70,9 @@ def price(attrs: dict, shape: ModelShape, quant: QuantParams, sparse_2_4: bool, 
         lat = roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
         mem = attrs["weight_mb"] + activations
     else:  # the inputs a student accepts are the teacher's (its tokenizer)
-        lat = backend.measure_latency(artifact, teacher_shape, wl.batch_size, wl.sequence_length, dev.threads,
-                                      runner=dev.runner)
+        with latency_lease(locks, dev.runner):  # one measurement per host/device at a time, as in a run
+            lat = backend.measure_latency(artifact, teacher_shape, wl.batch_size, wl.sequence_length, dev.threads,
+                                          runner=dev.runner)
         mem = lat.peak_rss_mb
     upper, how = confidence.latency_bound(lat.p99_ms, lat.times_ms, lat.source, dev, target.budget.confidence)
     return {"memory_mb": mem, "weight_mb": attrs["weight_mb"], "activation_mb_estimated": activations,
@@ -100,9 +102,13 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
     _check(src, saved, target)
     teacher = json.loads(src.teacher_json.read_text())
     budget = outputs.resolved_budget(target, teacher)
+    for folder in (src.teacher_dir, src.tokenizer_dir):
+        if not folder.is_dir():
+            raise ConfigError(folder, "RUN", "missing: was the run folder pruned? replan needs every stored artifact")
     backend = backends.get(saved.get("backend", backends.DEFAULT))
     teacher_shape = _as_shape(saved["teacher_shape"])
-    old = optuna.load_study(study_name=STUDY_NAME, storage=src.study_url)
+    locks = src.root.parent / "cache" / "locks"  # the run's own convention (study.run): results/cache/locks
+    old = outputs.load_study(src.root)  # the run's own storage (SQLite in its folder, or the shared one it named)
     done = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     how = "estimating" if target.device.latency == "estimated" else "measuring"
     log(f"replan of {src.name} for {target.name}: {how} {len(done)} completed trials and the teacher "
@@ -110,13 +116,16 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
 
     teacher_priced = {**teacher, **price(teacher, _as_shape(teacher.get("shape", saved["teacher_shape"])),
                                          QuantParams(bits=32), False, src.teacher_dir / saved["artifact_name"],
-                                         target, backend, teacher_shape)}
+                                         target, backend, teacher_shape, locks)}
     priced = []
     for t in done:
         a = t.user_attrs
+        if not src.artifact(t.number).is_file() or "recipe" not in a:
+            raise ConfigError(src.trial_dir(t.number), "RUN", "no artifact or recipe for this completed trial: was "
+                                                              "the run folder pruned? replan needs every one")
         cand = candidate(a)
         metrics = price(a, trial_shape(a, teacher_shape), cand.quant, cand.prune.type == "2:4",
-                        src.artifact(t.number), target, backend, teacher_shape)
+                        src.artifact(t.number), target, backend, teacher_shape, locks)
         priced.append((t, {**a, **metrics, "replan_of_trial": t.number}))
 
     def fill(tmp: Path) -> None:
@@ -140,7 +149,9 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
         study.set_metric_names([o.name for o in for_budget(budget)])
         for number, (t, attrs) in enumerate(priced):  # trial numbers follow the order of the source's
             link_copy(src.trial_dir(t.number), rd.trial_dir(number))
-            attrs = {**attrs, "artifact": str(rd.trial_dir(number) / saved["artifact_name"])}
+            attrs = {**attrs, "artifact": str(out / "trials" / f"{number:04d}" / saved["artifact_name"])}
+            attrs.pop("same_recipe_as_trial", None)  # the source's numbering; replan_of_trial says where it came from
+            attrs.pop("retry_of", None)
             study.add_trial(optuna.trial.create_trial(
                 state=TrialState.COMPLETE, values=[attrs[o.name] for o in for_budget(budget)], params=t.params,
                 # through JSON: the storage wants its own distribution objects
@@ -165,14 +176,11 @@ def replan(source_dir: Path, target: Target, out: Path, policy: str, log=print) 
     """Build the replan folder and select in it: (selected.json's content, the folder, seconds taken)."""
     t0 = time.perf_counter()
     if out.exists():
+        if not RunDir(out).selected_json.is_file():
+            raise ConfigError(out, "--run-id", f"exists but is incomplete (no selected.json): `python -m search "
+                                               f"select {out.name}` finishes it, or delete it and replan again")
         raise ConfigError(out, "--run-id", "already exists: `select`, `report` or `export` it, add trials with "
                                            f"`run --resume {out.name} --trials N`, or give another --run-id")
     rd = build(source_dir, target, out, log=log)
-    study = outputs.load_study(rd.root)
-    selected = outputs.finish(study, rd, policy=policy, log=log)
-    if selected["trial"] is not None:  # the replan numbers its trials afresh: name the source's trial too
-        origin = study.trials[selected["trial"]].user_attrs["replan_of_trial"]
-        selected["replan_of"] = {"run": Path(source_dir).name, "trial": origin}
-        atomic_write_json(rd.selected_json, selected)
-        log(f"trial {selected['trial']} here is trial {origin} of {Path(source_dir).name}")
+    selected = outputs.finish(outputs.load_study(rd.root), rd, policy=policy, log=log)
     return selected, rd, time.perf_counter() - t0

@@ -36,6 +36,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_npy(path: Path, array) -> Path:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_json(path: Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 

@@ -128,10 +128,10 @@ def _number_or_map(value):
 
 def _calibrated_error(fit: dict, path: Path, spec: DeviceSpec) -> dict:
     """The calibration's own out-of-sample error replaces an assumed one (not one the target file states)."""
-    if "abs_error_pct_q95" not in fit or not spec.latency_error_source.startswith("assumed"):
+    if "slowdown_pct_q95" not in fit or not spec.latency_error_source.startswith("assumed"):
         return {}
-    return {"latency_error_pct": float(fit["abs_error_pct_q95"]),
-            "latency_error_source": f"calibrated: 95th percentile of the out-of-sample |error| over "
+    return {"latency_error_pct": float(fit["slowdown_pct_q95"]),
+            "latency_error_source": f"calibrated: 95th percentile of measured / estimated - 1, out-of-sample over "
                                     f"{fit['candidates']} artifacts ({path.name})"}
 
 

@@ -178,7 +178,8 @@ def test_remeasured_candidate_over_budget_is_dropped(files, monkeypatch):
     def fake(self, artifact, *args, **kwargs):  # the first choice comes back slow, any other within budget
         calls.append(artifact)
         slow = f"{first:04d}" in str(artifact)
-        return Latency(p50_ms=1.0, p99_ms=1e6 if slow else 1.0, spread=0.0, source="measured", detail="fake")
+        p99 = 1e6 if slow else 1.0
+        return Latency(p50_ms=1.0, p99_ms=p99, spread=0.0, source="measured", detail="fake", times_ms=(p99,) * 500)
 
     monkeypatch.setattr(OnnxRuntime, "measure_latency", fake)
     choice = outputs.select_confirmed(rows, RunDir(run), saved, "accuracy", log=lambda s: None)
