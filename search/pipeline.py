@@ -45,6 +45,7 @@ class Context:
     unk_id: int = 0
     calibration_labels: torch.Tensor | None = None  # labels of the calibration examples (gradient importance)
     backend: Backend | None = None
+    space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
 
     @property
     def family(self) -> Family:
@@ -120,19 +121,52 @@ def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, thre
         raise ConfigError(space.path, "-", "a language-model space was given for a classification task; use "
                                            "--space default or a space with distill/prune/quant sections")
     check_against_teacher(space, prepared.family.limits(prepared.family.shape_of(prepared.teacher)))
-    ctx = make_context(prepared, target, cache_dir, threads, seed)
+    ctx = replace(make_context(prepared, target, cache_dir, threads, seed), space=space)
     check_feasible_at_all(ctx, space)
     return ctx
 
 
 def resolve(ctx: Context, cand: Candidate) -> Candidate:
-    """A classification recipe builds what it says."""
+    """The recipe as it builds: knob values that build the same model are written one way, so that two trials are
+    one recipe exactly when they build one model (the study de-duplicates by the resolved recipe). A weight-only
+    high-precision fraction keeps round(fraction x layers) layers at 8 bits: 0.25 of 2 layers keeps none."""
+    q = cand.quant
+    if q.high_precision_fraction:
+        kept_high = round(q.high_precision_fraction * cand.distill.layers)
+        cand = replace(cand, quant=replace(q, high_precision_fraction=kept_high / cand.distill.layers))
     return cand
 
 
+STARTUP_DRAWS = 400  # random recipes drawn at most to find them: screening costs microseconds, training minutes
+
+
 def warm_start(ctx: Context, trials: int) -> list[dict]:
-    """No recipes enqueued before sampling: the sampler's random start-up trials cover the space."""
-    return []
+    """The study's random start-up, drawn from the feasible region only: random recipes of the space (the same
+    random sampler and seed the study's TPE would start with) screened by shape before any training, the first
+    distinct ones the budget admits kept. A screened-out start-up trial teaches the sampler little, and each one
+    would cost an ask; without a budget that rejects anything these are exactly the recipes TPE's own start-up
+    would have drawn."""
+    import optuna
+
+    from .study import STARTUP_TRIALS
+
+    if ctx.space is None:
+        return []
+    want = min(STARTUP_TRIALS, trials)
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=ctx.seed),
+                                  directions=["maximize"])  # in memory: only its draws matter
+    starts, seen = [], set()
+    for _ in range(STARTUP_DRAWS):
+        if len(starts) == want:
+            break
+        trial = scratch.ask()
+        cand = resolve(ctx, ctx.space.suggest(trial, ctx.limits))
+        scratch.tell(trial, 0.0)
+        if cand in seen or screen(ctx, cand)[1]:
+            continue
+        seen.add(cand)
+        starts.append(dict(trial.params))
+    return starts
 
 
 def kept(n: int, ratio: float) -> int:
@@ -184,6 +218,16 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
         if lat.p99_ms > budget.p99_latency_ms:
             reasons.append(f"estimated p99 {lat.p99_ms:.2f} ms > budget {budget.p99_latency_ms} ms")
     return predicted, reasons
+
+
+def predicted_violations(ctx: Context, predicted: dict) -> dict:
+    """By how much a screened-out recipe is predicted to miss each resource budget (objective names, as the
+    study's constraints of completed trials; quality is unknown before training and claims nothing)."""
+    budget = ctx.target.budget
+    out = {"memory_mb": predicted["predicted_memory_mb"] - budget.memory_mb}
+    if "predicted_p99_latency_ms" in predicted:
+        out["p99_latency_ms"] = predicted["predicted_p99_latency_ms"] - budget.p99_latency_ms
+    return out
 
 
 def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantParams, sparse_2_4: bool) -> dict:

@@ -194,6 +194,17 @@ def screen(ctx: LMContext, recipe: LMRecipe) -> tuple[dict, list[str]]:
     return predicted, reasons
 
 
+def predicted_violations(ctx: LMContext, predicted: dict) -> dict:
+    """By how much a screened-out recipe is predicted to miss each budget (as pipeline.predicted_violations)."""
+    budget = ctx.target.budget
+    out = {"memory_mb": predicted["predicted_memory_mb"] - budget.memory_mb}
+    if "predicted_tpot_p99_ms" in predicted:
+        out["tpot_p99_ms"] = predicted["predicted_tpot_p99_ms"] - budget.tpot_p99_ms
+    if "predicted_ttft_ms" in predicted and budget.ttft_ms is not None:
+        out["ttft_ms"] = predicted["predicted_ttft_ms"] - budget.ttft_ms
+    return out
+
+
 def _check_feasible_at_all(ctx: LMContext) -> None:
     """The smallest recipe the space allows (most layers dropped, narrowest cuts, smallest types): if it does not
     fit the memory or speed budget, nothing will."""

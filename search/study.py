@@ -25,6 +25,9 @@ from .space import Space
 from .target import Target
 
 
+STARTUP_TRIALS = 8  # TPE's random start-up (a pipeline's warm start may fill it with screened recipes)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     trials: int  # completed trials to reach (over every worker of the run)
@@ -79,7 +82,7 @@ def _fail_dead_trials(study, log) -> None:
 
 def pipeline_for(prepared):
     """The pipeline of the task's type: classification (pipeline.py) or language models (pipeline_lm.py). Both
-    offer prepare_run, warm_start, resolve, screen, run_candidate and measure_teacher."""
+    offer prepare_run, warm_start, resolve, screen, predicted_violations, run_candidate and measure_teacher."""
     from . import pipeline, pipeline_lm
     from .tasks.lm import PreparedLM
 
@@ -124,13 +127,13 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         for params in starts:
             study.enqueue_trial(params, user_attrs={"warm_start": True})
         if starts:
-            log(f"warm start: {len(starts)} recipe(s) first ({', '.join(map(str, starts))})")
+            log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
     # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
     # worker id); constant liar: running trials count as bad, so concurrent workers spread out
     study.sampler = optuna.samplers.TPESampler(
         seed=settings.seed + settings.worker_id + (len(study.trials) if resume else 0), multivariate=True,
-        group=True, n_startup_trials=min(8, settings.trials), constant_liar=True)
+        group=True, n_startup_trials=min(STARTUP_TRIALS, settings.trials), constant_liar=True)
     start = time.perf_counter()
     os_failures: list[str] = []  # the last trial's write failure, if it had one
 
@@ -163,6 +166,11 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         head = f"[trial {trial.number:3d} | {n_done}/{settings.trials} done | {time.perf_counter() - start:5.0f} s]"
         if reasons:
+            # the predicted misses as the trial's constraints: Optuna's TPE ranks a pruned trial *without*
+            # constraints among the good ones while few trials have completed, and one with violated
+            # constraints last, nearer misses first; so the sampler learns the budget from what it screened out
+            for key, value in pipe.predicted_violations(ctx, predicted).items():
+                trial.set_constraint(key, float(value))
             trial.set_user_attr("reason", "rejected before training: " + "; ".join(reasons))
             log(f"{head} {cand.label():34s} rejected before training: {'; '.join(reasons)}")
             raise optuna.TrialPruned(trial.user_attrs["reason"])

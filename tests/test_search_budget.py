@@ -1,0 +1,107 @@
+"""The search learns the budget: start-up recipes are screened before they are asked for, screened-out recipes
+tell the sampler by how much they missed, and recipes that build the same model are one recipe."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+
+from conftest import write_tiny_task
+from search import pipeline, pipeline_lm
+from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = """distill:
+  layers: {low: 1, high: 2}
+  hidden: {low: 32, high: 64, step: 32}
+  heads: {low: 1, high: 2}
+  ffn: {low: 64, high: 128, step: 64}
+  temperature: 2.0
+  alpha: 0.5
+  epochs: 1
+prune:
+  type: [none]
+  ratio: 0.0
+  recovery_steps: 0
+quant:
+  bits: [32, 8]
+  group_size: [32]
+  activations: [dynamic_int8]
+"""
+# students of this teacher are predicted at about 0.05-0.3 MB: a 0.06 MB budget screens out most of the space
+TARGET = """name: tiny_tight
+device:
+  latency: estimated
+  memory_mb: 4096
+  memory_bandwidth_gbps: 8
+  peak_tops: {fp32: 0.2, int8: 0.8}
+workload: {batch_size: 1, sequence_length: 16}
+budget:
+  memory_mb: 0.06
+  p99_latency_ms: 50
+  accuracy_floor: {max_drop: 0.5}
+"""
+
+
+def _cand(layers: int, fraction: float) -> Candidate:
+    return Candidate(DistillParams(layers=layers, hidden=64, heads=2, ffn=128), PruneParams(),
+                     QuantParams(bits=4, group_size=32, high_precision_fraction=fraction))
+
+
+def test_recipes_that_build_the_same_model_resolve_to_one():
+    ctx = SimpleNamespace()
+    # 0.25 of 2 layers keeps round(0.5) = 0 layers at 8 bits: the same model as no high-precision layers
+    assert pipeline.resolve(ctx, _cand(2, 0.25)) == pipeline.resolve(ctx, _cand(2, 0.0))
+    assert pipeline.resolve(ctx, _cand(2, 0.5)).quant.high_precision_fraction == 0.5
+    assert pipeline.resolve(ctx, _cand(3, 0.25)) == pipeline.resolve(ctx, _cand(3, 1 / 3))  # 1 of 3 layers
+    assert pipeline.resolve(ctx, _cand(4, 0.25)) != pipeline.resolve(ctx, _cand(4, 0.5))
+
+
+def test_predicted_violations_name_the_budgets_a_screened_recipe_misses():
+    budget = SimpleNamespace(memory_mb=16, p99_latency_ms=1.0, tpot_p99_ms=50, ttft_ms=None)
+    ctx = SimpleNamespace(target=SimpleNamespace(budget=budget))
+    got = pipeline.predicted_violations(ctx, {"predicted_memory_mb": 18.1, "predicted_p99_latency_ms": 2.9})
+    assert got == {"memory_mb": 18.1 - 16, "p99_latency_ms": 2.9 - 1.0}
+    assert pipeline.predicted_violations(ctx, {"predicted_memory_mb": 10}) == {"memory_mb": -6}  # measured latency
+    lm = pipeline_lm.predicted_violations(ctx, {"predicted_memory_mb": 20, "predicted_tpot_p99_ms": 40,
+                                                "predicted_ttft_ms": 900})
+    assert lm == {"memory_mb": 4, "tpot_p99_ms": -10}  # no time-to-first-token budget: not a constraint
+
+
+def test_start_up_trials_are_drawn_from_the_feasible_region_only(tmp_path):
+    task = write_tiny_task(tmp_path / "task")
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "target.yaml").write_text(TARGET)
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results")}
+    proc = subprocess.run([sys.executable, "-m", "search", "run", "--target", str(tmp_path / "target.yaml"),
+                           "--space", str(tmp_path / "space.yaml"), "--task", str(task), "--trials", "3",
+                           "--threads", "1", "--run-id", "r"], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=600)
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "warm start: 3 recipe(s) first, each screened within the budget" in proc.stdout
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'results' / 'r' / 'study.db'}")
+    trials = study.get_trials(deepcopy=False)
+    # one ask per completed trial: nothing was proposed that the screen had to throw away
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert all(t.user_attrs["warm_start"] for t in trials)
+    assert all(t.user_attrs["predicted_memory_mb"] <= 0.06 for t in trials)
+    assert len({str(t.user_attrs["recipe"]) for t in trials}) == 3  # three different models
+    # the study's own random start-up (same sampler, same seed) would have asked for other recipes first: the
+    # warm start skipped those the screen rejects
+    from search import families
+    from search.space import load_space
+
+    space, limits = load_space(str(tmp_path / "space.yaml")), families.get("bert_cls").limits_from_config(
+        task.parent / "teacher")
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), directions=["maximize"])
+    draws = []
+    for _ in range(3):
+        t = scratch.ask()
+        space.suggest(t, limits)
+        scratch.tell(t, 0.0)
+        draws.append(t.params)
+    assert draws != [t.params for t in trials]
