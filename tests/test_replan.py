@@ -101,6 +101,14 @@ def test_replan_onto_the_run_own_target_reproduces_its_figures_and_choice(source
     assert new_sel["meets_budget"] == src_sel["meets_budget"]
     assert new_sel["params"] == src_sel["params"] and new_sel["bounds"] == src_sel["bounds"]
     assert new_sel["replan_of"] == {"run": "src", "trial": src_sel["trial"]}
+    # a replan folder is a run folder: export ships from it (this generous budget is always met)
+    assert new_sel["meets_budget"], new_sel["why"]
+    proc = cli(root, "export", "same", "--out", str(root / "ship"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Confidence bounds" in (root / "ship" / "DEPLOY.md").read_text()
+    # a second `select` on it keeps naming the source's trial
+    assert cli(root, "select", "same").returncode == 0
+    assert json.loads((root / "results" / "same" / "selected.json").read_text())["replan_of"] == new_sel["replan_of"]
 
 
 def test_replan_choice_equals_a_recomputation_from_the_stored_trials(source):
@@ -143,14 +151,13 @@ def test_replan_choice_equals_a_recomputation_from_the_stored_trials(source):
     assert got["params"] == (want["selected"]["params"] if want["selected"] else None)
     assert got["budget"]["memory_mb"] == 1.0 and got["target"] == "tiny_tight"
     assert set(got["budget_cost"]) == {"p99_latency_ms", "memory_mb"}
-    # a replan folder is a run folder: export ships from it when something met the budget
-    if got["meets_budget"]:
-        proc = cli(root, "export", "src.replan-tiny_tight", "--out", str(root / "ship"))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "Confidence bounds" in (root / "ship" / "DEPLOY.md").read_text()
-    # asking again for the same folder is refused in one line, naming what to do
+    # asking again for the same folder is refused in one line, naming what to do; an interrupted one is named so
     again = cli(root, "replan", "src", "--target", str(root / "tight.yaml"))
     assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.splitlines()) == 1
+    (out / "selected.json").rename(out / "selected.json.bak")  # as a replan killed before it selected leaves it
+    again = cli(root, "replan", "src", "--target", str(root / "tight.yaml"))
+    assert again.returncode == 2 and "incomplete" in again.stderr and f"select {out.name}" in again.stderr
+    (out / "selected.json.bak").rename(out / "selected.json")
 
 
 def test_replan_onto_a_measured_target_measures_every_artifact_and_re_measures_the_choice(source):
