@@ -111,7 +111,7 @@ def quant_label(q: QuantParams) -> str:
     if q.scheme is Scheme.INT8_STATIC:
         return "int8-static" + (f" sq{q.smooth_alpha:g}" if q.smooth_alpha else "")
     group = "C" if q.group_size == "channel" else q.group_size
-    mixed = f"+{q.high_precision_fraction:g}@8" if q.high_precision_fraction else ""
+    mixed = f"+{q.high_precision_fraction:.2g}@8" if q.high_precision_fraction else ""
     method = "" if q.method == "rtn" else f" {q.method}"
     method += f" qat{q.qat_steps}" if q.qat_steps else ""
     return f"w{q.bits}g{group}{mixed}{method}"

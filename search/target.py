@@ -43,6 +43,7 @@ class DeviceSpec:
     # comes from (the calibration's out-of-sample error, the target file, or the assumed default)
     latency_error_pct: float | None = None
     latency_error_source: str = ""
+    fitted_kernels: tuple = ()  # kernel classes a calibration fitted (measure/calibrate.py); others are assumed
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
                        op_overhead_us=_number_or_map(fit["op_overhead_us"]),
                        run_overhead_us=_number_or_map(fit.get("run_overhead_us", 0.0)),
                        calibration=f"calibrated on {fit['measured_runs']} measured artifacts ({path.name})",
+                       # older files list no classes: those it has factors for are the ones it fitted
+                       fitted_kernels=tuple(fit.get("kernel_classes", fit["compute_efficiency"])),
                        **_calibrated_error(fit, path, spec))
     except (ValueError, KeyError, TypeError) as exc:
         from .errors import ConfigError

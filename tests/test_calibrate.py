@@ -36,3 +36,20 @@ def test_calibration_file_overrides_assumed_factors(tmp_path):
 
     with pytest.raises(ConfigError, match="dev.calibration.json: -: unreadable calibration"):
         load_target(str(target))
+
+
+def test_only_the_kernel_classes_measured_are_fitted_and_the_others_say_assumed():
+    from search.bench.latency import bench_shape
+    from search.candidate import QuantParams
+
+    device = load_target("local_cpu", calibrated=False).device
+    cases = [{"shape": s, "quant": q, "batch": 1, "seq": 128} for s, q in random_shapes(12, seed=2)
+             if q.bits in (32, 4)]
+    measured = [roofline.estimate(c["shape"], c["quant"], device, 1, 128).p50_ms for c in cases]
+    fitted = calibrate.fit(cases, measured, device, steps=50)
+    assert set(fitted.fitted_kernels) == {"fp32", "w4"} == set(fitted.compute_efficiency)
+    fitted = replace(fitted, calibration="calibrated on 12 measured artifacts (test)")
+    shape = bench_shape(2, 256, 4, 512)
+    assert "not calibrated" not in roofline.estimate(shape, QuantParams(4, 32), fitted, 1, 128).detail
+    assert "kernel class w2 not calibrated: assumed" in roofline.estimate(shape, QuantParams(2, 64), fitted, 1,
+                                                                         128).detail

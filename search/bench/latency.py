@@ -63,12 +63,27 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: 
     frame.to_csv(out_dir / "latency.csv", index=False)
     calibration = {"compute_efficiency": fitted.compute_efficiency, "bandwidth_efficiency": fitted.bandwidth_efficiency,
                    "op_overhead_us": fitted.op_overhead_us, "run_overhead_us": fitted.run_overhead_us,
-                   "measured_runs": summary["fitted_on"],
-                   "fitted": time.strftime("%Y-%m-%d"), **summary}
+                   "measured_runs": summary["fitted_on"], "kernel_classes": list(fitted.fitted_kernels),
+                   "code_version": _code_version(), "fitted": time.strftime("%Y-%m-%d"), **summary}
     calibration_path(target.path).write_text(json.dumps(calibration, indent=2))
     (out_dir / "latency.md").write_text(_markdown(frame, summary, calibration))
     log(_markdown(frame, summary, calibration))
     return frame
+
+
+def _code_version() -> str:
+    """The commit the predictor and the probe were at when fitted (a fit belongs to the code that made it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "search"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return (head + ("+uncommitted" if dirty else "")) if head else "unknown (no git)"
 
 
 def _random_features(model, shape: ModelShape, n: int, seq: int, seed: int) -> dict:

@@ -60,6 +60,10 @@ def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: i
         total_s += max(op["flops"] / peak, op["bytes"] / bandwidth) + overhead_us(device, quant) * 1e-6
     p50 = (total_s + _by_kernel(device.run_overhead_us, quant, 0.0) * 1e-6) * 1e3
     how = device.calibration or "assumed, uncalibrated factors"
+    kernels = {op["kernel"] for op in ops if "kernel" in op} | {_precision(quant)[1]}
+    unfitted = sorted(k for k in kernels if device.calibration and k not in device.fitted_kernels)
+    if unfitted:  # efficiency() falls back to another class's factor: say the estimate rests on that assumption
+        how += f"; kernel class {', '.join(unfitted)} not calibrated: assumed"
     return Latency(p50_ms=p50, p99_ms=p50 * device.tail_factor, spread=0.0, source="estimated",
                    detail=f"roofline over {len(ops)} ops ({how}); compute efficiency {device.compute_efficiency}, "
                           f"bandwidth efficiency {device.bandwidth_efficiency}, {overhead_us(device, quant):.1f} us/op, "
