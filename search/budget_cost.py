@@ -66,3 +66,34 @@ def summary(rows: list[dict], budget: dict) -> dict:
     """For selected.json: every resource's curve and its sentence."""
     text = lines(rows, budget)
     return {o.name: {"curve": curve(rows, budget, o), "text": text[o.name]} for o in constraints(budget)[1:]}
+
+
+def out_of_reach(rows: list[dict], budget: dict, spent_s: float | None = None) -> list[str]:
+    """When no candidate meets every budget: what the best one within the resource budgets reached, which single
+    resource budget would have to move, and by how much, to admit a candidate at the quality limit (from the
+    trials run), and the training and measuring time spent."""
+    quality = for_budget(budget)[0]
+    resources = constraints(budget)[1:]
+    limit = budget[quality.budget_key]
+    within = [r for r in rows if all(o.violation(r["metrics"][o.name], budget[o.budget_key]) <= 0 for o in resources)]
+    out = []
+    if within:
+        best = max(within, key=lambda r: quality.sign * r["metrics"][quality.name])
+        q = best["metrics"][quality.name]
+        out.append(f"best within the resource budgets: trial {best['trial']}, {quality.name} {q:.4f} "
+                   f"({_quality_delta(quality, q - limit)} from the {'floor' if quality.sign > 0 else 'ceiling'} "
+                   f"{limit:.4f})")
+    else:
+        out.append("no candidate met the resource budgets at all")
+    for o in resources:
+        admits = [s for s in curve(rows, budget, o) if quality.violation(s["quality"], limit) <= 0]
+        if admits:
+            s = admits[0]
+            out.append(f"{o.name} would have to move from {budget[o.budget_key]:g} to {s['limit']:.2f} {o.unit} "
+                       f"({s['limit'] - budget[o.budget_key]:+.2f}), the others held, to admit trial {s['trial']} at "
+                       f"{quality.name} {s['quality']:.4f}")
+        else:
+            out.append(f"no trial reaches the {quality.name} limit within the other budgets at any {o.name} budget")
+    if spent_s is not None:
+        out.append(f"spent on training and measuring: {spent_s / 60:.1f} min over {len(rows)} completed trials")
+    return out

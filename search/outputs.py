@@ -203,6 +203,9 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     teacher = json.loads(rd.teacher_json.read_text())
     rows = completed_rows(study, budget)
     choice = select_confirmed(rows, rd, saved, policy, log)
+    if rows and not any(pareto.feasible(r["metrics"], budget) for r in rows):  # say what it would take
+        spent = sum(t.user_attrs.get("elapsed_s", 0.0) for t in study.get_trials(deepcopy=False))
+        choice["why"] = choice["why"] + budget_cost.out_of_reach(rows, budget, spent)
     sel = choice["selected"]
     selected = {
         "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,

@@ -206,6 +206,9 @@ def test_select_with_no_feasible_candidate_exits_3_and_names_the_budget(files, t
     selected = json.loads((run / "selected.json").read_text())
     assert not selected["meets_budget"] and selected["model_dir"] is None
     assert "no candidate met memory_mb at all" in selected["why"][0] and selected["why"][1].startswith("closest")
+    # what it would take: the budget to move and by how much, and what the search spent
+    assert any(w.startswith("memory_mb would have to move from 1e-06 to") for w in selected["why"])
+    assert selected["why"][-1].startswith("spent on training and measuring:")
 
 
 def test_optuna_dashboard_reads_the_storage(files):
