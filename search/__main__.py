@@ -58,6 +58,7 @@ def _cmd_run(args) -> int:
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
         args.storage = prev.get("storage")
+        args.strategy = prev.get("strategy", "search")
         args.device = args.device or prev.get("device")  # given again: this machine's choice
         # the same run goes on: its trial count and threads unless given again
         args.trials = args.trials if args.trials is not None else prev.get("trials", DEFAULT_TRIALS)
@@ -119,6 +120,7 @@ def _cmd_run(args) -> int:
                     else None, "seed": args.seed,
             "threads": args.threads, "device": args.device, "trials": args.trials,
             "storage": storages.redacted(args.storage),  # no password in a shared folder: PGPASSWORD
+            "strategy": args.strategy,
             **({"replan_of": prev["replan_of"]} if existing and prev.get("replan_of") else {})})
     # each process on a run seeds its sampler apart (two `--resume`s at once must not propose in lockstep)
     worker_id = claim_worker_id(RunDir(run_dir))
@@ -135,7 +137,7 @@ def _cmd_run(args) -> int:
         prepared = prepare(task, RESULTS_DIR / "cache", log=say, frame=frame)
     settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
                            seed=args.seed, threads=args.threads, storage=args.storage, worker_id=worker_id,
-                           join=bool(join))
+                           join=bool(join), strategy=args.strategy)
     if join:
         print(f"worker {worker_id} joins run {run_dir.name} ({storages.study_name(RunDir(run_dir), args.storage)} "
               f"in {(args.storage or 'the run folder').split('@')[-1]})", flush=True)
@@ -226,7 +228,7 @@ def _cmd_replan(args) -> int:
         done = len(completed_rows(load_study(rd.root), selected["budget"]))
         return _cmd_run(SimpleNamespace(resume=rd.name, join=None, trials=done + args.trials, threads=args.threads,
                                         device=args.device, run_id=None, timeout_min=None, target=None, space=None,
-                                        task=None, seed=0, storage=None))
+                                        task=None, seed=0, storage=None, strategy="search"))
     if is_thin:
         say(f"to add trials there: python -m search run --resume {rd.name} --trials N (or replan with --trials N)")
     return 0 if selected["meets_budget"] else 3
@@ -275,6 +277,13 @@ def _cmd_bench(args) -> int:
         from .bench import published
 
         published.run(out, log=lambda s: print(s, flush=True))
+    elif args.what == "search":
+        from .bench import search as bench_search
+
+        tasks = [None if t == "default" else t for t in (args.tasks or ["default"])]
+        bench_search.run(tasks, args.target if args.target != "local_cpu" else "jetson_orin", args.seeds,
+                         args.minutes, args.threads, out, RESULTS_DIR, space=args.space,
+                         log=lambda s: print(s, flush=True))
     elif args.what == "llm":
         from .bench import llm
 
@@ -316,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "torch sees a GPU, else cpu (default auto); measurement is always the target's")
     run.add_argument("--run-id", default=None, help="name of the results directory (default: target-time)")
     run.add_argument("--resume", default=None, metavar="RUN", help="continue results/RUN with its saved inputs")
+    from .strategies import STRATEGIES
+
+    run.add_argument("--strategy", default="search", choices=STRATEGIES, help=argparse.SUPPRESS)  # bench search
     run.set_defaults(func=_cmd_run)
 
     wrk = sub.add_parser("worker", help="join a run as one more worker (shared storage and results folder)",
@@ -327,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("--threads", type=int, default=None, help="training threads on this machine (default: the run's)")
     wrk.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="training device here")
     wrk.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    wrk.set_defaults(func=_cmd_worker, storage=None)
+    wrk.set_defaults(func=_cmd_worker, storage=None, strategy="search")
 
     from .pareto import POLICIES, THIN_FRONT
 
@@ -382,8 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default task beside its alternative, measured (results/bench/techniques.csv/.md). llm: the built-in LM "
         "teacher, every stock llama.cpp preset of it (with and without importance matrix) and the search's "
         "per-tensor-class mixes, measured in llama.cpp (results/bench/llm.csv/.md/.html). published: the spec-only LM "
-        "decode estimate against published llama.cpp tokens/s figures (results/bench/published.csv/.md)."))
-    ben.add_argument("what", choices=("latency", "stability", "techniques", "llm", "published"))
+        "decode estimate against published llama.cpp tokens/s figures (results/bench/published.csv/.md). search: this "
+        "project's search strategy against random sampling and NSGA-II at equal wall-clock per run, on --tasks with "
+        "--seeds, against --target (default jetson_orin) (results/bench/search.csv/.md/.html)."))
+    ben.add_argument("what", choices=("latency", "stability", "techniques", "llm", "published", "search"))
     ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
     ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
     ben.add_argument("--seed", type=int, default=0, help="latency: artifact shapes; techniques: training seed "
@@ -397,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "from techniques.csv, without measuring")
     ben.add_argument("--only", nargs="+", default=None, metavar="TEXT",
                      help="techniques: run only the settings whose name contains one of these")
+    ben.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                     help="search: `default` (the built-in task) and/or task YAML paths (default: default)")
+    ben.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search: seeds per strategy (0 1 2)")
+    ben.add_argument("--space", default=None, help="search: the runs' space (default: default)")
+    ben.add_argument("--minutes", type=float, default=20.0, help="search: wall-clock budget of every run (20)")
     ben.set_defaults(func=_cmd_bench)
     return parser
 

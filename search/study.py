@@ -22,6 +22,7 @@ from . import storage as storages
 from .locks import file_lock
 from .run_dir import RunDir, atomic_write_json, link_copy
 from .space import Space
+from .strategies import OURS
 from .target import Target
 
 
@@ -37,6 +38,16 @@ class RunSettings:
     storage: str | None = None  # None: SQLite in the run folder; else a shared storage URL (storage.py)
     worker_id: int = 0  # each worker's sampler is seeded with seed + worker_id
     join: bool = False  # a worker joining a run another process started
+    strategy: str = OURS  # strategies.py: this project's search, or a baseline `bench search` compares it with
+
+
+def _sampler(settings: RunSettings, seed: int, trials: int):
+    if settings.strategy == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if settings.strategy == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                      n_startup_trials=min(STARTUP_TRIALS, trials), constant_liar=True)
 
 
 def _completed_with_recipe(study, recipe: dict, number: int):
@@ -122,7 +133,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     study.set_metric_names([o.name for o in objectives])
     if resume and settings.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
         _fail_dead_trials(study, log)
-    if not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes, if any
+    ours = settings.strategy == OURS
+    if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
         for params in starts:
             study.enqueue_trial(params, user_attrs={"warm_start": True})
@@ -131,9 +143,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
     # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
     # worker id); constant liar: running trials count as bad, so concurrent workers spread out
-    study.sampler = optuna.samplers.TPESampler(
-        seed=settings.seed + settings.worker_id + (len(study.trials) if resume else 0), multivariate=True,
-        group=True, n_startup_trials=min(STARTUP_TRIALS, settings.trials), constant_liar=True)
+    study.sampler = _sampler(settings, settings.seed + settings.worker_id + (len(study.trials) if resume else 0),
+                             settings.trials)
     start = time.perf_counter()
     os_failures: list[str] = []  # the last trial's write failure, if it had one
 
@@ -147,7 +158,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         trial.set_user_attr("label", cand.label())
         recipe = json.loads(json.dumps(asdict(cand)))  # as the storage keeps it (tuples come back as lists)
         trial.set_user_attr("recipe", recipe)
-        earlier = _completed_with_recipe(study, recipe, trial.number)
+        earlier = _completed_with_recipe(study, recipe, trial.number) if ours else None
         if earlier is not None:  # the same recipe builds the same model: its measurements stand
             for key, value in earlier.user_attrs.items():
                 if key not in ("label", "recipe", "worker", "artifact"):
@@ -165,7 +176,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             trial.set_user_attr(key, value)
         n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         head = f"[trial {trial.number:3d} | {n_done}/{settings.trials} done | {time.perf_counter() - start:5.0f} s]"
-        if reasons:
+        if reasons and ours:
             # the predicted misses as the trial's constraints: Optuna's TPE ranks a pruned trial *without*
             # constraints among the good ones while few trials have completed, and one with violated
             # constraints last, nearer misses first; so the sampler learns the budget from what it screened out

@@ -1,0 +1,174 @@
+"""`python -m search bench search`: this project's search strategy against random sampling and NSGA-II (no warm
+start, no screen, no reuse) for the same wall-clock budget per run, several seeds, one or more tasks.
+
+Every run is a plain `python -m search run --strategy S --seed K --timeout-min M` in a results folder of its own
+(results/bench/search-runs/<task>-<strategy>-s<seed>/), sharing only the fine-tuned teacher: students are cached
+per folder, so no strategy trains faster on another's students. A finished run is not run again (the bench can be
+interrupted and resumed). Per task, the reference front is the union of everything every run found; each run's
+hypervolume within the budget box is followed over time from its first trial's start (preparation excluded: it is
+the same for all). Writes results/bench/search.csv (one row per completed trial), search.md (time to 95% of the
+reference hypervolume, time to the first budget-meeting candidate, asks per completed trial, per run and per
+strategy, and the verdict of the issue's criterion) and search.html (hypervolume over time)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .. import pareto
+from ..run_dir import atomic_write_text, link_copy
+from ..strategies import OURS, STRATEGIES
+
+SHARE = 0.95  # of the reference hypervolume
+SPEED_UP = 3.0  # the criterion: ours reaches SHARE in at most a third of the time random sampling needs
+
+
+def _slug(task: str | None) -> str:
+    from ..schema import slug
+
+    return "default" if task is None else slug(Path(task).stem)
+
+
+def _prepare_teacher(task: str | None, cache: Path, log) -> Path:
+    """The fine-tuned teacher, once, in the main cache; returns its cache folder (linked into every run's)."""
+    from ..tasks import load_task
+    from ..tasks.teacher import prepare
+
+    prepared = prepare(load_task(task), cache, log=log)
+    return cache / f"teacher-{prepared.key}"
+
+
+def _run_one(task: str | None, target: str, space: str | None, strategy: str, seed: int, minutes: float,
+             threads: int, folder: Path, teacher_cache: Path, log) -> Path:
+    run = folder / "run"
+    if (run / "selected.json").is_file():
+        log(f"{folder.name}: finished earlier, reused")
+        return run
+    if run.exists():  # an interrupted run: its timing would not be comparable, start it again
+        import shutil
+
+        shutil.rmtree(folder)
+    (folder / "cache").mkdir(parents=True, exist_ok=True)
+    link_copy(teacher_cache, folder / "cache" / teacher_cache.name)
+    argv = [sys.executable, "-m", "search", "run", "--target", target, "--strategy", strategy, "--seed", str(seed),
+            "--trials", "1000", "--timeout-min", str(minutes), "--threads", str(threads), "--run-id", "run"]
+    argv += (["--task", task] if task else []) + (["--space", space] if space else [])
+    log(f"{folder.name}: {minutes:g} min ...")
+    with open(folder / "run.log", "w") as out:
+        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ,
+                                                                               "SEARCH_RESULTS_DIR": str(folder)})
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"{folder.name}: exit {proc.returncode}; see {folder / 'run.log'}")
+    return run
+
+
+def timeline(run: Path) -> tuple[list[dict], dict, int]:
+    """(completed trials in completion order with their seconds since the first trial started and metrics, the
+    run's resolved budget, asks: every trial the sampler proposed)."""
+    from ..outputs import load_study, metric_columns
+
+    study = load_study(run)
+    budget = json.loads((run / "budget.json").read_text())["budget"]
+    trials = study.get_trials(deepcopy=False)
+    t0 = min(t.datetime_start for t in trials if t.datetime_start)
+    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
+    rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(),
+             "metrics": {k: t.user_attrs[k] for k in metric_columns(budget) if k in t.user_attrs}} for t in done]
+    return rows, budget, len(trials)
+
+
+def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """runs: {task, strategy, seed, rows, budget, asks}. Returns (per completed trial, per run) frames."""
+    per_trial, per_run = [], []
+    for task in sorted({r["task"] for r in runs}):
+        mine = [r for r in runs if r["task"] == task]
+        budget = mine[0]["budget"]
+        reference = pareto.hypervolume([row["metrics"] for r in mine for row in r["rows"]], budget)
+        for r in mine:
+            seen, reach, first_ok = [], None, None
+            for row in r["rows"]:
+                seen.append(row["metrics"])
+                hv = pareto.hypervolume(seen, budget)
+                if first_ok is None and pareto.feasible(row["metrics"], budget):
+                    first_ok = row["t_s"]
+                if reach is None and reference > 0 and hv >= SHARE * reference:
+                    reach = row["t_s"]
+                per_trial.append({"task": task, "strategy": r["strategy"], "seed": r["seed"], "trial": row["trial"],
+                                  "t_s": row["t_s"], "hypervolume": hv, "reference_hypervolume": reference})
+            per_run.append({"task": task, "strategy": r["strategy"], "seed": r["seed"], "completed": len(r["rows"]),
+                            "asks": r["asks"], "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
+                            "final_share": (pareto.hypervolume(seen, budget) / reference) if reference else 0.0,
+                            f"t_{int(SHARE * 100)}pct_s": reach, "t_first_feasible_s": first_ok})
+    return pd.DataFrame(per_trial), pd.DataFrame(per_run)
+
+
+def verdict(per_run: pd.DataFrame, minutes: float) -> list[str]:
+    """The issue's criterion, per task and seed: ours reaches 95% of the reference in at most a third of the time
+    random sampling needs (a run that never reaches it counts as the full budget, a lower bound on its need),
+    and finds a budget-meeting candidate first."""
+    key = f"t_{int(SHARE * 100)}pct_s"
+    out = []
+    for (task, seed), g in per_run.groupby(["task", "seed"]):
+        by = {r["strategy"]: r for r in g.to_dict("records")}
+        if OURS not in by or "random" not in by:
+            continue
+        ours, rnd = by[OURS], by["random"]
+        t_ours = ours[key] if pd.notna(ours[key]) else None
+        t_rnd = rnd[key] if pd.notna(rnd[key]) else minutes * 60
+        fast = t_ours is not None and t_ours * SPEED_UP <= t_rnd
+        first = pd.notna(ours["t_first_feasible_s"]) and (pd.isna(rnd["t_first_feasible_s"])
+                                                          or ours["t_first_feasible_s"] <= rnd["t_first_feasible_s"])
+        out.append(f"{task} seed {seed}: {SHARE:.0%} of the reference in "
+                   f"{'never' if t_ours is None else f'{t_ours:.0f} s'} vs random "
+                   f"{'>= ' if pd.isna(rnd[key]) else ''}{t_rnd:.0f} s: {'PASS' if fast else 'FAIL'}; first "
+                   f"budget-meeting candidate first: {'PASS' if first else 'FAIL'}")
+    return out
+
+
+def run(tasks: list[str | None], target: str, seeds: list[int], minutes: float, threads: int, out_dir: Path,
+        results_dir: Path, strategies=STRATEGIES, space: str | None = None, log=print) -> pd.DataFrame:
+    runs = []
+    for task in tasks:
+        teacher_cache = _prepare_teacher(task, results_dir / "cache", log)
+        for strategy in strategies:
+            for seed in seeds:
+                folder = out_dir / "search-runs" / f"{_slug(task)}-{strategy}-s{seed}"
+                path = _run_one(task, target, space, strategy, seed, minutes, threads, folder, teacher_cache, log)
+                rows, budget, asks = timeline(path)
+                runs.append({"task": _slug(task), "strategy": strategy, "seed": seed, "rows": rows, "budget": budget,
+                             "asks": asks})
+    per_trial, per_run = summarize(runs)
+    atomic_write_text(out_dir / "search.csv", per_trial.to_csv(index=False))
+    lines = [f"# Search strategies at equal wall-clock ({minutes:g} min per run, target {target})", "",
+             "Hypervolume within the budget box, against the union of every run's trials per task (the reference). "
+             f"`t_{int(SHARE * 100)}pct_s`: seconds from the first trial's start until the run's fronts reach "
+             f"{SHARE:.0%} of it (empty: never).", "", _markdown_table(per_run), "",
+             "## Criterion: ours reaches it in at most a third of random sampling's time, and meets the budget first",
+             ""] + [f"- {v}" for v in verdict(per_run, minutes)]
+    atomic_write_text(out_dir / "search.md", "\n".join(lines) + "\n")
+    _plot(per_trial, out_dir / "search.html")
+    log("\n".join(lines))
+    return per_run
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """pandas' to_markdown needs `tabulate`; a table of numbers and names needs no dependency."""
+    cell = lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else (  # noqa: E731
+        f"{v:.3g}" if isinstance(v, float) else str(v))
+    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    return "\n".join([head] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])
+
+
+def _plot(per_trial: pd.DataFrame, path: Path) -> None:
+    import plotly.express as px
+
+    if per_trial.empty:
+        atomic_write_text(path, "<p>no completed trials</p>")
+        return
+    fig = px.line(per_trial, x="t_s", y="hypervolume", color="strategy", line_dash="seed", facet_col="task",
+                  markers=True, line_shape="hv", title="hypervolume within the budget over wall-clock time")
+    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))

@@ -1,0 +1,70 @@
+"""`bench search`: strategies compared at equal wall-clock, hypervolume against the union of every run."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import write_tiny_task
+from search.bench import search as bench
+
+SPACE = """distill:
+  layers: {low: 1, high: 2}
+  hidden: {low: 32, high: 64, step: 32}
+  heads: {low: 1, high: 2}
+  ffn: {low: 64, high: 128, step: 64}
+  temperature: 2.0
+  alpha: 0.5
+  epochs: 1
+prune: {type: [none], ratio: 0.0, recovery_steps: 0}
+quant: {bits: [32, 8], group_size: [32], activations: [dynamic_int8]}
+"""
+BUDGET = {"memory_mb": 10, "p99_latency_ms": 1.0, "quality": "accuracy", "accuracy_floor": 0.9,
+          "accuracy_floor_rule": "teacher - 0.05"}
+
+
+def _row(trial, t_s, acc, p99, mem):
+    return {"trial": trial, "t_s": t_s, "metrics": {"accuracy": acc, "p99_latency_ms": p99, "memory_mb": mem}}
+
+
+def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
+    ours = [_row(0, 10, 0.95, 0.5, 5), _row(1, 40, 0.97, 0.4, 4)]
+    rnd = [_row(0, 10, 0.80, 0.5, 5), _row(1, 50, 0.95, 0.5, 5), _row(2, 90, 0.97, 0.4, 4), _row(3, 95, 0.99, 2, 4)]
+    runs = [{"task": "t", "strategy": "search", "seed": 0, "rows": ours, "budget": BUDGET, "asks": 2},
+            {"task": "t", "strategy": "random", "seed": 0, "rows": rnd, "budget": BUDGET, "asks": 4}]
+    per_trial, per_run = bench.summarize(runs)
+    ref = per_trial["reference_hypervolume"].iloc[0]
+    assert ref > 0 and per_trial.groupby("strategy")["hypervolume"].max().max() == pytest.approx(ref)
+    by = per_run.set_index("strategy")
+    assert by.loc["search", "t_95pct_s"] == 40 and by.loc["random", "t_95pct_s"] == 90
+    assert by.loc["search", "t_first_feasible_s"] == 10 and by.loc["random", "t_first_feasible_s"] == 50
+    assert by.loc["random", "asks_per_completed"] == 1.0
+    (line,) = bench.verdict(per_run, minutes=2)
+    assert "40 s vs random 90 s: FAIL" in line  # 40 x 3 > 90: not within a third of random's time
+    assert line.endswith("first budget-meeting candidate first: PASS")
+    per_run.loc[per_run.strategy == "random", "t_95pct_s"] = None  # random never got there: the full budget
+    assert "vs random >= 120 s: PASS" in bench.verdict(per_run, minutes=2)[0]
+
+
+def test_bench_search_runs_each_strategy_in_its_own_folder(tmp_path):
+    task = write_tiny_task(tmp_path / "task")
+    (tmp_path / "space.yaml").write_text(SPACE)
+    target = tmp_path / "t.yaml"
+    target.write_text("""name: tiny_t
+device: {latency: estimated, memory_mb: 4096, memory_bandwidth_gbps: 8, peak_tops: {fp32: 0.2, int8: 0.8}}
+workload: {batch_size: 1, sequence_length: 16}
+budget: {memory_mb: 0.2, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
+""")
+    out = tmp_path / "results" / "bench"
+    per_run = bench.run([str(task)], str(target), [0], 0.25, 1, out, tmp_path / "results",
+                        strategies=("search", "random"), space=str(tmp_path / "space.yaml"), log=lambda s: None)
+    assert set(per_run["strategy"]) == {"search", "random"} and (per_run["completed"] >= 1).all()
+    for strategy in ("search", "random"):
+        run = out / "search-runs" / f"task-{strategy}-s0" / "run"
+        assert json.loads((run.parent / "run" / "run.json").read_text())["strategy"] == strategy
+        students = list((run.parent / "cache").glob("student-*.safetensors"))
+        assert students  # each run trained its own students
+    frame = pd.read_csv(out / "search.csv")
+    assert set(frame["strategy"]) == {"search", "random"} and (out / "search.html").is_file()
+    assert "## Criterion" in (out / "search.md").read_text()
