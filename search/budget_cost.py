@@ -6,19 +6,28 @@ from __future__ import annotations
 from .objectives import Objective, constraints, for_budget
 
 
+def needed(metrics: dict, resource: Objective) -> float:
+    """The budget of this resource a candidate needs to ship: its upper bound where the trial has one (a candidate
+    ships only within its bounds: confidence.py), else its point estimate (memory; a latency the search measured
+    too few times to bound, which select bounds when it re-measures)."""
+    upper = metrics.get(f"{resource.name}_upper")
+    return metrics[resource.name] if upper is None else upper
+
+
 def curve(rows: list[dict], budget: dict, resource: Objective) -> list[dict]:
     """The best quality within every *other* resource budget as a function of this resource's budget: one point
     per step where a larger budget first buys a better candidate, {"limit", "quality", "trial"}, ascending by
-    limit. The quality floor is not applied: the curve shows what a tighter budget costs even below it."""
+    limit (what each candidate needs: `needed`). The quality floor is not applied: the curve shows what a tighter
+    budget costs even below it."""
     quality = for_budget(budget)[0]
     others = [o for o in constraints(budget)[1:] if o.name != resource.name]
-    pool = [r for r in rows if all(o.violation(r["metrics"][o.name], budget[o.budget_key]) <= 0 for o in others)]
+    pool = [r for r in rows if all(o.violation(needed(r["metrics"], o), budget[o.budget_key]) <= 0 for o in others)]
     steps, best = [], None
-    for r in sorted(pool, key=lambda r: (r["metrics"][resource.name], -quality.sign * r["metrics"][quality.name])):
+    for r in sorted(pool, key=lambda r: (needed(r["metrics"], resource), -quality.sign * r["metrics"][quality.name])):
         q = r["metrics"][quality.name]
         if best is None or quality.better(q, best):
             best = q
-            steps.append({"limit": r["metrics"][resource.name], "quality": q, "trial": r["trial"]})
+            steps.append({"limit": needed(r["metrics"], resource), "quality": q, "trial": r["trial"]})
     return steps
 
 
@@ -75,7 +84,8 @@ def out_of_reach(rows: list[dict], budget: dict, spent_s: float | None = None) -
     quality = for_budget(budget)[0]
     resources = constraints(budget)[1:]
     limit = budget[quality.budget_key]
-    within = [r for r in rows if all(o.violation(r["metrics"][o.name], budget[o.budget_key]) <= 0 for o in resources)]
+    within = [r for r in rows if all(o.violation(needed(r["metrics"], o), budget[o.budget_key]) <= 0
+                                     for o in resources)]
     out = []
     if within:
         best = max(within, key=lambda r: quality.sign * r["metrics"][quality.name])
