@@ -94,6 +94,14 @@ def write_tiny_task(root, n=400, seed=0):
 
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+# the student shapes a space may cut from write_tiny_task's teacher (2 layers, width 64, 2 heads, FFN 128)
+TINY_DISTILL = """distill:
+  layers: {low: 1, high: 2}
+  hidden: {low: 32, high: 64, step: 32}
+  heads: {low: 1, high: 2}
+  ffn: {low: 64, high: 128, step: 64}
+  temperature: 2.0
+"""
 
 
 def tiny_run_inputs(root, target_yaml: str) -> list[str]:

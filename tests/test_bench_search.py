@@ -6,16 +6,10 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import write_tiny_task
+from conftest import TINY_DISTILL, write_tiny_task
 from search.bench import search as bench
 
-SPACE = """distill:
-  layers: {low: 1, high: 2}
-  hidden: {low: 32, high: 64, step: 32}
-  heads: {low: 1, high: 2}
-  ffn: {low: 64, high: 128, step: 64}
-  temperature: 2.0
-  alpha: 0.5
+SPACE = TINY_DISTILL + """  alpha: 0.5
   epochs: 1
 prune: {type: [none], ratio: 0.0, recovery_steps: 0}
 quant: {bits: [32, 8], group_size: [32], activations: [dynamic_int8]}

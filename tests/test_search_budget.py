@@ -10,18 +10,12 @@ from types import SimpleNamespace
 
 import optuna
 
-from conftest import write_tiny_task
+from conftest import TINY_DISTILL, write_tiny_task
 from search import pipeline, pipeline_lm
 from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
 
 ROOT = Path(__file__).resolve().parent.parent
-SPACE = """distill:
-  layers: {low: 1, high: 2}
-  hidden: {low: 32, high: 64, step: 32}
-  heads: {low: 1, high: 2}
-  ffn: {low: 64, high: 128, step: 64}
-  temperature: 2.0
-  alpha: 0.5
+SPACE = TINY_DISTILL + """  alpha: 0.5
   epochs: 1
 prune:
   type: [none]
