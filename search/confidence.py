@@ -42,19 +42,33 @@ def _binomial_upper(k: int, n: int, confidence: float) -> float:
     return 1.0 if k >= n else float(beta.ppf(confidence, k + 1, n - k))
 
 
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
 def paired_difference_lower(student_correct: np.ndarray, teacher_correct: np.ndarray,
                             confidence: float) -> float:
-    """Lower bound on accuracy(student) - accuracy(teacher) from per-example correctness on the same examples.
-
-    The difference is P(student right, teacher wrong) - P(student wrong, teacher right); each is bounded by an
-    exact Clopper-Pearson bound over all n examples at half the error rate (Bonferroni), so the bound holds
-    without conditioning on how many examples they disagree on (conditioning on that count gives no margin at
-    all when the student only loses, e.g. the observed difference itself for 0 wins)."""
+    """Lower bound on accuracy(student) - accuracy(teacher) from per-example correctness on the same examples:
+    Newcombe's hybrid score interval for paired proportions (Newcombe 1998, method 10), one-sided. It combines the
+    two accuracies' Wilson bounds with the correlation of the pairs, so a student that mostly errs where the
+    teacher does pays only for its disagreements; it does not condition on their number (the McNemar construction
+    gave no margin when the student only loses: 11-51% misses simulated at a 95% level) and is not as loose as a
+    Bonferroni of two exact bounds (which refused every candidate of the demo). Coverage near nominal: tested by
+    Monte Carlo. No well-kept library here has it (statsmodels is not a dependency); it is a closed formula."""
     s, t = np.asarray(student_correct, bool), np.asarray(teacher_correct, bool)
     n = len(s)
-    wins, losses = int(np.sum(s & ~t)), int(np.sum(~s & t))
-    level = 1 - (1 - confidence) / 2
-    return _binomial_lower(wins, n, level) - _binomial_upper(losses, n, level)
+    both, wins, losses = int(np.sum(s & t)), int(np.sum(s & ~t)), int(np.sum(~s & t))
+    neither = n - both - wins - losses
+    z = normal_z(confidence)
+    p1, p2 = (both + wins) / n, (both + losses) / n
+    l1, _ = _wilson(both + wins, n, z)
+    _, u2 = _wilson(both + losses, n, z)
+    margins = (both + wins) * (losses + neither) * (both + losses) * (wins + neither)
+    phi = (both * neither - wins * losses) / np.sqrt(margins) if margins > 0 else 0.0
+    spread = (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2
+    return float(p1 - p2 - np.sqrt(max(spread, 0.0)))
 
 
 def accuracy_lower(predictions: np.ndarray, labels: np.ndarray, confidence: float,
@@ -64,9 +78,9 @@ def accuracy_lower(predictions: np.ndarray, labels: np.ndarray, confidence: floa
     correct = np.asarray(predictions) == np.asarray(labels)
     if teacher_predictions is not None:
         diff = paired_difference_lower(correct, np.asarray(teacher_predictions) == np.asarray(labels), confidence)
-        return teacher_accuracy + diff, (f"paired with the teacher on the same {len(correct)} examples: exact "
-                                         "binomial bounds on the examples only the student gets right and only "
-                                         f"the teacher gets right, {confidence:.0%} one-sided")
+        return teacher_accuracy + diff, (f"paired with the teacher on the same {len(correct)} examples "
+                                         f"(Newcombe's score interval for paired proportions), {confidence:.0%} "
+                                         "one-sided")
     return (_binomial_lower(int(correct.sum()), len(correct), confidence),
             f"exact binomial (Clopper-Pearson) on {int(correct.sum())}/{len(correct)} correct, "
             f"{confidence:.0%} one-sided")

@@ -12,6 +12,14 @@ def violations(metrics: dict, budget: dict) -> dict:
     return {o.name: o.violation(metrics[o.name], budget[o.budget_key]) for o in constraints(budget)}
 
 
+def shipping_violations(metrics: dict, budget: dict) -> dict:
+    """As `violations`, with each resource at what the candidate needs to ship: its upper bound where the trial
+    has one (confidence.py). The study's constraints: the sampler then looks where candidates can be vouched for."""
+    bounded = {o.name: metrics[f"{o.name}_upper"] for o in constraints(budget)[1:]
+               if metrics.get(f"{o.name}_upper") is not None}
+    return violations({**metrics, **bounded}, budget)
+
+
 def feasible(metrics: dict, budget: dict) -> bool:
     return all(v <= 0 for v in violations(metrics, budget).values())
 

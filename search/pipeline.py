@@ -105,10 +105,11 @@ def check_feasible_at_all(ctx: Context, space) -> None:
         raise ConfigError(path, "budget.memory_mb", f"{budget.memory_mb} MB, but the smallest recipe in "
                                                     f"{space.path} needs {best['predicted_memory_mb']:.1f} MB; "
                                                     "raise the budget or widen the space")
-    if best.get("predicted_p99_latency_ms", 0) > budget.p99_latency_ms:
+    if best.get("predicted_p99_latency_ms_upper", 0) > budget.p99_latency_ms:  # nothing could ship (its bound)
         raise ConfigError(path, "budget.p99_latency_ms",
                           f"{budget.p99_latency_ms} ms, but the fastest recipe in {space.path} is estimated at "
-                          f"{best['predicted_p99_latency_ms']:.2f} ms; raise the budget or widen the space")
+                          f"{best['predicted_p99_latency_ms']:.2f} ms, bound {best['predicted_p99_latency_ms_upper']:.2f} "
+                          "ms; raise the budget or widen the space")
 
 
 def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, threads: int, seed: int,
@@ -214,9 +215,12 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
         reasons.append(f"predicted memory {predicted['predicted_memory_mb']:.1f} MB > budget {budget.memory_mb} MB")
     if ctx.target.device.latency == "estimated":
         lat = latency_of(ctx, shape, cand.quant, cand.prune.type == "2:4", None)
-        predicted["predicted_p99_latency_ms"] = lat.p99_ms
-        if lat.p99_ms > budget.p99_latency_ms:
-            reasons.append(f"estimated p99 {lat.p99_ms:.2f} ms > budget {budget.p99_latency_ms} ms")
+        # a candidate ships only within its bound (confidence.py): train only what could ship
+        upper, _ = confidence.latency_bound(lat.p99_ms, (), "estimated", ctx.target.device, budget.confidence)
+        predicted.update(predicted_p99_latency_ms=lat.p99_ms, predicted_p99_latency_ms_upper=upper)
+        if upper > budget.p99_latency_ms:
+            reasons.append(f"estimated p99 {lat.p99_ms:.2f} ms, its bound {upper:.2f} ms > budget "
+                           f"{budget.p99_latency_ms} ms")
     return predicted, reasons
 
 
@@ -225,8 +229,8 @@ def predicted_violations(ctx: Context, predicted: dict) -> dict:
     study's constraints of completed trials; quality is unknown before training and claims nothing)."""
     budget = ctx.target.budget
     out = {"memory_mb": predicted["predicted_memory_mb"] - budget.memory_mb}
-    if "predicted_p99_latency_ms" in predicted:
-        out["p99_latency_ms"] = predicted["predicted_p99_latency_ms"] - budget.p99_latency_ms
+    if "predicted_p99_latency_ms_upper" in predicted:
+        out["p99_latency_ms"] = predicted["predicted_p99_latency_ms_upper"] - budget.p99_latency_ms
     return out
 
 

@@ -116,7 +116,8 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
 
     teacher_priced = {**teacher, **price(teacher, _as_shape(teacher.get("shape", saved["teacher_shape"])),
                                          QuantParams(bits=32), False, src.teacher_dir / saved["artifact_name"],
-                                         target, backend, teacher_shape, locks)}
+                                         target, backend, teacher_shape, locks),
+                      "artifact": str(out / "teacher" / saved["artifact_name"])}
     priced = []
     for t in done:
         a = t.user_attrs
@@ -127,6 +128,9 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
         metrics = price(a, trial_shape(a, teacher_shape), cand.quant, cand.prune.type == "2:4",
                         src.artifact(t.number), target, backend, teacher_shape, locks)
         priced.append((t, {**a, **metrics, "replan_of_trial": t.number}))
+        if target.device.latency == "measured":  # seconds each: show progress
+            log(f"  [{len(priced)}/{len(done)}] trial {t.number}: p99 {metrics['p99_latency_ms']:.2f} ms, "
+                f"peak {metrics['memory_mb']:.1f} MB")
 
     def fill(tmp: Path) -> None:
         tmp.mkdir(parents=True)
@@ -157,7 +161,7 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
                 # through JSON: the storage wants its own distribution objects
                 distributions={k: json_to_distribution(distribution_to_json(d)) for k, d in t.distributions.items()},
                 user_attrs=attrs,
-                constraints={k: float(v) for k, v in pareto.violations(attrs, budget).items()}))
+                constraints={k: float(v) for k, v in pareto.shipping_violations(attrs, budget).items()}))
 
     atomic_replace_dir(fill, out)
     return RunDir(out)

@@ -166,7 +166,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             trial.set_user_attr("same_recipe_as_trial", earlier.number)
             link_copy(rd.trial_dir(earlier.number), rd.trial_dir(trial.number))  # select/export find its files
             trial.set_user_attr("artifact", str(rd.artifact(trial.number)))
-            for key, value in pareto.violations(earlier.user_attrs, budget).items():
+            for key, value in pareto.shipping_violations(earlier.user_attrs, budget).items():
                 trial.set_constraint(key, float(value))
             log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
                 "its measurements reused, nothing trained")
@@ -208,7 +208,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         metrics["train_device"] = accel.describe()
         for key, value in metrics.items():
             trial.set_user_attr(key, value)  # metrics as user attrs: optuna-dashboard shows them
-        for key, value in pareto.violations(metrics, budget).items():
+        for key, value in pareto.shipping_violations(metrics, budget).items():
             trial.set_constraint(key, float(value))
         ok = pareto.feasible(metrics, budget)
         log(f"{head} {outputs.metrics_line('', metrics, budget)}  {'meets budget' if ok else 'over budget'} "
