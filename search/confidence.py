@@ -36,12 +36,6 @@ def _binomial_lower(k: int, n: int, confidence: float) -> float:
     return 0.0 if k == 0 or n == 0 else float(beta.ppf(1 - confidence, k, n - k + 1))
 
 
-def _binomial_upper(k: int, n: int, confidence: float) -> float:
-    from scipy.stats import beta
-
-    return 1.0 if k >= n else float(beta.ppf(confidence, k + 1, n - k))
-
-
 def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
     p = k / n
     centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))

@@ -291,8 +291,7 @@ def _remeasure(backend, artifact: Path, saved: dict, runner) -> tuple[dict, bool
     shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
     lat = backend.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
                                   rounds=10, runs_per_round=50, runner=runner)
-    upper, how = (confidence.measured_latency_bound(lat.times_ms, level) if lat.times_ms
-                  else (None, "the probe returned no per-run times: cannot vouch"))
+    upper, how = confidence.latency_bound(lat.p99_ms, lat.times_ms, "measured", None, level)
     return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
              "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},
             lat.noisy, lat.detail)

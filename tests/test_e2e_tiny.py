@@ -11,16 +11,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import write_tiny_task
+from conftest import TINY_DISTILL, write_tiny_task
 
 ROOT = Path(__file__).resolve().parent.parent
-SPACE = """distill:
-  layers: {low: 1, high: 2}
-  hidden: {low: 32, high: 64, step: 32}
-  heads: {low: 1, high: 2}
-  ffn: {low: 64, high: 128, step: 64}
-  temperature: 2.0
-  alpha: {low: 0.5, high: 1.0, step: 0.5}
+SPACE = TINY_DISTILL + """  alpha: {low: 0.5, high: 1.0, step: 0.5}
   epochs: 2
 prune:
   type: [none, unstructured, structured, "2:4"]
