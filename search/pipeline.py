@@ -122,6 +122,10 @@ def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, thre
         raise ConfigError(space.path, "-", "a language-model space was given for a classification task; use "
                                            "--space default or a space with distill/prune/quant sections")
     check_against_teacher(space, prepared.family.limits(prepared.family.shape_of(prepared.teacher)))
+    if space.promote.on:  # a second rung early-stops on held-out training rows: no student trains on them
+        prepared = prepared.with_holdout()
+        if prepared.holdout is not None:
+            log(f"second rung on: {len(prepared.holdout)} training examples held out for early stopping")
     ctx = replace(make_context(prepared, target, cache_dir, threads, seed), space=space)
     check_feasible_at_all(ctx, space)
     return ctx
@@ -261,16 +265,30 @@ def measure_teacher(ctx: Context, workdir: Path) -> dict:
             "artifact": str(path)}
 
 
-def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> dict:
-    """Distill, prune, quantize, measure. Raises CandidateError when the recipe cannot be built."""
+def more_training(ctx: Context) -> distill.MoreTraining | None:
+    """What a promoted trial's second rung trains (rungs.py): the space's promote section, early-stopped on the
+    held-out training rows; None when the run has no second rung."""
+    promote, p = ctx.space.promote if ctx.space else None, ctx.prepared
+    if promote is None or not promote.on or p.holdout is None:
+        return None
+    return distill.MoreTraining(promote.epochs, p.holdout, p.holdout_outputs, promote.patience)
+
+
+def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print,
+                  more: distill.MoreTraining | None = None) -> dict:
+    """Distill, prune, quantize, measure. Raises CandidateError when the recipe cannot be built. `more`: the
+    student is trained further first (a promoted trial's second rung), then pruned, quantized and measured again."""
     p = ctx.prepared
     timings = {}
     t0 = time.perf_counter()
+    training: dict = {}
     student = distill.apply(p.teacher, cand.distill, importance=ctx.importance, train_split=p.kd_train,
                             teacher_outputs=p.kd_outputs, cache_dir=ctx.cache_dir, task_key=p.key,
                             seed=ctx.seed, log=log, vocab_ids=ctx.vocab_ids, unk_id=ctx.unk_id,
-                            task_type=ctx.task_type)
+                            task_type=ctx.task_type, more=more, record=training)
     timings["distill_s"] = time.perf_counter() - t0
+    if more is not None:
+        timings["rung1_training"] = training
     t0 = time.perf_counter()
     kd = KD(p.kd_outputs, cand.distill.temperature, cand.distill.alpha, ctx.task_type)
     prune.apply(student, cand.prune, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
@@ -292,4 +310,5 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print) -> di
     # the fp32 student before quantization, loadable with plain from_pretrained (for `export`)
     ctx.family.to_standard(student).save_pretrained(workdir / "hf")
     return {**metrics, "weight_sparsity": sparsity, "parameters": params, "artifact": str(path),
+            "distill_examples": len(p.kd_train),
             "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn), **timings}

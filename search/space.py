@@ -8,6 +8,7 @@ from typing import Any
 from .candidate import ACTIVATIONS, GROUP_SIZES, INITS, PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, \
     PRUNE_TYPES, QUANT_BITS, QUANT_METHODS, VOCABS, Candidate, DistillParams, PruneParams, QuantParams
 from .families.base import Limits
+from .rungs import Promotion
 from .schema import Reader, load_yaml, resolve
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -47,6 +48,7 @@ KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
 class Space:
     path: Path
     knobs: dict  # "section.name" -> Range | Choice | fixed value
+    promote: Promotion = Promotion()  # a second rung of training for trials that could reach the floor (rungs.py)
 
     def suggest(self, trial, limits: Limits) -> Candidate:
         """Define-by-run: a knob is sampled only where it acts (group size and method for weight-only bits,
@@ -142,8 +144,14 @@ def load_space(name_or_path: str) -> Space:
             key = f"{section}.{name}"
             knobs[key] = OPTIONAL[key] if key in OPTIONAL and not r.has(name) else _read_knob(r, name, kind, allowed)
         r.done()
+    promote = Promotion()
+    if top.has("promote"):  # optional: without it every trial trains once (one rung)
+        r = top.section("promote")
+        promote = Promotion(epochs=r.number("epochs", lo=0, hi=50), within=r.number("within", default=0.05, lo=0),
+                            patience=r.number("patience", default=2, lo=1, hi=20, integer=True))
+        r.done()
     top.done()
-    return Space(path=path, knobs=knobs)
+    return Space(path=path, knobs=knobs, promote=promote)
 
 
 def values(knob) -> list:

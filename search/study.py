@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from . import accel, outputs, pareto
+from . import accel, outputs, pareto, rungs
 from .errors import CandidateError, RunStopped
 from .objectives import for_budget
 from . import storage as storages
@@ -204,6 +204,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             os_failures.append(reason)
             raise CandidateError(reason) from None
         os_failures.clear()
+        if ours:
+            metrics = second_rung(trial, cand, metrics, head)
         metrics["elapsed_s"] = time.perf_counter() - t0
         metrics["train_device"] = accel.describe()
         for key, value in metrics.items():
@@ -214,6 +216,25 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         log(f"{head} {outputs.metrics_line('', metrics, budget)}  {'meets budget' if ok else 'over budget'} "
             f"({metrics['elapsed_s']:.0f} s)")
         return tuple(metrics[o.name] for o in objectives)
+
+    quality = for_budget(budget)[0]
+    more = pipe.more_training(ctx) if hasattr(pipe, "more_training") else None
+
+    def second_rung(trial, cand, metrics: dict, head: str) -> dict:
+        """rungs.py: train a promising first-rung trial further and measure it again; record the rung either way."""
+        if more is None:
+            return {**metrics, "rung": 0, "rung_reason": "one rung: the run has no second rung"}
+        vouched = outputs.row_bounds(rd, {"metrics": metrics, "trial": trial.number}, budget,
+                                     teacher)[quality.name]["meets"]
+        earlier = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        up, why = rungs.promotion(metrics, vouched, budget, earlier, space.promote)
+        if not up:
+            return {**metrics, "rung": 0, "rung_reason": why}
+        log(f"{head} rung 0: {outputs.metrics_line('', metrics, budget)}; {why}: {more.epochs:g} more epoch(s)")
+        first = {f"rung0_{k}": metrics[k] for k in (quality.name, "p99_latency_ms", "memory_mb", "distill_s")
+                 if k in metrics}
+        again = pipe.run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log, more=more)
+        return {**again, **first, "rung": 1, "rung_reason": why}
 
     def write(study_, _trial):
         outputs.write_tables(study_, rd, budget)

@@ -67,11 +67,63 @@ class Transfer:
         return total / len(self.layers)
 
 
+class EarlyStopping:
+    """Stop distilling when the distillation loss on held-out *training* rows (never validation) has not improved
+    for `patience` checks, and keep the weights of the best check. Checked every `every_steps` steps and at the end.
+    Hand-written: transformers' EarlyStoppingCallback needs its Trainer, which this loop does not use."""
+
+    def __init__(self, split: Split, teacher_outputs: torch.Tensor, kd: KD, every_steps: int, patience: int):
+        self.split, self.outputs, self.kd = split, teacher_outputs, kd
+        self.every, self.patience = max(1, every_steps), patience
+        self.best_loss, self.best_step, self.best_state, self.bad = math.inf, 0, None, 0
+        self.checks: list[tuple[int, float]] = []
+        self.stopped_at: int | None = None
+
+    @torch.no_grad()
+    def loss(self, model) -> float:
+        family, total = families.of(model), 0.0
+        model.eval()
+        for start in range(0, len(self.split), 64):
+            idx = torch.arange(start, min(start + 64, len(self.split)))
+            features, labels = self.split.batch(idx)
+            with accel.autocast():
+                out = family.forward(model, accel.to_device(features)).outputs.float()
+            target = self.outputs[idx].to(out.device)
+            total += float(self.kd.task_type.kd_loss(out, target, labels.to(out.device), self.kd.temperature,
+                                                     self.kd.alpha)) * len(idx)
+        model.train()
+        return total / len(self.split)
+
+    def check(self, model, step: int, final: bool = False) -> bool:
+        """Record the held-out loss after `step` steps; True when training should stop."""
+        loss = self.loss(model)
+        self.checks.append((step, loss))
+        if loss < self.best_loss:
+            self.best_loss, self.best_step, self.bad = loss, step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.bad += 1
+        if self.bad >= self.patience and not final:
+            self.stopped_at = step
+        return self.stopped_at is not None
+
+    def restore(self, model) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    def record(self, steps: int) -> dict:
+        """What the trial stores: steps planned and run, where the held-out loss was best."""
+        return {"steps_planned": steps, "steps_run": self.stopped_at or steps, "best_step": self.best_step,
+                "holdout_loss_best": self.best_loss, "holdout_examples": len(self.split),
+                "stopped_early": self.stopped_at is not None}
+
+
 def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = None, lr: float = 1e-4,
           batch_size: int = 32, seed: int = 0, desc: str = "train", transfer: Transfer | None = None,
-          task_type=classification, log=None) -> float:
+          task_type=classification, log=None, early: EarlyStopping | None = None) -> float:
     """Train for `steps` optimizer steps (cycling over seeded shuffles); returns the last mean loss.
-    `log`: where a progress line goes every PROGRESS_EVERY_S when no terminal shows the bar."""
+    `log`: where a progress line goes every PROGRESS_EVERY_S when no terminal shows the bar. `early`: stop when
+    its held-out loss stops improving, ending with its best weights."""
     if steps <= 0:
         return float("nan")
     family = families.of(model)
@@ -117,6 +169,12 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
                 last = now
                 log(f"  {desc.strip()}: step {step + 1}/{steps}, {(step + 1) / (now - t0):.2f} steps/s, "
                     f"loss {sum(recent) / len(recent):.4f}, on {accel.describe()}")
+            if early is not None and (step + 1) % early.every == 0 and step + 1 < steps and early.check(model, step + 1):
+                break
+        if early is not None:
+            if early.stopped_at is None:
+                early.check(model, steps, final=True)
+            early.restore(model)
     except torch.cuda.OutOfMemoryError as exc:  # this recipe does not fit the GPU: a failed trial, not the run
         raise CandidateError(f"out of GPU memory while training ({desc.strip()}): "
                              f"{str(exc).splitlines()[0][:160]}") from None

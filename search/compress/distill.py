@@ -5,11 +5,12 @@ import copy
 import hashlib
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import accel, families
@@ -17,7 +18,7 @@ from ..candidate import DistillParams
 from ..errors import CandidateError
 from ..families.base import Importance
 from ..locks import file_lock
-from ..train import KD, Transfer, steps_for, train
+from ..train import KD, EarlyStopping, Transfer, steps_for, train
 from . import vocab
 from .prune import top_k
 
@@ -76,39 +77,70 @@ def cache_key(task_key: str, params: DistillParams, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class MoreTraining:
+    """A second rung (rungs.py): `epochs` more distillation from the first rung's student, early-stopped on held-out
+    training rows (`holdout`, with the teacher's outputs on them) after `patience` half-epoch checks without gain."""
+
+    epochs: float
+    holdout: object  # tasks.data.Split
+    holdout_outputs: torch.Tensor
+    patience: int = 2
+
+
 def apply(teacher, params: DistillParams, *, importance: Importance, train_split, teacher_outputs,
           cache_dir: Path | None, task_key: str, seed: int = 0, log=print, vocab_ids=None, unk_id: int = 0,
-          task_type=None):
-    """Return a trained student; a student with the same params, task and seed is loaded from cache."""
+          task_type=None, more: MoreTraining | None = None, record: dict | None = None):
+    """Return a trained student; a student with the same params, task and seed is loaded from cache. `more`: then
+    train it further (rung 1), cached separately; `record` receives what the second rung did (early stopping)."""
     student = build_student(teacher, params, importance, vocab_ids, unk_id, seed)
     path = cache_dir / f"student-{cache_key(task_key, params, seed)}.safetensors" if cache_dir else None
+    args = (teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type)
     if path is None:
-        return _train(teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type)
-    # two workers never train the same student at once: the second waits, then loads the first one's
-    with file_lock(path.with_suffix(".lock")):
-        return _cached_or_trained(path, teacher, student, params, importance, train_split, teacher_outputs, seed,
-                                  log, task_type)
-
-
-def _cached_or_trained(path: Path, teacher, student, params, importance, train_split, teacher_outputs, seed, log,
-                       task_type):
-    if path.is_file():
-        try:
-            student.load_state_dict(load_file(str(path)))
-            log(f"  distill: student loaded from cache {path.name}")
-            return student
-        except (RuntimeError, OSError) as exc:  # corrupt or stale cache file: train again
-            log(f"  distill: cache {path.name} unreadable ({exc.__class__.__name__}); training again")
-    _train(teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp))
-    shutil.move(tmp, path)
+        _train(*args)
+    else:
+        # two workers never train the same student at once: the second waits, then loads the first one's
+        with file_lock(path.with_suffix(".lock")):
+            _cached_or_trained(path, *args)
+    if more is None:
+        return student
+    more_path = path.with_name(f"{path.stem}-more{more.epochs:g}-p{more.patience}.safetensors") if path else None
+    if more_path is None:
+        done = _train(*args, more=more)
+    else:
+        with file_lock(more_path.with_suffix(".lock")):
+            done = _cached_or_trained(more_path, *args, more=more)
+    if record is not None:
+        record.update(done)
     return student
 
 
+def _cached_or_trained(path: Path, teacher, student, params, importance, train_split, teacher_outputs, seed, log,
+                       task_type, more: MoreTraining | None = None) -> dict:
+    """Load the student from `path`, or train it and cache it there (atomically); returns what training did (the
+    second rung's early-stopping record, kept in the file's metadata)."""
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt") as f:
+                done = json.loads((f.metadata() or {}).get("training", "{}"))
+            student.load_state_dict(load_file(str(path)))
+            log(f"  distill: student loaded from cache {path.name}")
+            return done
+        except (RuntimeError, OSError, SafetensorError, ValueError) as exc:  # corrupt or stale cache: train again
+            log(f"  distill: cache {path.name} unreadable ({exc.__class__.__name__}); training again")
+    done = _train(teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type, more)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp),
+              metadata={"training": json.dumps(done)})
+    shutil.move(tmp, path)
+    return done
+
+
 def _train(teacher, student, params: DistillParams, importance: Importance, train_split, teacher_outputs, seed: int,
-           log, task_type):
-    steps = steps_for(len(train_split), params.epochs)
+           log, task_type, more: MoreTraining | None = None) -> dict:
+    """Rung 0: the recipe's epochs. `more`: that many epochs further from the student as it is (a fresh warm-up and
+    cosine schedule, another shuffle), early-stopped on the held-out rows."""
+    steps = steps_for(len(train_split), more.epochs if more else params.epochs)
     kd = KD(teacher_outputs, temperature=params.temperature, alpha=params.alpha,
             **({"task_type": task_type} if task_type is not None else {}))
     transfer = None
@@ -116,6 +148,11 @@ def _train(teacher, student, params: DistillParams, importance: Importance, trai
         keep_dims = top_k(importance.hidden, params.hidden)  # what slice_hidden kept, in its order
         transfer = Transfer(teacher, student.config.search_teacher_layers, keep_dims,
                             student.config.search_teacher_heads, params.hidden_weight, params.attention_weight)
+    early = None
+    if more is not None:
+        early = EarlyStopping(more.holdout, more.holdout_outputs, kd, steps_for(len(train_split), 0.5), more.patience)
+        seed += 1  # the second rung sees the data in another order
     torch.manual_seed(seed)
-    train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill", transfer=transfer, log=log)
-    return student
+    train(student, train_split, steps=steps, kd=kd, lr=1e-4, seed=seed, desc="  distill" + (" more" if more else ""),
+          transfer=transfer, log=log, early=early)
+    return early.record(steps) if early else {"steps": steps}

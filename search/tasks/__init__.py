@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..families import DEFAULT as DEFAULT_FAMILY
-from ..schema import Reader, load_yaml
+from ..schema import Reader, load_yaml, resolve
+
+TASKS_DIR = Path(__file__).resolve().parent.parent.parent / "tasks"  # the task files shipped with the repo
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Task:
     finetune_learning_rate: float = 5e-5
     unlabelled_path: Path | None = None  # extra task text without labels: the teacher labels it for distillation
     family: str = DEFAULT_FAMILY  # the teacher's model family (families/)
+    classes: tuple[str, ...] | None = None  # keep only rows with these labels (None: every label)
     teacher_weights: str = "safetensors"  # "any": also pickled .bin checkpoints (only when asked for explicitly)
 
     @property
@@ -43,6 +46,21 @@ def _package_dir(package: str, file_for_errors: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(file_for_errors, "-", f"package {package!r} is not installed; run `make setup`")
     return Path(spec.submodule_search_locations[0])
+
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_path(base: Path, given: str, reader, key: str) -> Path:
+    """A path in a task file: relative to the file, absolute, or `package:NAME/sub/path` inside an installed Python
+    package (how the shipped task files name data and models that PyPI packages carry, wherever the venv is)."""
+    if given.startswith(PACKAGE_PREFIX):
+        package, _, rest = given[len(PACKAGE_PREFIX):].partition("/")
+        spec = importlib.util.find_spec(package) if package.isidentifier() else None
+        if spec is None or not spec.submodule_search_locations:
+            raise reader.error(key, f"package {package!r} is not installed; install it (make setup) or give a path")
+        return (Path(spec.submodule_search_locations[0]) / rest).resolve()
+    return (base / given).resolve()
 
 
 def default_task() -> Task:
@@ -61,21 +79,33 @@ def families_names() -> list[str]:
     return families.names("classification")  # the one task type a task file can name so far
 
 
+def _classes(d: Reader) -> tuple[str, ...] | None:
+    """`data.classes`: the labels to keep (rows with any other label are dropped, and the log says how many)."""
+    value = d.raw("classes", default=None)
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) < 2 or len(set(map(str, value))) != len(value)
+            or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)):
+        raise d.error("classes", f"got {value!r}; give a list of at least two distinct labels, e.g. [fresh, rotten]")
+    return tuple(str(v) for v in value)
+
+
 def load_task(path_str: str | None) -> Task:
     if path_str is None:
         return default_task()
-    path = Path(path_str)
+    path = resolve(path_str, TASKS_DIR)  # a path, or the name of a shipped task file (tasks/NAME.yaml)
     top = Reader(path, load_yaml(path, "task"))
-    teacher_dir = (path.parent / top.string("teacher")).resolve()
+    teacher_dir = resolve_path(path.parent, top.string("teacher"), top, "teacher")
     if not (teacher_dir / "config.json").is_file():
         raise top.error("teacher", f"{teacher_dir} has no config.json; give a local Hugging Face model directory")
     d = top.section("data")
     given = d.string("path")
-    local = (path.parent / given).resolve()
+    local = resolve_path(path.parent, given, d, "path")
     # a path that exists, or looks like a file, is local; otherwise a hub dataset name (online machines only)
-    data_path = local if local.exists() or Path(given).suffix or Path(given).is_absolute() else Path(given)
+    data_path = local if (local.exists() or Path(given).suffix or Path(given).is_absolute()
+                          or given.startswith(PACKAGE_PREFIX)) else Path(given)
     unlabelled = d.string("unlabelled", default=None)
-    unlabelled_path = (path.parent / unlabelled).resolve() if unlabelled else None
+    unlabelled_path = resolve_path(path.parent, unlabelled, d, "unlabelled") if unlabelled else None
     if unlabelled_path is not None and not unlabelled_path.is_file():
         raise d.error("unlabelled", f"{unlabelled_path} does not exist; give a CSV/JSON/Parquet file with the "
                                     f"text column, or a .txt file with one text per line")
@@ -96,6 +126,7 @@ def load_task(path_str: str | None) -> Task:
         finetune_learning_rate=f.number("learning_rate", default=5e-5, lo=0, hi=1, lo_open=True),
         unlabelled_path=unlabelled_path,
         family=top.string("family", default=DEFAULT_FAMILY, choices=tuple(families_names())),
+        classes=_classes(d),
         teacher_weights=top.string("teacher_weights", default="safetensors", choices=("safetensors", "any")),
     )
     d.done()

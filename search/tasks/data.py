@@ -13,6 +13,15 @@ import torch
 from ..errors import ConfigError
 
 BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+COMPRESSED = (".bz2", ".gz", ".xz", ".zst")  # `datasets` reads csv/json through these compressions
+
+
+def table_suffix(path: Path) -> str:
+    """The table format's suffix, looking through a compression suffix (reviews.csv.bz2 -> .csv)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSED:
+        return suffixes[-2]
+    return path.suffix.lower()
 
 
 @dataclass
@@ -34,6 +43,13 @@ class Split:
     def subset(self, n: int) -> "Split":
         return Split({k: v[:n] for k, v in self.features.items()}, self.lengths[:n], self.labels[:n], self.texts[:n])
 
+    def take(self, idx) -> "Split":
+        """The rows at `idx` (a slice or index list), in that order."""
+        rows = range(len(self))[idx] if isinstance(idx, slice) else idx
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        return Split({k: v[index] for k, v in self.features.items()}, self.lengths[index], self.labels[index],
+                     [self.texts[i] for i in index.tolist()])
+
     def concat(self, other: "Split") -> "Split":
         return Split({k: torch.cat([v, other.features[k]]) for k, v in self.features.items()},
                      torch.cat([self.lengths, other.lengths]), torch.cat([self.labels, other.labels]),
@@ -53,10 +69,11 @@ def _load(path: Path, key: str, file_for_errors) -> pd.DataFrame:
                     raise ConfigError(file_for_errors, key, f"{path} holds splits {', '.join(ds)}; need `train`")
                 ds = ds["train"]
         elif path.is_file():
-            builder = BUILDERS.get(path.suffix.lower())
+            builder = BUILDERS.get(table_suffix(path))
             if builder is None:
                 raise ConfigError(file_for_errors, key, f"{path.suffix!r} files are not read; use one of "
-                                                        f"{', '.join(BUILDERS)} or a save_to_disk directory")
+                                                        f"{', '.join(BUILDERS)} (optionally {'/'.join(COMPRESSED)}"
+                                                        "-compressed) or a save_to_disk directory")
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         else:  # a hub dataset name: only where the machine is online (HF_HUB_OFFLINE unset)
             ds = datasets.load_dataset(str(path), split="train")

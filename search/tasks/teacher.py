@@ -5,7 +5,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from . import Task, classification
 from .data import Split, read_table, read_texts, split_frame, tokenize
 
 OUTPUTS_FILE = "train_outputs.safetensors"
+HOLDOUT_FRACTION, HOLDOUT_MAX, HOLDOUT_MIN = 0.1, 500, 16  # the early-stopping slice of the training split
 
 
 @dataclass
@@ -36,12 +37,32 @@ class Prepared:
     kd_outputs: torch.Tensor | None = None  # teacher outputs aligned with kd_train
     family: Family | None = None
     task_type: object = classification  # the task type's module: objective, losses, evaluation
+    holdout: Split | None = None  # labelled training rows no student trains on (early stopping); never validation
+    holdout_outputs: torch.Tensor | None = None  # the teacher's outputs on them
 
     def __post_init__(self):
         if self.kd_train is None:  # no augmentation: distil on the labelled training split
             self.kd_train, self.kd_outputs = self.train, self.teacher_train_outputs
         if self.family is None:
             self.family = families.of(self.teacher)
+
+    def with_holdout(self) -> "Prepared":
+        """The same task with the last HOLDOUT_FRACTION of the labelled training split (at most HOLDOUT_MAX rows)
+        kept out of every student's training: early stopping watches the distillation loss there. The split was
+        shuffled once, so its tail is a random slice; validation is never used for it. Students trained without
+        a holdout are cached under another key."""
+        n = len(self.train)
+        h = min(HOLDOUT_MAX, int(n * HOLDOUT_FRACTION))
+        if self.holdout is not None or h < HOLDOUT_MIN:
+            return self
+        rest = slice(0, n - h)
+        kd_train, kd_outputs = self.train.take(rest), self.teacher_train_outputs[rest]
+        if len(self.kd_train) > n:  # teacher-labelled extra text follows the labelled rows
+            kd_train = kd_train.concat(self.kd_train.take(slice(n, len(self.kd_train))))
+            kd_outputs = torch.cat([kd_outputs, self.kd_outputs[n:]])
+        key = hashlib.sha256(f"{self.key}:holdout:{h}".encode()).hexdigest()[:16]
+        return replace(self, kd_train=kd_train, kd_outputs=kd_outputs, key=key,
+                       holdout=self.train.take(slice(n - h, n)), holdout_outputs=self.teacher_train_outputs[n - h:])
 
 
 def file_sha256(path: Path) -> str:
@@ -74,6 +95,14 @@ def check_labels(frame, task: Task) -> None:
 def read_checked(task: Task):
     """The task's table, read once and checked (contradictory labels, classes too small)."""
     frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
+    if task.classes is not None:
+        labels = frame["label"].astype(str)
+        missing = [c for c in task.classes if c not in set(labels)]
+        if missing:
+            raise ConfigError(task.source, "data.classes", f"label {missing[0]!r} does not occur in column "
+                                                           f"{task.label_column!r}; labels there are "
+                                                           f"{', '.join(sorted(set(labels))[:10])}")
+        frame = frame[labels.isin(task.classes)].reset_index(drop=True)
     check_labels(frame, task)
     return frame
 

@@ -1,0 +1,63 @@
+"""Multi-fidelity: which trials earn a second rung of training, decided once their first rung is measured.
+
+Every trial first trains its student for the recipe's `distill.epochs` (rung 0: cheap) and is measured as it would
+ship. A trial then earns more distillation (rung 1: `promote.epochs` more, early-stopped on a held-out slice of the
+training data) only when it could still reach the quality floor: it is within every resource budget, its quality
+cannot yet be vouched for at the floor, and its point estimate is within `promote.within` of the floor, or it is
+the best first-rung quality within the resource budgets so far (when every short-trained student falls far below
+the floor, the most promising shape gets the training instead of more small ones being sampled). Each trial
+records the rung it reached and why it stopped there.
+
+Written here because Optuna's pruners do not support multi-objective studies (`trial.report` raises there).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import pareto
+from .objectives import for_budget
+
+RUNG_KEYS = ("rung", "rung_reason")
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A space's `promote` section: how much more training a promoted student gets, and who is promoted."""
+
+    epochs: float = 0.0  # more distillation epochs for a promoted student; 0: no second rung
+    within: float = 0.05  # promote when the point quality is within this of the floor (objective units)
+    patience: int = 2  # early stopping: held-out checks (each half an epoch) without improvement before stopping
+
+    @property
+    def on(self) -> bool:
+        return self.epochs > 0
+
+
+def first_rung_quality(row_metrics: dict, quality_name: str) -> float:
+    """A trial's quality after its first rung (what trials are compared by before any promotion)."""
+    return row_metrics.get(f"rung0_{quality_name}", row_metrics[quality_name])
+
+
+def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], promote: Promotion) -> tuple[bool, str]:
+    """(promote?, why) for a trial measured at its first rung. `vouched`: its quality bound already meets the floor;
+    `earlier`: the metrics of the run's earlier completed trials."""
+    quality = for_budget(budget)[0]
+    if not promote.on:
+        return False, "one rung: the space has no promote section"
+    over = {k: v for k, v in pareto.shipping_violations(metrics, budget).items() if k != quality.name and v > 0}
+    if over:
+        return False, f"stays at rung 0: outside the {', '.join(over)} budget"
+    if vouched:
+        return False, f"stays at rung 0: its {quality.name} is already vouched for at the floor"
+    gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
+    if gap <= promote.within:
+        return True, (f"promoted: {quality.name} {metrics[quality.name]:.4g} is within {promote.within:g} of the "
+                      f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")
+    rivals = [first_rung_quality(m, quality.name) for m in earlier
+              if not any(v > 0 for k, v in pareto.shipping_violations(m, budget).items() if k != quality.name)]
+    best = all(quality.sign * metrics[quality.name] > quality.sign * r for r in rivals)
+    if best:
+        return True, (f"promoted: {gap:.3g} below the floor, but the best first-rung {quality.name} within the "
+                      f"resource budgets so far (of {len(rivals) + 1}): the most promising shape gets the training")
+    return False, (f"stays at rung 0: {gap:.3g} below the floor (more than {promote.within:g}) and not the best "
+                   "within the resource budgets")
