@@ -106,6 +106,8 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
         if t.state == TrialState.COMPLETE:
             rec["feasible"] = pareto.feasible(t.user_attrs, budget)
         rec["reason"] = t.user_attrs.get("reason", "")
+        if "rung" in t.user_attrs:  # rungs.py: the training it got, and why no more
+            rec.update(rung=t.user_attrs["rung"], rung_reason=t.user_attrs.get("rung_reason", ""))
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
     atomic_write_text(rd.trials_csv, frame.to_csv(index=False))

