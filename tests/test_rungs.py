@@ -11,8 +11,7 @@ import torch
 from conftest import TINY_DISTILL, random_split, run_search, tiny_model, write_tiny_task
 from search import rungs
 from search.rungs import Promotion
-from search.tasks import classification
-from search.train import KD, EarlyStopping, steps_for, train
+from search.train import KD, EarlyStopping, train
 
 BUDGET = {"accuracy_floor": 0.80, "p99_latency_ms": 10.0, "memory_mb": 50.0}
 ON = Promotion(epochs=2, within=0.05)
@@ -90,7 +89,6 @@ def test_early_stopping_runs_every_step_when_the_holdout_keeps_improving():
     train(model, data, steps=12, kd=kd, lr=1e-3, early=early)
     record = early.record(12)
     assert not record["stopped_early"] and record["steps_run"] == 12 and record["best_step"] == 12
-    assert classification.NAME == "classification"
 
 
 def test_holdout_is_the_training_split_tail_and_no_student_trains_on_it(tmp_path):

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import families
@@ -163,9 +165,10 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
     if task.unlabelled_path is None:
         return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family)
     extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
-    extra_outputs = outputs_of(teacher, extra)
+    unlabelled_sha = file_sha256(task.unlabelled_path)
+    extra_outputs = _cached_outputs(teacher, extra, cached / f"unlabelled-{unlabelled_sha[:16]}.safetensors")
     extra.labels = extra_outputs.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
-    key = hashlib.sha256(f"{key}:{file_sha256(task.unlabelled_path)}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{key}:{unlabelled_sha}".encode()).hexdigest()[:16]
     return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key,
                     train_split.concat(extra), torch.cat([outputs, extra_outputs]), family=family)
 
@@ -194,6 +197,22 @@ def _teacher(task: Task, family: Family, tokenizer, classes, train_split: Split,
     else:
         log(f"teacher loaded from cache {cached}")
     return teacher
+
+
+def _cached_outputs(teacher, split: Split, path: Path) -> torch.Tensor:
+    """The teacher's outputs on `split`, cached beside the teacher (a forward over thousands of texts per run)."""
+    if path.is_file():
+        try:
+            outputs = load_file(str(path))["outputs"]
+            if outputs.shape[0] == len(split):
+                return outputs
+        except (OSError, KeyError, RuntimeError, SafetensorError):  # unreadable: computed again below
+            pass
+    outputs = outputs_of(teacher, split)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file({"outputs": outputs.contiguous()}, str(tmp))
+    os.replace(tmp, path)  # atomic; concurrent workers write the same numbers
+    return outputs
 
 
 def _teacher_labelled(task: Task, family: Family, tokenizer, classes, train_split: Split, val_split: Split,
