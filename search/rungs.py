@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import pareto
 from .objectives import for_budget
 
-RUNG_KEYS = ("rung", "rung_reason")
+MIN_RIVALS = 4  # first-rung trials within the resource budgets before "the best so far" means anything
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,10 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
                       f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")
     rivals = [first_rung_quality(m, quality.name) for m in earlier
               if not any(v > 0 for k, v in pareto.shipping_violations(m, budget).items() if k != quality.name)]
-    best = all(quality.sign * metrics[quality.name] > quality.sign * r for r in rivals)
-    if best:
+    if len(rivals) < MIN_RIVALS:
+        return False, (f"stays at rung 0: {gap:.3g} below the floor (more than {promote.within:g}); the best is "
+                       f"promoted only once {MIN_RIVALS} trials within the resource budgets compare")
+    if all(quality.sign * metrics[quality.name] > quality.sign * r for r in rivals):
         return True, (f"promoted: {gap:.3g} below the floor, but the best first-rung {quality.name} within the "
                       f"resource budgets so far (of {len(rivals) + 1}): the most promising shape gets the training")
     return False, (f"stays at rung 0: {gap:.3g} below the floor (more than {promote.within:g}) and not the best "

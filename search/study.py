@@ -230,6 +230,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         up, why = rungs.promotion(metrics, vouched, budget, earlier, space.promote)
         if not up:
             return {**metrics, "rung": 0, "rung_reason": why}
+        head = head[:head.rindex("|")] + f"| {time.perf_counter() - start:5.0f} s]"  # its time now, not at its start
         log(f"{head} rung 0: {outputs.metrics_line('', metrics, budget)}; {why}: {more.epochs:g} more epoch(s)")
         first = {f"rung0_{k}": metrics[k] for k in (quality.name, "p99_latency_ms", "memory_mb", "distill_s")
                  if k in metrics}

@@ -41,7 +41,10 @@ def test_far_below_the_floor_only_the_best_within_the_resource_budgets_is_promot
     earlier = [metrics(0.60), metrics(0.70, latency=50.0),  # the second is outside the latency budget: no rival
                metrics(0.78, rung0_accuracy=0.62)]  # a promoted trial is compared at its first rung
     up, why = rungs.promotion(metrics(0.65), False, BUDGET, earlier, ON)
-    assert up and "best first-rung accuracy" in why and "of 3" in why
+    assert not up and "once 4 trials" in why  # two rivals: "the best so far" means nothing yet
+    earlier += [metrics(0.55), metrics(0.58)]
+    up, why = rungs.promotion(metrics(0.65), False, BUDGET, earlier, ON)
+    assert up and "best first-rung accuracy" in why and "of 5" in why
     up, why = rungs.promotion(metrics(0.61), False, BUDGET, earlier, ON)
     assert not up and "not the best" in why
 
