@@ -77,7 +77,7 @@ def summary(rows: list[dict], budget: dict) -> dict:
     return {o.name: {"curve": curve(rows, budget, o), "text": text[o.name]} for o in constraints(budget)[1:]}
 
 
-def out_of_reach(rows: list[dict], budget: dict, spent_s: float | None = None) -> list[str]:
+def out_of_reach(rows: list[dict], budget: dict, spent_s: float | None = None, promoted: int = 0) -> list[str]:
     """When no candidate meets every budget: what the best one within the resource budgets reached, which single
     resource budget would have to move, and by how much, to admit a candidate at the quality limit (from the
     trials run), and the training and measuring time spent."""
@@ -105,5 +105,6 @@ def out_of_reach(rows: list[dict], budget: dict, spent_s: float | None = None) -
         else:
             out.append(f"no trial reaches the {quality.name} limit within the other budgets at any {o.name} budget")
     if spent_s is not None:
-        out.append(f"spent on training and measuring: {spent_s / 60:.1f} min over {len(rows)} completed trials")
+        out.append(f"spent on training and measuring: {spent_s / 60:.1f} min over {len(rows)} completed trials"
+                   + (f", {promoted} of them trained further (second rung)" if promoted else ""))
     return out

@@ -206,8 +206,10 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     rows = completed_rows(study, budget)
     choice = select_confirmed(rows, rd, saved, policy, log)
     if rows and not any(pareto.feasible(r["metrics"], budget) for r in rows):  # say what it would take
-        spent = sum(t.user_attrs.get("elapsed_s", 0.0) for t in study.get_trials(deepcopy=False))
-        choice["why"] = choice["why"] + budget_cost.out_of_reach(rows, budget, spent)
+        trials = study.get_trials(deepcopy=False)
+        spent = sum(t.user_attrs.get("elapsed_s", 0.0) for t in trials)
+        promoted = sum(t.user_attrs.get("rung") == 1 and "same_recipe_as_trial" not in t.user_attrs for t in trials)
+        choice["why"] = choice["why"] + budget_cost.out_of_reach(rows, budget, spent, promoted)
     sel = choice["selected"]
     selected = {
         "trial": sel["trial"] if sel else None, "params": sel["params"] if sel else None,

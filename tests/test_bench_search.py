@@ -41,6 +41,7 @@ def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
     assert "vs random >= 120 s: PASS" in bench.verdict(per_run, minutes=2)[0]
 
 
+@pytest.mark.slow  # three real tiny runs (~50 s): .ci/run runs it with the slow checks, keeping make test < 10 min
 def test_bench_search_runs_each_strategy_in_its_own_folder(tmp_path):
     task = write_tiny_task(tmp_path / "task")
     (tmp_path / "space.yaml").write_text(SPACE)

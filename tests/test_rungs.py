@@ -165,3 +165,8 @@ def test_a_run_promotes_and_records_both_rungs(tmp_path):
     assert cached  # the second rung's students are cached apart from the first's
     selected = json.loads((run / "selected.json").read_text())
     assert selected["meets_budget"] is False
+    assert selected["why"][-1].endswith("2 of them trained further (second rung)")
+    training = selected["training"]  # what the closest candidate's training was
+    assert training["rung"] == 1 and "rung0_accuracy" in training and training["distill_examples"] > 0
+    trials = (run / "trials.csv").read_text()
+    assert "rung_reason" in trials.splitlines()[0]
