@@ -45,3 +45,51 @@ def test_unlabelled_errors_name_the_key(tmp_path):
     (tmp_path / "task" / "dup.txt").write_text("\n".join(plain.val.texts[:5]) + "\n")
     with pytest.raises(ConfigError, match="data.unlabelled: .*no text outside"):
         prepare(load_task(str(_with_unlabelled(task_yaml, "dup.txt"))), tmp_path / "cache", log=lambda s: None)
+
+
+def test_augmented_texts_are_seeded_variants_never_validation_text():
+    from search.tasks.teacher import augmented_texts
+
+    train = ["a good film indeed", "a bad film sadly", "fine"]
+    texts, made_from = augmented_texts(train, copies=3, replace_share=0.5, seed=0, exclude={"a bad film indeed"})
+    assert (texts, made_from) == augmented_texts(train, 3, 0.5, 0, {"a bad film indeed"})  # seeded
+    assert len(texts) == len(made_from) and set(made_from) <= {0, 1, 2}
+    assert not set(texts) & (set(train) | {"a bad film indeed"}) and len(set(texts)) == len(texts)
+    vocab = {w for t in train for w in t.split()}
+    for text, src in zip(texts, made_from):  # same length as its source, words from the training text only
+        assert len(text.split()) == len(train[src].split()) and set(text.split()) <= vocab
+
+
+def test_augmentation_joins_distillation_and_copies_of_held_out_rows_stay_out(tmp_path):
+    task_yaml = write_tiny_task(tmp_path / "task")
+    text = task_yaml.read_text().replace("  label_column: y\n", "  label_column: y\n  augment: {copies: 2}\n")
+    aug_yaml = task_yaml.with_name("task_aug.yaml")
+    aug_yaml.write_text(text)
+    plain = prepare(load_task(str(task_yaml)), tmp_path / "cache", log=lambda s: None)
+    aug = prepare(load_task(str(aug_yaml)), tmp_path / "cache", log=lambda s: None)
+    assert aug.teacher_train_outputs.shape == plain.teacher_train_outputs.shape  # the same teacher (its key)
+    n = len(aug.train)
+    made = len(aug.kd_train) - n
+    assert made > n  # ~2 variants per training text
+    assert not set(aug.kd_train.texts[n:]) & set(aug.val.texts)
+    torch.testing.assert_close(aug.kd_outputs[n:], outputs_of(aug.teacher, aug.kd_train.take(slice(n, None))),
+                               rtol=1e-4, atol=1e-4)
+    held = aug.with_holdout()
+    h = len(held.holdout)
+    sources = aug.kd_source
+    kept = int((sources < n - h).sum())
+    assert len(held.kd_train) == n - h + kept < len(aug.kd_train)  # variants of held-out rows dropped too
+    assert len(held.kd_source) == kept and bool((held.kd_source < n - h).all())
+    assert aug.key != plain.key and held.key != aug.key
+
+
+def test_augment_errors_name_the_key(tmp_path):
+    task_yaml = write_tiny_task(tmp_path / "task")
+    bad = task_yaml.with_name("bad.yaml")
+    bad.write_text(task_yaml.read_text().replace("  label_column: y\n", "  label_column: y\n  augment: {copies: 0}\n"))
+    with pytest.raises(ConfigError, match="data.augment.copies: got 0; must be >= 1"):
+        load_task(str(bad))
+    bad.write_text(task_yaml.read_text().replace("  label_column: y\n",
+                                                 "  label_column: y\n  augment: {copies: 1, mask: 0.1}\n"))
+    with pytest.raises(ConfigError, match="data.augment.mask: unknown key"):
+        load_task(str(bad))

@@ -32,6 +32,8 @@ class Task:
     finetune_epochs: float = 2.0  # 0: the teacher already has a trained head for these labels
     finetune_learning_rate: float = 5e-5
     unlabelled_path: Path | None = None  # extra task text without labels: the teacher labels it for distillation
+    augment_copies: int = 0  # per training text, this many copies with words replaced (the teacher labels them)
+    augment_replace: float = 0.15  # share of a copy's words replaced by words of the training text
     family: str = DEFAULT_FAMILY  # the teacher's model family (families/)
     classes: tuple[str, ...] | None = None  # keep only rows with these labels (None: every label)
     teacher_weights: str = "safetensors"  # "any": also pickled .bin checkpoints (only when asked for explicitly)
@@ -90,6 +92,17 @@ def _classes(d: Reader) -> tuple[str, ...] | None:
     return tuple(str(v) for v in value)
 
 
+def _augment(d: Reader) -> dict:
+    """`data.augment: {copies, replace}`: text made from the training split for the teacher to label."""
+    if not d.has("augment"):
+        return {}
+    a = d.section("augment")
+    out = {"augment_copies": a.number("copies", lo=1, hi=50, integer=True),
+           "augment_replace": a.number("replace", default=0.15, lo=0, hi=1, lo_open=True)}
+    a.done()
+    return out
+
+
 def load_task(path_str: str | None) -> Task:
     if path_str is None:
         return default_task()
@@ -127,6 +140,7 @@ def load_task(path_str: str | None) -> Task:
         unlabelled_path=unlabelled_path,
         family=top.string("family", default=DEFAULT_FAMILY, choices=tuple(families_names())),
         classes=_classes(d),
+        **_augment(d),
         teacher_weights=top.string("teacher_weights", default="safetensors", choices=("safetensors", "any")),
     )
     d.done()

@@ -41,6 +41,8 @@ class Prepared:
     task_type: object = classification  # the task type's module: objective, losses, evaluation
     holdout: Split | None = None  # labelled training rows no student trains on (early stopping); never validation
     holdout_outputs: torch.Tensor | None = None  # the teacher's outputs on them
+    kd_source: torch.Tensor | None = None  # per kd_train row beyond the labelled ones: the training row it was made
+    #                                        from (augmentation), or -1 (unlabelled text)
 
     def __post_init__(self):
         if self.kd_train is None:  # no augmentation: distil on the labelled training split
@@ -59,11 +61,16 @@ class Prepared:
             return self
         rest = slice(0, n - h)
         kd_train, kd_outputs = self.train.take(rest), self.teacher_train_outputs[rest]
+        kd_source = self.kd_source
         if len(self.kd_train) > n:  # teacher-labelled extra text follows the labelled rows
-            kd_train = kd_train.concat(self.kd_train.take(slice(n, len(self.kd_train))))
-            kd_outputs = torch.cat([kd_outputs, self.kd_outputs[n:]])
+            extra = torch.arange(n, len(self.kd_train))
+            if self.kd_source is not None:  # copies made from a held-out row would leak it into training
+                extra = extra[self.kd_source < n - h]
+            kd_train = kd_train.concat(self.kd_train.take(extra.tolist()))
+            kd_outputs = torch.cat([kd_outputs, self.kd_outputs[extra]])
+            kd_source = None if self.kd_source is None else self.kd_source[extra - n]
         key = hashlib.sha256(f"{self.key}:holdout:{h}".encode()).hexdigest()[:16]
-        return replace(self, kd_train=kd_train, kd_outputs=kd_outputs, key=key,
+        return replace(self, kd_train=kd_train, kd_outputs=kd_outputs, key=key, kd_source=kd_source,
                        holdout=self.train.take(slice(n - h, n)), holdout_outputs=self.teacher_train_outputs[n - h:])
 
 
@@ -123,7 +130,8 @@ def _task_key(task: Task) -> str:
     weights = sorted(task.teacher_dir.glob("*.safetensors")) + sorted(task.teacher_dir.glob("*.bin"))
     # the teacher and its split depend on these; unlabelled text only on the students (Prepared.key)
     parts = {k: str(v) for k, v in asdict(task).items()
-             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family", "teacher_weights")}
+             if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family", "teacher_weights",
+                          "augment_copies", "augment_replace")}
     parts["data"] = data_fingerprint(task.data_path)
     from .. import accel
 
@@ -162,15 +170,60 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
         shutil.rmtree(cached, ignore_errors=True)
         raise ConfigError(cached, "train_outputs", "cached teacher outputs do not match the data; the cache was "
                                                    "removed, run again")
-    if task.unlabelled_path is None:
+    if task.unlabelled_path is None and not task.augment_copies:
         return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family)
-    extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
-    unlabelled_sha = file_sha256(task.unlabelled_path)
-    extra_outputs = _cached_outputs(teacher, extra, cached / f"unlabelled-{unlabelled_sha[:16]}.safetensors")
-    extra.labels = extra_outputs.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
-    key = hashlib.sha256(f"{key}:{unlabelled_sha}".encode()).hexdigest()[:16]
-    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key,
-                    train_split.concat(extra), torch.cat([outputs, extra_outputs]), family=family)
+    kd_train, kd_outputs, sources = train_split, outputs, []
+    if task.unlabelled_path is not None:
+        extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
+        unlabelled_sha = file_sha256(task.unlabelled_path)
+        extra_outputs = _cached_outputs(teacher, extra, cached / f"unlabelled-{unlabelled_sha[:16]}.safetensors")
+        extra.labels = extra_outputs.argmax(-1)  # the label loss reads the teacher's answer (pseudo-label)
+        key = hashlib.sha256(f"{key}:{unlabelled_sha}".encode()).hexdigest()[:16]
+        kd_train, kd_outputs, sources = kd_train.concat(extra), torch.cat([kd_outputs, extra_outputs]), [-1] * len(extra)
+    if task.augment_copies:
+        texts, made_from = augmented_texts(train_split.texts, task.augment_copies, task.augment_replace,
+                                           task.split_seed, exclude=set(val_split.texts))
+        log(f"augmentation: {len(texts)} texts made from the training split ({task.augment_copies} per text, "
+            f"{task.augment_replace:.0%} of words replaced), labelled by the teacher")
+        import pandas as pd
+
+        made = tokenize(pd.DataFrame({"text": texts, "label": [classes[0]] * len(texts)}), tokenizer, classes,
+                        task.max_length, family)
+        tag = f"{task.augment_copies}:{task.augment_replace}:{task.split_seed}"
+        made_outputs = _cached_outputs(teacher, made, cached / f"augmented-{hashlib.sha256(tag.encode()).hexdigest()[:16]}"
+                                                              ".safetensors")
+        made.labels = made_outputs.argmax(-1)
+        key = hashlib.sha256(f"{key}:augment:{tag}".encode()).hexdigest()[:16]
+        kd_train, kd_outputs = kd_train.concat(made), torch.cat([kd_outputs, made_outputs])
+        sources += made_from
+    return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, kd_train, kd_outputs,
+                    family=family, kd_source=torch.tensor(sources, dtype=torch.long))
+
+
+def augmented_texts(texts: list[str], copies: int, replace_share: float, seed: int,
+                    exclude: set[str]) -> tuple[list[str], list[int]]:
+    """`copies` variants of each training text, each word replaced with probability `replace_share` by a word drawn
+    from the training text's own word frequencies (random word replacement: no model hub, no MLM head needed; the
+    teacher's soft labels on the variants carry what the student learns). Returns the texts and, per text, the
+    training row it was made from; variants equal to any training or excluded (validation) text are dropped."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = [t.split() for t in texts]
+    pool = np.array([w for ws in words for w in ws] or [""], dtype=object)
+    seen = set(texts) | exclude
+    out, made_from = [], []
+    for i, ws in enumerate(words):
+        for _ in range(copies):
+            if not ws:
+                break
+            swap = rng.random(len(ws)) < replace_share
+            new = " ".join(pool[rng.integers(len(pool))] if s else w for w, s in zip(ws, swap))
+            if new not in seen:
+                seen.add(new)
+                out.append(new)
+                made_from.append(i)
+    return out, made_from
 
 
 def _teacher(task: Task, family: Family, tokenizer, classes, train_split: Split, cached: Path, log):
