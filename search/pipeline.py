@@ -148,9 +148,10 @@ STARTUP_DRAWS = 400  # random recipes drawn at most to find them: screening cost
 def warm_start(ctx: Context, trials: int) -> list[dict]:
     """The study's random start-up, drawn from the feasible region only: random recipes of the space (the same
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
-    distinct ones the budget admits kept. A screened-out start-up trial teaches the sampler little, and each one
-    would cost an ask; without a budget that rejects anything these are exactly the recipes TPE's own start-up
-    would have drawn."""
+    distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
+    all STARTUP_DRAWS draws comes first (in place of the last random one). A screened-out start-up trial teaches the
+    sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
+    recipes TPE's own start-up would have drawn."""
     import optuna
 
     from .study import STARTUP_TRIALS
@@ -160,18 +161,35 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     want = min(STARTUP_TRIALS, trials)
     scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=ctx.seed),
                                   directions=["maximize"])  # in memory: only its draws matter
-    starts, seen = [], set()
+    starts, seen, screened_out = [], set(), 0
+    largest, largest_size = None, 0
     for _ in range(STARTUP_DRAWS):
-        if len(starts) == want:
-            break
         trial = scratch.ask()
         cand = resolve(ctx, ctx.space.suggest(trial, ctx.limits))
         scratch.tell(trial, 0.0)
-        if cand in seen or screen(ctx, cand)[1]:
+        if cand in seen:
             continue
         seen.add(cand)
-        starts.append(dict(trial.params))
+        if screen(ctx, cand)[1]:
+            screened_out += 1
+            continue
+        if len(starts) < want:
+            starts.append(dict(trial.params))
+        size = student_size(ctx, cand)
+        if size > largest_size:
+            largest, largest_size = dict(trial.params), size
+    if screened_out and largest is not None:
+        # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
+        # to reach the floor: rungs.py gives it the longer training if it is the best), then the random ones
+        starts = [largest] + [p for p in starts if p != largest][:want - 1]
     return starts
+
+
+def student_size(ctx: Context, cand: Candidate) -> int:
+    """A recipe's student size before quantization (its fp32 weight bytes, from the shape alone)."""
+    shape = planned_shape(ctx.family.shape_of(ctx.prepared.teacher), cand,
+                          None if ctx.vocab_ids is None else len(ctx.vocab_ids))
+    return ctx.backend.predicted_weight_bytes(shape, QuantParams(bits=32))
 
 
 def kept(n: int, ratio: float) -> int:

@@ -85,6 +85,8 @@ def test_start_up_trials_are_drawn_from_the_feasible_region_only(tmp_path):
     assert all(t.user_attrs["warm_start"] for t in trials)
     assert all(t.user_attrs["predicted_memory_mb"] <= 0.06 for t in trials)
     assert len({str(t.user_attrs["recipe"]) for t in trials}) == 3  # three different models
+    # the budget screens recipes out: the largest student it admits (of every start-up draw) comes first
+    assert trials[0].user_attrs["parameters"] == max(t.user_attrs["parameters"] for t in trials)
     # the study's own random start-up (same sampler, same seed) would have asked for other recipes first: the
     # warm start skipped those the screen rejects
     from search import families
