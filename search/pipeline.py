@@ -24,7 +24,7 @@ from .measure.latency import Latency
 from .run_dir import PREDICTIONS, atomic_write_npy
 from .space import Space, check_against_teacher, values
 from .target import Target
-from .tasks.teacher import Prepared
+from .tasks.teacher import HOLDOUT_MIN, Prepared
 from .train import KD
 
 CALIBRATION_EXAMPLES = 128
@@ -126,6 +126,9 @@ def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, thre
         prepared = prepared.with_holdout()
         if prepared.holdout is not None:
             log(f"second rung on: {len(prepared.holdout)} training examples held out for early stopping")
+        else:
+            log(f"second rung off: {len(prepared.train)} training examples are too few to hold out "
+                f"{HOLDOUT_MIN} for early stopping ({space.path}: promote is not used)")
     ctx = replace(make_context(prepared, target, cache_dir, threads, seed), space=space)
     check_feasible_at_all(ctx, space)
     return ctx

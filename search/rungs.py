@@ -53,8 +53,8 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
     if gap <= promote.within:
         return True, (f"promoted: {quality.name} {metrics[quality.name]:.4g} is within {promote.within:g} of the "
                       f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")
-    rivals = [first_rung_quality(m, quality.name) for m in earlier
-              if not any(v > 0 for k, v in pareto.shipping_violations(m, budget).items() if k != quality.name)]
+    rivals = [first_rung_quality(m, quality.name) for m in earlier if "same_recipe_as_trial" not in m  # one model once
+              and not any(v > 0 for k, v in pareto.shipping_violations(m, budget).items() if k != quality.name)]
     if len(rivals) < MIN_RIVALS:
         return False, (f"stays at rung 0: {gap:.3g} below the floor (more than {promote.within:g}); the best is "
                        f"promoted only once {MIN_RIVALS} trials within the resource budgets compare")

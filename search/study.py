@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import optuna
@@ -20,7 +21,7 @@ from .errors import CandidateError, RunStopped
 from .objectives import for_budget
 from . import storage as storages
 from .locks import file_lock
-from .run_dir import RunDir, atomic_write_json, link_copy
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, link_copy
 from .space import Space
 from .strategies import OURS
 from .target import Target
@@ -107,6 +108,9 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     cache_dir.mkdir(parents=True, exist_ok=True)
     family = prepared.family
     pipe = pipeline_for(prepared)
+    ours = settings.strategy == OURS
+    if not ours and getattr(space, "promote", None) is not None:  # a baseline: one rung, no rows held out for it
+        space = dataclass_replace(space, promote=rungs.Promotion())
     ctx = pipe.prepare_run(prepared, target, space, cache_dir, settings.threads, settings.seed, log=log)
     limits = ctx.limits
     log(f"model family {family.name}, task type {ctx.task_type.NAME}, runtime {ctx.backend.name}; "
@@ -133,7 +137,6 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     study.set_metric_names([o.name for o in objectives])
     if resume and settings.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
         _fail_dead_trials(study, log)
-    ours = settings.strategy == OURS
     if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
         for params in starts:
@@ -234,7 +237,14 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         log(f"{head} rung 0: {outputs.metrics_line('', metrics, budget)}; {why}: {more.epochs:g} more epoch(s)")
         first = {f"rung0_{k}": metrics[k] for k in (quality.name, "p99_latency_ms", "memory_mb", "distill_s")
                  if k in metrics}
-        again = pipe.run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log, more=more)
+        again = {}
+        try:  # built beside the trial's folder and swapped in whole: a failure leaves the first rung's files
+            atomic_replace_dir(lambda tmp: again.update(pipe.run_candidate(ctx, cand, tmp, log=log, more=more)),
+                               rd.trial_dir(trial.number))
+        except (CandidateError, OSError, SafetensorError) as exc:
+            log(f"{head} second rung failed ({exc}); the first rung's measurements stand")
+            return {**metrics, "rung": 0, "rung_reason": f"{why}; but the second rung failed: {exc}"}
+        again["artifact"] = str(rd.artifact(trial.number))  # where the swap put it
         return {**again, **first, "rung": 1, "rung_reason": why}
 
     def write(study_, _trial):

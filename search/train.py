@@ -69,7 +69,8 @@ class Transfer:
 
 class EarlyStopping:
     """Stop distilling when the distillation loss on held-out *training* rows (never validation) has not improved
-    for `patience` checks, and keep the weights of the best check. Checked every `every_steps` steps and at the end.
+    for `patience` checks, and keep the weights of the best check. Checked before the first step (the weights it
+    starts from: best_step 0 means more training did not help), every `every_steps` steps and at the end.
     Hand-written: transformers' EarlyStoppingCallback needs its Trainer, which this loop does not use."""
 
     def __init__(self, split: Split, teacher_outputs: torch.Tensor, kd: KD, every_steps: int, patience: int):
@@ -141,6 +142,8 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
             opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
         model.train()
         order = torch.empty(0, dtype=torch.long)
+        if early is not None:  # the weights it starts from are a candidate too: more training may only hurt
+            early.check(model, 0, final=True)
         bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0, disable=None)  # None: off without a TTY
         t0 = last = time.perf_counter()
         for step in bar:

@@ -165,3 +165,12 @@ def test_task_package_paths_and_classes_errors_name_the_key(tmp_path):
     task.write_text(f"teacher: {teacher}\ndata: {{path: d.csv.gz, classes: [a, b]}}\n")
     frame = read_checked(load_task(str(task)))  # a gzip-compressed CSV; rows of c and d dropped
     assert sorted(set(frame["label"])) == ["a", "b"] and len(frame) == 20
+
+
+def test_the_default_teacher_cache_key_is_unchanged_by_keys_it_does_not_use():
+    """Adding a task-file key must not re-key (and so re-train) the teachers of tasks that do not use it: this is
+    the key of the built-in task's teacher since before `classes` and `augment` existed (pinned packages)."""
+    from search.tasks import default_task
+    from search.tasks.teacher import _task_key
+
+    assert _task_key(default_task()) == "ba3981fad0c0eec7"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 import torch
 
 from conftest import TINY_DISTILL, random_split, run_search, tiny_model, write_tiny_task
 from search import rungs
+from search.run_dir import RunDir
 from search.rungs import Promotion
 from search.train import KD, EarlyStopping, train
 
@@ -73,8 +75,9 @@ def test_early_stopping_keeps_the_best_weights_and_says_where_it_stopped():
     train(model, data, steps=steps, kd=kd, lr=1e-3, early=early)
     record = early.record(steps)
     assert record["stopped_early"] and record["steps_run"] < steps
-    assert record["best_step"] == early.checks[0][0] == 3  # the first check was the best; two worse ones stop it
-    assert [s for s, _ in early.checks] == [3, 6, 9]
+    # the weights it started from were the best (checked before the first step); two worse checks stop it
+    assert record["best_step"] == 0 and record["steps_run"] == 6
+    assert [s for s, _ in early.checks] == [0, 3, 6]
     assert early.loss(model) == pytest.approx(record["holdout_loss_best"], rel=1e-5)  # the best weights came back
 
 
@@ -161,6 +164,12 @@ def test_a_run_promotes_and_records_both_rungs(tmp_path):
         assert "rung0_accuracy" in a and a["accuracy"] == t.values[0]
         record = a["rung1_training"]
         assert record["steps_planned"] >= record["steps_run"] >= 1 and record["holdout_examples"] > 0
+    rd = RunDir(run)
+    labels = np.load(rd.labels)
+    for t in done:  # the files on disk are the second rung's (swapped in whole): its predictions give its accuracy
+        assert float(np.mean(np.load(rd.predictions(t.number)) == labels)) == pytest.approx(t.user_attrs["accuracy"])
+        assert rd.artifact(t.number).is_file() and t.user_attrs["artifact"] == str(rd.artifact(t.number))
+    assert not list((run / "trials").glob(".*"))  # no scratch folder left behind
     cached = sorted(p.name for p in (tmp_path / "results" / "cache").glob("student-*-more2-p1.safetensors"))
     assert cached  # the second rung's students are cached apart from the first's
     selected = json.loads((run / "selected.json").read_text())

@@ -131,7 +131,9 @@ def _task_key(task: Task) -> str:
     # the teacher and its split depend on these; unlabelled text only on the students (Prepared.key)
     parts = {k: str(v) for k, v in asdict(task).items()
              if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family", "teacher_weights",
-                          "augment_copies", "augment_replace")}
+                          "augment_copies", "augment_replace", "classes")}
+    if task.classes is not None:  # only where given: the keys (and caches) of tasks without it stay as they were
+        parts["classes"] = str(task.classes)
     parts["data"] = data_fingerprint(task.data_path)
     from .. import accel
 
@@ -205,7 +207,9 @@ def augmented_texts(texts: list[str], copies: int, replace_share: float, seed: i
     """`copies` variants of each training text, each word replaced with probability `replace_share` by a word drawn
     from the training text's own word frequencies (random word replacement: no model hub, no MLM head needed; the
     teacher's soft labels on the variants carry what the student learns). Returns the texts and, per text, the
-    training row it was made from; variants equal to any training or excluded (validation) text are dropped."""
+    training row it was made from; variants equal to any training or excluded (validation) text are dropped. The
+    word pool is the whole training split's: a held-out row's variants are dropped (Prepared.with_holdout), but
+    single words of it may appear in other rows' variants."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
