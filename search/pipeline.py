@@ -46,6 +46,7 @@ class Context:
     calibration_labels: torch.Tensor | None = None  # labels of the calibration examples (gradient importance)
     backend: Backend | None = None
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
+    largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (first trial)
 
     @property
     def family(self) -> Family:
@@ -183,8 +184,9 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
             largest, largest_size = dict(trial.params), size
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
-        # to reach the floor: rungs.py gives it the longer training if it is the best), then the random ones
+        # to reach the floor: rungs.py gives it the longer training), then the random ones
         starts = [largest] + [p for p in starts if p != largest][:want - 1]
+        ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
     return starts
 
 

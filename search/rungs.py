@@ -3,10 +3,11 @@
 Every trial first trains its student for the recipe's `distill.epochs` (rung 0: cheap) and is measured as it would
 ship. A trial then earns more distillation (rung 1: `promote.epochs` more, early-stopped on a held-out slice of the
 training data) only when it could still reach the quality floor: it is within every resource budget, its quality
-cannot yet be vouched for at the floor, and its point estimate is within `promote.within` of the floor, or it is
-the best first-rung quality within the resource budgets so far (when every short-trained student falls far below
-the floor, the most promising shape gets the training instead of more small ones being sampled). Each trial
-records the rung it reached and why it stopped there.
+cannot yet be vouched for at the floor, and it is the largest student the budget admits (the warm start's first
+trial), or its point estimate is within `promote.within` of the floor, or it is the best first-rung quality within
+the resource budgets once MIN_RIVALS trials compare (when every short-trained student falls far below the floor,
+the most promising shape gets the training instead of more small ones being sampled). Each trial records the rung
+it reached and why it stopped there.
 
 Written here because Optuna's pruners do not support multi-objective studies (`trial.report` raises there).
 """
@@ -38,9 +39,11 @@ def first_rung_quality(row_metrics: dict, quality_name: str) -> float:
     return row_metrics.get(f"rung0_{quality_name}", row_metrics[quality_name])
 
 
-def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], promote: Promotion) -> tuple[bool, str]:
+def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], promote: Promotion,
+              largest: bool = False) -> tuple[bool, str]:
     """(promote?, why) for a trial measured at its first rung. `vouched`: its quality bound already meets the floor;
-    `earlier`: the metrics of the run's earlier completed trials."""
+    `earlier`: the metrics of the run's earlier completed trials; `largest`: it is the largest student the budget
+    admits (the warm start's first trial where the budget screens recipes out)."""
     quality = for_budget(budget)[0]
     if not promote.on:
         return False, "one rung: the space has no promote section"
@@ -50,6 +53,9 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
     if vouched:
         return False, f"stays at rung 0: its {quality.name} is already vouched for at the floor"
     gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
+    if largest:
+        return True, (f"promoted: the largest student the budget admits ({gap:.3g} below the floor): the shape "
+                      "likeliest to reach it gets the longer training")
     if gap <= promote.within:
         return True, (f"promoted: {quality.name} {metrics[quality.name]:.4g} is within {promote.within:g} of the "
                       f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")

@@ -139,8 +139,9 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         _fail_dead_trials(study, log)
     if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
+        largest = getattr(ctx, "largest_start", None)
         for params in starts:
-            study.enqueue_trial(params, user_attrs={"warm_start": True})
+            study.enqueue_trial(params, user_attrs={"warm_start": True, "largest_admitted": params == largest})
         if starts:
             log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
@@ -230,7 +231,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         vouched = outputs.row_bounds(rd, {"metrics": metrics, "trial": trial.number}, budget,
                                      teacher)[quality.name]["meets"]
         earlier = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        up, why = rungs.promotion(metrics, vouched, budget, earlier, space.promote)
+        up, why = rungs.promotion(metrics, vouched, budget, earlier, space.promote,
+                                  largest=bool(trial.user_attrs.get("largest_admitted")))
         if not up:
             return {**metrics, "rung": 0, "rung_reason": why}
         head = head[:head.rindex("|")] + f"| {time.perf_counter() - start:5.0f} s]"  # its time now, not at its start

@@ -39,6 +39,13 @@ def test_a_trial_outside_a_resource_budget_or_already_vouched_for_stays():
     assert rungs.promotion(metrics(0.79), False, BUDGET, [], Promotion())[0] is False  # no promote section
 
 
+def test_the_largest_student_the_budget_admits_is_promoted_however_far_below():
+    up, why = rungs.promotion(metrics(0.60), False, BUDGET, [], ON, largest=True)
+    assert up and "largest student the budget admits" in why
+    assert not rungs.promotion(metrics(0.60, memory=60.0), False, BUDGET, [], ON, largest=True)[0]  # over budget
+    assert not rungs.promotion(metrics(0.85), True, BUDGET, [], ON, largest=True)[0]  # already vouched for
+
+
 def test_far_below_the_floor_only_the_best_within_the_resource_budgets_is_promoted():
     earlier = [metrics(0.60), metrics(0.70, latency=50.0),  # the second is outside the latency budget: no rival
                metrics(0.78, rung0_accuracy=0.62)]  # a promoted trial is compared at its first rung

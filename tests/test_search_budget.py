@@ -132,3 +132,4 @@ def test_warm_start_puts_the_largest_admitted_student_first(tmp_path):
     assert sizes[first] == largest and len(starts) == 3 and len(admitted) > 3
     in_draw_order = [p for p in admitted.values() if p != starts[0]]
     assert starts[1:] == in_draw_order[:2]  # then the first admitted random draws, in order
+    assert ctx.largest_start == starts[0]  # the study marks it: rungs.py promotes the largest admitted student
