@@ -190,11 +190,13 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     return starts
 
 
-def student_size(ctx: Context, cand: Candidate) -> int:
-    """A recipe's student size before quantization (its fp32 weight bytes, from the shape alone)."""
+def student_size(ctx: Context, cand: Candidate) -> float:
+    """A recipe's student size: the FLOPs of one inference at the workload, from the planned shape alone (the
+    encoder's capacity: embedding rows cost no FLOPs, so a full vocabulary does not make a 1-layer student large)."""
     shape = planned_shape(ctx.family.shape_of(ctx.prepared.teacher), cand,
                           None if ctx.vocab_ids is None else len(ctx.vocab_ids))
-    return ctx.backend.predicted_weight_bytes(shape, QuantParams(bits=32))
+    wl = ctx.target.workload
+    return float(sum(op.flops for op in ctx.family.operators(shape, wl.batch_size, wl.sequence_length)))
 
 
 def kept(n: int, ratio: float) -> int:

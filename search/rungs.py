@@ -52,6 +52,12 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
         return False, f"stays at rung 0: outside the {', '.join(over)} budget"
     if vouched:
         return False, f"stays at rung 0: its {quality.name} is already vouched for at the floor"
+    resources = [o.name for o in for_budget(budget)[1:]]
+    needs = pareto.shipping_violations(metrics, budget)
+    for m in earlier:  # reaching the floor would not put it on the front: a shippable trial needs no more of anything
+        if pareto.feasible(m, budget) and all(pareto.shipping_violations(m, budget)[r] <= needs[r] for r in resources):
+            return False, ("stays at rung 0: an earlier trial meets every budget with no more "
+                           f"{' or '.join(resources)}: at the floor this one could not join the front")
     gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
     if largest:
         return True, (f"promoted: the largest student the budget admits ({gap:.3g} below the floor): the shape "
