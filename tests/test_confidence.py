@@ -161,3 +161,5 @@ def test_out_of_reach_names_the_budget_that_would_have_to_move():
                                "to admit trial 3")
     assert lines[2].startswith("memory_mb would have to move from 16 to 21.30 MB (+5.30)")
     assert lines[3] == "spent on training and measuring: 10.0 min over 3 completed trials"
+    assert budget_cost.out_of_reach(rows, b, spent_s=600, promoted=2)[3].endswith(
+        "over 3 completed trials, 2 of them trained further (second rung)")
