@@ -193,8 +193,7 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
 def student_size(ctx: Context, cand: Candidate) -> float:
     """A recipe's student size: the FLOPs of one inference at the workload, from the planned shape alone (the
     encoder's capacity: embedding rows cost no FLOPs, so a full vocabulary does not make a 1-layer student large)."""
-    shape = planned_shape(ctx.family.shape_of(ctx.prepared.teacher), cand,
-                          None if ctx.vocab_ids is None else len(ctx.vocab_ids))
+    shape = recipe_shape(ctx, cand)
     wl = ctx.target.workload
     return float(sum(op.flops for op in ctx.family.operators(shape, wl.batch_size, wl.sequence_length)))
 
@@ -219,6 +218,12 @@ def planned_shape(teacher: ModelShape, cand: Candidate, vocab_size: int | None =
     return shape
 
 
+def recipe_shape(ctx: Context, cand: Candidate) -> ModelShape:
+    """The shipped model's shape for this run's teacher and task vocabulary (the screen and the warm start)."""
+    return planned_shape(ctx.family.shape_of(ctx.prepared.teacher), cand,
+                         None if ctx.vocab_ids is None else len(ctx.vocab_ids))
+
+
 def latency_of(ctx: Context, shape: ModelShape, quant: QuantParams, sparse_2_4: bool,
                artifact: Path | None) -> Latency:
     wl, dev = ctx.target.workload, ctx.target.device
@@ -233,8 +238,7 @@ def latency_of(ctx: Context, shape: ModelShape, quant: QuantParams, sparse_2_4: 
 
 def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
     """Predicted memory (and latency where it is estimated) before training; reasons to reject."""
-    shape = planned_shape(ctx.family.shape_of(ctx.prepared.teacher), cand,
-                          None if ctx.vocab_ids is None else len(ctx.vocab_ids))
+    shape = recipe_shape(ctx, cand)
     wl, budget = ctx.target.workload, ctx.target.budget
     predicted = {"predicted_memory_mb": (ctx.backend.predicted_weight_bytes(shape, cand.quant)
                                          + memory.activation_bytes(shape, wl.batch_size, wl.sequence_length))

@@ -104,6 +104,18 @@ TINY_DISTILL = """distill:
 """
 
 
+# a spec-only device for the tiny teacher (every latency estimated, so fixed-seed runs are deterministic); a test
+# appends its own `budget:` section
+TINY_ESTIMATED_DEVICE = """name: tiny_estimated
+device:
+  latency: estimated
+  memory_mb: 1000
+  memory_bandwidth_gbps: 50
+  peak_tops: {fp32: 0.5, fp16: 1.0, int8: 2.0}
+workload: {batch_size: 1, sequence_length: 16}
+"""
+
+
 def tiny_run_inputs(root, target_yaml: str) -> list[str]:
     """Writes the tiny task and a target into `root`; the `run` flags that use them with the tests' small space."""
     task = write_tiny_task(root / "task")

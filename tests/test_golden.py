@@ -12,19 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import write_tiny_task
+from conftest import TINY_ESTIMATED_DEVICE, write_tiny_task
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).with_name("golden") / "tiny_run.json"
 SPACE = (Path(__file__).with_name("golden_space.yaml")).read_text()
-TARGET = """name: tiny_estimated
-device:
-  latency: estimated
-  memory_mb: 1000
-  memory_bandwidth_gbps: 50
-  peak_tops: {fp32: 0.5, fp16: 1.0, int8: 2.0}
-workload: {batch_size: 1, sequence_length: 16}
-budget:
+TARGET = TINY_ESTIMATED_DEVICE + """budget:
   memory_mb: 2.0
   p99_latency_ms: 100
   accuracy_floor: {max_drop: 0.5}

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import TINY_DISTILL, random_split, run_search, tiny_model, write_tiny_task
+from conftest import TINY_ESTIMATED_DEVICE, TINY_DISTILL, random_split, run_search, tiny_model, write_tiny_task
 from search import rungs
 from search.run_dir import RunDir
 from search.rungs import Promotion
@@ -146,14 +146,7 @@ quant:
   activations: [dynamic_int8]
 promote: {epochs: 2, within: 1.0, patience: 1}
 """
-TARGET = """name: tiny_estimated
-device:
-  latency: estimated
-  memory_mb: 1000
-  memory_bandwidth_gbps: 50
-  peak_tops: {fp32: 0.5, fp16: 1.0, int8: 2.0}
-workload: {batch_size: 1, sequence_length: 16}
-budget:
+TARGET = TINY_ESTIMATED_DEVICE + """budget:
   memory_mb: 50
   p99_latency_ms: 100
   accuracy_floor: {absolute: 1.0}
