@@ -264,15 +264,23 @@ def _cmd_bench(args) -> int:
         log = lambda s: print(s, flush=True)  # noqa: E731
         torch.set_num_threads(args.threads)  # training threads; latency is measured at the target's own
         prepared = prepare(load_task(args.task), RESULTS_DIR / "cache", log=log)
+        if args.section == "training":  # the second rung's early stopping needs held-out training rows
+            prepared = prepared.with_holdout()
         ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
-        settings, comparisons = techniques.default_settings()
+        if args.section == "training":
+            sizes = {d: len(techniques.variant(ctx, d, log).prepared.kd_train) for d in techniques.DATA}
+            settings, comparisons = techniques.training_settings(sizes)
+        else:
+            settings, comparisons = techniques.default_settings()
+        task_name = None if prepared.task.path is None else prepared.task.name
         if args.rerender:
-            techniques.rerender(out, settings, comparisons, prepared.val, args.threads, args.seed, log=log)
+            techniques.rerender(out, settings, comparisons, prepared.val, args.threads, args.seed, log=log,
+                                section=args.section, task=task_name)
             return 0
         if args.only:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
                         or s.candidate is None and s.quant.bits == 32]  # the teacher row anchors the ratios
-        techniques.run(ctx, out, settings, comparisons, log=log)
+        techniques.run(ctx, out, settings, comparisons, log=log, section=args.section)
     elif args.what == "published":
         from .bench import published
 
@@ -404,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "(seed N != 0 writes techniques-seedN.csv/.md beside)")
     ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
                                                           "measurements instead of measuring again")
-    ben.add_argument("--task", default=None, help="techniques: task YAML (default: the built-in task)")
+    ben.add_argument("--task", default=None, help="techniques: a task name or YAML (default: the built-in task)")
+    ben.add_argument("--section", choices=("compression", "training"), default="compression",
+                     help="techniques: compression (each technique beside its alternative) or training (ways to "
+                          "train one student better at equal steps; for a harder task, e.g. --task "
+                          "rotten_tomatoes); writes techniques[-training][-TASK][-seedN].csv/.md")
     ben.add_argument("--threads", type=int, default=2, help="techniques: training threads; llm: llama.cpp threads "
                                                             "(default 2)")
     ben.add_argument("--rerender", action="store_true", help="techniques: judge and write techniques.md again "

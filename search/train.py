@@ -19,6 +19,7 @@ from .errors import CandidateError
 from .tasks import classification
 from .tasks.data import Split
 
+BATCH_SIZE = 32  # examples per distillation / recovery step
 PROGRESS_EVERY_S = 30.0  # without a terminal (CI, logs): one progress line this often
 
 
@@ -120,7 +121,7 @@ class EarlyStopping:
 
 
 def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = None, lr: float = 1e-4,
-          batch_size: int = 32, seed: int = 0, desc: str = "train", transfer: Transfer | None = None,
+          batch_size: int = BATCH_SIZE, seed: int = 0, desc: str = "train", transfer: Transfer | None = None,
           task_type=classification, log=None, early: EarlyStopping | None = None) -> float:
     """Train for `steps` optimizer steps (cycling over seeded shuffles); returns the last mean loss.
     `log`: where a progress line goes every PROGRESS_EVERY_S when no terminal shows the bar. `early`: stop when
@@ -191,7 +192,7 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, kd: KD | None = No
     return sum(recent) / len(recent)
 
 
-def steps_for(n_examples: int, epochs: float, batch_size: int = 32) -> int:
+def steps_for(n_examples: int, epochs: float, batch_size: int = BATCH_SIZE) -> int:
     return max(1, int(math.ceil(n_examples / batch_size * epochs)))
 
 

@@ -46,7 +46,7 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
                    Comparison("smaller", "teacher fp32", "w4 rtn", "memory")]
     frame = techniques.run(ctx, tmp_path / "out", settings, comparisons, log=lambda s: None)
 
-    csv = pd.read_csv(tmp_path / "out" / "techniques.csv")
+    csv = pd.read_csv(tmp_path / "out" / "techniques-tiny.csv")
     assert set(REQUIRED) <= set(csv.columns) and list(csv["setting"]) == [s.name for s in settings[:-1]]
     assert csv.loc[0, "compression_ratio"] == 1.0 and csv.loc[0, "accuracy_delta"] == 0.0
     for _, r in frame.iterrows():
@@ -55,21 +55,21 @@ def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_p
     assert frame.loc[2, "artifact_mb"] < frame.loc[1, "artifact_mb"]  # 4-bit really is smaller
     assert frame.loc[4, "weight_sparsity"] == pytest.approx(0.5, abs=0.01)  # measured before quantization
     assert math.isnan(frame.loc[1, "logit_mse_vs_reference"]) and frame.loc[2, "logit_mse_vs_reference"] > 0
-    preds = pd.read_csv(tmp_path / "out" / "techniques-predictions.csv")
+    preds = pd.read_csv(tmp_path / "out" / "techniques-tiny-predictions.csv")
     assert list(preds.columns) == ["label"] + [s.name for s in settings[:-1]] and len(preds) == len(prepared.val)
     for _, r in frame.iterrows():  # the saved predictions are the ones the accuracy was measured from
         assert (preds[r["setting"]] == preds["label"]).mean() == pytest.approx(r["accuracy"])
-    md = (tmp_path / "out" / "techniques.md").read_text()
+    md = (tmp_path / "out" / "techniques-tiny.md").read_text()
     assert all(f"| {s.name} |" in md for s in settings[:-1])
     assert "## Failed settings (not measured)\n\n- broken: CandidateError: heads=2" in md  # the rest still measured
     smaller = frame.loc[2, "artifact_mb"] < frame.loc[0, "artifact_mb"] and \
         frame.loc[2, "accuracy"] - frame.loc[0, "accuracy"] >= -0.0012
     assert f"| smaller | {'yes' if smaller else '**no**'} |" in md
-    (tmp_path / "out" / "techniques-predictions.csv").unlink()  # rerender recomputes from the saved artifacts
-    techniques.rerender(tmp_path / "out", settings, comparisons, prepared.val, 1, log=lambda s: None)
+    (tmp_path / "out" / "techniques-tiny-predictions.csv").unlink()  # rerender recomputes from the saved artifacts
+    techniques.rerender(tmp_path / "out", settings, comparisons, prepared.val, 1, log=lambda s: None, task="tiny")
     measured_part = md.split("\n## Failed settings")[0]  # failures are known only to the run that had them
-    assert (tmp_path / "out" / "techniques.md").read_text() == measured_part
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "techniques-predictions.csv"), preds)
+    assert (tmp_path / "out" / "techniques-tiny.md").read_text() == measured_part
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "techniques-tiny-predictions.csv"), preds)
 
 
 def _frame(rows):
@@ -126,3 +126,49 @@ def test_judge_treats_a_non_significant_accuracy_gap_as_a_tie_and_lets_fidelity_
                                  Comparison("ten examples", "rtn", "random", "accuracy")], preds)
     assert v[0]["holds"] and "a tie, so fidelity decides" in v[0]["evidence"] and "p = 1" in v[0]["evidence"]
     assert not v[1]["holds"] and "McNemar p = 0.0039" in v[1]["evidence"]  # 9 vs 0 discordant: real
+
+
+def test_training_section_trains_one_student_equal_steps_on_each_text(tmp_path):
+    """The training section on the tiny task with unlabelled text: each row distils the same student for the same
+    steps on another text (the labelled rows, + unlabelled, + augmentation), the second rung at most as many;
+    held-out rows never train; the size goal is not judged; the files are named by section and task."""
+    from search.pipeline import make_context
+    from search.target import load_target
+    from search.tasks import load_task
+    from search.tasks.teacher import prepare
+
+    task_yaml = write_tiny_task(tmp_path / "task")
+    (tmp_path / "task" / "more.txt").write_text("\n".join(f"good great movie {i}" if i % 2 else
+                                                          f"awful worst movie {i}" for i in range(9000, 9060)) + "\n")
+    task_yaml.write_text(task_yaml.read_text().replace("  label_column: y\n",
+                                                       "  label_column: y\n  unlabelled: more.txt\n"))
+    (tmp_path / "target.yaml").write_text(TARGET)
+    prepared = prepare(load_task(str(task_yaml)), tmp_path / "cache", log=lambda s: None).with_holdout()
+    ctx = make_context(prepared, load_target(str(tmp_path / "target.yaml")), tmp_path / "cache", 1)
+    sizes = {d: len(techniques.variant(ctx, d, log=lambda s: None).prepared.kd_train) for d in techniques.DATA}
+    n_labelled = len(prepared.train) - len(prepared.holdout)
+    assert sizes == {"labelled": n_labelled, "task": n_labelled + 60, "augmented": sizes["augmented"]}
+    assert sizes["augmented"] > n_labelled  # copies of the labelled rows (none of a held-out row: test_augmentation)
+    settings, comparisons = techniques.training_settings(sizes, steps=12, student=DistillParams(1, 32, 1, 64))
+
+    techniques.run(ctx, tmp_path / "out", settings, comparisons, log=lambda s: None, section="training")
+    csv = pd.read_csv(tmp_path / "out" / "techniques-training-tiny.csv")
+    students = csv[csv["setting"] != "teacher fp32"].set_index("setting")
+    assert len(students) == 4
+    assert students["distill_examples"].to_dict() == {
+        s.name: sizes[s.data] for s in settings if s.candidate is not None}
+    rung = students.index[students.index.str.contains("second rung")][0]
+    fixed = students.drop(index=rung)["distill_steps"]
+    assert (fixed == 12).all() and 6 < students.loc[rung, "distill_steps"] <= 12
+    assert (students["distill_s"] > 0).all()
+    md = (tmp_path / "out" / "techniques-training-tiny.md").read_text()
+    assert md.startswith("# Training a student better, at equal training steps (tiny)")
+    assert "beats the labelled rows alone" in md and "20x smaller" not in md
+    assert not (tmp_path / "out" / "techniques.csv").exists()  # the compression section's files are another's
+
+
+def test_output_stems_keep_sections_tasks_and_seeds_apart():
+    assert techniques.output_stem(0) == "techniques"
+    assert techniques.output_stem(1) == "techniques-seed1"
+    assert techniques.output_stem(0, "training", "rotten_tomatoes") == "techniques-training-rotten_tomatoes"
+    assert techniques.output_stem(2, "compression", "rt") == "techniques-rt-seed2"

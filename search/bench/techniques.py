@@ -1,5 +1,9 @@
 """`python -m search bench techniques`: each compression technique on the default task, measured side by
-side against its alternative (same student, same steps, same seed), and the best combined recipe.
+side against its alternative (same student, same steps, same seed), and the best combined recipe. The `training`
+section (`--section training`, for a harder task such as rotten_tomatoes): each way of training a student better
+(teacher-labelled unlabelled text, teacher-labelled augmentation, a second rung early-stopped on held-out rows)
+against plain distillation on the labelled rows, at equal training steps (equal wall-clock: same student, same
+batch; the measured training seconds are in the table).
 
 Every row is an exported onnxruntime artifact: accuracy on the validation split, artifact bytes on disk,
 p50/p99 latency and peak memory measured in a fresh process on this machine (the `local_cpu` target).
@@ -18,6 +22,7 @@ import pandas as pd
 
 from .. import backends
 from ..candidate import Candidate, DistillParams, PruneParams, QuantParams, quant_label
+from ..compress import distill
 from ..pipeline import Context, measure_artifact, run_candidate
 
 
@@ -27,8 +32,14 @@ class Setting:
     candidate: Candidate | None  # None: the teacher itself, quantized by `quant`
     reference: str | None = None  # fidelity (logit MSE / agreement) is measured against this setting
     quant: QuantParams | None = None
+    data: str = "task"  # the distillation text (DATA); another than "task" is built by `variants`
+    more_epochs: float = 0.0  # > 0: a second rung of this many epochs, early-stopped on the held-out training rows
 
 
+DATA = {"task": "the task's distillation text (labelled rows, and its unlabelled text or augmentation)",
+        "labelled": "the labelled training rows only (distillation before unlabelled text and augmentation)",
+        "augmented": "the labelled rows and AUGMENT_COPIES word-replacement copies of each, labelled by the teacher"}
+AUGMENT_COPIES = 2
 @dataclass(frozen=True)
 class Comparison:
     claim: str
@@ -117,6 +128,49 @@ def default_settings() -> tuple[list[Setting], list[Comparison]]:
     return settings, comparisons
 
 
+TRAINING_STEPS = 720  # ~2 epochs over Rotten Tomatoes' 11.4k distillation texts at batch 32; every row gets these
+
+
+def training_settings(sizes: dict[str, int], steps: int = TRAINING_STEPS,
+                      student: DistillParams | None = None) -> tuple[list[Setting], list[Comparison]]:
+    """The training section: the same student (by default the largest shape the raspberry_pi5 budget admits,
+    shipped as int8) trained `steps` steps on each text, so every row costs the same wall-clock; `sizes`: examples
+    per DATA key (the epochs that make `steps`). The second rung spends half the steps first, then at most the
+    other half, early-stopped on the held-out rows (it may stop sooner: never more wall-clock)."""
+    from ..train import BATCH_SIZE, steps_for
+
+    s = student or DistillParams(layers=3, hidden=384, heads=12, ffn=768, temperature=2.0, alpha=1.0, vocab="task")
+    q = QuantParams(8, None, "dynamic_int8")
+
+    def epochs(data: str, n_steps: int) -> float:
+        e = n_steps * BATCH_SIZE / sizes[data]
+        assert steps_for(sizes[data], e) in (n_steps, n_steps + 1)  # the fraction rounds up to whole steps
+        return e
+
+    def c(data, n_steps=steps):
+        return Candidate(replace(s, epochs=epochs(data, n_steps)), PruneParams(), q)
+
+    base = "train: KD on the labelled rows"
+    settings = [
+        Setting("teacher fp32", None, quant=QuantParams(32)),
+        Setting(base, c("labelled"), "teacher fp32", data="labelled"),
+        Setting("train: + teacher-labelled unlabelled text", c("task"), "teacher fp32"),
+        Setting(f"train: + teacher-labelled augmentation ({AUGMENT_COPIES} copies)", c("augmented"), "teacher fp32",
+                data="augmented"),
+        Setting("train: + unlabelled text, half the steps, then a second rung early-stopped", c("task", steps // 2),
+                "teacher fp32", more_epochs=epochs("task", steps - steps // 2)),
+    ]
+    comparisons = [
+        Comparison("teacher-labelled unlabelled text beats the labelled rows alone (equal steps)", base,
+                   settings[2].name, "accuracy"),
+        Comparison("teacher-labelled augmentation beats the labelled rows alone (equal steps)", base,
+                   settings[3].name, "accuracy"),
+        Comparison("a second rung early-stopped on held-out rows beats one fixed schedule (at most equal steps)",
+                   settings[2].name, settings[4].name, "accuracy"),
+    ]
+    return settings, comparisons
+
+
 GOAL_RATIO, GOAL_MAX_DROP = 20.0, 0.01  # the issue's bar: >= 20x smaller at <= 1 point lost
 SIGNIFICANCE = 0.05  # an accuracy difference decides a claim only when McNemar's exact test says it is real
 
@@ -135,7 +189,31 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")[:80]
 
 
+def variant(ctx: Context, data: str, log=print) -> Context:
+    """The run's context distilling on another text (DATA), every other thing equal. The held-out rows stay out of
+    every variant's training (they are the second rung's early-stopping set)."""
+    import hashlib
+
+    from ..tasks.teacher import prepare
+
+    p = ctx.prepared
+    if data == "task":
+        return ctx
+    if data == "labelled":
+        n = len(p.train) - (0 if p.holdout is None else len(p.holdout))  # with_holdout puts these rows first
+        key = hashlib.sha256(f"{p.key}:labelled-only".encode()).hexdigest()[:16]
+        return replace(ctx, prepared=replace(p, kd_train=p.kd_train.take(slice(0, n)), kd_outputs=p.kd_outputs[:n],
+                                             kd_source=None, key=key))
+    if data == "augmented":
+        task = replace(p.task, unlabelled_path=None, augment_copies=AUGMENT_COPIES)
+        made = prepare(task, ctx.cache_dir, log=log)
+        return replace(ctx, prepared=made.with_holdout() if p.holdout is not None else made)
+    raise ValueError(f"unknown distillation text {data!r}; one of {', '.join(DATA)}")
+
+
 def measure_setting(ctx: Context, setting: Setting, workdir: Path, log) -> dict:
+    if setting.candidate is not None:
+        ctx = variant(ctx, setting.data, log)
     if setting.candidate is None:
         teacher = ctx.prepared.teacher
         path = ctx.backend.build(teacher, setting.quant, workdir, ctx.calibration)
@@ -143,19 +221,31 @@ def measure_setting(ctx: Context, setting: Setting, workdir: Path, log) -> dict:
         metrics = {**measure_artifact(ctx, path, shape, setting.quant, False), "artifact": str(path)}
         recipe = f"teacher L{shape.layers} h{shape.hidden} {quant_label(setting.quant)}"
     else:
-        metrics = run_candidate(ctx, setting.candidate, workdir, log=log)
+        more = None
+        if setting.more_epochs:
+            if ctx.prepared.holdout is None:
+                raise ValueError(f"{setting.name}: a second rung needs held-out training rows (Prepared.with_holdout)")
+            more = distill.MoreTraining(setting.more_epochs, ctx.prepared.holdout, ctx.prepared.holdout_outputs)
+        metrics = run_candidate(ctx, setting.candidate, workdir, log=log, more=more)
         recipe = setting.candidate.label()
     return {"setting": setting.name, "recipe": recipe, **metrics}
 
 
-def output_stem(seed: int) -> str:
-    """techniques.* for seed 0; another seed's replication sits beside it instead of replacing it."""
-    return "techniques" if seed == 0 else f"techniques-seed{seed}"
+SECTIONS = {"compression": "Compression techniques, measured side by side",
+            "training": "Training a student better, at equal training steps"}
+
+
+def output_stem(seed: int, section: str = "compression", task: str | None = None) -> str:
+    """techniques.* for the compression section on the default task at seed 0; another section, task or seed
+    writes beside it instead of replacing it (techniques-training-rotten_tomatoes.*, techniques-seed1.*)."""
+    return "-".join(["techniques"] + ([section] if section != "compression" else []) + ([task] if task else [])
+                    + ([f"seed{seed}"] if seed else []))
 
 
 def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
-        comparisons: list[Comparison] | None = None, log=print) -> pd.DataFrame:
-    stem = output_stem(ctx.seed)
+        comparisons: list[Comparison] | None = None, log=print, section: str = "compression") -> pd.DataFrame:
+    task = ctx.prepared.task
+    stem = output_stem(ctx.seed, section, None if task.path is None else task.name)
     if settings is None:
         settings, comparisons = default_settings()
     comparisons = comparisons or []
@@ -179,18 +269,20 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
     frame, preds = _with_outputs(table(rows, done), done, ctx.prepared.val, ctx.threads, ctx.backend)
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
     preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
-    verdicts = judge(frame, comparisons, preds)
-    md = markdown(frame, verdicts, len(ctx.prepared.val), failed, ctx.seed)
+    verdicts = judge(frame, comparisons, preds, size_goal=section == "compression")
+    md = markdown(frame, verdicts, len(ctx.prepared.val), failed, ctx.seed,
+                  f"{SECTIONS[section]} ({'default task' if task.path is None else task.name})")
     (out_dir / f"{stem}.md").write_text(md)
     log(md)
     return frame
 
 
 def rerender(out_dir: Path, settings: list[Setting], comparisons: list[Comparison], val, threads: int = 2,
-             seed: int = 0, log=print) -> None:
+             seed: int = 0, log=print, section: str = "compression", task: str | None = None) -> None:
     """Judge and write the markdown again from the CSV's measurements and the saved artifacts (no
-    re-training): predictions and fidelity are recomputed against the settings' current references."""
-    stem = output_stem(seed)
+    re-training): predictions and fidelity are recomputed against the settings' current references. `task`:
+    a task file's name (None: the default task)."""
+    stem = output_stem(seed, section, task)
     frame = pd.read_csv(out_dir / f"{stem}.csv")
     if "artifact" not in frame.columns:  # written before the column existed: the artifacts sit by name
         name = backends.get().artifact_name
@@ -198,7 +290,8 @@ def rerender(out_dir: Path, settings: list[Setting], comparisons: list[Compariso
     frame, preds = _with_outputs(frame, settings, val, threads, backends.get())
     frame.to_csv(out_dir / f"{stem}.csv", index=False)
     preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
-    md = markdown(frame, judge(frame, comparisons, preds), len(val), seed=seed)
+    md = markdown(frame, judge(frame, comparisons, preds, size_goal=section == "compression"), len(val), seed=seed,
+                  title=f"{SECTIONS[section]} ({task or 'default task'})")
     (out_dir / f"{stem}.md").write_text(md)
     log(md)
 
@@ -216,8 +309,21 @@ def table(rows: list[dict], settings: list[Setting]) -> pd.DataFrame:
                     "weight_mb": r["weight_mb"], "compression_ratio": teacher_bytes / size,
                     "p50_ms": r["p50_latency_ms"], "p99_ms": r["p99_latency_ms"], "peak_rss_mb": r["peak_rss_mb"],
                     "latency_source": r["latency_source"], "latency_noisy": r["latency_noisy"],
-                    "weight_sparsity": r.get("weight_sparsity", 0.0)})
+                    "weight_sparsity": r.get("weight_sparsity", 0.0),
+                    # training cost (students only; a student loaded from the cache reports its load time)
+                    "distill_examples": r.get("distill_examples"), "distill_s": r.get("distill_s"),
+                    "distill_steps": _steps(r, s)})
     return pd.DataFrame(out)
+
+
+def _steps(row: dict, setting: Setting) -> int | None:
+    """Distillation steps the student was trained: its recipe's, plus what the second rung ran before stopping."""
+    from ..train import steps_for
+
+    if setting.candidate is None or row.get("distill_examples") is None:
+        return None
+    return (steps_for(row["distill_examples"], setting.candidate.distill.epochs)
+            + (row.get("rung1_training") or {}).get("steps_run", 0))
 
 
 def _with_outputs(frame: pd.DataFrame, settings: list[Setting], val, threads: int, backend):
@@ -247,7 +353,8 @@ def with_fidelity(frame: pd.DataFrame, settings: list[Setting], outputs: dict) -
     return frame.drop(columns=[c for c in cols if c in frame.columns]).assign(**cols)
 
 
-def judge(frame: pd.DataFrame, comparisons: list[Comparison], preds: pd.DataFrame | None = None) -> list[dict]:
+def judge(frame: pd.DataFrame, comparisons: list[Comparison], preds: pd.DataFrame | None = None,
+          size_goal: bool = True) -> list[dict]:
     """Verdicts from the numbers. An accuracy difference decides only when it is significant (exact
     McNemar test on the paired validation predictions, p < 0.05); otherwise accuracy is a tie, broken by
     fidelity to the shared reference: the median per-example logit MSE (the mean is shown too; measured
@@ -287,6 +394,8 @@ def judge(frame: pd.DataFrame, comparisons: list[Comparison], preds: pd.DataFram
             holds = False
             why = f"{acc}: inconclusive, no fidelity reference"
         out.append({"claim": c.claim, "holds": bool(holds), "evidence": why})
+    if not size_goal:  # the training section compares ways to train one student, not sizes
+        return out
     within = frame[frame["accuracy_delta"] >= -GOAL_MAX_DROP]
     best = within[within["compression_ratio"] >= GOAL_RATIO]
     # the smallest artifact within the accuracy bound; among equally small ones, the most accurate
@@ -299,11 +408,13 @@ def judge(frame: pd.DataFrame, comparisons: list[Comparison], preds: pd.DataFram
 
 
 def markdown(frame: pd.DataFrame, verdicts: list[dict], n_val: int, failed: list | None = None,
-             seed: int = 0) -> str:
-    se = 100 * math.sqrt(0.985 * 0.015 / n_val)
-    lines = ["# Compression techniques, measured side by side (default task)", "",
+             seed: int = 0, title: str = f"{SECTIONS['compression']} (default task)") -> str:
+    teacher = float((frame["accuracy"] - frame["accuracy_delta"]).iloc[0])  # every row's delta is to the teacher
+    se = 100 * math.sqrt(teacher * (1 - teacher) / n_val)
+    lines = [f"# {title}", "",
              f"Accuracy on {n_val} validation examples (one example = {100 / n_val:.2f} pts; binomial standard "
-             f"error near 98.5% = {se:.2f} pts: differences of one or two examples are noise). Latency and peak "
+             f"error near the teacher's {100 * teacher:.1f}% = {se:.2f} pts: differences of a few examples are "
+             "noise). Latency and peak "
              "memory: the artifact in a fresh onnxruntime process on this machine (1 thread, batch 1, 128 tokens). "
              "Ratio: the fp32 teacher artifact's bytes / this artifact's bytes. Logit MSE: per validation example "
              "against the row's reference (the teacher for distilled students; the same student before pruning "
