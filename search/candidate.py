@@ -1,7 +1,7 @@
 """A compression recipe: one frozen params dataclass per technique, applied in this order."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
 PRUNE_TYPES = ("none", "unstructured", "structured", "2:4")
@@ -11,6 +11,7 @@ PRUNE_IMPORTANCE = ("norm", "gradient")  # structured
 QUANT_BITS = (32, 8, 4, 2)
 ACTIVATIONS = ("none", "dynamic_int8", "static_int8")
 QUANT_METHODS = ("rtn", "gptq")
+PRECISIONS = ("uniform", "solver")  # weight-only: one bits/group for every layer, or per layer by compress/precision.py
 GROUP_SIZES = (16, 32, 64, 128, 256, "channel")  # "channel": one scale per output channel
 VOCABS = ("full", "task")
 INITS = ("teacher", "random")
@@ -57,9 +58,20 @@ class QuantParams:
     group_size: int | str | None = None  # weight-only (MatMulNBits) block size, or "channel"
     activations: str = "none"  # 8 bits: "dynamic_int8" (activation ranges at run time) or "static_int8" (calibrated)
     method: str = "rtn"  # weight-only rounding: round-to-nearest, or GPTQ error compensation on calibration data
-    high_precision_fraction: float = 0.0  # weight-only: this fraction of layers, most sensitive first, at 8 bits
+    high_precision_fraction: float = 0.0  # weight-only: this fraction of layers, most sensitive first, at 8 bits;
+    #                                       with precision=solver, this share of the bytes up to every layer's dearest
+    #                                       option, placed by the solver
     qat_steps: int = 0  # weight-only RTN: KD steps with fake-quantized weights before export
     smooth_alpha: float = 0.0  # static int8: SmoothQuant migration strength (0 = off, 0.5 = the paper's default)
+    precision: str = "uniform"  # weight-only: "solver" chooses each layer's bits/group within the budget
+    layer_options: tuple | None = None  # the solver's choice once made: ((bits, group), ...) per encoder layer
+
+    def for_layer(self, layer: int) -> "QuantParams":
+        """How one encoder layer's matrices are quantized once the solver has chosen (else the recipe's own)."""
+        if self.layer_options is None:
+            return self
+        bits, group = self.layer_options[layer]
+        return replace(self, bits=bits, group_size=group, layer_options=None)
 
     @property
     def scheme(self) -> Scheme:
@@ -83,7 +95,8 @@ class Candidate:
         out = {}
         for section in ("distill", "prune", "quant"):
             for key, value in asdict(getattr(self, section)).items():
-                out[f"{section}.{key}"] = value
+                if key != "layer_options":  # the solver's result, not a knob
+                    out[f"{section}.{key}"] = value
         return out
 
     def label(self) -> str:
@@ -112,6 +125,10 @@ def quant_label(q: QuantParams) -> str:
         return "int8-static" + (f" sq{q.smooth_alpha:g}" if q.smooth_alpha else "")
     group = "C" if q.group_size == "channel" else q.group_size
     mixed = f"+{q.high_precision_fraction:.2g}@8" if q.high_precision_fraction else ""
+    if q.layer_options is not None:
+        mixed += "[" + ",".join(f"{b}g{'C' if g == 'channel' else g}" for b, g in q.layer_options) + "]"
+    elif q.precision == "solver":
+        mixed += " solver"
     method = "" if q.method == "rtn" else f" {q.method}"
     method += f" qat{q.qat_steps}" if q.qat_steps else ""
     return f"w{q.bits}g{group}{mixed}{method}"

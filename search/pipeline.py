@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import confidence
+from . import allocation, confidence
 from .backends.base import Backend
 from .candidate import Candidate, DistillParams, PruneParams, QuantParams
 from .errors import ConfigError
@@ -138,9 +138,10 @@ def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, thre
 def resolve(ctx: Context, cand: Candidate) -> Candidate:
     """The recipe as it builds: knob values that build the same model are written one way, so that two trials are
     one recipe exactly when they build one model (the study de-duplicates by the resolved recipe). A weight-only
-    high-precision fraction keeps round(fraction x layers) layers at 8 bits: 0.25 of 2 layers keeps none."""
+    high-precision fraction keeps round(fraction x layers) layers at 8 bits: 0.25 of 2 layers keeps none (with the
+    per-layer solver it is a share of bytes: no rounding)."""
     q = cand.quant
-    if q.high_precision_fraction:
+    if q.high_precision_fraction and q.precision == "uniform":
         kept_high = round(q.high_precision_fraction * cand.distill.layers)
         cand = replace(cand, quant=replace(q, high_precision_fraction=kept_high / cand.distill.layers))
     return cand
@@ -324,20 +325,24 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print,
                 labels=ctx.calibration_labels, log=log)
     timings["prune_s"] = time.perf_counter() - t0
     sparsity = prune.weight_sparsity(student)
+    quant, solver = cand.quant, {}
+    if quant.precision == "solver" and quant.layer_options is None:  # each layer's bits, within the budget
+        t0 = time.perf_counter()
+        quant, solver["precision_solver"] = allocation.allocate(ctx, student, quant, log)
+        timings["precision_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    qat.apply(student, cand.quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
-              log=log)
+    qat.apply(student, quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed, log=log)
     timings["qat_s"] = time.perf_counter() - t0
     shape = ctx.family.shape_of(student)
     t0 = time.perf_counter()
-    path = ctx.backend.build(student, cand.quant, workdir, ctx.calibration)
+    path = ctx.backend.build(student, quant, workdir, ctx.calibration)
     timings["quantize_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics = measure_artifact(ctx, path, shape, cand.quant, cand.prune.type == "2:4")
+    metrics = measure_artifact(ctx, path, shape, quant, cand.prune.type == "2:4")
     timings["measure_s"] = time.perf_counter() - t0
     params = sum(p.numel() for p in student.parameters())  # not buffers (position ids, vocab id table)
     # the fp32 student before quantization, loadable with plain from_pretrained (for `export`)
     ctx.family.to_standard(student).save_pretrained(workdir / "hf")
     return {**metrics, "weight_sparsity": sparsity, "parameters": params, "artifact": str(path),
             "distill_examples": len(p.kd_train),
-            "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn), **timings}
+            "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn), **solver, **timings}

@@ -58,7 +58,11 @@ def trial_shape(attrs: dict, teacher_shape: ModelShape) -> ModelShape:
 
 def candidate(attrs: dict) -> Candidate:
     r = attrs["recipe"]
-    return Candidate(DistillParams(**r["distill"]), PruneParams(**r["prune"]), QuantParams(**r["quant"]))
+    quant = QuantParams(**r["quant"])
+    solved = (attrs.get("precision_solver") or {}).get("layer_options")
+    if solved:  # the per-layer precision the artifact was built with
+        quant = replace(quant, layer_options=tuple(tuple(o) for o in solved))
+    return Candidate(DistillParams(**r["distill"]), PruneParams(**r["prune"]), quant)
 
 
 def price(attrs: dict, shape: ModelShape, quant: QuantParams, sparse_2_4: bool, artifact: Path, target: Target,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidate import ACTIVATIONS, GROUP_SIZES, INITS, PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, \
-    PRUNE_TYPES, QUANT_BITS, QUANT_METHODS, VOCABS, Candidate, DistillParams, PruneParams, QuantParams
+    PRECISIONS, PRUNE_TYPES, QUANT_BITS, QUANT_METHODS, VOCABS, Candidate, DistillParams, PruneParams, QuantParams
 from .families.base import Limits
 from .rungs import Promotion
 from .schema import Reader, load_yaml, resolve
@@ -40,7 +40,7 @@ KNOBS: dict[str, dict[str, tuple[str, Any]]] = {
     "quant": {"bits": ("choice", QUANT_BITS), "group_size": ("choice", GROUP_SIZES),
               "activations": ("choice", ACTIVATIONS), "method": ("choice", QUANT_METHODS),
               "high_precision_fraction": ("float", (0.0, 1.0)), "qat_steps": ("int", (0, 100000)),
-              "smooth_alpha": ("float", (0.0, 1.0))},
+              "smooth_alpha": ("float", (0.0, 1.0)), "precision": ("choice", PRECISIONS)},
 }
 
 
@@ -79,7 +79,8 @@ class Space:
                             smooth_alpha=g("quant.smooth_alpha") if activations == "static_int8" else 0.0)
         if bits < 32 and activations == "none":  # weight-only
             method = g("quant.method")
-            quant = QuantParams(bits=bits, group_size=g("quant.group_size"), method=method,
+            precision = g("quant.precision") if bits < 8 else "uniform"  # the solver's options start at `bits`
+            quant = QuantParams(bits=bits, group_size=g("quant.group_size"), method=method, precision=precision,
                                 high_precision_fraction=g("quant.high_precision_fraction") if bits < 8 else 0.0,
                                 qat_steps=g("quant.qat_steps") if method == "rtn" else 0)
         return Candidate(distill, prune, quant)
@@ -125,7 +126,7 @@ def _read_knob(r: Reader, name: str, kind: str, allowed):
 # means what the recipe meant before them ("off")
 ADDED_LATER = {"distill": ("vocab", "init", "hidden_weight", "attention_weight"),
                "prune": ("iterations", "scope", "criterion", "importance"),
-               "quant": ("method", "high_precision_fraction", "qat_steps", "smooth_alpha")}
+               "quant": ("method", "high_precision_fraction", "qat_steps", "smooth_alpha", "precision")}
 _PARAMS = {"distill": DistillParams, "prune": PruneParams, "quant": QuantParams}
 OPTIONAL = {f"{section}.{f.name}": f.default for section, names in ADDED_LATER.items()
             for f in fields(_PARAMS[section]) if f.name in names}

@@ -33,12 +33,13 @@ def attach(model, params: QuantParams, calibration: dict) -> list[torch.nn.Modul
     """Fake-quantize the block Linears at the bits the artifact will give each layer (and the
     embeddings at 4 bits when the artifact stores them so)."""
     modules = []
-    for layer, bits in zip(families.of(model).blocks(model), weight_only.bits_per_layer(model, params, calibration)):
+    for layer, (bits, group) in zip(families.of(model).blocks(model),
+                                    weight_only.layer_plan(model, params, calibration)):
         for lin in weight_only.layer_linears(layer):
             w = lin.weight.detach()
             sparse = (w == 0).float().mean().item() > 0.01  # unstructured / 2:4 masks survive training
             parametrize.register_parametrization(
-                lin, "weight", FakeQuant(bits, params.group_size, lin.in_features, (w != 0).float() if sparse else None))
+                lin, "weight", FakeQuant(bits, group, lin.in_features, (w != 0).float() if sparse else None))
             modules.append(lin)
     if params.bits <= weight_only.EMBEDDING_BITS:  # the artifact's embeddings are 4-bit too
         for emb in weight_only.embeddings(model):

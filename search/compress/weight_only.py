@@ -41,17 +41,20 @@ def _outputs(model, calibration: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_sensitivity(model, bits: int, group_size, calibration) -> list[float]:
-    """KL(full precision || one layer rounded to `bits`) on the calibration batch, per encoder layer."""
+def layer_sensitivity(model, bits: int, group_size, calibration, layers: list[int] | None = None) -> list[float]:
+    """KL(full precision || one layer rounded to `bits` in blocks of `group_size`) on the calibration batch, per
+    encoder layer (`layers`: only these)."""
     ref = F.log_softmax(_outputs(model, calibration), -1)
     out = []
-    for layer in families.of(model).blocks(model):
-        saved = [lin.weight.data.clone() for lin in layer_linears(layer)]
-        for lin in layer_linears(layer):
+    blocks = families.of(model).blocks(model)
+    for i in range(len(blocks)) if layers is None else layers:
+        linears = layer_linears(blocks[i])
+        saved = [lin.weight.data.clone() for lin in linears]
+        for lin in linears:
             lin.weight.data = rtn(lin.weight, bits, block_size_for(lin.in_features, group_size)).dequantize()
         out.append(float(F.kl_div(F.log_softmax(_outputs(model, calibration), -1), ref, log_target=True,
                                   reduction="batchmean")))
-        for lin, w in zip(layer_linears(layer), saved):
+        for lin, w in zip(linears, saved):
             lin.weight.data = w
     return out
 
@@ -65,6 +68,20 @@ def bits_per_layer(model, params: QuantParams, calibration) -> list[int]:
     scores = torch.tensor(layer_sensitivity(model, params.bits, params.group_size, calibration))
     high = set(scores.argsort(descending=True)[:n_high].tolist())
     return [HIGH_BITS if i in high else params.bits for i in range(n)]
+
+
+def layer_plan(model, params: QuantParams, calibration) -> list[tuple[int, int | str]]:
+    """(bits, group size) per encoder layer: the solver's choice where it made one, else `bits_per_layer` at the
+    recipe's group size."""
+    if params.layer_options is not None:
+        n = len(families.of(model).blocks(model))
+        if len(params.layer_options) != n:
+            raise CandidateError(f"{len(params.layer_options)} per-layer precisions for {n} encoder layers")
+        return [tuple(o) for o in params.layer_options]
+    if params.precision == "solver":
+        raise CandidateError("quant.precision=solver: the per-layer choice is made before quantizing "
+                             "(pipeline.allocate_precision)")
+    return [(b, params.group_size) for b in bits_per_layer(model, params, calibration)]
 
 
 def _layer_hessians(model, layer, calibration) -> dict:
@@ -91,10 +108,10 @@ def quantize_linears(model, params: QuantParams, calibration) -> dict[str, Codes
         quantize_embeddings(model, params.group_size)
     out = {}
     names = {m: n for n, m in model.named_modules()}
-    for layer, bits in zip(families.of(model).blocks(model), bits_per_layer(model, params, calibration)):
+    for layer, (bits, group) in zip(families.of(model).blocks(model), layer_plan(model, params, calibration)):
         hessians = _layer_hessians(model, layer, calibration) if params.method == "gptq" else {}
         for lin in layer_linears(layer):
-            block = block_size_for(lin.in_features, params.group_size)
+            block = block_size_for(lin.in_features, group)
             codes = (gptq_mod.gptq(lin.weight, hessians[lin], bits, block) if params.method == "gptq"
                      else rtn(lin.weight, bits, block))
             lin.weight.data = codes.dequantize()

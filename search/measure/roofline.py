@@ -33,14 +33,18 @@ def _precision(quant: QuantParams) -> tuple[str, str, float]:
 
 def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, sparse_2_4: bool) -> list[dict]:
     """Every kernel of one forward pass (the family's operators) with its FLOPs, bytes moved and compute
-    precision under this recipe (mixed precision: the most sensitive layers' linears at 8 bits)."""
+    precision under this recipe (mixed precision: the most sensitive layers' linears at 8 bits, or each layer's
+    solver-chosen bits)."""
     n_high = round(quant.high_precision_fraction * shape.layers) if quant.scheme is Scheme.WEIGHT_ONLY else 0
     out = []
     for op in families.get(shape.family).operators(shape, batch, seq):
         if not op.linear:
             out.append({"name": op.name, "flops": op.flops, "bytes": op.activation_bytes, "precision": "fp32"})
             continue
-        layer_quant = replace(quant, bits=HIGH_BITS) if 0 <= op.layer < n_high else quant
+        if quant.layer_options is not None and op.layer >= 0:  # the solver's per-layer choice
+            layer_quant = quant.for_layer(op.layer)
+        else:
+            layer_quant = replace(quant, bits=HIGH_BITS) if 0 <= op.layer < n_high else quant
         prec, kernel, wbytes = _precision(layer_quant)
         out.append({"name": op.name, "flops": op.flops, "bytes": wbytes * op.weight_elements + op.activation_bytes,
                     "precision": prec, "kernel": kernel, "sparse": sparse_2_4})

@@ -98,9 +98,12 @@ class OnnxRuntime(Backend):
             g = block_size_for(i, group)
             return o * -(-i // g) * (g * bits // 8 + 4)
 
-        n_high = round(quant.high_precision_fraction * shape.layers)  # the most sensitive layers, at 8 bits
-        # which layers are high does not change the total (every layer has the same tensors)
-        matmuls = sum(blocked(t.cols, t.rows, HIGH_BITS if t.layer < n_high else quant.bits) for t in encoder)
+        if quant.layer_options is not None:  # the solver's per-layer bits and blocks
+            matmuls = sum(blocked(t.cols, t.rows, *quant.layer_options[t.layer]) for t in encoder)
+        else:
+            n_high = round(quant.high_precision_fraction * shape.layers)  # the most sensitive layers, at 8 bits
+            # which layers are high does not change the total (every layer has the same tensors)
+            matmuls = sum(blocked(t.cols, t.rows, HIGH_BITS if t.layer < n_high else quant.bits) for t in encoder)
         if quant.bits <= EMBEDDING_BITS:  # 4-bit GatherBlockQuantized over the hidden axis
             emb_bytes = sum(blocked(t.cols, t.rows, EMBEDDING_BITS) for t in embeddings)
         else:

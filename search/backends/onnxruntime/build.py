@@ -88,8 +88,11 @@ def build(model, params: QuantParams, workdir: Path, calibration: dict | None = 
         if calibration is None and (params.method == "gptq" or params.high_precision_fraction):
             raise CandidateError(f"{params} needs calibration data")
         model = copy.deepcopy(model)  # the caller keeps its fp32 student
-        for lin in families.of(model).linears(model):
-            layout.check_block(params.bits, block_size_for(lin.in_features, params.group_size))
+        family = families.of(model)
+        for i, layer in enumerate(family.blocks(model)):
+            layer_params = params.for_layer(i)
+            for lin in family.block_linears(layer):
+                layout.check_block(layer_params.bits, block_size_for(lin.in_features, layer_params.group_size))
         codes = weight_only.quantize_linears(model, params, calibration)
         weight_codes = layout.by_weight_key(model, codes)
     raw = export_onnx(model, workdir / "exported_fp32.onnx", shape)

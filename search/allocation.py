@@ -1,0 +1,80 @@
+"""`quant.precision: solver`: price every layer's (bits, group) options with this run's cost model and let the
+exact solver (compress/precision.py) choose, within what the target's budget leaves for the encoder's matrices.
+
+Bytes: the backend's own prediction of the artifact's weights (`predicted_weight_bytes`, held within 3% of built
+artifacts by tests), plus the activation peak the screen counts. Latency: the roofline with the target's factors
+(calibrated per kernel class where a calibration file exists), at the bound the run ships by: an estimated p99
+times the estimator's stated error, a measured device's estimate as the predictor (its measured bound is checked
+afterwards, like any trial's). Both are additive over layers (same tensors, same operators per layer), so each
+option is priced as its difference to the recipe's uniform allocation.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .candidate import QuantParams
+from .compress import precision, weight_only
+from .errors import CandidateError
+from .measure import memory, roofline
+
+
+def _p99_ms(ctx, shape, quant: QuantParams) -> float:
+    wl = ctx.target.workload
+    return roofline.estimate(shape, quant, ctx.target.device, wl.batch_size, wl.sequence_length).p99_ms
+
+
+def allocate(ctx, student, quant: QuantParams, log=print) -> tuple[QuantParams, dict]:
+    """The recipe with each layer's (bits, group) chosen (`layer_options`), and what the solver did (for the
+    trial's record). Raises CandidateError when no option set is left for the backend."""
+    shape = ctx.family.shape_of(student)
+    n = shape.layers
+    opts = [o for o in precision.options(quant)
+            if not ctx.backend.check(shape, replace(quant, bits=o[0], group_size=o[1], precision="uniform"))]
+    if not opts:
+        raise CandidateError(f"quant.precision=solver: no (bits, group) option at or above {quant.bits} bits, "
+                             f"blocks <= {quant.group_size}, that {ctx.backend.name} can run")
+
+    def uniform(options: tuple) -> QuantParams:
+        return replace(quant, layer_options=options)
+
+    # prices are differences to the allocation with the fewest bytes (the recipe's bits, widest block allowed)
+    cheapest = min(range(len(opts)), key=lambda k: ctx.backend.predicted_weight_bytes(shape, uniform((opts[k],) * n)))
+    base = (opts[cheapest],) * n
+
+    def with_layer(i: int, o) -> tuple:
+        return base[:i] + (o,) + base[i + 1:]
+
+    base_bytes = ctx.backend.predicted_weight_bytes(shape, uniform(base))
+    dev, budget, wl = ctx.target.device, ctx.target.budget, ctx.target.workload
+    priced_latency = bool(dev.peak_tops)  # a measured device without a spec: bytes only
+    base_ms = _p99_ms(ctx, shape, uniform(base)) if priced_latency else 0.0
+    sensitivity = {o: weight_only.layer_sensitivity(student, o[0], o[1], ctx.calibration) for o in opts}
+    table = [[precision.Priced(sensitivity[o][i],
+                               ctx.backend.predicted_weight_bytes(shape, uniform(with_layer(i, o))) - base_bytes,
+                               (_p99_ms(ctx, shape, uniform(with_layer(i, o))) - base_ms) if priced_latency else 0.0)
+              for o in opts] for i in range(n)]
+    room = budget.memory_mb * memory.MB - memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
+    # the recipe's high_precision_fraction: the share of the bytes between the cheapest and the dearest allocation
+    # it may spend (0: the uniform recipe), so the search still trades size for fidelity along the front; the
+    # solver decides where those bytes go
+    top_bytes = max(ctx.backend.predicted_weight_bytes(shape, uniform((o,) * n)) for o in opts)
+    max_weight = min(room, base_bytes + quant.high_precision_fraction * (top_bytes - base_bytes))
+    max_p99 = None
+    if priced_latency:
+        error = dev.latency_error_pct if dev.latency == "estimated" and dev.latency_error_pct else 0.0
+        max_p99 = budget.p99_latency_ms / (1 + error / 100)
+    record = {"options": [f"w{b}g{g}" for b, g in opts], "max_weight_mb": round(max_weight / memory.MB, 3),
+              "budget_weight_mb": round(room / memory.MB, 3), "spend": quant.high_precision_fraction,
+              "max_p99_ms": max_p99, "latency_priced": priced_latency}
+    chosen = precision.solve(table, max_weight - base_bytes, None if max_p99 is None else max_p99 - base_ms)
+    if chosen is None:  # nothing fits both: the cheapest allocation, measured and judged like any trial
+        record["status"] = "no allocation fits the memory and latency budgets: every layer at the cheapest option"
+        chosen = [cheapest] * n
+    else:
+        record["status"] = "optimal"
+    layer_options = tuple(opts[c] for c in chosen)
+    record["objective_kl"] = float(sum(table[i][c].sensitivity for i, c in enumerate(chosen)))
+    record["layers"] = [f"w{b}g{g}" for b, g in layer_options]
+    record["layer_options"] = [list(o) for o in layer_options]  # replan prices the shipped allocation from this
+    log(f"  precision: solver chose {', '.join(record['layers'])} ({record['status']})")
+    return uniform(layer_options), record
