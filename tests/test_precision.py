@@ -44,7 +44,7 @@ def test_solver_is_exact_against_brute_force(table, max_bytes, max_ms):
 
 
 def test_options_are_never_cheaper_than_the_recipe():
-    assert precision.options(QuantParams(4, 64)) == [(4, 32), (4, 64), (8, 32), (8, 64)]
+    assert precision.options(QuantParams(4, 64)) == [(4, 16), (4, 32), (4, 64), (8, 16), (8, 32), (8, 64)]
     assert (2, "channel") in precision.options(QuantParams(2, "channel"))
     assert all(b >= 4 for b, _ in precision.options(QuantParams(4, "channel")))
 

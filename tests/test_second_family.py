@@ -86,3 +86,23 @@ def test_the_teacher_learnt_and_a_student_keeps_most_of_it(ctx, tmp_path):
     assert teacher_acc >= 0.8
     metrics = run_candidate(ctx, CANDIDATES[0], tmp_path / "trial", log=lambda s: None)
     assert metrics["accuracy"] >= teacher_acc - 0.25
+
+
+def test_per_layer_precision_by_the_solver_goes_through_the_pipeline(ctx, tmp_path):
+    """A `precision: solver` recipe: the solver chooses after pruning, the trial records its choice, the artifact
+    is built at it and weighs no more than the screen's price of the same share spent layer by layer."""
+    cand = Candidate(CANDIDATES[0].distill, PruneParams(), QuantParams(4, 16, precision="solver",
+                                                                       high_precision_fraction=0.5))
+    predicted, reasons = screen(ctx, cand)
+    assert reasons == []
+    metrics = run_candidate(ctx, cand, tmp_path / "trial", log=lambda s: None)
+    solver = metrics["precision_solver"]
+    assert solver["status"] == "optimal" and len(solver["layer_options"]) == cand.distill.layers
+    assert all(b >= 4 for b, _ in solver["layer_options"]) and metrics["precision_s"] >= 0
+    assert metrics["weight_mb"] <= predicted["predicted_memory_mb"] - metrics["activation_mb_estimated"] + 0.001
+    bits = {helper_bits(n) for n in onnx.load(metrics["artifact"]).graph.node if n.op_type == "MatMulNBits"}
+    assert bits == {b for b, _ in solver["layer_options"]}
+
+
+def helper_bits(node) -> int:
+    return next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "bits")

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..candidate import QuantParams
+from ..candidate import GROUP_SIZES, QuantParams
 from .grid import CHANNEL
 
 WEIGHT_ONLY_BITS = (2, 4, 8)
-GROUPS = (32, 64, 128, CHANNEL)
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def options(quant: QuantParams) -> list[tuple[int, int | str]]:
     channel is the widest)."""
     def fits(g):
         return quant.group_size == CHANNEL or (g != CHANNEL and int(g) <= int(quant.group_size))
-    return [(b, g) for b in WEIGHT_ONLY_BITS if b >= quant.bits for g in GROUPS if fits(g)]
+    return [(b, g) for b in WEIGHT_ONLY_BITS if b >= quant.bits for g in GROUP_SIZES if fits(g)]
 
 
 def solve(table: list[list[Priced]], max_bytes: float, max_latency_ms: float | None = None) -> list[int] | None:
