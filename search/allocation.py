@@ -67,11 +67,13 @@ def allocate(ctx, student, quant: QuantParams, log=print) -> tuple[QuantParams, 
               "budget_weight_mb": round(room / memory.MB, 3), "spend": quant.high_precision_fraction,
               "max_p99_ms": max_p99, "latency_priced": priced_latency}
     chosen = precision.solve(table, max_weight - base_bytes, None if max_p99 is None else max_p99 - base_ms)
-    if chosen is None:  # nothing fits both: the cheapest allocation, measured and judged like any trial
-        record["status"] = "no allocation fits the memory and latency budgets: every layer at the cheapest option"
+    record["status"] = "optimal"
+    if chosen is None and max_p99 is not None:  # the latency budget is out of reach: the bytes alone decide, and
+        chosen = precision.solve(table, max_weight - base_bytes)  # the trial is measured and judged like any
+        record["status"] = "optimal for the bytes; no allocation meets the latency budget"
+    if chosen is None:  # not even the bytes: the cheapest allocation
+        record["status"] = "no allocation fits the memory budget: every layer at the cheapest option"
         chosen = [cheapest] * n
-    else:
-        record["status"] = "optimal"
     layer_options = tuple(opts[c] for c in chosen)
     record["objective_kl"] = float(sum(table[i][c].sensitivity for i, c in enumerate(chosen)))
     record["layers"] = [f"w{b}g{g}" for b, g in layer_options]

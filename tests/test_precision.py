@@ -105,6 +105,10 @@ def test_the_choice_follows_the_budget_and_ships_as_chosen(model, split, tmp_pat
     none, record = allocation.allocate(_ctx(model, split, tmp_path, activation_mb + 0.5 * all_2, 1000), model,
                                        recipe, **quiet)
     assert record["status"].startswith("no allocation fits") and {b for b, _ in none.layer_options} == {2}
+    # a latency budget nothing meets: the bytes alone decide, and the record says so
+    fast, record = allocation.allocate(_ctx(model, split, tmp_path, 1000, 0.001), model, recipe, **quiet)
+    assert record["status"] == "optimal for the bytes; no allocation meets the latency budget"
+    assert fast.layer_options == loose.layer_options
 
 
 def test_the_roofline_prices_each_layer_at_its_chosen_bits():
