@@ -15,6 +15,7 @@ import yaml
 from .errors import ConfigError
 
 REQUIRED = object()
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2.5E+2
 
 
 def resolve(name_or_path: str, directory: Path) -> Path:
@@ -79,6 +80,8 @@ class Reader:
         if value is None:
             return None
         kind = "an integer" if integer else "a number"
+        if isinstance(value, str) and not integer and _SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as a string; it is the number the user meant
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             raise self.error(name, f"got {value!r}; expected {kind}")
         if not math.isfinite(value):
