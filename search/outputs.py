@@ -106,6 +106,8 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
         if t.state == TrialState.COMPLETE:
             rec["feasible"] = pareto.feasible(t.user_attrs, budget)
         rec["reason"] = t.user_attrs.get("reason", "")
+        if "precision_solver" in t.user_attrs:  # the per-layer precision it was built at
+            rec["layer_precision"] = " ".join(t.user_attrs["precision_solver"]["layers"])
         if "rung" in t.user_attrs:  # rungs.py: the training it got, and why no more
             rec.update(rung=t.user_attrs["rung"], rung_reason=t.user_attrs.get("rung_reason", ""))
         records.append(rec)
@@ -223,6 +225,9 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     }
     if sel:
         selected["training"] = training_of(study.trials[sel["trial"]].user_attrs)
+        solver = study.trials[sel["trial"]].user_attrs.get("precision_solver")
+        if solver:  # what ships per layer: the label says only "solver"
+            selected["precision"] = solver
     if sel and saved.get("replan_of"):  # a replan numbers its trials afresh: name the source run's trial too
         origin = study.trials[sel["trial"]].user_attrs.get("replan_of_trial")
         selected["replan_of"] = {"run": saved["replan_of"], "trial": origin}
