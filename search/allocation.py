@@ -18,18 +18,37 @@ from .errors import CandidateError
 from .measure import memory, roofline
 
 
-def _p99_ms(ctx, shape, quant: QuantParams) -> float:
+PREDICTION_MARGIN = 1.03  # the backend's byte prediction is held within 3% of built artifacts (tests)
+
+
+def _p99_ms(ctx, shape, quant: QuantParams, sparse_2_4: bool) -> float:
     wl = ctx.target.workload
-    return roofline.estimate(shape, quant, ctx.target.device, wl.batch_size, wl.sequence_length).p99_ms
+    return roofline.estimate(shape, quant, ctx.target.device, wl.batch_size, wl.sequence_length, sparse_2_4).p99_ms
 
 
-def allocate(ctx, student, quant: QuantParams, log=print) -> tuple[QuantParams, dict]:
+def runnable_options(ctx, shape, quant: QuantParams) -> list[tuple]:
+    """The solver's options for this recipe that the backend can run (the screen rejects a solver recipe only
+    when none is left)."""
+    return [o for o in precision.options(quant)
+            if not ctx.backend.check(shape, replace(quant, bits=o[0], group_size=o[1], precision="uniform"))]
+
+
+def cheapest(ctx, shape, quant: QuantParams) -> QuantParams | None:
+    """A solver recipe at the fewest bytes it can ship (every layer at the cheapest runnable option): what the screen
+    prices before training, a lower bound of whatever the solver chooses. None: no option runs."""
+    opts = runnable_options(ctx, shape, quant)
+    if not opts:
+        return None
+    priced = [replace(quant, layer_options=(o,) * shape.layers) for o in opts]
+    return min(priced, key=lambda q: ctx.backend.predicted_weight_bytes(shape, q))
+
+
+def allocate(ctx, student, quant: QuantParams, sparse_2_4: bool = False, log=print) -> tuple[QuantParams, dict]:
     """The recipe with each layer's (bits, group) chosen (`layer_options`), and what the solver did (for the
     trial's record). Raises CandidateError when no option set is left for the backend."""
     shape = ctx.family.shape_of(student)
     n = shape.layers
-    opts = [o for o in precision.options(quant)
-            if not ctx.backend.check(shape, replace(quant, bits=o[0], group_size=o[1], precision="uniform"))]
+    opts = runnable_options(ctx, shape, quant)
     if not opts:
         raise CandidateError(f"quant.precision=solver: no (bits, group) option at or above {quant.bits} bits, "
                              f"blocks <= {quant.group_size}, that {ctx.backend.name} can run")
@@ -37,40 +56,54 @@ def allocate(ctx, student, quant: QuantParams, log=print) -> tuple[QuantParams, 
     def uniform(options: tuple) -> QuantParams:
         return replace(quant, layer_options=options)
 
+    def weight(options: tuple) -> int:
+        return ctx.backend.predicted_weight_bytes(shape, uniform(options))
+
     # prices are differences to the allocation with the fewest bytes (the recipe's bits, widest block allowed)
-    cheapest = min(range(len(opts)), key=lambda k: ctx.backend.predicted_weight_bytes(shape, uniform((opts[k],) * n)))
+    cheapest = min(range(len(opts)), key=lambda k: weight((opts[k],) * n))
     base = (opts[cheapest],) * n
 
     def with_layer(i: int, o) -> tuple:
         return base[:i] + (o,) + base[i + 1:]
 
-    base_bytes = ctx.backend.predicted_weight_bytes(shape, uniform(base))
+    base_bytes = weight(base)
     dev, budget, wl = ctx.target.device, ctx.target.budget, ctx.target.workload
     priced_latency = bool(dev.peak_tops)  # a measured device without a spec: bytes only
-    base_ms = _p99_ms(ctx, shape, uniform(base)) if priced_latency else 0.0
+    ms = (lambda options: _p99_ms(ctx, shape, uniform(options), sparse_2_4)) if priced_latency else (lambda _: 0.0)
+    base_ms = ms(base)
     sensitivity = {o: weight_only.layer_sensitivity(student, o[0], o[1], ctx.calibration) for o in opts}
-    table = [[precision.Priced(sensitivity[o][i],
-                               ctx.backend.predicted_weight_bytes(shape, uniform(with_layer(i, o))) - base_bytes,
-                               (_p99_ms(ctx, shape, uniform(with_layer(i, o))) - base_ms) if priced_latency else 0.0)
+    table = [[precision.Priced(sensitivity[o][i], weight(with_layer(i, o)) - base_bytes, ms(with_layer(i, o)) - base_ms)
               for o in opts] for i in range(n)]
-    room = budget.memory_mb * memory.MB - memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
-    # the recipe's high_precision_fraction: the share of the bytes between the cheapest and the dearest allocation
-    # it may spend (0: the uniform recipe), so the search still trades size for fidelity along the front; the
-    # solver decides where those bytes go
-    top_bytes = max(ctx.backend.predicted_weight_bytes(shape, uniform((o,) * n)) for o in opts)
-    max_weight = min(room, base_bytes + quant.high_precision_fraction * (top_bytes - base_bytes))
+    room = (budget.memory_mb * memory.MB
+            - memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)) / PREDICTION_MARGIN
+    # the recipe's high_precision_fraction: the share of the bytes from the cheapest allocation to every layer at
+    # 8 bits in the recipe's group size that it may spend (0: the uniform recipe; the same bytes the ranking rule
+    # spends on whole layers), so the search still trades size for fidelity along the front; the solver decides
+    # where those bytes go
+    high = (weight_only.HIGH_BITS, quant.group_size)
+    top_bytes = weight((high,) * n) if high in opts else max(weight((o,) * n) for o in opts)
+    spend = base_bytes + quant.high_precision_fraction * (top_bytes - base_bytes)
     max_p99 = None
     if priced_latency:
         error = dev.latency_error_pct if dev.latency == "estimated" and dev.latency_error_pct else 0.0
         max_p99 = budget.p99_latency_ms / (1 + error / 100)
-    record = {"options": [f"w{b}g{g}" for b, g in opts], "max_weight_mb": round(max_weight / memory.MB, 3),
+    record = {"options": [f"w{b}g{g}" for b, g in opts], "spend_weight_mb": round(spend / memory.MB, 3),
               "budget_weight_mb": round(room / memory.MB, 3), "spend": quant.high_precision_fraction,
               "max_p99_ms": max_p99, "latency_priced": priced_latency}
-    chosen = precision.solve(table, max_weight - base_bytes, None if max_p99 is None else max_p99 - base_ms)
-    record["status"] = "optimal"
-    if chosen is None and max_p99 is not None:  # the latency budget is out of reach: the bytes alone decide, and
-        chosen = precision.solve(table, max_weight - base_bytes)  # the trial is measured and judged like any
-        record["status"] = "optimal for the bytes; no allocation meets the latency budget"
+    latency = None if max_p99 is None else max_p99 - base_ms
+    # the budget is hard, the recipe's share is a knob: where the share cannot meet the latency budget, the room
+    # the memory budget leaves may buy it (on a device whose low-bit kernels are slower, more bits are faster);
+    # where nothing meets it, the share of bytes alone decides and the trial is judged by its measurement
+    attempts = [(min(room, spend), latency, "optimal"),
+                (room, latency, "optimal within the budgets; the recipe's share of bytes could not meet the latency "
+                                "budget"),
+                (min(room, spend), None, "optimal for the bytes; no allocation meets the latency budget")]
+    chosen = None
+    for max_bytes, max_ms, status in attempts if latency is not None else attempts[:1]:
+        chosen = precision.solve(table, max_bytes - base_bytes, max_ms)
+        if chosen is not None:
+            record["status"] = status
+            break
     if chosen is None:  # not even the bytes: the cheapest allocation
         record["status"] = "no allocation fits the memory budget: every layer at the cheapest option"
         chosen = [cheapest] * n

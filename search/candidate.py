@@ -126,9 +126,9 @@ def quant_label(q: QuantParams) -> str:
     group = "C" if q.group_size == "channel" else q.group_size
     mixed = f"+{q.high_precision_fraction:.2g}@8" if q.high_precision_fraction else ""
     if q.layer_options is not None:
-        mixed += "[" + ",".join(f"{b}g{'C' if g == 'channel' else g}" for b, g in q.layer_options) + "]"
-    elif q.precision == "solver":
-        mixed += " solver"
+        mixed = "[" + ",".join(f"{b}g{'C' if g == 'channel' else g}" for b, g in q.layer_options) + "]"
+    elif q.precision == "solver":  # the share of bytes the solver may spend (its choice is in the trial's record)
+        mixed = f" solver{q.high_precision_fraction:.2g}"
     method = "" if q.method == "rtn" else f" {q.method}"
     method += f" qat{q.qat_steps}" if q.qat_steps else ""
     return f"w{q.bits}g{group}{mixed}{method}"

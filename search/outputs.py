@@ -245,7 +245,7 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     return selected
 
 
-TRAINING_KEYS = ("distill_examples", "distill_s", "rung", "rung_reason", "rung1_training")
+TRAINING_KEYS = ("distill_examples", "distill_steps", "distill_s", "rung", "rung_reason", "rung1_training")
 
 
 def training_of(attrs: dict) -> dict:

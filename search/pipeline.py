@@ -241,14 +241,17 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
     """Predicted memory (and latency where it is estimated) before training; reasons to reject."""
     shape = recipe_shape(ctx, cand)
     wl, budget = ctx.target.workload, ctx.target.budget
-    predicted = {"predicted_memory_mb": (ctx.backend.predicted_weight_bytes(shape, cand.quant)
+    quant = cand.quant
+    if quant.precision == "solver" and quant.layer_options is None:  # priced at the least it can ship (with no
+        quant = allocation.cheapest(ctx, shape, quant) or quant  # runnable option, the recipe's own fails check)
+    predicted = {"predicted_memory_mb": (ctx.backend.predicted_weight_bytes(shape, quant)
                                          + memory.activation_bytes(shape, wl.batch_size, wl.sequence_length))
                  / memory.MB}
-    reasons = list(ctx.backend.check(shape, cand.quant))
+    reasons = list(ctx.backend.check(shape, quant))
     if predicted["predicted_memory_mb"] > budget.memory_mb:
         reasons.append(f"predicted memory {predicted['predicted_memory_mb']:.1f} MB > budget {budget.memory_mb} MB")
     if ctx.target.device.latency == "estimated":
-        lat = latency_of(ctx, shape, cand.quant, cand.prune.type == "2:4", None)
+        lat = latency_of(ctx, shape, quant, cand.prune.type == "2:4", None)
         # a candidate ships only within its bound (confidence.py): train only what could ship
         upper, _ = confidence.latency_bound(lat.p99_ms, (), "estimated", ctx.target.device, budget.confidence)
         predicted.update(predicted_p99_latency_ms=lat.p99_ms, predicted_p99_latency_ms_upper=upper)
@@ -317,8 +320,11 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print,
                             seed=ctx.seed, log=log, vocab_ids=ctx.vocab_ids, unk_id=ctx.unk_id,
                             task_type=ctx.task_type, more=more, record=training)
     timings["distill_s"] = time.perf_counter() - t0
+    steps = training.pop("rung0_steps", None)  # distillation steps the student got, as trained (None: not recorded)
     if more is not None:
         timings["rung1_training"] = training
+        steps = None if steps is None else steps + training.get("steps_run", 0)
+    timings["distill_steps"] = steps
     t0 = time.perf_counter()
     kd = KD(p.kd_outputs, cand.distill.temperature, cand.distill.alpha, ctx.task_type)
     prune.apply(student, cand.prune, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed,
@@ -328,7 +334,7 @@ def run_candidate(ctx: Context, cand: Candidate, workdir: Path, log=print,
     quant, solver = cand.quant, {}
     if quant.precision == "solver" and quant.layer_options is None:  # each layer's bits, within the budget
         t0 = time.perf_counter()
-        quant, solver["precision_solver"] = allocation.allocate(ctx, student, quant, log)
+        quant, solver["precision_solver"] = allocation.allocate(ctx, student, quant, cand.prune.type == "2:4", log)
         timings["precision_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     qat.apply(student, quant, train_split=p.kd_train, kd=kd, calibration=ctx.calibration, seed=ctx.seed, log=log)

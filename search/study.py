@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from . import accel, outputs, pareto, rungs
+from .candidate import DistillParams, PruneParams, QuantParams
 from .errors import CandidateError, RunStopped
 from .objectives import for_budget
 from . import storage as storages
@@ -51,12 +52,24 @@ def _sampler(settings: RunSettings, seed: int, trials: int):
                                       n_startup_trials=min(STARTUP_TRIALS, trials), constant_liar=True)
 
 
+def _as_built(recipe: dict | None) -> dict | None:
+    """A stored recipe in today's terms: knobs added since it was stored take their defaults ("off"), so a run
+    resumed after an upgrade still recognises its own trials' recipes."""
+    if recipe is None:
+        return None
+    kinds = {"distill": DistillParams, "prune": PruneParams, "quant": QuantParams}
+    defaults = {section: {f.name: f.default for f in fields(kind) if f.default is not MISSING}
+                for section, kind in kinds.items()}
+    return {section: {**defaults.get(section, {}), **values} for section, values in recipe.items()}
+
+
 def _completed_with_recipe(study, recipe: dict, number: int):
     """An earlier trial with this recipe, once it has finished (a running one, another worker's, is waited for:
     two workers never build the same student at the same time)."""
+    recipe = _as_built(recipe)
     while True:
         same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                if t.number < number and t.user_attrs.get("recipe") == recipe]
+                if t.number < number and _as_built(t.user_attrs.get("recipe")) == recipe]
         done = [t for t in same if t.state == TrialState.COMPLETE]
         if done or not same:
             return done[0] if done else None

@@ -20,7 +20,9 @@ from search.measure import memory, roofline
 
 ORT = OnnxRuntime()
 
-priced = st.builds(precision.Priced, st.floats(0, 10), st.integers(0, 100).map(float), st.integers(0, 50).map(float))
+# byte and latency differences to the cheapest allocation may be negative (a narrower block can pad less)
+priced = st.builds(precision.Priced, st.floats(0, 10), st.integers(-30, 100).map(float),
+                   st.integers(-20, 50).map(float))
 
 
 @settings(max_examples=60, deadline=None)

@@ -133,3 +133,21 @@ def test_warm_start_puts_the_largest_admitted_student_first(tmp_path):
     in_draw_order = [p for p in admitted.values() if p != starts[0]]
     assert starts[1:] == in_draw_order[:2]  # then the first admitted random draws, in order
     assert ctx.largest_start == starts[0]  # the study marks it: rungs.py promotes the largest admitted student
+
+
+def test_a_recipe_stored_before_a_knob_existed_is_the_same_recipe_today():
+    """`run --resume` after an upgrade: a stored recipe lacks the knobs added since (they meant "off"), and today's
+    recipe carries them at their defaults; both build one model, so the earlier trial's measurements stand."""
+    import json
+    from dataclasses import asdict
+
+    from search.study import _as_built
+
+    today = json.loads(json.dumps(asdict(Candidate(DistillParams(2, 64, 2, 128), PruneParams(), QuantParams(4, 32)))))
+    stored = json.loads(json.dumps(today))
+    for key in ("precision", "layer_options", "qat_steps"):
+        del stored["quant"][key]
+    assert _as_built(stored) == _as_built(today)
+    solver = json.loads(json.dumps(today))
+    solver["quant"]["precision"] = "solver"
+    assert _as_built(solver) != _as_built(stored)

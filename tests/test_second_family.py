@@ -89,19 +89,32 @@ def test_the_teacher_learnt_and_a_student_keeps_most_of_it(ctx, tmp_path):
 
 
 def test_per_layer_precision_by_the_solver_goes_through_the_pipeline(ctx, tmp_path):
-    """A `precision: solver` recipe: the solver chooses after pruning, the trial records its choice, the artifact
-    is built at it and weighs no more than the screen's price of the same share spent layer by layer."""
+    """A `precision: solver` recipe: the screen prices the least it can ship, the solver chooses after pruning within
+    the recipe's share of bytes, the trial records its choice, and the artifact is built at it."""
+    from search.measure import memory
+
+    share = 0.3
     cand = Candidate(CANDIDATES[0].distill, PruneParams(), QuantParams(4, 16, precision="solver",
-                                                                       high_precision_fraction=0.5))
+                                                                       high_precision_fraction=share))
     predicted, reasons = screen(ctx, cand)
     assert reasons == []
     metrics = run_candidate(ctx, cand, tmp_path / "trial", log=lambda s: None)
     solver = metrics["precision_solver"]
     assert solver["status"] == "optimal" and len(solver["layer_options"]) == cand.distill.layers
     assert all(b >= 4 for b, _ in solver["layer_options"]) and metrics["precision_s"] >= 0
-    assert metrics["weight_mb"] <= predicted["predicted_memory_mb"] - metrics["activation_mb_estimated"] + 0.001
-    bits = {helper_bits(n) for n in onnx.load(metrics["artifact"]).graph.node if n.op_type == "MatMulNBits"}
-    assert bits == {b for b, _ in solver["layer_options"]}
+    from dataclasses import replace
+
+    d = cand.distill
+    shape = replace(ctx.family.shape_of(ctx.prepared.teacher), layers=d.layers, hidden=d.hidden,
+                    heads=(d.heads,) * d.layers, ffn=(d.ffn,) * d.layers)
+    at = lambda o: ctx.backend.predicted_weight_bytes(shape, QuantParams(4, 16, layer_options=(o, o)))  # noqa: E731
+    low, high = at((4, 16)), at((8, 16))
+    shipped_mb = metrics["weight_mb"]
+    # no less than the screen's price (the cheapest allocation), no more than the share of the way to 8 bits
+    assert predicted["predicted_memory_mb"] - metrics["activation_mb_estimated"] <= shipped_mb + 0.001
+    assert shipped_mb <= (low + share * (high - low)) / memory.MB + 0.001
+    built = [helper_bits(n) for n in onnx.load(metrics["artifact"]).graph.node if n.op_type == "MatMulNBits"]
+    assert sorted(set(built)) == sorted({b for b, _ in solver["layer_options"]})
 
 
 def helper_bits(node) -> int:

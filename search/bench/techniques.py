@@ -150,8 +150,8 @@ def training_settings(sizes: dict[str, int], steps: int = TRAINING_STEPS,
     q = QuantParams(8, None, "dynamic_int8")
 
     def epochs(data: str, n_steps: int) -> float:
-        e = n_steps * BATCH_SIZE / sizes[data]
-        assert steps_for(sizes[data], e) in (n_steps, n_steps + 1)  # the fraction rounds up to whole steps
+        e = (n_steps - 0.5) * BATCH_SIZE / sizes[data]  # steps_for rounds up: exactly n_steps
+        assert steps_for(sizes[data], e) == n_steps
         return e
 
     def c(data, n_steps=steps):
@@ -319,18 +319,8 @@ def table(rows: list[dict], settings: list[Setting]) -> pd.DataFrame:
                     "weight_sparsity": r.get("weight_sparsity", 0.0),
                     # training cost (students only; a student loaded from the cache reports its load time)
                     "distill_examples": r.get("distill_examples"), "distill_s": r.get("distill_s"),
-                    "distill_steps": _steps(r, s)})
+                    "distill_steps": r.get("distill_steps")})
     return pd.DataFrame(out)
-
-
-def _steps(row: dict, setting: Setting) -> int | None:
-    """Distillation steps the student was trained: its recipe's, plus what the second rung ran before stopping."""
-    from ..train import steps_for
-
-    if setting.candidate is None or row.get("distill_examples") is None:
-        return None
-    return (steps_for(row["distill_examples"], setting.candidate.distill.epochs)
-            + (row.get("rung1_training") or {}).get("steps_run", 0))
 
 
 def _with_outputs(frame: pd.DataFrame, settings: list[Setting], val, threads: int, backend):

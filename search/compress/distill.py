@@ -92,16 +92,19 @@ def apply(teacher, params: DistillParams, *, importance: Importance, train_split
           cache_dir: Path | None, task_key: str, seed: int = 0, log=print, vocab_ids=None, unk_id: int = 0,
           task_type=None, more: MoreTraining | None = None, record: dict | None = None):
     """Return a trained student; a student with the same params, task and seed is loaded from cache. `more`: then
-    train it further (rung 1), cached separately; `record` receives what the second rung did (early stopping)."""
+    train it further (rung 1), cached separately; `record` receives the first rung's steps (`rung0_steps`) and what
+    the second rung did (early stopping)."""
     student = build_student(teacher, params, importance, vocab_ids, unk_id, seed)
     path = cache_dir / f"student-{cache_key(task_key, params, seed)}.safetensors" if cache_dir else None
     args = (teacher, student, params, importance, train_split, teacher_outputs, seed, log, task_type)
     if path is None:
-        _train(*args)
+        done = _train(*args)
     else:
         # two workers never train the same student at once: the second waits, then loads the first one's
         with file_lock(path.with_suffix(".lock")):
-            _cached_or_trained(path, *args)
+            done = _cached_or_trained(path, *args)
+    if record is not None:  # a student cached before the record existed says nothing: None
+        record["rung0_steps"] = done.get("steps")
     if more is None:
         return student
     more_path = path.with_name(f"{path.stem}-more{more.epochs:g}-p{more.patience}.safetensors") if path else None

@@ -31,7 +31,7 @@ class Priced:
 
     sensitivity: float  # KL(full precision || this layer at this option) on the calibration batch
     bytes: float  # the layer's matrices as stored
-    latency_ms: float  # the layer's matrix kernels (p50, cost model)
+    latency_ms: float  # the layer's matrix kernels' share of the estimated p99 (cost model)
 
 
 def options(quant: QuantParams) -> list[tuple[int, int | str]]:

@@ -89,6 +89,9 @@ def build(model, params: QuantParams, workdir: Path, calibration: dict | None = 
             raise CandidateError(f"{params} needs calibration data")
         model = copy.deepcopy(model)  # the caller keeps its fp32 student
         family = families.of(model)
+        if params.layer_options is not None and len(params.layer_options) != len(family.blocks(model)):
+            raise CandidateError(f"{len(params.layer_options)} per-layer precisions for "
+                                 f"{len(family.blocks(model))} encoder layers")
         for i, layer in enumerate(family.blocks(model)):
             layer_params = params.for_layer(i)
             for lin in family.block_linears(layer):
