@@ -130,3 +130,17 @@ def test_the_roofline_prices_each_layer_at_its_chosen_bits():
     assert ms(all_2) == pytest.approx(ms(QuantParams(2, 32)))  # the same as the uniform recipe
     b = lambda q: ORT.predicted_weight_bytes(shape, q)  # noqa: E731
     assert b(all_2) == b(QuantParams(2, 32)) < b(mixed) < b(all_8)
+
+
+def test_a_2bit_per_channel_solver_recipe_is_screened_at_a_block_onnxruntime_runs(model):
+    """2-bit per-channel blocks wider than 256 do not run in onnxruntime: the uniform recipe is refused, the solver
+    recipe is priced at its cheapest runnable option (a narrower 2-bit block) and admitted."""
+    from search.families.base import ModelShape
+
+    shape = ModelShape("bert_cls", 2, 384, (12, 12), (1536, 1536), 1000, 32, positions=512, segments=2, outputs=2)
+    ctx = SimpleNamespace(backend=ORT)
+    assert ORT.check(shape, QuantParams(2, "channel"))
+    cheapest = allocation.cheapest(ctx, shape, QuantParams(2, "channel", precision="solver"))
+    assert cheapest is not None and ORT.check(shape, cheapest) == []
+    assert {b for b, _ in cheapest.layer_options} == {2}
+    assert all(g != "channel" and g <= 256 for _, g in cheapest.layer_options)

@@ -67,11 +67,13 @@ class OnnxRuntime(Backend):
     artifact_name = ARTIFACT
 
     def check(self, shape: ModelShape, quant: QuantParams) -> list[str]:
-        if quant.scheme is Scheme.WEIGHT_ONLY and quant.bits == 2:
-            widest = max(t.cols for t in families.get(shape.family).tensors(shape) if t.role == "block_linear")
-            block = block_size_for(widest, quant.group_size)
-            if block > layout.MAX_2BIT_BLOCK:
-                what = f"per-channel blocks of {widest} inputs" if quant.group_size == CHANNEL else f"blocks of {block}"
+        if quant.scheme is not Scheme.WEIGHT_ONLY:
+            return []
+        widest = max(t.cols for t in families.get(shape.family).tensors(shape) if t.role == "block_linear")
+        for bits, group in sorted(set(quant.layer_options or [(quant.bits, quant.group_size)]), key=str):
+            block = block_size_for(widest, group)
+            if bits == 2 and block > layout.MAX_2BIT_BLOCK:
+                what = f"per-channel blocks of {widest} inputs" if group == CHANNEL else f"blocks of {block}"
                 return [f"2-bit {what} exceed onnxruntime's {layout.MAX_2BIT_BLOCK}-wide 2-bit limit"]
         return []
 
