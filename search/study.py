@@ -55,8 +55,8 @@ def _sampler(settings: RunSettings, seed: int, trials: int):
 def _as_built(recipe: dict | None) -> dict | None:
     """A stored recipe in today's terms: knobs added since it was stored take their defaults ("off"), so a run
     resumed after an upgrade still recognises its own trials' recipes."""
-    if recipe is None:
-        return None
+    if recipe is None or set(recipe) != {"distill", "prune", "quant"}:  # an LM recipe (candidate_lm) is flat
+        return recipe
     kinds = {"distill": DistillParams, "prune": PruneParams, "quant": QuantParams}
     defaults = {section: {f.name: f.default for f in fields(kind) if f.default is not MISSING}
                 for section, kind in kinds.items()}
