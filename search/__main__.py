@@ -269,7 +269,8 @@ def _cmd_bench(args) -> int:
         ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
         if args.section == "training":
             sizes = {d: len(techniques.variant(ctx, d, log).prepared.kd_train) for d in techniques.DATA}
-            settings, comparisons = techniques.training_settings(sizes)
+            student = techniques.training_student(prepared.family.shape_of(prepared.teacher))
+            settings, comparisons = techniques.training_settings(sizes, student=student)
         else:
             settings, comparisons = techniques.default_settings()
         task_name = None if prepared.task.path is None else prepared.task.name

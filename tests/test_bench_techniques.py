@@ -172,3 +172,13 @@ def test_output_stems_keep_sections_tasks_and_seeds_apart():
     assert techniques.output_stem(1) == "techniques-seed1"
     assert techniques.output_stem(0, "training", "rotten_tomatoes") == "techniques-training-rotten_tomatoes"
     assert techniques.output_stem(2, "compression", "rt") == "techniques-rt-seed2"
+
+
+def test_the_training_sections_student_follows_the_teacher():
+    from search.families.base import ModelShape
+
+    minilm = ModelShape("bert_cls", 6, 384, (12,) * 6, (1536,) * 6, 30522, 32)
+    assert techniques.training_student(minilm) == DistillParams(3, 384, 12, 768, temperature=2.0, alpha=1.0,
+                                                                vocab="task")
+    tiny = ModelShape("bert_cls", 1, 64, (2,), (128,), 100, 32)
+    assert techniques.training_student(tiny) == DistillParams(1, 64, 2, 64, temperature=2.0, alpha=1.0, vocab="task")

@@ -138,15 +138,23 @@ def default_settings() -> tuple[list[Setting], list[Comparison]]:
 TRAINING_STEPS = 720  # ~2 epochs over Rotten Tomatoes' 11.4k distillation texts at batch 32; every row gets these
 
 
-def training_settings(sizes: dict[str, int], steps: int = TRAINING_STEPS,
-                      student: DistillParams | None = None) -> tuple[list[Setting], list[Comparison]]:
-    """The training section: the same student (by default the largest shape the raspberry_pi5 budget admits,
-    shipped as int8) trained `steps` steps on each text, so every row costs the same wall-clock; `sizes`: examples
-    per DATA key (the epochs that make `steps`). The second rung spends half the steps first, then at most the
-    other half, early-stopped on the held-out rows (it may stop sooner: never more wall-clock)."""
+def training_student(teacher) -> DistillParams:
+    """Half the teacher's depth at its full width and heads, half its FFN, task vocabulary, pure soft KD at T = 2:
+    for MiniLM-L6 (6 x 384, FFN 1536) 3 x 384 with FFN 768, a shape the raspberry_pi5 budget admits at int8."""
+    heads = teacher.heads[0]
+    return DistillParams(layers=max(1, teacher.layers // 2), hidden=teacher.hidden, heads=heads,
+                         ffn=max(1, teacher.ffn[0] // 2), temperature=2.0, alpha=1.0, vocab="task")
+
+
+def training_settings(sizes: dict[str, int], student: DistillParams,
+                      steps: int = TRAINING_STEPS) -> tuple[list[Setting], list[Comparison]]:
+    """The training section: the same student (`training_student` of the teacher, shipped as int8) trained `steps`
+    steps on each text, so every row costs the same wall-clock up to text lengths; `sizes`: examples per DATA key
+    (the epochs that make `steps`). The second rung spends half the steps first, then at most the other half,
+    early-stopped on the held-out rows (it may stop sooner: never more steps)."""
     from ..train import BATCH_SIZE, steps_for
 
-    s = student or DistillParams(layers=3, hidden=384, heads=12, ffn=768, temperature=2.0, alpha=1.0, vocab="task")
+    s = student
     q = QuantParams(8, None, "dynamic_int8")
 
     def epochs(data: str, n_steps: int) -> float:
