@@ -6,7 +6,7 @@ artifacts by tests), plus the activation peak the screen counts. Latency: the ro
 (calibrated per kernel class where a calibration file exists), at the bound the run ships by: an estimated p99
 times the estimator's stated error, a measured device's estimate as the predictor (its measured bound is checked
 afterwards, like any trial's). Both are additive over layers (same tensors, same operators per layer), so each
-option is priced as its difference to the recipe's uniform allocation.
+option is priced as its difference to the cheapest allocation (every layer at the fewest bytes).
 """
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def allocate(ctx, student, quant: QuantParams, sparse_2_4: bool = False, log=pri
         return ctx.backend.predicted_weight_bytes(shape, uniform(options))
 
     # prices are differences to the allocation with the fewest bytes (the recipe's bits, widest block allowed)
-    cheapest = min(range(len(opts)), key=lambda k: weight((opts[k],) * n))
-    base = (opts[cheapest],) * n
+    low = min(range(len(opts)), key=lambda k: weight((opts[k],) * n))
+    base = (opts[low],) * n
 
     def with_layer(i: int, o) -> tuple:
         return base[:i] + (o,) + base[i + 1:]
@@ -106,7 +106,7 @@ def allocate(ctx, student, quant: QuantParams, sparse_2_4: bool = False, log=pri
             break
     if chosen is None:  # not even the bytes: the cheapest allocation
         record["status"] = "no allocation fits the memory budget: every layer at the cheapest option"
-        chosen = [cheapest] * n
+        chosen = [low] * n
     layer_options = tuple(opts[c] for c in chosen)
     record["objective_kl"] = float(sum(table[i][c].sensitivity for i, c in enumerate(chosen)))
     record["layers"] = [f"w{b}g{g}" for b, g in layer_options]

@@ -59,8 +59,8 @@ class QuantParams:
     activations: str = "none"  # 8 bits: "dynamic_int8" (activation ranges at run time) or "static_int8" (calibrated)
     method: str = "rtn"  # weight-only rounding: round-to-nearest, or GPTQ error compensation on calibration data
     high_precision_fraction: float = 0.0  # weight-only: this fraction of layers, most sensitive first, at 8 bits;
-    #                                       with precision=solver, this share of the bytes up to every layer's dearest
-    #                                       option, placed by the solver
+    #                                       with precision=solver, this share of the bytes up to every layer at 8
+    #                                       bits, placed by the solver
     qat_steps: int = 0  # weight-only RTN: KD steps with fake-quantized weights before export
     smooth_alpha: float = 0.0  # static int8: SmoothQuant migration strength (0 = off, 0.5 = the paper's default)
     precision: str = "uniform"  # weight-only: "solver" chooses each layer's bits/group within the budget

@@ -2,8 +2,8 @@
 side against its alternative (same student, same steps, same seed), and the best combined recipe. The `training`
 section (`--section training`, for a harder task such as rotten_tomatoes): each way of training a student better
 (teacher-labelled unlabelled text, teacher-labelled augmentation, a second rung early-stopped on held-out rows)
-against plain distillation on the labelled rows, at equal training steps (equal wall-clock: same student, same
-batch; the measured training seconds are in the table).
+against plain distillation on the labelled rows, at equal training steps (same student, same batch: the wall-clock
+differs only by text length and the held-out checks; the measured training seconds are in the table).
 
 Every row is an exported onnxruntime artifact: accuracy on the validation split, artifact bytes on disk,
 p50/p99 latency and peak memory measured in a fresh process on this machine (the `local_cpu` target).
@@ -32,7 +32,7 @@ class Setting:
     candidate: Candidate | None  # None: the teacher itself, quantized by `quant`
     reference: str | None = None  # fidelity (logit MSE / agreement) is measured against this setting
     quant: QuantParams | None = None
-    data: str = "task"  # the distillation text (DATA); another than "task" is built by `variants`
+    data: str = "task"  # the distillation text (DATA); another than "task" is built by `variant`
     more_epochs: float = 0.0  # > 0: a second rung of this many epochs, early-stopped on the held-out training rows
 
 

@@ -1,17 +1,18 @@
 """Per-layer precision by an exact solver (`quant.precision: solver`): each encoder layer's weight-only bits and
 group size are chosen to minimise the summed measured sensitivity, within the bytes the recipe may spend (its
-`high_precision_fraction` of the way from the cheapest to the dearest allocation) and the memory and latency the
-budget leaves for the encoder's matrices, each option priced by the cost model (bytes as the backend stores them;
-latency by the calibrated roofline's kernel classes, so a slower kernel costs what it costs, not just its bits).
+`high_precision_fraction` of the way from the cheapest allocation to every layer at 8 bits) and the memory and
+latency the budget leaves for the encoder's matrices, each option priced by the cost model (bytes as the backend
+stores them; latency by the calibrated roofline's kernel classes, so a slower kernel costs what it costs, not just
+its bits).
 
 A multiple-choice knapsack with two resources: exact by scipy's MILP (HiGHS), the field's well-kept solver; a
 handful of layers x a dozen options solves in milliseconds. Sensitivities are summed: each is measured with one
 layer rounded and the others in full precision (the additive approximation mixed-precision methods such as
 HAWQ make), which the solver cannot do better than.
 
-The recipe's own `bits` and `group_size` are the cheapest option a layer may take: every option keeps at least as
-many bits and blocks at most as wide, so the screen's prediction for the uniform recipe bounds the solver's choice
-from below (a recipe the screen admits always has a feasible allocation in bytes).
+The recipe's own `bits` and `group_size` bound the options from below: every option keeps at least as many bits
+and blocks at most as wide. The screen prices the cheapest runnable allocation (allocation.cheapest), a lower
+bound of whatever the solver chooses, so a recipe the screen admits always has an allocation that fits in bytes.
 """
 from __future__ import annotations
 

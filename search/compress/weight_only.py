@@ -41,14 +41,13 @@ def _outputs(model, calibration: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_sensitivity(model, bits: int, group_size, calibration, layers: list[int] | None = None) -> list[float]:
+def layer_sensitivity(model, bits: int, group_size, calibration) -> list[float]:
     """KL(full precision || one layer rounded to `bits` in blocks of `group_size`) on the calibration batch, per
-    encoder layer (`layers`: only these)."""
+    encoder layer."""
     ref = F.log_softmax(_outputs(model, calibration), -1)
     out = []
-    blocks = families.of(model).blocks(model)
-    for i in range(len(blocks)) if layers is None else layers:
-        linears = layer_linears(blocks[i])
+    for block in families.of(model).blocks(model):
+        linears = layer_linears(block)
         saved = [lin.weight.data.clone() for lin in linears]
         for lin in linears:
             lin.weight.data = rtn(lin.weight, bits, block_size_for(lin.in_features, group_size)).dequantize()
