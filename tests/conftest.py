@@ -137,3 +137,20 @@ def run_search(results, *args: str, timeout: float = 900):
     return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True,
                           cwd=os.path.dirname(TESTS), env=search_env(results), timeout=timeout)
 
+
+def nbits_of(node) -> int:
+    """The `bits` attribute of a MatMulNBits node."""
+    from onnx import helper
+
+    return next(helper.get_attribute_value(a) for a in node.attribute if a.name == "bits")
+
+
+def nbits_by_layer(path) -> dict[int, set]:
+    """{encoder layer: the bits of its MatMulNBits nodes} in a BERT artifact (nodes named .../layer.N/...)."""
+    import onnx
+
+    out = {}
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type == "MatMulNBits":
+            out.setdefault(int(node.name.split("layer.")[1].split("/")[0]), set()).add(nbits_of(node))
+    return out

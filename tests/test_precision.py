@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 from types import SimpleNamespace
 
-import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import helper
 
-from conftest import TINY_ESTIMATED_DEVICE, calib
+from conftest import TINY_ESTIMATED_DEVICE, calib, nbits_by_layer
 from search import allocation, families
 from search.backends.onnxruntime import OnnxRuntime
 from search.candidate import QuantParams
@@ -60,16 +58,6 @@ def _ctx(model, split, tmp_path, memory_mb: float, p99_ms: float):
                            calibration=calib(split, 16))
 
 
-def _bits_in(path) -> dict:
-    out = {}
-    for node in onnx.load(str(path)).graph.node:
-        if node.op_type == "MatMulNBits":
-            layer = int(node.name.split("layer.")[1].split("/")[0])
-            out.setdefault(layer, set()).add(helper.get_attribute_value(
-                next(a for a in node.attribute if a.name == "bits")))
-    return out
-
-
 def test_the_choice_follows_the_budget_and_ships_as_chosen(model, split, tmp_path):
     import torch
 
@@ -101,7 +89,7 @@ def test_the_choice_follows_the_budget_and_ships_as_chosen(model, split, tmp_pat
     assert ORT.predicted_weight_bytes(shape, half) / memory.MB <= all_2 + 0.5 * (all_8 - all_2) + 1e-9
     # built as chosen, and the backend's byte prediction still matches the artifact
     path = ORT.build(model, tight, tmp_path / "art", calib(split, 16))
-    assert _bits_in(path) == {i: {b} for i, (b, _) in enumerate(tight.layer_options)}
+    assert nbits_by_layer(path) == {i: {b} for i, (b, _) in enumerate(tight.layer_options)}
     assert ORT.predicted_weight_bytes(shape, tight) == pytest.approx(ORT.weight_bytes(path), rel=0.03)
     # nothing fits: every layer at the cheapest option, and the record says so
     none, record = allocation.allocate(_ctx(model, split, tmp_path, activation_mb + 0.5 * all_2, 1000), model,

@@ -15,6 +15,7 @@ from search.target import load_target
 from search.tasks.data import Split
 from search.tasks.teacher import Prepared
 from search.train import outputs_of, train
+from conftest import nbits_of
 from toy_family import ToyClassifier, ToyFamily
 
 TARGET = """name: toy_local
@@ -113,9 +114,5 @@ def test_per_layer_precision_by_the_solver_goes_through_the_pipeline(ctx, tmp_pa
     # no less than the screen's price (the cheapest allocation), no more than the share of the way to 8 bits
     assert predicted["predicted_memory_mb"] - metrics["activation_mb_estimated"] <= shipped_mb + 0.001
     assert shipped_mb <= (low + share * (high - low)) / memory.MB + 0.001
-    built = [helper_bits(n) for n in onnx.load(metrics["artifact"]).graph.node if n.op_type == "MatMulNBits"]
+    built = [nbits_of(n) for n in onnx.load(metrics["artifact"]).graph.node if n.op_type == "MatMulNBits"]
     assert sorted(set(built)) == sorted({b for b, _ in solver["layer_options"]})
-
-
-def helper_bits(node) -> int:
-    return next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "bits")

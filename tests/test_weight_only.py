@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import calib as calibration
+from conftest import calib as calibration, nbits_by_layer
 from search import families
 from search.backends.onnxruntime import OnnxRuntime, layout, session
 from search.candidate import QuantParams
@@ -131,13 +131,7 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_8_bits(model, split,
     params = QuantParams(2, 32, high_precision_fraction=0.34)  # round(0.34 * 3 layers) = 1 layer at 8 bits
     assert weight_only.bits_per_layer(model, params, calib) == [2, 8, 2]
     path = ORT.build(model, params, tmp_path, calib)
-    bits = {}
-    for node in onnx.load(str(path)).graph.node:
-        if node.op_type == "MatMulNBits":
-            layer = int(node.name.split("layer.")[1].split("/")[0])
-            bits.setdefault(layer, set()).add(helper.get_attribute_value(
-                next(a for a in node.attribute if a.name == "bits")))
-    assert bits == {0: {2}, 1: {8}, 2: {2}}
+    assert nbits_by_layer(path) == {0: {2}, 1: {8}, 2: {2}}
 
 
 @pytest.mark.parametrize("bits,method", [(8, "rtn"), (8, "gptq"), (4, "rtn"), (4, "gptq"), (2, "gptq")])
