@@ -267,8 +267,10 @@ def _cmd_bench(args) -> int:
         if args.section == "training":  # the second rung's early stopping needs held-out training rows
             prepared = prepared.with_holdout()
         ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
-        if args.section == "training":
-            sizes = {d: len(techniques.variant(ctx, d, log).prepared.kd_train) for d in techniques.DATA}
+        contexts = None
+        if args.section == "training":  # one context per distillation text, built once: sizes here, runs below
+            contexts = {d: techniques.variant(ctx, d, log) for d in techniques.DATA}
+            sizes = {d: len(c.prepared.kd_train) for d, c in contexts.items()}
             student = techniques.training_student(prepared.family.shape_of(prepared.teacher))
             settings, comparisons = techniques.training_settings(sizes, student=student)
         else:
@@ -281,7 +283,7 @@ def _cmd_bench(args) -> int:
         if args.only:
             settings = [s for s in settings if any(o.lower() in s.name.lower() for o in args.only)
                         or s.candidate is None and s.quant.bits == 32]  # the teacher row anchors the ratios
-        techniques.run(ctx, out, settings, comparisons, log=log, section=args.section)
+        techniques.run(ctx, out, settings, comparisons, log=log, section=args.section, contexts=contexts)
     elif args.what == "published":
         from .bench import published
 

@@ -145,13 +145,15 @@ def test_training_section_trains_one_student_equal_steps_on_each_text(tmp_path):
     (tmp_path / "target.yaml").write_text(TARGET)
     prepared = prepare(load_task(str(task_yaml)), tmp_path / "cache", log=lambda s: None).with_holdout()
     ctx = make_context(prepared, load_target(str(tmp_path / "target.yaml")), tmp_path / "cache", 1)
-    sizes = {d: len(techniques.variant(ctx, d, log=lambda s: None).prepared.kd_train) for d in techniques.DATA}
+    contexts = {d: techniques.variant(ctx, d, log=lambda s: None) for d in techniques.DATA}
+    sizes = {d: len(c.prepared.kd_train) for d, c in contexts.items()}
     n_labelled = len(prepared.train) - len(prepared.holdout)
     assert sizes == {"labelled": n_labelled, "task": n_labelled + 60, "augmented": sizes["augmented"]}
     assert sizes["augmented"] > n_labelled  # copies of the labelled rows (none of a held-out row: test_augmentation)
     settings, comparisons = techniques.training_settings(sizes, steps=12, student=DistillParams(1, 32, 1, 64))
 
-    techniques.run(ctx, tmp_path / "out", settings, comparisons, log=lambda s: None, section="training")
+    techniques.run(ctx, tmp_path / "out", settings, comparisons, log=lambda s: None, section="training",
+                   contexts=contexts)
     csv = pd.read_csv(tmp_path / "out" / "techniques-training-tiny.csv")
     students = csv[csv["setting"] != "teacher fp32"].set_index("setting")
     assert len(students) == 4

@@ -227,8 +227,7 @@ def variant(ctx: Context, data: str, log=print) -> Context:
 
 
 def measure_setting(ctx: Context, setting: Setting, workdir: Path, log) -> dict:
-    if setting.candidate is not None:
-        ctx = variant(ctx, setting.data, log)
+    """One setting, measured; `ctx` distils on the setting's text (`variant`)."""
     if setting.candidate is None:
         teacher = ctx.prepared.teacher
         path = ctx.backend.build(teacher, setting.quant, workdir, ctx.calibration)
@@ -258,19 +257,25 @@ def output_stem(seed: int, section: str = "compression", task: str | None = None
 
 
 def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
-        comparisons: list[Comparison] | None = None, log=print, section: str = "compression") -> pd.DataFrame:
+        comparisons: list[Comparison] | None = None, log=print, section: str = "compression",
+        contexts: dict[str, Context] | None = None) -> pd.DataFrame:
+    """`contexts`: the run's context per distillation text (DATA) where the caller built them already; the others
+    are built once, when a setting first needs them."""
     task = ctx.prepared.task
     stem = output_stem(ctx.seed, section, None if task.path is None else task.name)
     if settings is None:
         settings, comparisons = default_settings()
     comparisons = comparisons or []
+    contexts = dict(contexts or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, done, failed = [], [], []
     for i, setting in enumerate(settings):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(settings)}] {setting.name}")
         try:
-            r = measure_setting(ctx, setting, out_dir / stem / _slug(setting.name), log)
+            if setting.data not in contexts:
+                contexts[setting.data] = variant(ctx, setting.data, log)
+            r = measure_setting(contexts[setting.data], setting, out_dir / stem / _slug(setting.name), log)
         except Exception as exc:  # one broken setting must not cost the other measurements
             failed.append((setting.name, f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
             log(f"    FAILED: {failed[-1][1]}")
