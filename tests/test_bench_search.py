@@ -56,7 +56,7 @@ budget: {memory_mb: 0.2, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
                         strategies=("search", "random"), space=str(tmp_path / "space.yaml"), log=lambda s: None)
     assert set(per_run["strategy"]) == {"search", "random"} and (per_run["completed"] >= 1).all()
     for strategy in ("search", "random"):
-        run = out / "search-runs" / f"task-{strategy}-s0" / "run"
+        run = out / "search-runs" / "t-0.25min-space" / f"task-{strategy}-s0" / "run"
         assert json.loads((run.parent / "run" / "run.json").read_text())["strategy"] == strategy
         students = list((run.parent / "cache").glob("student-*.safetensors"))
         assert students  # each run trained its own students

@@ -2,9 +2,9 @@
 start, no screen, no reuse) for the same wall-clock budget per run, several seeds, one or more tasks.
 
 Every run is a plain `python -m search run --strategy S --seed K --timeout-min M` in a results folder of its own
-(results/bench/search-runs/<task>-<strategy>-s<seed>/), sharing only the fine-tuned teacher: students are cached
-per folder, so no strategy trains faster on another's students. A finished run is not run again (the bench can be
-interrupted and resumed). Per task, the reference front is the union of everything every run found; each run's
+(results/bench/search-runs/<target>-<minutes>min[-<space>]/<task>-<strategy>-s<seed>/), sharing only the fine-tuned
+teacher: students are cached per folder, so no strategy trains faster on another's students. A finished run of the
+same configuration is not run again (the bench can be interrupted and resumed). Per task, the reference front is the union of everything every run found; each run's
 hypervolume within the budget box is followed over time from its first trial's start (preparation excluded: it is
 the same for all). Writes results/bench/search.csv (one row per completed trial), search.md (time to 95% of the
 reference hypervolume, time to the first budget-meeting candidate, asks per completed trial, per run and per
@@ -31,6 +31,14 @@ def _slug(task: str | None) -> str:
     from ..schema import slug
 
     return "default" if task is None else slug(Path(task).stem)
+
+
+def _config(target: str, minutes: float, space: str | None) -> str:
+    """The folder of one bench configuration: a finished run is reused only by a bench with the same target, budget
+    and space (a run of another budget is another experiment)."""
+    from ..schema import slug
+
+    return "-".join([slug(Path(target).stem), f"{minutes:g}min"] + ([slug(Path(space).stem)] if space else []))
 
 
 def _prepare_teacher(task: str | None, cache: Path, log) -> Path:
@@ -136,7 +144,7 @@ def run(tasks: list[str | None], target: str, seeds: list[int], minutes: float, 
         teacher_cache = _prepare_teacher(task, results_dir / "cache", log)
         for strategy in strategies:
             for seed in seeds:
-                folder = out_dir / "search-runs" / f"{_slug(task)}-{strategy}-s{seed}"
+                folder = out_dir / "search-runs" / _config(target, minutes, space) / f"{_slug(task)}-{strategy}-s{seed}"
                 path = _run_one(task, target, space, strategy, seed, minutes, threads, folder, teacher_cache, log)
                 rows, budget, asks = timeline(path)
                 runs.append({"task": _slug(task), "strategy": strategy, "seed": seed, "rows": rows, "budget": budget,
