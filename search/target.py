@@ -34,6 +34,9 @@ class DeviceSpec:
     bandwidth_efficiency: float = 0.7
     op_overhead_us: float | dict = 10.0  # one value, or one per kernel class (as calibration fits them)
     run_overhead_us: float | dict = 0.0  # fixed cost per inference (session, shape sub-graph), likewise
+    # per weight block of a block-quantized kernel (its scale and zero point, the dequantisation per block): what
+    # makes small blocks slower than their bytes say; per kernel class as calibration fits it, 0 where not fitted
+    block_cost_ns: float | dict = 0.0
     tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
     threads: int = 1  # for measured latency
     calibration: str = ""  # where fitted factors came from, when a calibration file overrode the YAML
@@ -150,6 +153,7 @@ def _apply_calibration(spec: DeviceSpec, target_path: Path) -> DeviceSpec:
                        bandwidth_efficiency=float(fit["bandwidth_efficiency"]),
                        op_overhead_us=_number_or_map(fit["op_overhead_us"]),
                        run_overhead_us=_number_or_map(fit.get("run_overhead_us", 0.0)),
+                       block_cost_ns=_number_or_map(fit.get("block_cost_ns", 0.0)),  # older fits: none
                        calibration=f"calibrated on {fit['measured_runs']} measured artifacts ({path.name})",
                        # older files list no classes: those it has factors for are the ones it fitted
                        fitted_kernels=tuple(fit.get("kernel_classes", fit["compute_efficiency"])),

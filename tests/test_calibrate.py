@@ -14,8 +14,8 @@ from search.target import load_target
 def test_fit_recovers_synthetic_measurements(tmp_path):
     device = load_target("local_cpu").device
     truth = replace(device, compute_efficiency={"fp32": 0.6, "int8": 0.3, "w8": 0.15, "w4": 0.1}, bandwidth_efficiency=0.5,
-                    op_overhead_us=25.0)
-    cases = [{"shape": s, "quant": q, "batch": 1, "seq": 128} for s, q in random_shapes(20, seed=1)]
+                    op_overhead_us=25.0, block_cost_ns={"w4": 20.0, "w2": 8.0})
+    cases = [{"shape": s, "quant": q, "batch": 1, "seq": 128} for s, q in random_shapes(30, seed=1)]
     measured = [roofline.estimate(c["shape"], c["quant"], truth, 1, 128).p50_ms for c in cases]
     fitted = calibrate.fit(cases, measured, device)
     for c, m in zip(cases, measured):
@@ -53,3 +53,21 @@ def test_only_the_kernel_classes_measured_are_fitted_and_the_others_say_assumed(
     assert "not calibrated" not in roofline.estimate(shape, QuantParams(4, 32), fitted, 1, 128).detail
     assert "kernel class w2 not calibrated: assumed" in roofline.estimate(shape, QuantParams(2, 64), fitted, 1,
                                                                          128).detail
+
+
+def test_a_block_costs_what_the_fit_says_so_small_blocks_are_slower_than_their_bytes():
+    """The solver prices a layer's group size by latency too: with a fitted cost per block, the same bits in blocks
+    of 16 estimate slower than in blocks of 128, by the blocks' count times that cost (plus their scales' bytes)."""
+    from search.bench.latency import bench_shape
+    from search.candidate import QuantParams
+
+    device = replace(load_target("local_cpu").device, block_cost_ns={"w4": 20.0})
+    shape = bench_shape(2, 256, 4, 512)
+    small, large = (roofline.estimate(shape, QuantParams(4, g), device, 1, 128).p50_ms for g in (16, 128))
+    # 2 layers x (3 x 256x128 + 128x256 + 2 x 256x512 linears) = 2 x 393,216 weights; blocks of 16 vs 128
+    blocks = 2 * 393_216 * (1 / 16 - 1 / 128)
+    assert small - large == pytest.approx(blocks * 20e-6, rel=0.05)  # scale bytes: memory-bound ops only
+    free = replace(device, block_cost_ns={})
+    assert roofline.estimate(shape, QuantParams(4, 16), free, 1, 128).p50_ms < small
+    int8 = QuantParams(8, None, "dynamic_int8")  # no blocks: no block cost
+    assert roofline.estimate(shape, int8, device, 1, 128).p50_ms == roofline.estimate(shape, int8, free, 1, 128).p50_ms

@@ -19,8 +19,11 @@ from ..families.base import ModelShape
 from ..measure import calibrate, roofline
 from ..target import Target, calibration_path
 
+# every kernel class the space can sample, the block-quantized ones at small and large blocks (a block's cost is
+# fitted per class: it needs two block sizes or more per class to be told apart from the class's efficiency)
 QUANTS = [QuantParams(32), QuantParams(8, None, "dynamic_int8"), QuantParams(8, 32), QuantParams(4, 32),
-          QuantParams(4, 128), QuantParams(2, 64), QuantParams(8, None, "static_int8")]
+          QuantParams(4, 128), QuantParams(2, 64), QuantParams(8, None, "static_int8"), QuantParams(8, "channel"),
+          QuantParams(4, 16), QuantParams(2, 16)]
 TOLERANCE = 0.15
 
 
@@ -63,6 +66,7 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: 
     frame.to_csv(out_dir / "latency.csv", index=False)
     calibration = {"compute_efficiency": fitted.compute_efficiency, "bandwidth_efficiency": fitted.bandwidth_efficiency,
                    "op_overhead_us": fitted.op_overhead_us, "run_overhead_us": fitted.run_overhead_us,
+                   "block_cost_ns": fitted.block_cost_ns,
                    "measured_runs": summary["fitted_on"], "kernel_classes": list(fitted.fitted_kernels),
                    "code_version": _code_version(), "fitted": time.strftime("%Y-%m-%d"), **summary}
     calibration_path(target.path).write_text(json.dumps(calibration, indent=2))
@@ -178,7 +182,8 @@ def _markdown(frame: pd.DataFrame, summary: dict, calibration: dict) -> str:
              f"- fitted: compute efficiency {json.dumps({k: round(v, 3) for k, v in calibration['compute_efficiency'].items()})}, "
              f"bandwidth efficiency {calibration['bandwidth_efficiency']:.3f}, per-op overhead us "
              f"{json.dumps({k: round(v, 1) for k, v in calibration['op_overhead_us'].items()})}, per-run overhead us "
-             f"{json.dumps({k: round(v) for k, v in calibration['run_overhead_us'].items()})}",
+             f"{json.dumps({k: round(v) for k, v in calibration['run_overhead_us'].items()})}, per weight block ns "
+             f"{json.dumps({k: round(v, 2) for k, v in calibration['block_cost_ns'].items()})}",
              "", "| candidate | fold | predicted p50 ms | measured p50 ms | measured p99 ms | spread | error % |",
              "|---|---|---|---|---|---|---|"]
     for _, r in frame.iterrows():

@@ -83,6 +83,7 @@ class Operator:
     weight_elements: int = 0
     layer: int = -1
     linear: bool = False  # a matmul against weights: takes the quantized kernel's precision
+    in_features: int = 0  # a linear's K: block-quantized weights have ceil(K / block) blocks per output row
 
 
 @dataclass(frozen=True)

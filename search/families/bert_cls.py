@@ -99,7 +99,7 @@ class BertClassifier(TextInputs, Family):
 
         def linear(name, i, o, layer):
             ops.append(Operator(name, 2 * tokens * i * o, 4 * tokens * (i + o), weight_elements=i * o, layer=layer,
-                                linear=True))
+                                linear=True, in_features=i))
 
         def elementwise(name, n, flops_per=4):
             ops.append(Operator(name, flops_per * n, 8 * n))

@@ -98,7 +98,7 @@ class LlamaLM(TextInputs, Family):
 
         def linear(name, k, o, layer):
             ops.append(Operator(name, 2 * tokens * k * o, 4 * tokens * (k + o), weight_elements=k * o, layer=layer,
-                                linear=True))
+                                linear=True, in_features=k))
 
         for i, (heads, kv, ffn) in enumerate(zip(shape.heads, shape.kv_heads, shape.ffn)):
             ops.append(Operator(f"L{i}.attn_norm", 4 * tokens * h, 8 * tokens * h))

@@ -1,7 +1,8 @@
 """Estimated latency for a device we only have the spec of: a per-operator roofline.
 
 Each operator takes max(FLOPs / (peak x efficiency), bytes / (bandwidth x efficiency)) plus a fixed
-launch overhead; p99 = p50 x the target's stated tail factor. Always labelled `estimated`.
+launch overhead, and a block-quantized one a cost per weight block (small blocks cost more than their bytes);
+p99 = p50 x the target's stated tail factor. Always labelled `estimated`.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import replace
 
 from .. import families
 from ..candidate import QuantParams, Scheme
+from ..compress.grid import CHANNEL, block_size_for
 from ..compress.weight_only import HIGH_BITS
 from ..families.base import ModelShape
 from ..target import DeviceSpec
@@ -46,9 +48,23 @@ def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, spars
         else:
             layer_quant = replace(quant, bits=HIGH_BITS) if 0 <= op.layer < n_high else quant
         prec, kernel, wbytes = _precision(layer_quant)
-        out.append({"name": op.name, "flops": op.flops, "bytes": wbytes * op.weight_elements + op.activation_bytes,
-                    "precision": prec, "kernel": kernel, "sparse": sparse_2_4})
+        blocks = weight_blocks(op.weight_elements, op.in_features, layer_quant)
+        out.append({"name": op.name, "flops": op.flops, "precision": prec, "kernel": kernel, "sparse": sparse_2_4,
+                    # each block's fp32 scale is read with its codes
+                    "bytes": wbytes * op.weight_elements + SCALE_BYTES * blocks + op.activation_bytes,
+                    "blocks": blocks})
     return out
+
+
+SCALE_BYTES = 4  # one fp32 scale per block (MatMulNBits; the packed zero point is a fraction of a byte)
+
+
+def weight_blocks(weight_elements: int, in_features: int, quant: QuantParams) -> int:
+    """Quantization blocks of one weight-only linear: ceil(K / block) per output row (0 for the other schemes)."""
+    if quant.scheme is not Scheme.WEIGHT_ONLY or not in_features:
+        return 0
+    block = block_size_for(in_features, quant.group_size if quant.group_size is not None else CHANNEL)
+    return weight_elements // in_features * -(-in_features // block)
 
 
 def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: int, seq: int,
@@ -62,6 +78,7 @@ def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: i
         if op.get("sparse") and op["precision"] in ("int8", "fp16"):
             peak *= device.sparse_2_4_speedup  # only as much as the target says is measured to pay off
         total_s += max(op["flops"] / peak, op["bytes"] / bandwidth) + overhead_us(device, quant) * 1e-6
+        total_s += op.get("blocks", 0) * block_cost_ns(device, op) * 1e-9
     p50 = (total_s + _by_kernel(device.run_overhead_us, quant, 0.0) * 1e-6) * 1e3
     how = device.calibration or "assumed, uncalibrated factors"
     kernels = {op["kernel"] for op in ops if "kernel" in op} | {_precision(quant)[1]}
@@ -71,6 +88,7 @@ def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: i
     return Latency(p50_ms=p50, p99_ms=p50 * device.tail_factor, spread=0.0, source="estimated",
                    detail=f"roofline over {len(ops)} ops ({how}); compute efficiency {device.compute_efficiency}, "
                           f"bandwidth efficiency {device.bandwidth_efficiency}, {overhead_us(device, quant):.1f} us/op, "
+                          f"block cost {device.block_cost_ns} ns, "
                           f"p99 = p50 x {device.tail_factor}")
 
 
@@ -79,6 +97,12 @@ def overhead_us(device: DeviceSpec, quant: QuantParams) -> float:
     artifacts run onnxruntime's fused transformer graph, weight-only ones the unfused graph with more small ops
     (whose shape/mask sub-graph is also a fixed cost per run: `run_overhead_us`)."""
     return _by_kernel(device.op_overhead_us, quant, 10.0)
+
+
+def block_cost_ns(device: DeviceSpec, op: dict) -> float:
+    """The op's kernel class's cost per weight block (0 where the device states or fits none)."""
+    value = device.block_cost_ns
+    return value.get(op.get("kernel"), 0.0) if isinstance(value, dict) else value
 
 
 def _by_kernel(value, quant: QuantParams, default: float) -> float:
