@@ -65,11 +65,15 @@ def _as_built(recipe: dict | None) -> dict | None:
 
 def _completed_with_recipe(study, recipe: dict, number: int):
     """An earlier trial with this recipe, once it has finished (a running one, another worker's, is waited for:
-    two workers never build the same student at the same time)."""
+    two workers never build the same student at the same time). A per-layer precision solved for another target
+    or budget (a trial a replan carried over) is not the model this recipe builds here: the solver would allocate
+    again, so it is not reused."""
     recipe = _as_built(recipe)
+    solver = isinstance(recipe.get("quant"), dict) and recipe["quant"].get("precision") == "solver"  # LM: flat
+    solved_here = lambda t: not (solver and "replan_of_trial" in t.user_attrs)  # noqa: E731
     while True:
         same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                if t.number < number and _as_built(t.user_attrs.get("recipe")) == recipe]
+                if t.number < number and _as_built(t.user_attrs.get("recipe")) == recipe and solved_here(t)]
         done = [t for t in same if t.state == TrialState.COMPLETE]
         if done or not same:
             return done[0] if done else None

@@ -151,3 +151,26 @@ def test_a_recipe_stored_before_a_knob_existed_is_the_same_recipe_today():
     solver = json.loads(json.dumps(today))
     solver["quant"]["precision"] = "solver"
     assert _as_built(solver) != _as_built(stored)
+
+
+def test_a_solver_allocation_carried_over_by_a_replan_is_not_reused_for_the_new_budget():
+    """A replanned run resumed: its carried-over trials were allocated for the source's target and budget, so the
+    solver recipe is built again (allocated for the new one); a uniform recipe builds the same model anywhere."""
+    import json
+    from dataclasses import asdict
+
+    from search.study import _completed_with_recipe
+
+    def recipe(precision):
+        q = QuantParams(4, 32, precision=precision)
+        return json.loads(json.dumps(asdict(Candidate(DistillParams(2, 64, 2, 128), PruneParams(), q))))
+
+    study = optuna.create_study(directions=["maximize"])
+    for precision, attrs in (("solver", {"replan_of_trial": 3}), ("uniform", {"replan_of_trial": 4})):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.9],
+                                                  user_attrs={"recipe": recipe(precision), **attrs}))
+    assert _completed_with_recipe(study, recipe("solver"), number=5) is None
+    assert _completed_with_recipe(study, recipe("uniform"), number=5).number == 1
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.9],
+                                              user_attrs={"recipe": recipe("solver")}))  # solved in this run
+    assert _completed_with_recipe(study, recipe("solver"), number=5).number == 2
