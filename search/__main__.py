@@ -245,7 +245,18 @@ def _cmd_export(args) -> int:
 def _cmd_bench(args) -> int:
     from .target import load_target
 
-    target = load_target(args.target, calibrated=False)  # the assumed factors are the baseline
+    if args.what == "search":  # one target for every task, or one per task; each checked before any run starts
+        if args.target and args.targets:
+            print("error: --target and --targets: give one of them (--targets: one per task)", file=sys.stderr)
+            return 2
+        targets = args.targets or [args.target or "jetson_orin"]
+        n_tasks = len(args.tasks or ["default"])
+        if len(targets) not in (1, n_tasks):
+            print(f"error: --targets: got {len(targets)} for {n_tasks} task(s); give one for every task or one per "
+                  "task, in the order of --tasks", file=sys.stderr)
+            return 2
+        targets = [str(load_target(t).path) for t in (targets * n_tasks if len(targets) == 1 else targets)]
+    target = load_target(args.target or "local_cpu", calibrated=False)  # the assumed factors are the baseline
     _quiet_libraries()
     import torch
 
@@ -266,7 +277,8 @@ def _cmd_bench(args) -> int:
         prepared = prepare(load_task(args.task), RESULTS_DIR / "cache", log=log)
         if args.section == "training":  # the second rung's early stopping needs held-out training rows
             prepared = prepared.with_holdout()
-        ctx = make_context(prepared, load_target(args.target), RESULTS_DIR / "cache", args.threads, args.seed)
+        ctx = make_context(prepared, load_target(args.target or "local_cpu"), RESULTS_DIR / "cache", args.threads,
+                           args.seed)
         contexts = None
         if args.section == "training":  # one context per distillation text, built once: sizes here, runs below
             contexts = {d: techniques.variant(ctx, d, log) for d in techniques.DATA}
@@ -292,8 +304,7 @@ def _cmd_bench(args) -> int:
         from .bench import search as bench_search
 
         tasks = [None if t == "default" else t for t in (args.tasks or ["default"])]
-        bench_search.run(tasks, args.target if args.target != "local_cpu" else "jetson_orin", args.seeds,
-                         args.minutes, args.threads, out, RESULTS_DIR, space=args.space,
+        bench_search.run(tasks, targets, args.seeds, args.minutes, args.threads, out, RESULTS_DIR, space=args.space,
                          log=lambda s: print(s, flush=True))
     elif args.what == "llm":
         from .bench import llm
@@ -409,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
         "project's search strategy against random sampling and NSGA-II at equal wall-clock per run, on --tasks with "
         "--seeds, against --target (default jetson_orin) (results/bench/search.csv/.md/.html)."))
     ben.add_argument("what", choices=("latency", "stability", "techniques", "llm", "published", "search"))
-    ben.add_argument("--target", default="local_cpu", help="a measured target with a spec (default local_cpu)")
+    ben.add_argument("--target", default=None, help="a measured target with a spec (default local_cpu); search: the "
+                                                    "runs' target for every task (default jetson_orin)")
     ben.add_argument("--candidates", type=int, default=48, help="artifacts to measure (latency; default 48)")
     ben.add_argument("--seed", type=int, default=0, help="latency: artifact shapes; techniques: training seed "
                                                              "(seed N != 0 writes techniques-seedN.csv/.md beside)")
@@ -431,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search: seeds per strategy (0 1 2)")
     ben.add_argument("--space", default=None, help="search: the runs' space (default: default)")
     ben.add_argument("--minutes", type=float, default=20.0, help="search: wall-clock budget of every run (20)")
+    ben.add_argument("--targets", nargs="+", default=None, metavar="TARGET",
+                     help="search: the runs' target, one for every task or one per task (default: jetson_orin)")
     ben.set_defaults(func=_cmd_bench)
     return parser
 

@@ -47,7 +47,9 @@ def _sampler(settings: RunSettings, seed: int, trials: int):
     if settings.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.strategy == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        # a generation of STARTUP_TRIALS (the start-up our TPE gets), not Optuna's 50: in a run of a few dozen
+        # trials a 50-strong first generation is all random sampling, and NSGA-II would never select or breed
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=STARTUP_TRIALS)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                       n_startup_trials=min(STARTUP_TRIALS, trials), constant_liar=True)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .confidence import DEFAULT_CONFIDENCE
+from .errors import ConfigError
 from .schema import REQUIRED, Reader, load_yaml, resolve
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
@@ -192,9 +193,36 @@ def _latency_error(dev: Reader, latency: str) -> dict:
             "latency_error_source": f"assumed {ASSUMED_LATENCY_ERROR_PCT:g}% error of an uncalibrated estimate"}
 
 
-def load_target(name_or_path: str, calibrated: bool = True) -> Target:
+def _with_base(path: Path, raw, chain: tuple = ()) -> tuple:
+    """`base: NAME` (a target in targets/, or a path beside this file): every top-level section this file does not
+    give is the base's (a section it gives replaces the base's whole section, so a budget never mixes two files'
+    keys). Returns (the merged mapping, the file whose device it is: its calibration applies)."""
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw, path
+    given = raw["base"]
+    if not isinstance(given, str) or not given.strip():
+        raise ConfigError(path, "base", f"got {given!r}; give a target's name in targets/ (e.g. raspberry_pi5) or "
+                                        "a path to its YAML file")
+    beside = [path.parent / given, path.parent / f"{given}.yaml"]
+    base = next((c for c in beside if c.is_file()), None) or resolve(given, TARGETS_DIR)
+    if not base.is_file():
+        raise ConfigError(path, "base", f"no target file {given!r}; give a target's name in targets/ (e.g. "
+                                        "raspberry_pi5) or a path to its YAML file")
+    if base.resolve() in {c.resolve() for c in chain + (path,)}:
+        files = " -> ".join(c.name for c in chain + (path, base))
+        raise ConfigError(path, "base", f"{given!r} makes a cycle of bases ({files}); remove one of them")
+    load_target(str(base), calibrated=False, _chain=chain + (path,))  # the base on its own: its errors name its file
+    base_raw, base_device = _with_base(base, load_yaml(base, "target"), chain + (path,))
+    merged = {**base_raw, **{k: v for k, v in raw.items() if k != "base"}}
+    if "name" not in raw:  # the base's name is not this target's
+        merged["name"] = path.stem
+    return merged, (base_device if "device" not in raw else path)
+
+
+def load_target(name_or_path: str, calibrated: bool = True, _chain: tuple = ()) -> Target:
     path = resolve(name_or_path, TARGETS_DIR)
-    top = Reader(path, load_yaml(path, "target"))
+    raw, device_file = _with_base(path, load_yaml(path, "target"), _chain)
+    top = Reader(path, raw)
     name = top.string("name", default=path.stem)
 
     dev = top.section("device")
@@ -227,7 +255,7 @@ def load_target(name_or_path: str, calibrated: bool = True) -> Target:
         **_latency_error(dev, latency),
     )
     dev.done()
-    spec = _apply_calibration(spec, path) if calibrated else spec
+    spec = _apply_calibration(spec, device_file) if calibrated else spec  # an inherited device: the base's fit
 
     lm = spec.runtime in LM_RUNTIMES
     wl = top.section("workload")

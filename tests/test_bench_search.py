@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -63,3 +64,19 @@ budget: {memory_mb: 0.2, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
     frame = pd.read_csv(out / "search.csv")
     assert set(frame["strategy"]) == {"search", "random"} and (out / "search.html").is_file()
     assert "## Criterion" in (out / "search.md").read_text()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--tasks", "default", "tasks/rotten_tomatoes.yaml", "--targets", "jetson_orin", "raspberry_pi5", "local_cpu"],
+     "--targets: got 3 for 2 task(s)"),
+    (["--target", "jetson_orin", "--targets", "jetson_orin"], "--target and --targets: give one of them"),
+    (["--targets", "no_such_device"], "no_such_device: -: no such target file"),
+])
+def test_bench_search_targets_are_checked_before_any_run(argv, words, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "search", "bench", "search", *argv], capture_output=True, text=True,
+                          env={**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing was started

@@ -185,3 +185,34 @@ def test_scientific_notation_is_a_number_though_yaml_reads_a_string(tmp_path):
     bad.write_text(GOOD_TARGET.replace("sequence_length: 128", "sequence_length: 1e2"))
     with pytest.raises(ConfigError, match="workload.sequence_length: got '1e2'; expected an integer"):
         load_target(str(bad))
+
+
+def test_a_target_with_a_base_inherits_its_device_workload_and_calibration(tmp_path):
+    """`base:` takes every section the file does not give from another target (a given section replaces the base's
+    whole section); an inherited device keeps the base's calibration; the name is the file's own."""
+    pi = load_target("raspberry_pi5")
+    relaxed = load_target("raspberry_pi5_4pt")  # the shipped one bench search uses on the harder task
+    assert relaxed.device == pi.device and relaxed.workload == pi.workload
+    assert relaxed.budget.accuracy_floor.max_drop == 0.04 and pi.budget.accuracy_floor.max_drop == 0.015
+    assert relaxed.name != pi.name
+    mine = tmp_path / "my_cpu.yaml"
+    mine.write_text("base: local_cpu\nbudget: {memory_mb: 30, p99_latency_ms: 5, accuracy_floor: {absolute: 0.9}}\n")
+    derived, local = load_target(str(mine)), load_target("local_cpu")
+    assert derived.name == "my_cpu" and derived.device == local.device  # local_cpu's calibration came with it
+    assert local.device.calibration.startswith("calibrated")
+    assert derived.budget.accuracy_floor.absolute == 0.9 and derived.budget.accuracy_floor.max_drop is None
+
+
+@pytest.mark.parametrize("text, words", [
+    ("base: no_such_device\n", "base: no target file 'no_such_device'"),
+    ("base: [1]\n", "base: got [1]"),
+    ("base: loop\n", "base: 'loop' makes a cycle of bases (loop.yaml -> loop.yaml)"),
+    ("base: local_cpu\nbudget: {memory_mb: 30, p99_latency_ms: 5}\n", "loop.yaml: budget.accuracy_floor: missing"),
+    ("base: local_cpu\ncolour: red\n", "loop.yaml: colour: unknown key"),
+])
+def test_a_bad_base_is_one_line_naming_the_file_and_key(tmp_path, text, words):
+    bad = tmp_path / "loop.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_target(str(bad))
+    assert words in str(err.value) and str(err.value).startswith(str(bad))

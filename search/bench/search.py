@@ -137,10 +137,12 @@ def verdict(per_run: pd.DataFrame, minutes: float) -> list[str]:
     return out
 
 
-def run(tasks: list[str | None], target: str, seeds: list[int], minutes: float, threads: int, out_dir: Path,
-        results_dir: Path, strategies=STRATEGIES, space: str | None = None, log=print) -> pd.DataFrame:
+def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], minutes: float, threads: int,
+        out_dir: Path, results_dir: Path, strategies=STRATEGIES, space: str | None = None, log=print) -> pd.DataFrame:
+    """targets: one for every task, or one per task (a harder task may need a budget whose box is not empty)."""
+    targets = [targets] * len(tasks) if isinstance(targets, str) else list(targets)
     runs = []
-    for task in tasks:
+    for task, target in zip(tasks, targets, strict=True):
         teacher_cache = _prepare_teacher(task, results_dir / "cache", log)
         for strategy in strategies:
             for seed in seeds:
@@ -151,7 +153,8 @@ def run(tasks: list[str | None], target: str, seeds: list[int], minutes: float, 
                              "asks": asks})
     per_trial, per_run = summarize(runs)
     atomic_write_text(out_dir / "search.csv", per_trial.to_csv(index=False))
-    lines = [f"# Search strategies at equal wall-clock ({minutes:g} min per run, target {target})", "",
+    on = ", ".join(f"{_slug(task)} on {Path(target).stem}" for task, target in zip(tasks, targets))
+    lines = [f"# Search strategies at equal wall-clock ({minutes:g} min per run; {on})", "",
              "Hypervolume within the budget box, against the union of every run's trials per task (the reference). "
              f"`t_{int(SHARE * 100)}pct_s`: seconds from the first trial's start until the run's fronts reach "
              f"{SHARE:.0%} of it (empty: never).", "", _markdown_table(per_run), "",
