@@ -245,6 +245,10 @@ def _cmd_export(args) -> int:
 def _cmd_bench(args) -> int:
     from .target import load_target
 
+    if args.targets and args.what != "search":
+        print(f"error: --targets: only `bench search` takes a target per task; `bench {args.what}` takes --target",
+              file=sys.stderr)
+        return 2
     if args.what == "search":  # one target for every task, or one per task; each checked before any run starts
         if args.target and args.targets:
             print("error: --target and --targets: give one of them (--targets: one per task)", file=sys.stderr)

@@ -36,7 +36,7 @@ class DeviceSpec:
     op_overhead_us: float | dict = 10.0  # one value, or one per kernel class (as calibration fits them)
     run_overhead_us: float | dict = 0.0  # fixed cost per inference (session, shape sub-graph), likewise
     # per weight block of a block-quantized kernel (its scale and zero point, the dequantisation per block): what
-    # makes small blocks slower than their bytes say; per kernel class as calibration fits it, 0 where not fitted
+    # makes small blocks slower than their bytes say; per kernel class, only as calibration fits it (else 0)
     block_cost_ns: float | dict = 0.0
     tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
     threads: int = 1  # for measured latency
@@ -112,6 +112,12 @@ class Target:
     device: DeviceSpec
     workload: Workload | LMWorkload
     budget: Budget
+    device_path: Path | None = None  # the file whose device this is (a `base:`); its calibration applies
+
+    @property
+    def calibration(self) -> Path:
+        """Where this target's device calibration is read from and `bench latency` writes it."""
+        return calibration_path(self.device_path or self.path)
 
 
 def _efficiency(dev: Reader):
@@ -301,4 +307,4 @@ def load_target(name_or_path: str, calibrated: bool = True, _chain: tuple = ()) 
     budget = replace(budget, confidence=bud.number("confidence", default=DEFAULT_CONFIDENCE, lo=0.5, hi=0.999))
     bud.done()
     top.done()
-    return Target(name=name, path=path, device=spec, workload=workload, budget=budget)
+    return Target(name=name, path=path, device=spec, workload=workload, budget=budget, device_path=device_file)

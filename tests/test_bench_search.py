@@ -40,6 +40,12 @@ def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
     assert line.endswith("first budget-meeting candidate first: PASS")
     per_run.loc[per_run.strategy == "random", "t_95pct_s"] = None  # random never got there: the full budget
     assert "vs random >= 120 s: PASS" in bench.verdict(per_run, minutes=2)[0]
+    # the same task on another target is another budget box: its own reference, its own verdict
+    tight = {**BUDGET, "memory_mb": 4.5}
+    other = [{**r, "target": "tight", "budget": tight} for r in runs]
+    per_trial, per_run = bench.summarize([{**r, "target": "loose"} for r in runs] + other)
+    refs = per_trial.groupby("target")["reference_hypervolume"].first()
+    assert refs["tight"] < refs["loose"] and len(bench.verdict(per_run, minutes=2)) == 2
 
 
 @pytest.mark.slow  # three real tiny runs (~50 s): .ci/run runs it with the slow checks, keeping make test < 10 min
@@ -57,7 +63,8 @@ budget: {memory_mb: 0.2, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
                         strategies=("search", "random"), space=str(tmp_path / "space.yaml"), log=lambda s: None)
     assert set(per_run["strategy"]) == {"search", "random"} and (per_run["completed"] >= 1).all()
     for strategy in ("search", "random"):
-        run = out / "search-runs" / "t-0.25min-space" / f"task-{strategy}-s0" / "run"
+        (config,) = (out / "search-runs").glob("t-*-0.25min-space")  # the target's name, its contents' digest
+        run = config / f"task-{strategy}-s0" / "run"
         assert json.loads((run.parent / "run" / "run.json").read_text())["strategy"] == strategy
         students = list((run.parent / "cache").glob("student-*.safetensors"))
         assert students  # each run trained its own students
@@ -71,12 +78,15 @@ budget: {memory_mb: 0.2, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
      "--targets: got 3 for 2 task(s)"),
     (["--target", "jetson_orin", "--targets", "jetson_orin"], "--target and --targets: give one of them"),
     (["--targets", "no_such_device"], "no_such_device: -: no such target file"),
+    (["--targets", "local_cpu", "--what-bench", "latency"], "--targets: only `bench search` takes a target per task"),
 ])
 def test_bench_search_targets_are_checked_before_any_run(argv, words, tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "search", "bench", "search", *argv], capture_output=True, text=True,
+    what = argv[argv.index("--what-bench") + 1] if "--what-bench" in argv else "search"
+    argv = argv[:argv.index("--what-bench")] if "--what-bench" in argv else argv
+    proc = subprocess.run([sys.executable, "-m", "search", "bench", what, *argv], capture_output=True, text=True,
                           env={**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path)}, timeout=120)
     assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing was started

@@ -20,6 +20,19 @@ def test_fit_recovers_synthetic_measurements(tmp_path):
     fitted = calibrate.fit(cases, measured, device)
     for c, m in zip(cases, measured):
         assert roofline.estimate(c["shape"], c["quant"], fitted, 1, 128).p50_ms == pytest.approx(m, rel=0.03)
+    # w4 and w2 come at two block sizes each in random_shapes: their cost per block is told apart and recovered
+    assert fitted.block_cost_ns["w4"] == pytest.approx(20.0, rel=0.15)
+    assert fitted.block_cost_ns["w2"] == pytest.approx(8.0, rel=0.3)
+
+
+def test_a_block_cost_is_fitted_only_for_a_class_measured_at_two_block_sizes():
+    """One block size: the cost per block is a multiple of the FLOPs', any split fits; it is not fitted (0)."""
+    from search.candidate import QuantParams
+
+    device = load_target("local_cpu", calibrated=False).device
+    cases = [{"shape": s, "quant": QuantParams(4, 32), "batch": 1, "seq": 128} for s, _ in random_shapes(8, seed=3)]
+    measured = [roofline.estimate(c["shape"], c["quant"], device, 1, 128).p50_ms for c in cases]
+    assert "w4" not in calibrate.fit(cases, measured, device, steps=50).block_cost_ns
 
 
 def test_calibration_file_overrides_assumed_factors(tmp_path):
@@ -71,3 +84,16 @@ def test_a_block_costs_what_the_fit_says_so_small_blocks_are_slower_than_their_b
     assert roofline.estimate(shape, QuantParams(4, 16), free, 1, 128).p50_ms < small
     int8 = QuantParams(8, None, "dynamic_int8")  # no blocks: no block cost
     assert roofline.estimate(shape, int8, device, 1, 128).p50_ms == roofline.estimate(shape, int8, free, 1, 128).p50_ms
+
+
+def test_refit_reads_back_every_group_size_the_bench_writes(tmp_path):
+    """`bench latency --refit` reads latency.csv again: per-channel rows ("channel") and int8 rows (no group)."""
+    import pandas as pd
+
+    from search.bench.latency import QUANTS, _from_csv
+
+    rows = [{"candidate": f"c{i}", "measured_p50_ms": 1.0, "measured_p99_ms": 1.1, "spread": 0.01, "noisy": False,
+             "layers": 2, "hidden": 256, "heads": 4, "ffn": 512, "bits": q.bits, "group_size": q.group_size,
+             "activations": q.activations} for i, q in enumerate(QUANTS)]
+    pd.DataFrame(rows).to_csv(tmp_path / "latency.csv", index=False)
+    assert [r["quant"] for r in _from_csv(tmp_path / "latency.csv")] == QUANTS

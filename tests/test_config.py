@@ -194,12 +194,16 @@ def test_a_target_with_a_base_inherits_its_device_workload_and_calibration(tmp_p
     relaxed = load_target("raspberry_pi5_4pt")  # the shipped one bench search uses on the harder task
     assert relaxed.device == pi.device and relaxed.workload == pi.workload
     assert relaxed.budget.accuracy_floor.max_drop == 0.04 and pi.budget.accuracy_floor.max_drop == 0.015
-    assert relaxed.name != pi.name
+    assert relaxed.name != pi.name and relaxed.calibration == pi.calibration  # bench latency writes the device's
     mine = tmp_path / "my_cpu.yaml"
     mine.write_text("base: local_cpu\nbudget: {memory_mb: 30, p99_latency_ms: 5, accuracy_floor: {absolute: 0.9}}\n")
     derived, local = load_target(str(mine)), load_target("local_cpu")
     assert derived.name == "my_cpu" and derived.device == local.device  # local_cpu's calibration came with it
-    assert local.device.calibration.startswith("calibrated")
+    assert local.device.calibration.startswith("calibrated") and derived.calibration == local.calibration
+    own = tmp_path / "own_device.yaml"  # a device of its own: its own calibration file, none yet
+    own.write_text("base: local_cpu\ndevice: {latency: measured, memory_mb: 2048}\n")
+    assert load_target(str(own)).calibration == tmp_path / "own_device.calibration.json"
+    assert load_target(str(own)).device.calibration == ""
     assert derived.budget.accuracy_floor.absolute == 0.9 and derived.budget.accuracy_floor.max_drop is None
 
 

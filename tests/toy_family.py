@@ -128,7 +128,7 @@ class ToyFamily(Family):
             for name, k, o in (("qkv", shape.hidden, 3 * a), ("o", a, shape.hidden), ("up", shape.hidden, ffn),
                                ("down", ffn, shape.hidden)):
                 ops.append(Operator(f"L{i}.{name}", 2 * tokens * k * o, 4 * tokens * (k + o), weight_elements=k * o,
-                                    layer=i, linear=True))
+                                    layer=i, linear=True, in_features=k))
             scores = batch * heads * seq * seq
             ops.append(Operator(f"L{i}.attention", 4 * scores * shape.head_dim, 4 * (3 * tokens * a + scores)))
         ops.append(Operator("head", 2 * batch * shape.hidden * shape.outputs, 4 * shape.hidden * shape.outputs))

@@ -14,10 +14,11 @@ import torch
 
 from .. import backends, families
 from ..candidate import QuantParams, quant_label
+from ..compress.grid import CHANNEL
 from ..errors import ConfigError
 from ..families.base import ModelShape
 from ..measure import calibrate, roofline
-from ..target import Target, calibration_path
+from ..target import Target
 
 # every kernel class the space can sample, the block-quantized ones at small and large blocks (a block's cost is
 # fitted per class: it needs two block sizes or more per class to be told apart from the class's efficiency)
@@ -69,7 +70,7 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: 
                    "block_cost_ns": fitted.block_cost_ns,
                    "measured_runs": summary["fitted_on"], "kernel_classes": list(fitted.fitted_kernels),
                    "code_version": _code_version(), "fitted": time.strftime("%Y-%m-%d"), **summary}
-    calibration_path(target.path).write_text(json.dumps(calibration, indent=2))
+    target.calibration.write_text(json.dumps(calibration, indent=2))
     (out_dir / "latency.md").write_text(_markdown(frame, summary, calibration))
     log(_markdown(frame, summary, calibration))
     return frame
@@ -125,8 +126,9 @@ def _from_csv(path: Path) -> list[dict]:
     for r in pd.read_csv(path).to_dict("records"):
         layers, heads, ffn = int(r["layers"]), int(r["heads"]), int(r["ffn"])
         shape = bench_shape(layers, int(r["hidden"]), heads, ffn)
-        quant = QuantParams(int(r["bits"]), None if pd.isna(r["group_size"]) else int(r["group_size"]),
-                            r["activations"])
+        group = r["group_size"]
+        group = None if pd.isna(group) else group if group == CHANNEL else int(float(group))
+        quant = QuantParams(int(r["bits"]), group, r["activations"])
         rows.append({**{k: r[k] for k in ("candidate", "measured_p50_ms", "measured_p99_ms", "spread", "noisy")},
                      "shape": shape, "quant": quant})
     return rows

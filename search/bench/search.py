@@ -34,11 +34,17 @@ def _slug(task: str | None) -> str:
 
 
 def _config(target: str, minutes: float, space: str | None) -> str:
-    """The folder of one bench configuration: a finished run is reused only by a bench with the same target, budget
-    and space (a run of another budget is another experiment)."""
-    from ..schema import slug
+    """The folder of one bench configuration: a finished run is reused only by a bench with the same target (its
+    device, workload and budget as loaded, not only its file name), minutes and space (another budget is another
+    experiment)."""
+    import hashlib
 
-    return "-".join([slug(Path(target).stem), f"{minutes:g}min"] + ([slug(Path(space).stem)] if space else []))
+    from ..schema import slug
+    from ..target import load_target
+
+    t = load_target(target)
+    digest = hashlib.sha256(repr((t.device, t.workload, t.budget)).encode()).hexdigest()[:8]
+    return "-".join([slug(Path(target).stem), digest, f"{minutes:g}min"] + ([slug(Path(space).stem)] if space else []))
 
 
 def _prepare_teacher(task: str | None, cache: Path, log) -> Path:
@@ -90,10 +96,11 @@ def timeline(run: Path) -> tuple[list[dict], dict, int]:
 
 
 def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """runs: {task, strategy, seed, rows, budget, asks}. Returns (per completed trial, per run) frames."""
+    """runs: {task, target, strategy, seed, rows, budget, asks}. Returns (per completed trial, per run) frames; one
+    reference front per task and target (one budget box)."""
     per_trial, per_run = [], []
-    for task in sorted({r["task"] for r in runs}):
-        mine = [r for r in runs if r["task"] == task]
+    for task, target in sorted({(r["task"], r.get("target", "")) for r in runs}):
+        mine = [r for r in runs if (r["task"], r.get("target", "")) == (task, target)]
         budget = mine[0]["budget"]
         reference = pareto.hypervolume([row["metrics"] for r in mine for row in r["rows"]], budget)
         for r in mine:
@@ -105,9 +112,11 @@ def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     first_ok = row["t_s"]
                 if reach is None and reference > 0 and hv >= SHARE * reference:
                     reach = row["t_s"]
-                per_trial.append({"task": task, "strategy": r["strategy"], "seed": r["seed"], "trial": row["trial"],
+                per_trial.append({"task": task, "target": target, "strategy": r["strategy"], "seed": r["seed"],
+                                  "trial": row["trial"],
                                   "t_s": row["t_s"], "hypervolume": hv, "reference_hypervolume": reference})
-            per_run.append({"task": task, "strategy": r["strategy"], "seed": r["seed"], "completed": len(r["rows"]),
+            per_run.append({"task": task, "target": target, "strategy": r["strategy"], "seed": r["seed"],
+                            "completed": len(r["rows"]),
                             "asks": r["asks"], "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
                             "final_share": (pareto.hypervolume(seen, budget) / reference) if reference else 0.0,
                             f"t_{int(SHARE * 100)}pct_s": reach, "t_first_feasible_s": first_ok})
@@ -120,7 +129,7 @@ def verdict(per_run: pd.DataFrame, minutes: float) -> list[str]:
     and finds a budget-meeting candidate first."""
     key = f"t_{int(SHARE * 100)}pct_s"
     out = []
-    for (task, seed), g in per_run.groupby(["task", "seed"]):
+    for (task, seed), g in per_run.groupby([per_run["task"] + " on " + per_run["target"], "seed"]):
         by = {r["strategy"]: r for r in g.to_dict("records")}
         if OURS not in by or "random" not in by:
             continue
@@ -149,8 +158,8 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
                 folder = out_dir / "search-runs" / _config(target, minutes, space) / f"{_slug(task)}-{strategy}-s{seed}"
                 path = _run_one(task, target, space, strategy, seed, minutes, threads, folder, teacher_cache, log)
                 rows, budget, asks = timeline(path)
-                runs.append({"task": _slug(task), "strategy": strategy, "seed": seed, "rows": rows, "budget": budget,
-                             "asks": asks})
+                runs.append({"task": _slug(task), "target": Path(target).stem, "strategy": strategy, "seed": seed,
+                             "rows": rows, "budget": budget, "asks": asks})
     per_trial, per_run = summarize(runs)
     atomic_write_text(out_dir / "search.csv", per_trial.to_csv(index=False))
     on = ", ".join(f"{_slug(task)} on {Path(target).stem}" for task, target in zip(tasks, targets))
@@ -180,6 +189,7 @@ def _plot(per_trial: pd.DataFrame, path: Path) -> None:
     if per_trial.empty:
         atomic_write_text(path, "<p>no completed trials</p>")
         return
-    fig = px.line(per_trial, x="t_s", y="hypervolume", color="strategy", line_dash="seed", facet_col="task",
+    per_trial = per_trial.assign(box=per_trial["task"] + " on " + per_trial["target"])
+    fig = px.line(per_trial, x="t_s", y="hypervolume", color="strategy", line_dash="seed", facet_col="box",
                   markers=True, line_shape="hv", title="hypervolume within the budget over wall-clock time")
     atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))

@@ -22,6 +22,17 @@ def block_size_for(in_features: int, group_size: int | str) -> int:
     return int(group_size)
 
 
+SCALE_BYTES = 4  # one fp32 scale per block (MatMulNBits; the packed zero point is a fraction of a byte)
+
+
+def blocked_bytes(in_features: int, out_features: int, bits: int, group_size: int | str) -> tuple[int, int]:
+    """(blocks, stored bytes) of one block-quantized matrix: K padded to whole blocks, each block's codes at `bits`
+    and its scale. What the backend writes and what the roofline reads per inference."""
+    block = block_size_for(in_features, group_size)
+    blocks = out_features * -(-in_features // block)
+    return blocks, blocks * (block * bits // 8 + SCALE_BYTES)
+
+
 @dataclass
 class Codes:
     """One matrix: codes [N, blocks, block] in [0, 2^bits), scales [N, blocks]; value = (code - zp) * scale."""

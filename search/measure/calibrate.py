@@ -1,8 +1,8 @@
 """Fit the roofline's free factors to measured latencies (compute efficiency, per-op and per-run
 overhead and cost per weight block per kernel class; bandwidth efficiency) by minimising the squared log error.
 
-Plain gradient descent in torch on log-parameters: five unknowns, a few dozen points; no
-optimisation library is needed for that and torch is already here.
+Plain gradient descent in torch on log-parameters: a handful of unknowns per kernel class, a few dozen points;
+no optimisation library is needed for that and torch is already here.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ KERNELS = ("fp32", "int8") + KERNEL_CLASSES  # every class with a fitted efficie
 
 
 def _features(cases: list[dict], device: DeviceSpec):
-    """Flattened over every op of every case: FLOPs / peak, bytes / bandwidth, kernel class, case index;
-    per case: op count and the recipe's kernel class (which selects its per-op overhead)."""
+    """Flattened over every op of every case: FLOPs / peak, bytes / bandwidth, kernel class, case index, weight
+    blocks; per case: op count and the recipe's kernel class (which selects its per-op overhead)."""
     f, b, p, case, n_ops, graph, blocks = [], [], [], [], [], [], []
     for i, c in enumerate(cases):
         ops = operators(c["shape"], c["quant"], c["batch"], c["seq"], False)
@@ -34,6 +34,17 @@ def _features(cases: list[dict], device: DeviceSpec):
     as_t = lambda x, dt=torch.float64: torch.tensor(x, dtype=dt)  # noqa: E731
     return (as_t(f), as_t(b), as_t(p, torch.long), as_t(case, torch.long), as_t(n_ops), as_t(graph, torch.long),
             as_t(blocks))
+
+
+def _classes_with_block_sizes(cases: list[dict], device: DeviceSpec) -> set[str]:
+    """Kernel classes whose linear ops come with two FLOPs-per-block ratios or more (two block sizes, or
+    per-channel blocks over different widths): only there is a block's cost not a multiple of the FLOPs'."""
+    ratios: dict[str, set] = {}
+    for c in cases:
+        for op in operators(c["shape"], c["quant"], c["batch"], c["seq"], False):
+            if op.get("blocks"):
+                ratios.setdefault(op["kernel"], set()).add(round(op["flops"] / op["blocks"]))
+    return {k for k, r in ratios.items() if len(r) > 1}
 
 
 def predict_ms(feats, eff: torch.Tensor, bw: torch.Tensor, overhead_s: torch.Tensor,
@@ -53,11 +64,15 @@ def fit(cases: list[dict], measured_ms: list[float], device: DeviceSpec, steps: 
     log_over = torch.full((len(KERNELS),), math.log(10.0), dtype=torch.float64, requires_grad=True)  # us
     log_run = torch.full((len(KERNELS),), math.log(50.0), dtype=torch.float64, requires_grad=True)  # us
     log_block = torch.full((len(KERNELS),), math.log(1.0), dtype=torch.float64, requires_grad=True)  # ns
+    # at one workload an op's FLOPs and its blocks both scale with its weights: a class's cost per block is told
+    # apart from its efficiency only where its cases have two block sizes or more; elsewhere it is not fitted (0)
+    blocked = _classes_with_block_sizes(cases, device)
+    has_cost = torch.tensor([k in blocked for k in KERNELS], dtype=torch.float64)
     target = torch.log(torch.tensor(measured_ms, dtype=torch.float64))
     opt = torch.optim.Adam([raw_eff, raw_bw, log_over, log_run, log_block], lr=0.05)
     for _ in range(steps):
         pred = predict_ms(feats, torch.exp(raw_eff), torch.exp(raw_bw), torch.exp(log_over) * 1e-6,
-                          torch.exp(log_run) * 1e-6, torch.exp(log_block) * 1e-9)
+                          torch.exp(log_run) * 1e-6, torch.exp(log_block) * has_cost * 1e-9)
         loss = ((torch.log(pred) - target) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -66,7 +81,6 @@ def fit(cases: list[dict], measured_ms: list[float], device: DeviceSpec, steps: 
     # not a fit: they are left out, so an estimate for them falls back to an assumed factor and says so
     seen = {k for i, k in enumerate(KERNELS) if bool((feats[2] == i).any()) or bool((feats[5] == i).any())}
     keep = lambda values: {k: v for k, v in zip(KERNELS, values) if k in seen}  # noqa: E731
-    blocked = {KERNELS[int(i)] for i in feats[2][feats[6] > 0].unique()}  # classes whose cases have blocks
     with torch.no_grad():
         return replace(device, compute_efficiency=keep(torch.exp(raw_eff).tolist()),
                        bandwidth_efficiency=torch.exp(raw_bw).item(),

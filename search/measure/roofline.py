@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from .. import families
 from ..candidate import QuantParams, Scheme
-from ..compress.grid import CHANNEL, block_size_for
+from ..compress.grid import blocked_bytes
 from ..compress.weight_only import HIGH_BITS
 from ..families.base import ModelShape
 from ..target import DeviceSpec
@@ -48,23 +48,15 @@ def operators(shape: ModelShape, quant: QuantParams, batch: int, seq: int, spars
         else:
             layer_quant = replace(quant, bits=HIGH_BITS) if 0 <= op.layer < n_high else quant
         prec, kernel, wbytes = _precision(layer_quant)
-        blocks = weight_blocks(op.weight_elements, op.in_features, layer_quant)
-        out.append({"name": op.name, "flops": op.flops, "precision": prec, "kernel": kernel, "sparse": sparse_2_4,
-                    # each block's fp32 scale is read with its codes
-                    "bytes": wbytes * op.weight_elements + SCALE_BYTES * blocks + op.activation_bytes,
-                    "blocks": blocks})
+        blocks, weight_bytes = 0, wbytes * op.weight_elements
+        if layer_quant.scheme is Scheme.WEIGHT_ONLY:  # stored as the backend writes it: K padded, a scale per block
+            if not op.in_features:
+                raise ValueError(f"{shape.family} operator {op.name}: a linear needs in_features for its blocks")
+            blocks, weight_bytes = blocked_bytes(op.in_features, op.weight_elements // op.in_features,
+                                                 layer_quant.bits, layer_quant.group_size)
+        out.append({"name": op.name, "flops": op.flops, "bytes": weight_bytes + op.activation_bytes,
+                    "precision": prec, "kernel": kernel, "sparse": sparse_2_4, "blocks": blocks})
     return out
-
-
-SCALE_BYTES = 4  # one fp32 scale per block (MatMulNBits; the packed zero point is a fraction of a byte)
-
-
-def weight_blocks(weight_elements: int, in_features: int, quant: QuantParams) -> int:
-    """Quantization blocks of one weight-only linear: ceil(K / block) per output row (0 for the other schemes)."""
-    if quant.scheme is not Scheme.WEIGHT_ONLY or not in_features:
-        return 0
-    block = block_size_for(in_features, quant.group_size if quant.group_size is not None else CHANNEL)
-    return weight_elements // in_features * -(-in_features // block)
 
 
 def estimate(shape: ModelShape, quant: QuantParams, device: DeviceSpec, batch: int, seq: int,

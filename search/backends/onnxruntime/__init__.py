@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from ... import families
 from ...candidate import QuantParams, Scheme
-from ...compress.grid import CHANNEL, block_size_for
+from ...compress.grid import CHANNEL, block_size_for, blocked_bytes
 from ...compress.weight_only import EMBEDDING_BITS, HIGH_BITS
 from ...families.base import ModelShape
 from ...measure.latency import Latency, from_probe, run_probe
@@ -97,8 +97,7 @@ class OnnxRuntime(Backend):
             return 4 * (vectors + emb + head_params) + sum(t.elements + 5 * t.rows for t in encoder) + smoothing
 
         def blocked(i, o, bits, group=quant.group_size):  # MatMulNBits: K padded to whole blocks, fp32 scale/block
-            g = block_size_for(i, group)
-            return o * -(-i // g) * (g * bits // 8 + 4)
+            return blocked_bytes(i, o, bits, group)[1]
 
         if quant.layer_options is not None:  # the solver's per-layer bits and blocks
             matmuls = sum(blocked(t.cols, t.rows, *quant.layer_options[t.layer]) for t in encoder)
