@@ -34,7 +34,9 @@ def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
     by = per_run.set_index("strategy")
     assert by.loc["search", "t_95pct_s"] == 40 and by.loc["random", "t_95pct_s"] == 90
     assert by.loc["search", "t_first_feasible_s"] == 10 and by.loc["random", "t_first_feasible_s"] == 50
-    assert by.loc["random", "asks_per_completed"] == 1.0
+    assert by.loc["random", "asks_per_completed"] == 1.0 and by.loc["random", "distinct_models"] == 4
+    same = [{**r, "model": "L1 h64 int8"} for r in ours]  # two completed trials that built one model
+    assert bench.summarize([{**runs[0], "rows": same}])[1]["distinct_models"].tolist() == [1]
     (line,) = bench.verdict(per_run, minutes=2)
     assert "40 s vs random 90 s: FAIL" in line  # 40 x 3 > 90: not within a third of random's time
     assert line.endswith("first budget-meeting candidate first: PASS")

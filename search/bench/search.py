@@ -7,8 +7,9 @@ teacher: students are cached per folder, so no strategy trains faster on another
 same configuration is not run again (the bench can be interrupted and resumed). Per task, the reference front is the union of everything every run found; each run's
 hypervolume within the budget box is followed over time from its first trial's start (preparation excluded: it is
 the same for all). Writes results/bench/search.csv (one row per completed trial), search.md (time to 95% of the
-reference hypervolume, time to the first budget-meeting candidate, asks per completed trial, per run and per
-strategy, and the verdict of the issue's criterion) and search.html (hypervolume over time)."""
+reference hypervolume, time to the first budget-meeting candidate, asks per completed trial and distinct models
+built, per run and per strategy, and the verdict of the issue's criterion) and search.html (hypervolume over
+time)."""
 from __future__ import annotations
 
 import json
@@ -81,8 +82,9 @@ def _run_one(task: str | None, target: str, space: str | None, strategy: str, se
 
 
 def timeline(run: Path) -> tuple[list[dict], dict, int]:
-    """(completed trials in completion order with their seconds since the first trial started and metrics, the
-    run's resolved budget, asks: every trial the sampler proposed)."""
+    """(completed trials in completion order with their seconds since the first trial started, metrics and the
+    model they built (the as-built recipe label), the run's resolved budget, asks: every trial the sampler
+    proposed)."""
     from ..outputs import load_study, metric_columns
 
     study = load_study(run)
@@ -90,7 +92,7 @@ def timeline(run: Path) -> tuple[list[dict], dict, int]:
     trials = study.get_trials(deepcopy=False)
     t0 = min(t.datetime_start for t in trials if t.datetime_start)
     done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
-    rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(),
+    rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "model": t.user_attrs.get("label"),
              "metrics": {k: t.user_attrs[k] for k in metric_columns(budget) if k in t.user_attrs}} for t in done]
     return rows, budget, len(trials)
 
@@ -118,6 +120,8 @@ def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
             per_run.append({"task": task, "target": target, "strategy": r["strategy"], "seed": r["seed"],
                             "completed": len(r["rows"]),
                             "asks": r["asks"], "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
+                            # two completed trials of one model: a trial that taught nothing new
+                            "distinct_models": len({row.get("model", row["trial"]) for row in r["rows"]}),
                             "final_share": (pareto.hypervolume(seen, budget) / reference) if reference else 0.0,
                             f"t_{int(SHARE * 100)}pct_s": reach, "t_first_feasible_s": first_ok})
     return pd.DataFrame(per_trial), pd.DataFrame(per_run)
