@@ -65,14 +65,14 @@ budget: {memory_mb: 0.2, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
                         strategies=("search", "random"), space=str(tmp_path / "space.yaml"), log=lambda s: None)
     assert set(per_run["strategy"]) == {"search", "random"} and (per_run["completed"] >= 1).all()
     for strategy in ("search", "random"):
-        (config,) = (out / "search-runs").glob("t-*-0.25min-space")  # the target's name, its contents' digest
+        (config,) = (out / "search-runs").glob("t-*-0.25min-1t-space")  # the target's name, its contents' digest
         run = config / f"task-{strategy}-s0" / "run"
         assert json.loads((run.parent / "run" / "run.json").read_text())["strategy"] == strategy
         students = list((run.parent / "cache").glob("student-*.safetensors"))
         assert students  # each run trained its own students
-    frame = pd.read_csv(out / "search.csv")
-    assert set(frame["strategy"]) == {"search", "random"} and (out / "search.html").is_file()
-    assert "## Criterion" in (out / "search.md").read_text()
+    frame = pd.read_csv(out / "search-task.csv")  # a bench of another task than the default one: its own files
+    assert set(frame["strategy"]) == {"search", "random"} and (out / "search-task.html").is_file()
+    assert "## Criterion" in (out / "search-task.md").read_text()
 
 
 @pytest.mark.parametrize("argv, words", [

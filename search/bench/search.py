@@ -2,14 +2,15 @@
 start, no screen, no reuse) for the same wall-clock budget per run, several seeds, one or more tasks.
 
 Every run is a plain `python -m search run --strategy S --seed K --timeout-min M` in a results folder of its own
-(results/bench/search-runs/<target>-<minutes>min[-<space>]/<task>-<strategy>-s<seed>/), sharing only the fine-tuned
-teacher: students are cached per folder, so no strategy trains faster on another's students. A finished run of the
-same configuration is not run again (the bench can be interrupted and resumed). Per task, the reference front is the union of everything every run found; each run's
-hypervolume within the budget box is followed over time from its first trial's start (preparation excluded: it is
-the same for all). Writes results/bench/search.csv (one row per completed trial), search.md (time to 95% of the
-reference hypervolume, time to the first budget-meeting candidate, asks per completed trial and distinct models
-built, per run and per strategy, and the verdict of the issue's criterion) and search.html (hypervolume over
-time)."""
+(results/bench/search-runs/<target>-<digest>-<minutes>min-<threads>t[-<space>]/<task>-<strategy>-s<seed>/), sharing
+only the fine-tuned teacher: students are cached per folder, so no strategy trains faster on another's students. A
+finished run of the same configuration is not run again (the bench can be interrupted and resumed). Per task and
+target, the reference front is the union of everything every run found; each run's hypervolume within the budget
+box is followed over time from its first trial's start (preparation excluded: it is the same for all). Writes
+results/bench/search.csv (one row per completed trial), search.md (time to 95% of the reference hypervolume, time
+to the first budget-meeting candidate, asks per completed trial and distinct models built, per run and per
+strategy, and the verdict of the issue's criterion) and search.html (hypervolume over time); a bench of other tasks
+than the default one writes search-<task>[-<task>...].*."""
 from __future__ import annotations
 
 import json
@@ -34,10 +35,10 @@ def _slug(task: str | None) -> str:
     return "default" if task is None else slug(Path(task).stem)
 
 
-def _config(target: str, minutes: float, space: str | None) -> str:
+def _config(target: str, minutes: float, threads: int, space: str | None) -> str:
     """The folder of one bench configuration: a finished run is reused only by a bench with the same target (its
-    device, workload and budget as loaded, not only its file name), minutes and space (another budget is another
-    experiment)."""
+    device, workload and budget as loaded, not only its file name), minutes, training threads and space (another
+    budget is another experiment)."""
     import hashlib
 
     from ..schema import slug
@@ -45,7 +46,8 @@ def _config(target: str, minutes: float, space: str | None) -> str:
 
     t = load_target(target)
     digest = hashlib.sha256(repr((t.device, t.workload, t.budget)).encode()).hexdigest()[:8]
-    return "-".join([slug(Path(target).stem), digest, f"{minutes:g}min"] + ([slug(Path(space).stem)] if space else []))
+    return "-".join([slug(Path(target).stem), digest, f"{minutes:g}min", f"{threads}t"]
+                    + ([slug(Path(space).stem)] if space else []))
 
 
 def _prepare_teacher(task: str | None, cache: Path, log) -> Path:
@@ -159,13 +161,15 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
         teacher_cache = _prepare_teacher(task, results_dir / "cache", log)
         for strategy in strategies:
             for seed in seeds:
-                folder = out_dir / "search-runs" / _config(target, minutes, space) / f"{_slug(task)}-{strategy}-s{seed}"
+                folder = out_dir / "search-runs" / _config(target, minutes, threads, space) / f"{_slug(task)}-{strategy}-s{seed}"
                 path = _run_one(task, target, space, strategy, seed, minutes, threads, folder, teacher_cache, log)
                 rows, budget, asks = timeline(path)
                 runs.append({"task": _slug(task), "target": Path(target).stem, "strategy": strategy, "seed": seed,
                              "rows": rows, "budget": budget, "asks": asks})
     per_trial, per_run = summarize(runs)
-    atomic_write_text(out_dir / "search.csv", per_trial.to_csv(index=False))
+    # the default task's files are search.*; a bench of other tasks writes its own (search-<task>[-<task>].*)
+    stem = "search" if tasks == [None] else "-".join(["search"] + [_slug(t) for t in tasks])
+    atomic_write_text(out_dir / f"{stem}.csv", per_trial.to_csv(index=False))
     on = ", ".join(f"{_slug(task)} on {Path(target).stem}" for task, target in zip(tasks, targets))
     lines = [f"# Search strategies at equal wall-clock ({minutes:g} min per run; {on})", "",
              "Hypervolume within the budget box, against the union of every run's trials per task (the reference). "
@@ -173,8 +177,8 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
              f"{SHARE:.0%} of it (empty: never).", "", _markdown_table(per_run), "",
              "## Criterion: ours reaches it in at most a third of random sampling's time, and meets the budget first",
              ""] + [f"- {v}" for v in verdict(per_run, minutes)]
-    atomic_write_text(out_dir / "search.md", "\n".join(lines) + "\n")
-    _plot(per_trial, out_dir / "search.html")
+    atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
+    _plot(per_trial, out_dir / f"{stem}.html")
     log("\n".join(lines))
     return per_run
 
