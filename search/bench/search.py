@@ -117,11 +117,10 @@ def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 if reach is None and reference > 0 and hv >= SHARE * reference:
                     reach = row["t_s"]
                 per_trial.append({"task": task, "target": target, "strategy": r["strategy"], "seed": r["seed"],
-                                  "trial": row["trial"],
-                                  "t_s": row["t_s"], "hypervolume": hv, "reference_hypervolume": reference})
+                                  "trial": row["trial"], "t_s": row["t_s"], "hypervolume": hv,
+                                  "reference_hypervolume": reference})
             per_run.append({"task": task, "target": target, "strategy": r["strategy"], "seed": r["seed"],
-                            "completed": len(r["rows"]),
-                            "asks": r["asks"], "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
+                            "completed": len(r["rows"]), "asks": r["asks"], "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
                             # two completed trials of one model: a trial that taught nothing new
                             "distinct_models": len({row.get("model", row["trial"]) for row in r["rows"]}),
                             "final_share": (pareto.hypervolume(seen, budget) / reference) if reference else 0.0,
@@ -159,9 +158,10 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
     runs = []
     for task, target in zip(tasks, targets, strict=True):
         teacher_cache = _prepare_teacher(task, results_dir / "cache", log)
+        config = out_dir / "search-runs" / _config(target, minutes, threads, space)
         for strategy in strategies:
             for seed in seeds:
-                folder = out_dir / "search-runs" / _config(target, minutes, threads, space) / f"{_slug(task)}-{strategy}-s{seed}"
+                folder = config / f"{_slug(task)}-{strategy}-s{seed}"
                 path = _run_one(task, target, space, strategy, seed, minutes, threads, folder, teacher_cache, log)
                 rows, budget, asks = timeline(path)
                 runs.append({"task": _slug(task), "target": Path(target).stem, "strategy": strategy, "seed": seed,
