@@ -36,7 +36,7 @@ def _features(cases: list[dict], device: DeviceSpec):
             as_t(blocks))
 
 
-def _classes_with_block_sizes(cases: list[dict], device: DeviceSpec) -> set[str]:
+def _classes_with_block_sizes(cases: list[dict]) -> set[str]:
     """Kernel classes whose linear ops come with two FLOPs-per-block ratios or more (two block sizes, or
     per-channel blocks over different widths): only there is a block's cost not a multiple of the FLOPs'."""
     ratios: dict[str, set] = {}
@@ -66,7 +66,7 @@ def fit(cases: list[dict], measured_ms: list[float], device: DeviceSpec, steps: 
     log_block = torch.full((len(KERNELS),), math.log(1.0), dtype=torch.float64, requires_grad=True)  # ns
     # at one workload an op's FLOPs and its blocks both scale with its weights: a class's cost per block is told
     # apart from its efficiency only where its cases have two block sizes or more; elsewhere it is not fitted (0)
-    blocked = _classes_with_block_sizes(cases, device)
+    blocked = _classes_with_block_sizes(cases)
     has_cost = torch.tensor([k in blocked for k in KERNELS], dtype=torch.float64)
     target = torch.log(torch.tensor(measured_ms, dtype=torch.float64))
     opt = torch.optim.Adam([raw_eff, raw_bw, log_over, log_run, log_block], lr=0.05)

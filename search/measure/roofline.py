@@ -92,7 +92,7 @@ def overhead_us(device: DeviceSpec, quant: QuantParams) -> float:
 
 
 def block_cost_ns(device: DeviceSpec, op: dict) -> float:
-    """The op's kernel class's cost per weight block (0 where the device states or fits none)."""
+    """The op's kernel class's cost per weight block (0 where no calibration fitted one)."""
     value = device.block_cost_ns
     return value.get(op.get("kernel"), 0.0) if isinstance(value, dict) else value
 
