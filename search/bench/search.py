@@ -85,8 +85,7 @@ def _run_one(task: str | None, target: str, space: str | None, strategy: str, se
 
 def timeline(run: Path) -> tuple[list[dict], dict, int]:
     """(completed trials in completion order with their seconds since the first trial started, metrics and the
-    model they built (the as-built recipe label), the run's resolved budget, asks: every trial the sampler
-    proposed)."""
+    model they built, the run's resolved budget, asks: every trial the sampler proposed)."""
     from ..outputs import load_study, metric_columns
 
     study = load_study(run)
@@ -94,9 +93,19 @@ def timeline(run: Path) -> tuple[list[dict], dict, int]:
     trials = study.get_trials(deepcopy=False)
     t0 = min(t.datetime_start for t in trials if t.datetime_start)
     done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
-    rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "model": t.user_attrs.get("label"),
+    rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "model": _model(t.user_attrs),
              "metrics": {k: t.user_attrs[k] for k in metric_columns(budget) if k in t.user_attrs}} for t in done]
     return rows, budget, len(trials)
+
+
+def _model(attrs: dict) -> str | None:
+    """What a trial built: its whole recipe as built (the label leaves knobs out, e.g. recovery steps), with the
+    per-layer precision the solver chose."""
+    from ..study import _as_built
+
+    solved = (attrs.get("precision_solver") or {}).get("layer_options")
+    recipe = attrs.get("recipe")
+    return None if recipe is None else json.dumps([_as_built(recipe), solved], sort_keys=True)
 
 
 def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
