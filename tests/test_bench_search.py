@@ -35,6 +35,8 @@ def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
     assert by.loc["search", "t_95pct_s"] == 40 and by.loc["random", "t_95pct_s"] == 90
     assert by.loc["search", "t_first_feasible_s"] == 10 and by.loc["random", "t_first_feasible_s"] == 50
     assert by.loc["random", "asks_per_completed"] == 1.0 and by.loc["random", "distinct_models"] == 4
+    thirds = bench.summarize(runs, minutes=3)[1].set_index("strategy")["share_at_third"]  # within 60 s
+    assert thirds["search"] == pytest.approx(1.0) and 0 < thirds["random"] < 1
     same = [{**r, "model": "L1 h64 int8"} for r in ours]  # two completed trials that built one model
     assert bench.summarize([{**runs[0], "rows": same}])[1]["distinct_models"].tolist() == [1]
     (line,) = bench.verdict(per_run, minutes=2)

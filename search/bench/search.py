@@ -108,19 +108,22 @@ def _model(attrs: dict) -> str | None:
     return None if recipe is None else json.dumps([_as_built(recipe), solved], sort_keys=True)
 
 
-def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summarize(runs: list[dict], minutes: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """runs: {task, target, strategy, seed, rows, budget, asks}. Returns (per completed trial, per run) frames; one
-    reference front per task and target (one budget box)."""
+    reference front per task and target (one budget box). With the runs' minutes: each run's share of the
+    reference a third of the way in (what the criterion compares with random's share at the end)."""
     per_trial, per_run = [], []
     for task, target in sorted({(r["task"], r.get("target", "")) for r in runs}):
         mine = [r for r in runs if (r["task"], r.get("target", "")) == (task, target)]
         budget = mine[0]["budget"]
         reference = pareto.hypervolume([row["metrics"] for r in mine for row in r["rows"]], budget)
         for r in mine:
-            seen, reach, first_ok = [], None, None
+            seen, reach, first_ok, third = [], None, None, 0.0
             for row in r["rows"]:
                 seen.append(row["metrics"])
                 hv = pareto.hypervolume(seen, budget)
+                if minutes is not None and row["t_s"] <= minutes * 60 / SPEED_UP and reference:
+                    third = hv / reference
                 if first_ok is None and pareto.feasible(row["metrics"], budget):
                     first_ok = row["t_s"]
                 if reach is None and reference > 0 and hv >= SHARE * reference:
@@ -129,9 +132,11 @@ def summarize(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                                   "trial": row["trial"], "t_s": row["t_s"], "hypervolume": hv,
                                   "reference_hypervolume": reference})
             per_run.append({"task": task, "target": target, "strategy": r["strategy"], "seed": r["seed"],
-                            "completed": len(r["rows"]), "asks": r["asks"], "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
+                            "completed": len(r["rows"]), "asks": r["asks"],
+                            "asks_per_completed": r["asks"] / max(len(r["rows"]), 1),
                             # two completed trials of one model: a trial that taught nothing new
                             "distinct_models": len({row.get("model", row["trial"]) for row in r["rows"]}),
+                            **({"share_at_third": third} if minutes is not None else {}),
                             "final_share": (pareto.hypervolume(seen, budget) / reference) if reference else 0.0,
                             f"t_{int(SHARE * 100)}pct_s": reach, "t_first_feasible_s": first_ok})
     return pd.DataFrame(per_trial), pd.DataFrame(per_run)
@@ -175,7 +180,7 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
                 rows, budget, asks = timeline(path)
                 runs.append({"task": _slug(task), "target": Path(target).stem, "strategy": strategy, "seed": seed,
                              "rows": rows, "budget": budget, "asks": asks})
-    per_trial, per_run = summarize(runs)
+    per_trial, per_run = summarize(runs, minutes)
     # the default task's files are search.*; a bench of other tasks writes its own (search-<task>[-<task>].*)
     stem = "search" if tasks == [None] else "-".join(["search"] + [_slug(t) for t in tasks])
     atomic_write_text(out_dir / f"{stem}.csv", per_trial.to_csv(index=False))
