@@ -217,17 +217,21 @@ def _with_base(path: Path, raw, chain: tuple = ()) -> tuple:
     if base.resolve() in {c.resolve() for c in chain + (path,)}:
         files = " -> ".join(c.name for c in chain + (path, base))
         raise ConfigError(path, "base", f"{given!r} makes a cycle of bases ({files}); remove one of them")
-    load_target(str(base), calibrated=False, _chain=chain + (path,))  # the base on its own: its errors name its file
     base_raw, base_device = _with_base(base, load_yaml(base, "target"), chain + (path,))
+    _parse(base, base_raw, base_device, calibrated=False)  # the base on its own: its errors name its file
     merged = {**base_raw, **{k: v for k, v in raw.items() if k != "base"}}
     if "name" not in raw:  # the base's name is not this target's
         merged["name"] = path.stem
     return merged, (base_device if "device" not in raw else path)
 
 
-def load_target(name_or_path: str, calibrated: bool = True, _chain: tuple = ()) -> Target:
+def load_target(name_or_path: str, calibrated: bool = True) -> Target:
     path = resolve(name_or_path, TARGETS_DIR)
-    raw, device_file = _with_base(path, load_yaml(path, "target"), _chain)
+    return _parse(path, *_with_base(path, load_yaml(path, "target")), calibrated=calibrated)
+
+
+def _parse(path: Path, raw, device_file: Path, calibrated: bool) -> Target:
+    """A target from its YAML mapping (bases merged in); errors name `path`."""
     top = Reader(path, raw)
     name = top.string("name", default=path.stem)
 
