@@ -20,6 +20,15 @@ pytestmark = pytest.mark.slow
 ORT = OnnxRuntime()
 
 
+def _remove_runs(run_id: str) -> None:
+    """A passed check's run folders go (~1 GB: CI once ran out of disk); a failed one keeps them to look at."""
+    import shutil
+
+    for folder in (ROOT / "results").glob(f"{run_id}*"):
+        if folder.name == run_id or folder.name.startswith(f"{run_id}.replan-"):
+            shutil.rmtree(folder)
+
+
 def test_structured_pruning_shrinks_weights_and_measured_latency(tmp_path):
     from conftest import random_split, tiny_model
 
@@ -85,6 +94,7 @@ def test_demo_selects_a_model_within_every_budget_the_teacher_misses(tmp_path):
         assert sel["teacher"]["accuracy"] == teacher["accuracy"] and sel["target"] != selected["target"]
         assert json.loads((folder / "budget.json").read_text())["replan_of"] == run_id
         assert len(pd.read_csv(folder / "trials.csv")) == (trials["state"] == "COMPLETE").sum()
+    _remove_runs(run_id)
 
 
 LM_SPACE = """
@@ -139,3 +149,4 @@ def test_lm_run_ships_a_gguf_that_llama_cpp_and_transformers_read_back(tmp_path)
     hf = causal_lm.summarize(causal_lm.TokenScores.concat(parts))
     # transformers dequantizes the same codes to float: the same quality within the measured standard error
     assert abs(hf["kld_mean"] - measured["kld_mean"]) <= 2 * measured["kld_mean_se"], (hf, measured)
+    _remove_runs(run_id)
