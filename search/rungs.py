@@ -2,14 +2,12 @@
 
 Every trial first trains its student for the recipe's `distill.epochs` (rung 0: cheap) and is measured as it would
 ship. A trial then earns more distillation (rung 1: `promote.epochs` more, early-stopped on a held-out slice of the
-training data) only where it could pay: the trial is within every resource budget and, with the quality a second
-rung is expected to add (the median of what this run's second rungs added; before any, `promote.within`), no
-earlier trial meeting every budget would dominate it. Then it is promoted when its quality is already vouched for at
-the floor (it is on the front: more quality is more hypervolume), or it is the largest student the budget admits
-(the warm start's first trial), or its point estimate is within `promote.within` of the floor, or it is the best
-first-rung quality within the resource budgets once MIN_RIVALS trials compare (when every short-trained student
-falls far below the floor, the most promising shape gets the training instead of more small ones being sampled).
-Each trial records the rung it reached and why it stopped there.
+training data) only when it could still reach the quality floor: it is within every resource budget, its quality
+cannot yet be vouched for at the floor, and it is the largest student the budget admits (the warm start's first
+trial), or its point estimate is within `promote.within` of the floor, or it is the best first-rung quality within
+the resource budgets once MIN_RIVALS trials compare (when every short-trained student falls far below the floor,
+the most promising shape gets the training instead of more small ones being sampled). Each trial records the rung
+it reached and why it stopped there.
 
 Written here because Optuna's pruners do not support multi-objective studies (`trial.report` raises there).
 """
@@ -41,19 +39,6 @@ def first_rung_quality(row_metrics: dict, quality_name: str) -> float:
     return row_metrics.get(f"rung0_{quality_name}", row_metrics[quality_name])
 
 
-def expected_gain(earlier: list[dict], quality_name: str, sign: int, promote: Promotion) -> tuple[float, str]:
-    """(the quality a second rung is expected to add, in the objective's direction, where that figure comes from):
-    the median over this run's promoted trials (a rung that adds nothing stops being paid for), or before any,
-    the space's `promote.within`."""
-    import statistics
-
-    gains = [sign * (m[quality_name] - m[f"rung0_{quality_name}"]) for m in earlier if f"rung0_{quality_name}" in m
-             and "same_recipe_as_trial" not in m]
-    if not gains:
-        return promote.within, "promote.within, before any second rung"
-    return max(0.0, statistics.median(gains)), f"the median of this run's {len(gains)} second rung(s)"
-
-
 def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], promote: Promotion,
               largest: bool = False) -> tuple[bool, str]:
     """(promote?, why) for a trial measured at its first rung. `vouched`: its quality bound already meets the floor;
@@ -65,22 +50,14 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
     over = {k: v for k, v in pareto.shipping_violations(metrics, budget).items() if k != quality.name and v > 0}
     if over:
         return False, f"stays at rung 0: outside the {', '.join(over)} budget"
-    gain, source = expected_gain(earlier, quality.name, quality.sign, promote)
-    lifted = metrics[quality.name] + quality.sign * gain
+    if vouched:
+        return False, f"stays at rung 0: its {quality.name} is already vouched for at the floor"
     resources = [o.name for o in for_budget(budget)[1:]]
     needs = pareto.shipping_violations(metrics, budget)
-    for m in earlier:  # even trained further it would not join the front: a shippable trial needs no more of anything
-        if pareto.feasible(m, budget) and not quality.better(lifted, m[quality.name]) \
-                and all(pareto.shipping_violations(m, budget)[r] <= needs[r] for r in resources):
-            return False, (f"stays at rung 0: an earlier trial meets every budget with no more "
-                           f"{' or '.join(resources)} and {quality.name} {m[quality.name]:.4g}: even {gain:.3g} more "
-                           f"({source}) this one could not join the front")
-    if vouched:
-        if gain <= 0:
-            return False, (f"stays at rung 0: its {quality.name} is already vouched for at the floor, and a second "
-                           f"rung is expected to add nothing ({source})")
-        return True, (f"promoted: vouched for at the floor and on the front so far; a second rung is expected to add "
-                      f"{gain:.3g} {quality.name} ({source})")
+    for m in earlier:  # reaching the floor would not put it on the front: a shippable trial needs no more of anything
+        if pareto.feasible(m, budget) and all(pareto.shipping_violations(m, budget)[r] <= needs[r] for r in resources):
+            return False, ("stays at rung 0: an earlier trial meets every budget with no more "
+                           f"{' or '.join(resources)}: at the floor this one could not join the front")
     gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
     if largest:
         return True, (f"promoted: the largest student the budget admits ({gap:.3g} below the floor): the shape "
