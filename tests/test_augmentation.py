@@ -7,7 +7,7 @@ import torch
 from conftest import write_tiny_task
 from search.errors import ConfigError
 from search.tasks import load_task
-from search.tasks.teacher import prepare
+from search.tasks.teacher import prepare, teacher_folder
 from search.train import outputs_of
 
 
@@ -34,6 +34,9 @@ def test_teacher_labels_unlabelled_text_and_validation_text_is_never_added(tmp_p
     torch.testing.assert_close(aug.kd_outputs, teacher_outputs, rtol=1e-4, atol=1e-4)
     assert torch.equal(aug.kd_train.labels[-3:], teacher_outputs[-3:].argmax(-1))  # pseudo-labels
     assert aug.key != plain.key  # students distilled on other data are cached apart
+    # the teacher is the same, cached once under the task's key, not the students' (bench search links it)
+    assert teacher_folder(aug.task, tmp_path / "cache") == teacher_folder(plain.task, tmp_path / "cache")
+    assert (teacher_folder(aug.task, tmp_path / "cache") / "config.json").is_file()
     assert plain.kd_train is plain.train  # no augmentation: nothing changes
 
 

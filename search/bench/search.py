@@ -53,10 +53,11 @@ def _config(target: str, minutes: float, threads: int, space: str | None) -> str
 def _prepare_teacher(task: str | None, cache: Path, log) -> Path:
     """The fine-tuned teacher, once, in the main cache; returns its cache folder (linked into every run's)."""
     from ..tasks import load_task
-    from ..tasks.teacher import prepare
+    from ..tasks.teacher import prepare, teacher_folder
 
-    prepared = prepare(load_task(task), cache, log=log)
-    return cache / f"teacher-{prepared.key}"
+    loaded = load_task(task)
+    prepare(loaded, cache, log=log)
+    return teacher_folder(loaded, cache)
 
 
 def _run_one(task: str | None, target: str, space: str | None, strategy: str, seed: int, minutes: float,
