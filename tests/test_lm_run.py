@@ -194,7 +194,8 @@ def test_an_lm_task_file_runs_the_whole_search_and_exports_a_gguf(tmp_path, temp
     assert trials.label.iloc[0].startswith("full")  # warm start: the uncut teacher quantized, before any cut
     assert done.types.str.contains("ffn_down=").all()  # the solver typed every class
     cache = next((results / "cache" / "lm").iterdir())  # the uncut teacher's weights: one file, not two copies
-    assert (cache / "students" / "teacher" / "hf" / "model.safetensors").samefile(cache / "teacher" / "model.safetensors")
+    assert (cache / "students" / "teacher" / "hf" / "model.safetensors").samefile(
+        cache / "teacher" / "model.safetensors")
     selected = json.loads((results / "lm" / "selected.json").read_text())
     assert selected["meets_budget"] and selected["budget"]["quality"] == "kld_mean"
     out = tmp_path / "ship"
