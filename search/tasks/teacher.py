@@ -126,10 +126,10 @@ def data_fingerprint(path: Path) -> str:
     return str(path)
 
 
-def teacher_folder(task: Task, cache_dir: Path) -> Path:
-    """Where the task's fine-tuned teacher is cached: its key leaves unlabelled text out (only students depend on
-    it), so it is not `Prepared.key`."""
-    return cache_dir / f"teacher-{_task_key(task)}"
+def teacher_folder(task: Task, cache_dir: Path, key: str | None = None) -> Path:
+    """Where the task's fine-tuned teacher is cached (`key`: the task's, where already computed: it hashes the
+    teacher's weights). That key leaves unlabelled text out (only students depend on it): not `Prepared.key`."""
+    return cache_dir / f"teacher-{key or _task_key(task)}"
 
 
 def _task_key(task: Task) -> str:
@@ -169,7 +169,7 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
         f"{len(classes)} classes, max length {task.max_length} (split seed {task.split_seed})")
 
     key = _task_key(task)
-    cached = teacher_folder(task, cache_dir)
+    cached = teacher_folder(task, cache_dir, key)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(cache_dir / f"teacher-{key}.lock"):  # one worker fine-tunes; the others then load it
         teacher = _teacher(task, family, tokenizer, classes, train_split, cached, log)
