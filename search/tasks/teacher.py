@@ -171,7 +171,7 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
     key = _task_key(task)
     cached = teacher_folder(task, cache_dir, key)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(cache_dir / f"teacher-{key}.lock"):  # one worker fine-tunes; the others then load it
+    with file_lock(cached.with_name(f"{cached.name}.lock")):  # one worker fine-tunes; the others then load it
         teacher = _teacher(task, family, tokenizer, classes, train_split, cached, log)
     outputs = load_file(str(cached / OUTPUTS_FILE))["train_outputs"]
     if outputs.shape != (len(train_split), len(classes)):
