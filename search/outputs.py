@@ -110,6 +110,8 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
             rec["layer_precision"] = " ".join(t.user_attrs["precision_solver"]["layers"])
         if "rung" in t.user_attrs:  # rungs.py: the training it got, and why no more
             rec.update(rung=t.user_attrs["rung"], rung_reason=t.user_attrs.get("rung_reason", ""))
+        if "variant_of" in t.user_attrs:  # exploit.py: queued as a variant of that trial's student
+            rec["variant_of"] = t.user_attrs["variant_of"]
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
     atomic_write_text(rd.trials_csv, frame.to_csv(index=False))
@@ -210,7 +212,8 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     if rows and not any(pareto.feasible(r["metrics"], budget) for r in rows):  # say what it would take
         trials = study.get_trials(deepcopy=False)
         spent = sum(t.user_attrs.get("elapsed_s", 0.0) for t in trials)
-        promoted = sum(t.user_attrs.get("rung") == 1 and "same_recipe_as_trial" not in t.user_attrs for t in trials)
+        promoted = sum(t.user_attrs.get("rung") == 1 and not {"same_recipe_as_trial", "variant_of"} & set(t.user_attrs)
+                       for t in trials)  # students trained further (a reused trial or a variant trained nothing)
         choice["why"] = choice["why"] + budget_cost.out_of_reach(rows, budget, spent, promoted)
     sel = choice["selected"]
     selected = {

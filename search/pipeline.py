@@ -191,6 +191,39 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     return starts
 
 
+VARIANT_DRAWS = 200  # random pruning/quantization draws for one student's variants (exploit.py): microseconds each
+
+
+def variants(ctx: Context, parent_params: dict, taken: set, n: int, seed: int) -> list[dict]:
+    """Up to n recipes that keep the parent trial's distillation (its student is cached: each costs pruning,
+    quantization and one measurement, no distillation) with pruning and quantization drawn at random (seeded), each
+    screened within the budget and none in `taken` (the resolved recipes the run has built, is building or has
+    queued); those predicted to spend less memory or latency than the parent come first (exploit.py)."""
+    import optuna
+
+    fixed = {k: v for k, v in parent_params.items() if k.startswith("distill.")}
+    parent = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(parent_params), ctx.limits))
+    base, _ = screen(ctx, parent)
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=["maximize"])
+    cheaper, other, seen = [], [], set(taken) | {parent}
+    for _ in range(VARIANT_DRAWS):
+        scratch.enqueue_trial(fixed)
+        trial = scratch.ask()
+        cand = resolve(ctx, ctx.space.suggest(trial, ctx.limits))
+        scratch.tell(trial, 0.0)
+        if cand in seen:
+            continue
+        seen.add(cand)
+        predicted, reasons = screen(ctx, cand)
+        if reasons:
+            continue
+        less = any(predicted[k] < base[k] for k in ("predicted_memory_mb", "predicted_p99_latency_ms") if k in base)
+        (cheaper if less else other).append(dict(trial.params))
+        if len(cheaper) >= n:
+            break
+    return (cheaper + other)[:n]
+
+
 def student_size(ctx: Context, cand: Candidate) -> float:
     """A recipe's student size: the FLOPs of one inference at the workload, from the planned shape alone (the
     encoder's capacity: embedding rows cost no FLOPs, so a full vocabulary does not make a 1-layer student large)."""

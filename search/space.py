@@ -8,6 +8,7 @@ from typing import Any
 from .candidate import ACTIVATIONS, GROUP_SIZES, INITS, PRUNE_CRITERIA, PRUNE_IMPORTANCE, PRUNE_SCOPES, \
     PRECISIONS, PRUNE_TYPES, QUANT_BITS, QUANT_METHODS, VOCABS, Candidate, DistillParams, PruneParams, QuantParams
 from .families.base import Limits
+from .exploit import Exploit
 from .rungs import Promotion
 from .schema import Reader, load_yaml, resolve
 
@@ -49,6 +50,7 @@ class Space:
     path: Path
     knobs: dict  # "section.name" -> Range | Choice | fixed value
     promote: Promotion = Promotion()  # a second rung of training for trials that could reach the floor (rungs.py)
+    exploit: Exploit = Exploit()  # cheap variants of a student that put a trial on the front (exploit.py)
 
     def suggest(self, trial, limits: Limits) -> Candidate:
         """Define-by-run: a knob is sampled only where it acts (group size and method for weight-only bits,
@@ -151,8 +153,13 @@ def load_space(name_or_path: str) -> Space:
         promote = Promotion(epochs=r.number("epochs", lo=0, hi=50), within=r.number("within", default=0.05, lo=0),
                             patience=r.number("patience", default=2, lo=1, hi=20, integer=True))
         r.done()
+    exploit = Exploit()
+    if top.has("exploit"):  # optional: without it every recipe comes from the sampler
+        r = top.section("exploit")
+        exploit = Exploit(variants=r.number("variants", lo=0, hi=20, integer=True))
+        r.done()
     top.done()
-    return Space(path=path, knobs=knobs, promote=promote)
+    return Space(path=path, knobs=knobs, promote=promote, exploit=exploit)
 
 
 def values(knob) -> list:

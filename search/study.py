@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from . import accel, outputs, pareto, rungs
+from . import accel, exploit, outputs, pareto, rungs
 from .candidate import DistillParams, PruneParams, QuantParams
 from .errors import CandidateError, RunStopped
 from .objectives import for_budget
@@ -111,6 +111,32 @@ def _fail_dead_trials(study, log) -> None:
         log(f"trial {t.number}: marked FAIL: {reason}" + ("; its recipe is tried again" if retry else ""))
 
 
+def _params_of(trial) -> dict:
+    """A trial's recipe parameters: as sampled, or, while it waits in the queue, as it was enqueued."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def _distill_params(params: dict) -> dict:
+    """The parameters that decide a trial's distilled student (one cached student per distinct set)."""
+    return {k: v for k, v in params.items() if k.startswith("distill.")}
+
+
+def _recipes_taken(study, pipe, ctx, space) -> set:
+    """The resolved recipes of every trial the run has, in any state (queued ones too), so that variants repeat
+    none of them. A trial whose parameters the space no longer resolves (another space, a trial cut short while
+    sampling) is left out: at worst a variant repeats it and is reused, not trained again."""
+    taken = set()
+    for t in study.get_trials(deepcopy=False):
+        params = _params_of(t)
+        if not params:
+            continue
+        try:
+            taken.add(pipe.resolve(ctx, space.suggest(optuna.trial.FixedTrial(params), ctx.limits)))
+        except (ValueError, KeyError):
+            continue
+    return taken
+
+
 def pipeline_for(prepared):
     """The pipeline of the task's type: classification (pipeline.py) or language models (pipeline_lm.py). Both
     offer prepare_run, warm_start, resolve, screen, predicted_violations, run_candidate and measure_teacher."""
@@ -156,13 +182,23 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     study.set_metric_names([o.name for o in objectives])
     if resume and settings.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
         _fail_dead_trials(study, log)
+    pending = []  # warm-start recipes not yet queued (only while variants may be queued: see top_up)
     if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
         largest = getattr(ctx, "largest_start", None)
-        for params in starts:
-            study.enqueue_trial(params, user_attrs={"warm_start": True, "largest_admitted": params == largest})
+        pending = [(params, {"warm_start": True, "largest_admitted": params == largest}) for params in starts]
         if starts:
             log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
+    exploiting = ours and space.exploit.on and hasattr(pipe, "variants")
+
+    def top_up() -> None:
+        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), one at a time when the
+        queue is empty, so that a front student's cheap variants run before the rest of the random start-up."""
+        while pending and not (exploiting and study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
+            params, attrs = pending.pop(0)
+            study.enqueue_trial(params, user_attrs=attrs)
+
+    top_up()
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
     # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
     # worker id); constant liar: running trials count as bad, so concurrent workers spread out
@@ -210,8 +246,11 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             raise optuna.TrialPruned(trial.user_attrs["reason"])
         log(f"{head} {cand.label():34s} building ...")
         t0 = time.perf_counter()
+        # a variant of a promoted trial (exploit.py) starts from that student after its second rung (cached)
+        inherited = more if trial.user_attrs.get("student_rung") == 1 else None
         try:
-            metrics = pipe.run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log)
+            metrics = pipe.run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log,
+                                         **({"more": inherited} if inherited else {}))
         except CandidateError as exc:
             trial.set_user_attr("reason", f"cannot build: {exc}")
             log(f"{head} failed: {exc}")
@@ -227,7 +266,10 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             os_failures.append(reason)
             raise CandidateError(reason) from None
         os_failures.clear()
-        if ours:
+        if inherited:
+            metrics = {**metrics, "rung": 1, "rung_reason": f"a variant of trial {trial.user_attrs['variant_of']}: "
+                                                            "its student after the second rung, trained no further"}
+        elif ours:
             metrics = second_rung(trial, cand, metrics, head)
         metrics["elapsed_s"] = time.perf_counter() - t0
         metrics["train_device"] = accel.describe()
@@ -238,6 +280,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         ok = pareto.feasible(metrics, budget)
         log(f"{head} {outputs.metrics_line('', metrics, budget)}  {'meets budget' if ok else 'over budget'} "
             f"({metrics['elapsed_s']:.0f} s)")
+        if exploiting:
+            queue_variants(trial, metrics, head)
         return tuple(metrics[o.name] for o in objectives)
 
     quality = for_budget(budget)[0]
@@ -268,8 +312,30 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         again["artifact"] = str(rd.artifact(trial.number))  # where the swap put it
         return {**again, **first, "rung": 1, "rung_reason": why}
 
+    def queue_variants(trial, metrics: dict, head: str) -> None:
+        """exploit.py: a trial on the run's front within every budget gets cheap variants of its student."""
+        earlier = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        earns, _ = exploit.earns_variants(metrics, budget, earlier)
+        if not earns:
+            return
+        student = _distill_params(trial.params)
+        siblings = sum(_distill_params(_params_of(t)) == student and "variant_of" in t.user_attrs
+                       for t in study.get_trials(deepcopy=False))
+        n = min(space.exploit.variants, exploit.MAX_PER_STUDENT - siblings)
+        if n <= 0:
+            return
+        picks = pipe.variants(ctx, dict(trial.params), _recipes_taken(study, pipe, ctx, space), n,
+                              seed=settings.seed * 10_000 + trial.number)
+        rung = metrics.get("rung", 0)
+        for params in picks:
+            study.enqueue_trial(params, user_attrs={"variant_of": trial.number, "student_rung": rung})
+        if picks:
+            log(f"{head} on the front within every budget: {len(picks)} variant(s) of its student queued "
+                "(other pruning/quantization, no distillation)")
+
     def write(study_, _trial):
         outputs.write_tables(study_, rd, budget)
+        top_up()
 
     outputs.write_tables(study, rd, budget)  # a resumed run's tables are rewritten from the storage first
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

@@ -86,7 +86,7 @@ def _run_one(task: str | None, target: str, space: str | None, strategy: str, se
 
 def timeline(run: Path) -> tuple[list[dict], dict, int]:
     """(completed trials in completion order with their seconds since the first trial started, metrics and the
-    model they built, the run's resolved budget, asks: every trial the sampler proposed)."""
+    model they built, the run's resolved budget, asks: every trial the sampler proposed or the queue gave)."""
     from ..outputs import load_study, metric_columns
 
     study = load_study(run)
@@ -96,7 +96,8 @@ def timeline(run: Path) -> tuple[list[dict], dict, int]:
     done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
     rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "model": _model(t.user_attrs),
              "metrics": {k: t.user_attrs[k] for k in metric_columns(budget) if k in t.user_attrs}} for t in done]
-    return rows, budget, len(trials)
+    # a recipe still queued when the run ended (a variant, exploit.py) was never asked for
+    return rows, budget, sum(t.state.name != "WAITING" for t in trials)
 
 
 def _model(attrs: dict) -> str | None:
