@@ -157,32 +157,22 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     all STARTUP_DRAWS draws comes first (in place of the last random one). A screened-out start-up trial teaches the
     sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
     recipes TPE's own start-up would have drawn."""
-    import optuna
-
     from .study import STARTUP_TRIALS
 
     if ctx.space is None:
         return []
     want = min(STARTUP_TRIALS, trials)
-    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=ctx.seed),
-                                  directions=["maximize"])  # in memory: only its draws matter
-    starts, seen, screened_out = [], set(), 0
+    starts, screened_out = [], 0
     largest, largest_size = None, 0
-    for _ in range(STARTUP_DRAWS):
-        trial = scratch.ask()
-        cand = resolve(ctx, ctx.space.suggest(trial, ctx.limits))
-        scratch.tell(trial, 0.0)
-        if cand in seen:
-            continue
-        seen.add(cand)
+    for params, cand in _distinct_draws(ctx, ctx.seed, STARTUP_DRAWS, skip=set()):
         if screen(ctx, cand)[1]:
             screened_out += 1
             continue
         if len(starts) < want:
-            starts.append(dict(trial.params))
+            starts.append(params)
         size = student_size(ctx, cand)
         if size > largest_size:
-            largest, largest_size = dict(trial.params), size
+            largest, largest_size = params, size
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
         # to reach the floor: rungs.py gives it the longer training), then the random ones
@@ -204,24 +194,35 @@ def variants(ctx: Context, parent_params: dict, taken: set, n: int, seed: int) -
     fixed = {k: v for k, v in parent_params.items() if k.startswith("distill.")}
     parent = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(parent_params), ctx.limits))
     base, _ = screen(ctx, parent)
-    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=["maximize"])
-    cheaper, other, seen = [], [], set(taken) | {parent}
-    for _ in range(VARIANT_DRAWS):
-        scratch.enqueue_trial(fixed)
-        trial = scratch.ask()
-        cand = resolve(ctx, ctx.space.suggest(trial, ctx.limits))
-        scratch.tell(trial, 0.0)
-        if cand in seen:
-            continue
-        seen.add(cand)
+    cheaper, other = [], []
+    for params, cand in _distinct_draws(ctx, seed, VARIANT_DRAWS, skip=set(taken) | {parent}, fixed=fixed):
         predicted, reasons = screen(ctx, cand)
         if reasons:
             continue
         less = any(predicted[k] < base[k] for k in ("predicted_memory_mb", "predicted_p99_latency_ms") if k in base)
-        (cheaper if less else other).append(dict(trial.params))
+        (cheaper if less else other).append(params)
         if len(cheaper) >= n:
             break
     return (cheaper + other)[:n]
+
+
+def _distinct_draws(ctx: Context, seed: int, draws: int, skip: set, fixed: dict | None = None):
+    """(params, resolved recipe) of `draws` random draws from the run's space (Optuna's random sampler, seeded; the
+    `fixed` params held), each recipe once and none in `skip`, in draw order (lazily: a caller may stop early)."""
+    import optuna
+
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed),
+                                  directions=["maximize"])  # in memory: only its draws matter
+    seen = set(skip)
+    for _ in range(draws):
+        if fixed:
+            scratch.enqueue_trial(fixed)
+        trial = scratch.ask()
+        cand = resolve(ctx, ctx.space.suggest(trial, ctx.limits))
+        scratch.tell(trial, 0.0)
+        if cand not in seen:
+            seen.add(cand)
+            yield dict(trial.params), cand
 
 
 def student_size(ctx: Context, cand: Candidate) -> float:
