@@ -47,6 +47,7 @@ class Context:
     backend: Backend | None = None
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
     largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (first trial)
+    smallest_start: dict | None = None  # ... and of the cheapest to ship, with exploitation on (second trial)
 
     @property
     def family(self) -> Family:
@@ -154,7 +155,9 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     """The study's random start-up, drawn from the feasible region only: random recipes of the space (the same
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
-    all STARTUP_DRAWS draws comes first (in place of the last random one). A screened-out start-up trial teaches the
+    all STARTUP_DRAWS draws comes first (in place of the last random one) and, with exploitation on (exploit.py),
+    the admitted recipe cheapest to ship second (the smallest student, then the least predicted memory: the front's
+    other end, whose cheap variants explore the smallest candidates). A screened-out start-up trial teaches the
     sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
     recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
@@ -164,8 +167,10 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     want = min(STARTUP_TRIALS, trials)
     starts, screened_out = [], 0
     largest, largest_size = None, 0
+    smallest, smallest_key = None, None
     for params, cand in _distinct_draws(ctx, ctx.seed, STARTUP_DRAWS, skip=set()):
-        if screen(ctx, cand)[1]:
+        predicted, reasons = screen(ctx, cand)
+        if reasons:
             screened_out += 1
             continue
         if len(starts) < want:
@@ -173,11 +178,17 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         size = student_size(ctx, cand)
         if size > largest_size:
             largest, largest_size = params, size
+        if smallest_key is None or (size, predicted["predicted_memory_mb"]) < smallest_key:
+            smallest, smallest_key = params, (size, predicted["predicted_memory_mb"])
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
         # to reach the floor: rungs.py gives it the longer training), then the random ones
-        starts = [largest] + [p for p in starts if p != largest][:want - 1]
+        brackets = [largest]
         ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
+        if ctx.space.exploit.on and smallest != largest and want > 1:
+            brackets.append(smallest)
+            ctx.smallest_start = smallest
+        starts = brackets + [p for p in starts if p not in brackets][:want - len(brackets)]
     return starts
 
 

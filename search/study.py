@@ -185,18 +185,24 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     pending = []  # warm-start recipes not yet queued (only while variants may be queued: see top_up)
     if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
-        largest = getattr(ctx, "largest_start", None)
-        pending = [(params, {"warm_start": True, "largest_admitted": params == largest}) for params in starts]
+        largest, smallest = getattr(ctx, "largest_start", None), getattr(ctx, "smallest_start", None)
+        pending = [(params, {"warm_start": True, "largest_admitted": params == largest,
+                             **({"smallest_admitted": True} if params == smallest else {})}) for params in starts]
         if starts:
             log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
     exploiting = ours and space.exploit.on and hasattr(pipe, "variants")
 
     def top_up() -> None:
-        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), one at a time when the
-        queue is empty, so that a front student's cheap variants run before the rest of the random start-up."""
-        while pending and not (exploiting and study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
-            params, attrs = pending.pop(0)
+        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), the largest and the
+        smallest admitted students at once and the rest one at a time when the queue is empty, so that a front
+        student's cheap variants run before the rest of the random start-up."""
+        while pending:
+            params, attrs = pending[0]
+            bracket = attrs["largest_admitted"] or attrs.get("smallest_admitted", False)
+            if exploiting and not bracket and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return
             study.enqueue_trial(params, user_attrs=attrs)
+            pending.pop(0)
 
     top_up()
     # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
