@@ -309,7 +309,7 @@ def _cmd_bench(args) -> int:
 
         tasks = [None if t == "default" else t for t in (args.tasks or ["default"])]
         bench_search.run(tasks, targets, args.seeds, args.minutes, args.threads, out, RESULTS_DIR, space=args.space,
-                         log=lambda s: print(s, flush=True))
+                         strategies=tuple(args.strategies), log=lambda s: print(s, flush=True))
     elif args.what == "llm":
         from .bench import llm
 
@@ -446,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="search: `default` (the built-in task) and/or task YAML paths (default: default)")
     ben.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search: seeds per strategy (0 1 2)")
     ben.add_argument("--space", default=None, help="search: the runs' space (default: default)")
+    ben.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES, metavar="STRATEGY",
+                     help=f"search: the strategies compared ({' '.join(STRATEGIES)}; the criterion needs "
+                          f"{STRATEGIES[0]} and random)")
     ben.add_argument("--minutes", type=float, default=20.0, help="search: wall-clock budget of every run (20)")
     ben.add_argument("--targets", nargs="+", default=None, metavar="TARGET",
                      help="search: the runs' target, one for every task or one per task (default: jetson_orin)")
