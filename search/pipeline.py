@@ -16,6 +16,7 @@ from . import allocation, confidence
 from .backends.base import Backend
 from .candidate import Candidate, DistillParams, PruneParams, QuantParams
 from .errors import ConfigError
+from .exploit import student_params
 from .compress import distill, prune, qat, vocab
 from .families.base import Family, Importance, Limits, ModelShape
 from .locks import latency_lease
@@ -202,7 +203,7 @@ def variants(ctx: Context, parent_params: dict, taken: set, n: int, seed: int) -
     queued); those predicted to spend less memory or latency than the parent come first (exploit.py)."""
     import optuna
 
-    fixed = {k: v for k, v in parent_params.items() if k.startswith("distill.")}
+    fixed = student_params(parent_params)
     parent = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(parent_params), ctx.limits))
     base, _ = screen(ctx, parent)
     cheaper, other = [], []

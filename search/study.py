@@ -116,11 +116,6 @@ def _params_of(trial) -> dict:
     return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
 
 
-def _distill_params(params: dict) -> dict:
-    """The parameters that decide a trial's distilled student (one cached student per distinct set)."""
-    return {k: v for k, v in params.items() if k.startswith("distill.")}
-
-
 def _recipes_taken(study, pipe, ctx, space) -> set:
     """The resolved recipes of every trial the run has, in any state (queued ones too), so that variants repeat
     none of them. A trial whose parameters the space no longer resolves (another space, a trial cut short while
@@ -324,8 +319,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         earns, _ = exploit.earns_variants(metrics, budget, earlier)
         if not earns:
             return
-        student = _distill_params(trial.params)
-        siblings = sum(_distill_params(_params_of(t)) == student and "variant_of" in t.user_attrs
+        student = exploit.student_params(trial.params)
+        siblings = sum(exploit.student_params(_params_of(t)) == student and "variant_of" in t.user_attrs
                        for t in study.get_trials(deepcopy=False))
         n = min(space.exploit.variants, exploit.MAX_PER_STUDENT - siblings)
         if n <= 0:
