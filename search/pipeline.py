@@ -157,10 +157,10 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
     all STARTUP_DRAWS draws comes first (in place of the last random one) and, with exploitation on (exploit.py),
-    the admitted recipe cheapest to ship second (the smallest student, then the least predicted memory: the front's
-    other end, whose cheap variants explore the smallest candidates). A screened-out start-up trial teaches the
-    sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
-    recipes TPE's own start-up would have drawn."""
+    before it the space's smallest student compressed the least the budget admits (`gentlest`): the cheapest trial
+    to build and the front's other end, whose cheap variants then walk its compression down. A screened-out start-up
+    trial teaches the sampler little, and each one would cost an ask; without a budget that rejects anything these
+    are exactly the recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
 
     if ctx.space is None:
@@ -168,9 +168,8 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     want = min(STARTUP_TRIALS, trials)
     starts, screened_out = [], 0
     largest, largest_size = None, 0
-    smallest, smallest_key = None, None
     for params, cand in _distinct_draws(ctx, ctx.seed, STARTUP_DRAWS, skip=set()):
-        predicted, reasons = screen(ctx, cand)
+        _, reasons = screen(ctx, cand)
         if reasons:
             screened_out += 1
             continue
@@ -179,18 +178,52 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         size = student_size(ctx, cand)
         if size > largest_size:
             largest, largest_size = params, size
-        if smallest_key is None or (size, predicted["predicted_memory_mb"]) < smallest_key:
-            smallest, smallest_key = params, (size, predicted["predicted_memory_mb"])
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
         # to reach the floor: rungs.py gives it the longer training), then the random ones
         brackets = [largest]
         ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
-        if ctx.space.exploit.on and smallest != largest and want > 1:
-            brackets.append(smallest)
-            ctx.smallest_start = smallest
+        gentle = gentlest(ctx, smallest_student(ctx.space, largest)) if ctx.space.exploit.on and want > 1 else None
+        if gentle is not None and gentle != largest:
+            brackets.insert(0, gentle)  # the cheapest trial to build: it costs least to learn that it is feasible
+            ctx.smallest_start = gentle
         starts = brackets + [p for p in starts if p not in brackets][:want - len(brackets)]
     return starts
+
+
+def smallest_student(space: Space, params: dict) -> dict:
+    """`params` with the space's smallest student: every sampled shape knob at its least value, a task vocabulary
+    where the space has one (the other distillation knobs, e.g. epochs, as in `params`)."""
+    out = dict(params)
+    for name in ("distill.layers", "distill.hidden", "distill.heads", "distill.ffn"):
+        if name in out:
+            out[name] = min(values(space.knobs[name]))
+    if "distill.vocab" in out and "task" in values(space.knobs["distill.vocab"]):
+        out["distill.vocab"] = "task"
+    return out
+
+
+def gentleness(cand: Candidate) -> tuple:
+    """How little a recipe compresses its student (larger: less): the least pruned, then the most weight bits,
+    weights-only, the most layers at 8 bits."""
+    p, q = cand.prune, cand.quant
+    removed = 0.0 if p.type == "none" else 0.5 if p.type == "2:4" else p.ratio
+    return -removed, q.bits, q.activations == "none", q.high_precision_fraction
+
+
+def gentlest(ctx: Context, params: dict) -> dict:
+    """Of the recipes that keep `params`'s distillation and pass the screen (params itself and VARIANT_DRAWS random
+    draws), the one compressed the least (`gentleness`; the first drawn of equals). The smallest student's likeliest
+    recipe to reach the floor; its variants (cheaper first) then walk its compression down (exploit.py)."""
+    import optuna
+
+    best, best_params = None, None
+    own = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(params), ctx.limits))
+    draws = _distinct_draws(ctx, ctx.seed, VARIANT_DRAWS, skip=set(), fixed=student_params(params))
+    for draw, cand in itertools.chain(draws, [(params, own)]):  # ties: the first drawn (whichever recipe `params` is)
+        if (best is None or gentleness(cand) > gentleness(best)) and not screen(ctx, cand)[1]:
+            best, best_params = cand, draw
+    return best_params
 
 
 VARIANT_DRAWS = 200  # random pruning/quantization draws for one student's variants (exploit.py): microseconds each
@@ -200,22 +233,30 @@ def variants(ctx: Context, parent_params: dict, taken: set, n: int, seed: int) -
     """Up to n recipes that keep the parent trial's distillation (its student is cached: each costs pruning,
     quantization and one measurement, no distillation) with pruning and quantization drawn at random (seeded), each
     screened within the budget and none in `taken` (the resolved recipes the run has built, is building or has
-    queued); those predicted to spend less memory or latency than the parent come first (exploit.py)."""
+    queued); those predicted to spend less memory or latency than the parent come first, the one nearest halfway
+    from its predicted memory to the least drawn first of all (exploit.py)."""
     import optuna
 
     fixed = student_params(parent_params)
     parent = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(parent_params), ctx.limits))
     base, _ = screen(ctx, parent)
-    cheaper, other = [], []
+    cheaper, other = [], []  # (params, recipe, predicted memory)
     for params, cand in _distinct_draws(ctx, seed, VARIANT_DRAWS, skip=set(taken) | {parent}, fixed=fixed):
         predicted, reasons = screen(ctx, cand)
         if reasons:
             continue
         less = any(predicted[k] < base[k] for k in ("predicted_memory_mb", "predicted_p99_latency_ms") if k in base)
-        (cheaper if less else other).append(params)
-        if len(cheaper) >= n:
-            break
-    return (cheaper + other)[:n]
+        (cheaper if less else other).append((params, cand, predicted["predicted_memory_mb"]))
+    if cheaper:  # one step down first: the cheaper recipe nearest (log scale) halfway from the parent's memory to
+        # the least any draw predicts (bisecting the student's memory range walks its front down in few trials; the
+        # cheapest cut is the likeliest to fall below the floor), of equals the least compressed (2:4 or unstructured
+        # sparsity is stored dense: it saves no memory here), the others as drawn
+        least = min(memory for *_, memory in cheaper)
+        halfway = np.sqrt(base["predicted_memory_mb"] * least)
+        step = min(range(len(cheaper)), key=lambda i: (round(abs(np.log(cheaper[i][2] / halfway)), 3),
+                                                       [-x for x in gentleness(cheaper[i][1])]))
+        cheaper.insert(0, cheaper.pop(step))
+    return [params for params, *_ in (cheaper + other)[:n]]
 
 
 def _distinct_draws(ctx: Context, seed: int, draws: int, skip: set, fixed: dict | None = None):
