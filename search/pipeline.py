@@ -48,7 +48,7 @@ class Context:
     backend: Backend | None = None
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
     largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (first trial)
-    smallest_start: dict | None = None  # ... and of the cheapest to ship, with exploitation on (second trial)
+    smallest_start: dict | None = None  # ... and of the smallest student compressed the least, with exploitation on (first)
 
     @property
     def family(self) -> Family:
