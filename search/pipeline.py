@@ -47,8 +47,8 @@ class Context:
     calibration_labels: torch.Tensor | None = None  # labels of the calibration examples (gradient importance)
     backend: Backend | None = None
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
-    largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (first trial)
-    smallest_start: dict | None = None  # ... and of the smallest student compressed the least, with exploitation on (first)
+    largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (rungs.py)
+    smallest_start: dict | None = None  # ... and of the smallest student compressed the least (exploitation on)
 
     @property
     def family(self) -> Family:
