@@ -48,7 +48,7 @@ class Context:
     backend: Backend | None = None
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
     largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (rungs.py)
-    smallest_start: dict | None = None  # ... and of the smallest student compressed the least (exploitation on)
+    compact_start: dict | None = None  # ... and of its compact form compressed the least (exploitation on)
 
     @property
     def family(self) -> Family:
@@ -157,8 +157,9 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
     all STARTUP_DRAWS draws comes first (in place of the last random one) and, with exploitation on (exploit.py),
-    before it the space's smallest student compressed the least the budget admits (`gentlest`): the cheapest trial
-    to build and the front's other end, whose cheap variants then walk its compression down. A screened-out start-up
+    before it that student's compact form (`compact_form`: a task vocabulary) compressed the least the budget admits
+    (`gentlest`): as capable, far less memory, and the front's small end, whose cheap variants then walk its
+    compression down. A screened-out start-up
     trial teaches the sampler little, and each one would cost an ask; without a budget that rejects anything these
     are exactly the recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
@@ -183,24 +184,20 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         # to reach the floor: rungs.py gives it the longer training), then the random ones
         brackets = [largest]
         ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
-        gentle = gentlest(ctx, smallest_student(ctx.space, largest)) if ctx.space.exploit.on and want > 1 else None
-        if gentle is not None and gentle != largest:
-            brackets.insert(0, gentle)  # the cheapest trial to build: it costs least to learn that it is feasible
-            ctx.smallest_start = gentle
+        compact = gentlest(ctx, compact_form(ctx.space, largest)) if ctx.space.exploit.on and want > 1 else None
+        if compact is not None and compact != largest:
+            brackets.insert(0, compact)  # the front's small end: its variants walk down from it (exploit.py)
+            ctx.compact_start = compact
         starts = brackets + [p for p in starts if p not in brackets][:want - len(brackets)]
     return starts
 
 
-def smallest_student(space: Space, params: dict) -> dict:
-    """`params` with the space's smallest student: every sampled shape knob at its least value, a task vocabulary
-    where the space has one (the other distillation knobs, e.g. epochs, as in `params`)."""
-    out = dict(params)
-    for name in ("distill.layers", "distill.hidden", "distill.heads", "distill.ffn"):
-        if name in out:
-            out[name] = min(values(space.knobs[name]))
-    if "distill.vocab" in out and "task" in values(space.knobs["distill.vocab"]):
-        out["distill.vocab"] = "task"
-    return out
+def compact_form(space: Space, params: dict) -> dict:
+    """`params` with a task vocabulary where the space has one: the same student's FLOPs at the least memory (the
+    word embedding is half of MiniLM's parameters), so the budget admits it compressed the least."""
+    if params.get("distill.vocab") == "full" and "task" in values(space.knobs["distill.vocab"]):
+        return {**params, "distill.vocab": "task"}
+    return dict(params)
 
 
 def gentleness(cand: Candidate) -> tuple:
@@ -211,17 +208,25 @@ def gentleness(cand: Candidate) -> tuple:
     return -removed, q.bits, q.activations == "none", q.high_precision_fraction
 
 
+def training_steps(cand: Candidate) -> int:
+    """The KD steps a recipe trains after distillation (pruning recovery, QAT): what a variant of a cached student
+    costs beyond quantizing and measuring."""
+    return (cand.prune.recovery_steps if cand.prune.type != "none" else 0) + cand.quant.qat_steps
+
+
 def gentlest(ctx: Context, params: dict) -> dict:
     """Of the recipes that keep `params`'s distillation and pass the screen (params itself and VARIANT_DRAWS random
-    draws), the one compressed the least (`gentleness`; the first drawn of equals). The smallest student's likeliest
-    recipe to reach the floor; its variants (cheaper first) then walk its compression down (exploit.py)."""
+    draws), the one compressed the least (`gentleness`; of equals the fewest `training_steps`, then the first drawn):
+    the student's likeliest recipe to reach the floor; its variants (cheaper first) then walk its compression down
+    (exploit.py)."""
     import optuna
 
     best, best_params = None, None
     own = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(params), ctx.limits))
     draws = _distinct_draws(ctx, ctx.seed, VARIANT_DRAWS, skip=set(), fixed=student_params(params))
     for draw, cand in itertools.chain(draws, [(params, own)]):  # ties: the first drawn (whichever recipe `params` is)
-        if (best is None or gentleness(cand) > gentleness(best)) and not screen(ctx, cand)[1]:
+        better = best is None or (gentleness(cand), -training_steps(cand)) > (gentleness(best), -training_steps(best))
+        if better and not screen(ctx, cand)[1]:
             best, best_params = cand, draw
     return best_params
 
@@ -250,11 +255,12 @@ def variants(ctx: Context, parent_params: dict, taken: set, n: int, seed: int) -
     if cheaper:  # one step down first: the cheaper recipe nearest (log scale) halfway from the parent's memory to
         # the least any draw predicts (bisecting the student's memory range walks its front down in few trials; the
         # cheapest cut is the likeliest to fall below the floor), of equals the least compressed (2:4 or unstructured
-        # sparsity is stored dense: it saves no memory here), the others as drawn
+        # sparsity is stored dense: it saves no memory here), then the fewest training steps; the others as drawn
         least = min(memory for *_, memory in cheaper)
         halfway = np.sqrt(base["predicted_memory_mb"] * least)
         step = min(range(len(cheaper)), key=lambda i: (round(abs(np.log(cheaper[i][2] / halfway)), 3),
-                                                       [-x for x in gentleness(cheaper[i][1])]))
+                                                       [-x for x in gentleness(cheaper[i][1])],
+                                                       training_steps(cheaper[i][1])))
         cheaper.insert(0, cheaper.pop(step))
     return [params for params, *_ in (cheaper + other)[:n]]
 

@@ -180,20 +180,20 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     pending = []  # warm-start recipes not yet queued (only while variants may be queued: see top_up)
     if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
-        largest, smallest = getattr(ctx, "largest_start", None), getattr(ctx, "smallest_start", None)
+        largest, compact = getattr(ctx, "largest_start", None), getattr(ctx, "compact_start", None)
         pending = [(params, {"warm_start": True, "largest_admitted": params == largest,
-                             **({"smallest_admitted": True} if params == smallest else {})}) for params in starts]
+                             **({"compact_admitted": True} if params == compact else {})}) for params in starts]
         if starts:
             log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
     exploiting = ours and space.exploit.on and hasattr(pipe, "variants")
 
     def top_up() -> None:
-        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), the largest and the
-        smallest admitted students at once and the rest one at a time when the queue is empty, so that a front
-        student's cheap variants run before the rest of the random start-up."""
+        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets (the
+        largest admitted student and its compact form) at once and the rest one at a time when the queue is empty,
+        so that a front student's cheap variants run before the rest of the random start-up."""
         while pending:
             params, attrs = pending[0]
-            bracket = attrs["largest_admitted"] or attrs.get("smallest_admitted", False)
+            bracket = attrs["largest_admitted"] or attrs.get("compact_admitted", False)
             if exploiting and not bracket and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return
             study.enqueue_trial(params, user_attrs=attrs)
