@@ -159,9 +159,8 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     all STARTUP_DRAWS draws comes first (in place of the last random one) and, with exploitation on (exploit.py),
     before it that student's compact form (`compact_form`: a task vocabulary) compressed the least the budget admits
     (`gentlest`): as capable, far less memory, and the front's small end, whose cheap variants then walk its
-    compression down. A screened-out start-up
-    trial teaches the sampler little, and each one would cost an ask; without a budget that rejects anything these
-    are exactly the recipes TPE's own start-up would have drawn."""
+    compression down. A screened-out start-up trial teaches the sampler little, and each one would cost an ask;
+    without a budget that rejects anything these are exactly the recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
 
     if ctx.space is None:
@@ -214,11 +213,11 @@ def training_steps(cand: Candidate) -> int:
     return (cand.prune.recovery_steps if cand.prune.type != "none" else 0) + cand.quant.qat_steps
 
 
-def gentlest(ctx: Context, params: dict) -> dict:
+def gentlest(ctx: Context, params: dict) -> dict | None:
     """Of the recipes that keep `params`'s distillation and pass the screen (params itself and VARIANT_DRAWS random
     draws), the one compressed the least (`gentleness`; of equals the fewest `training_steps`, then the first drawn):
     the student's likeliest recipe to reach the floor; its variants (cheaper first) then walk its compression down
-    (exploit.py)."""
+    (exploit.py). None when the screen admits none of them."""
     import optuna
 
     best, best_params = None, None
