@@ -201,10 +201,10 @@ def compact_form(space: Space, params: dict) -> dict:
 
 def gentleness(cand: Candidate) -> tuple:
     """How little a recipe compresses its student (larger: less): the least pruned, then the most weight bits,
-    weights-only, the most layers at 8 bits."""
+    weights-only, the most layers at 8 bits; of equals, the fewest `training_steps` (the cheapest to build)."""
     p, q = cand.prune, cand.quant
     removed = 0.0 if p.type == "none" else 0.5 if p.type == "2:4" else p.ratio
-    return -removed, q.bits, q.activations == "none", q.high_precision_fraction
+    return -removed, q.bits, q.activations == "none", q.high_precision_fraction, -training_steps(cand)
 
 
 def training_steps(cand: Candidate) -> int:
@@ -215,17 +215,16 @@ def training_steps(cand: Candidate) -> int:
 
 def gentlest(ctx: Context, params: dict) -> dict | None:
     """Of the recipes that keep `params`'s distillation and pass the screen (params itself and VARIANT_DRAWS random
-    draws), the one compressed the least (`gentleness`; of equals the fewest `training_steps`, then the first drawn):
-    the student's likeliest recipe to reach the floor; its variants (cheaper first) then walk its compression down
-    (exploit.py). None when the screen admits none of them."""
+    draws), the one compressed the least (`gentleness`, which ends with the fewest training steps; the first drawn
+    of equals): the student's likeliest recipe to reach the floor; its variants (cheaper first) then walk its
+    compression down (exploit.py). None when the screen admits none of them."""
     import optuna
 
     best, best_params = None, None
     own = resolve(ctx, ctx.space.suggest(optuna.trial.FixedTrial(params), ctx.limits))
     draws = _distinct_draws(ctx, ctx.seed, VARIANT_DRAWS, skip=set(), fixed=student_params(params))
     for draw, cand in itertools.chain(draws, [(params, own)]):  # ties: the first drawn (whichever recipe `params` is)
-        better = best is None or (gentleness(cand), -training_steps(cand)) > (gentleness(best), -training_steps(best))
-        if better and not screen(ctx, cand)[1]:
+        if (best is None or gentleness(cand) > gentleness(best)) and not screen(ctx, cand)[1]:
             best, best_params = cand, draw
     return best_params
 
@@ -258,8 +257,7 @@ def variants(ctx: Context, parent_params: dict, taken: set, n: int, seed: int) -
         least = min(memory for *_, memory in cheaper)
         halfway = np.sqrt(base["predicted_memory_mb"] * least)
         step = min(range(len(cheaper)), key=lambda i: (round(abs(np.log(cheaper[i][2] / halfway)), 3),
-                                                       [-x for x in gentleness(cheaper[i][1])],
-                                                       training_steps(cheaper[i][1])))
+                                                       [-x for x in gentleness(cheaper[i][1])]))
         cheaper.insert(0, cheaper.pop(step))
     return [params for params, *_ in (cheaper + other)[:n]]
 
