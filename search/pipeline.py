@@ -49,6 +49,7 @@ class Context:
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
     largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (rungs.py)
     compact_start: dict | None = None  # ... and of its compact form compressed the least (exploitation on)
+    narrow_start: dict | None = None  # ... and of that form at the space's least width, compressed the least
 
     @property
     def family(self) -> Family:
@@ -157,10 +158,12 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
     all STARTUP_DRAWS draws comes first (in place of the last random one) and, with exploitation on (exploit.py),
-    before it that student's compact form (`compact_form`: a task vocabulary) compressed the least the budget admits
-    (`gentlest`): as capable, far less memory, and the front's small end, whose cheap variants then walk its
-    compression down. A screened-out start-up trial teaches the sampler little, and each one would cost an ask;
-    without a budget that rejects anything these are exactly the recipes TPE's own start-up would have drawn."""
+    before it two brackets of the admitted students' memory range, each compressed the least the budget admits
+    (`gentlest`) so that their cheap variants walk its compression down: that student's compact form (`compact_form`:
+    a task vocabulary; as capable, far less memory), and the compact form at the space's least width
+    (`narrowest_form`; the other knobs kept): the front's low-memory end. A screened-out start-up trial teaches the
+    sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
+    recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
 
     if ctx.space is None:
@@ -183,10 +186,14 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         # to reach the floor: rungs.py gives it the longer training), then the random ones
         brackets = [largest]
         ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
-        compact = gentlest(ctx, compact_form(ctx.space, largest)) if ctx.space.exploit.on and want > 1 else None
-        if compact is not None and compact != largest:
-            brackets.insert(0, compact)  # the front's small end: its variants walk down from it (exploit.py)
-            ctx.compact_start = compact
+        if ctx.space.exploit.on:  # before it, the two ends (each None where the screen admits no recipe of it)
+            compact = gentlest(ctx, compact_form(ctx.space, largest))
+            narrow = gentlest(ctx, narrowest_form(ctx.space, compact_form(ctx.space, largest)))
+            compact = None if compact == largest else compact
+            narrow = None if narrow in (compact, largest) else narrow
+            brackets = [p for p in (compact, narrow) if p is not None][:want - 1] + brackets
+            ctx.compact_start = compact if compact in brackets else None
+            ctx.narrow_start = narrow if narrow in brackets else None
         starts = brackets + [p for p in starts if p not in brackets][:want - len(brackets)]
     return starts
 
@@ -196,6 +203,15 @@ def compact_form(space: Space, params: dict) -> dict:
     word embedding is half of MiniLM's parameters), so the budget admits it compressed the least."""
     if params.get("distill.vocab") == "full" and "task" in values(space.knobs["distill.vocab"]):
         return {**params, "distill.vocab": "task"}
+    return dict(params)
+
+
+def narrowest_form(space: Space, params: dict) -> dict:
+    """`params` at the space's least width, its other knobs kept (heads are capped at the width by the family): a
+    student at the small end of the admitted memory range that keeps the depth, FFN and heads the budget admits
+    (a student at every knob's least stays at the majority class on the default task)."""
+    if "distill.hidden" in params and "distill.hidden" in space.knobs:
+        return {**params, "distill.hidden": min(values(space.knobs["distill.hidden"]))}
     return dict(params)
 
 

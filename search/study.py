@@ -6,6 +6,7 @@ moment it ends; trials.csv and pareto.csv are rewritten after each trial, so a c
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import MISSING, asdict, dataclass, fields
 from dataclasses import replace as dataclass_replace
@@ -41,6 +42,31 @@ class RunSettings:
     worker_id: int = 0  # each worker's sampler is seeded with seed + worker_id
     join: bool = False  # a worker joining a run another process started
     strategy: str = OURS  # strategies.py: this project's search, or a baseline `bench search` compares it with
+
+
+class Withdrawn(Exception):
+    """A queued variant not worth building any more (exploit.withdrawn): the trial ends failed, with its reason."""
+
+
+def _withdrawn(study, parent: int, budget: dict) -> str | None:
+    complete = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return exploit.withdrawn(parent, complete[parent], budget, complete) if parent in complete else None
+
+
+class _QuietExpectedFailures(logging.Filter):
+    """Optuna logs a caught trial failure with its traceback, then "failed with value None"; ours are expected
+    outcomes (a recipe that cannot build, a withdrawn variant) whose one-line reason the run's log already gives.
+    (An uncaught error is still logged whole: it ends the run.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (CandidateError, Withdrawn)):
+            return False
+        return not (record.getMessage().startswith("Trial ") and record.getMessage().endswith(
+            " failed with value None."))
+
+
+_QUIET = _QuietExpectedFailures()
 
 
 def _sampler(settings: RunSettings, seed: int, trials: int):
@@ -169,6 +195,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
 
     objectives = for_budget(budget)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_QUIET)  # where Optuna logs failed trials; once
     study = optuna.create_study(
         storage=storages.make(settings.storage, rd), study_name=storages.study_name(rd, settings.storage),
         directions=[o.direction for o in objectives],
@@ -180,20 +207,24 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     pending = []  # warm-start recipes not yet queued (only while variants may be queued: see top_up)
     if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
         starts = pipe.warm_start(ctx, settings.trials)
-        largest, compact = getattr(ctx, "largest_start", None), getattr(ctx, "compact_start", None)
+        largest, compact, narrow = (getattr(ctx, k, None) for k in ("largest_start", "compact_start", "narrow_start"))
         pending = [(params, {"warm_start": True, "largest_admitted": params == largest,
-                             **({"compact_admitted": True} if params == compact else {})}) for params in starts]
+                             **({"compact_admitted": True} if params == compact else {}),
+                             **({"narrow_admitted": True} if params == narrow else {})}) for params in starts]
         if starts:
             log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
     exploiting = ours and space.exploit.on and hasattr(pipe, "variants")
+    ends = any("compact_admitted" in attrs or "narrow_admitted" in attrs for _, attrs in pending)
 
     def top_up() -> None:
-        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets (the
-        largest admitted student and its compact form) at once and the rest one at a time when the queue is empty,
-        so that a front student's cheap variants run before the rest of the random start-up."""
+        """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets at once
+        (the ends of the admitted range: the compact and the narrow student; the largest admitted student where
+        neither exists) and the rest one at a time when the queue is empty, so that a front student's cheap variants
+        run before the rest of the start-up (the largest student too: its compact form is as capable)."""
         while pending:
             params, attrs = pending[0]
-            bracket = attrs["largest_admitted"] or attrs.get("compact_admitted", False)
+            bracket = ("compact_admitted" in attrs or "narrow_admitted" in attrs
+                       or (attrs["largest_admitted"] and not ends))
             if exploiting and not bracket and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return
             study.enqueue_trial(params, user_attrs=attrs)
@@ -231,6 +262,12 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
                 "its measurements reused, nothing trained")
             return tuple(earlier.values)
+        if exploiting and "variant_of" in trial.user_attrs:
+            withdrawn = _withdrawn(study, trial.user_attrs["variant_of"], budget)
+            if withdrawn:  # failed, not pruned: a sampler learns nothing from it (a pruned trial would rank well)
+                trial.set_user_attr("reason", withdrawn)
+                log(f"[trial {trial.number:3d}] {cand.label():34s} {withdrawn}: not built")
+                raise Withdrawn(withdrawn)
         predicted, reasons = pipe.screen(ctx, cand)
         for key, value in predicted.items():
             trial.set_user_attr(key, value)
@@ -315,7 +352,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
 
     def queue_variants(trial, metrics: dict, head: str) -> None:
         """exploit.py: a trial on the run's front within every budget gets cheap variants of its student."""
-        earlier = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        earlier = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         earns, _ = exploit.earns_variants(metrics, budget, earlier)
         if not earns:
             return
@@ -343,7 +380,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
     if done < settings.trials:
         try:
             study.optimize(objective, n_trials=settings.trials * 6, timeout=settings.timeout_s,
-                           catch=(CandidateError,), gc_after_trial=True,
+                           catch=(CandidateError, Withdrawn), gc_after_trial=True,
                            callbacks=[MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,)), write])
         finally:
             outputs.write_tables(study, rd, budget)
