@@ -3,8 +3,8 @@
 Every trial first trains its student for the recipe's `distill.epochs` (rung 0: cheap) and is measured as it would
 ship. A trial then earns more distillation (rung 1: `promote.epochs` more, early-stopped on a held-out slice of the
 training data) only when it could still reach the quality floor: it is within every resource budget, its quality
-cannot yet be vouched for at the floor, and it is the largest student the budget admits (the warm start's first
-trial), or its point estimate is within `promote.within` of the floor, or it is the best first-rung quality within
+cannot yet be vouched for at the floor, and it is one of the warm start's brackets (the largest student the budget
+admits, its compact form, the narrow end: judged after the longer training), or its point estimate is within `promote.within` of the floor, or it is the best first-rung quality within
 the resource budgets once MIN_RIVALS trials compare (when every short-trained student falls far below the floor,
 the most promising shape gets the training instead of more small ones being sampled). Each trial records the rung
 it reached and why it stopped there.
@@ -40,10 +40,11 @@ def first_rung_quality(row_metrics: dict, quality_name: str) -> float:
 
 
 def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], promote: Promotion,
-              largest: bool = False) -> tuple[bool, str]:
+              bracket: str | None = None) -> tuple[bool, str]:
     """(promote?, why) for a trial measured at its first rung. `vouched`: its quality bound already meets the floor;
-    `earlier`: the metrics of the run's earlier completed trials; `largest`: it is the largest student the budget
-    admits (the warm start's first trial where the budget screens recipes out)."""
+    `earlier`: the metrics of the run's earlier completed trials; `bracket`: which of the warm start's brackets it is
+    (where the budget screens recipes out: the largest student the budget admits, its compact form, the narrow
+    end), if any."""
     quality = for_budget(budget)[0]
     if not promote.on:
         return False, "one rung: the space has no promote section"
@@ -59,9 +60,9 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
             return False, ("stays at rung 0: an earlier trial meets every budget with no more "
                            f"{' or '.join(resources)}: at the floor this one could not join the front")
     gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
-    if largest:
-        return True, (f"promoted: the largest student the budget admits ({gap:.3g} below the floor): the shape "
-                      "likeliest to reach it gets the longer training")
+    if bracket:  # a deliberate probe of the admitted range is judged after the longer training, not at one epoch
+        return True, (f"promoted: {bracket} ({gap:.3g} below the floor): a bracket of the warm start gets the "
+                      "longer training")
     if gap <= promote.within:
         return True, (f"promoted: {quality.name} {metrics[quality.name]:.4g} is within {promote.within:g} of the "
                       f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")

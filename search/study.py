@@ -49,8 +49,18 @@ class Withdrawn(Exception):
 
 
 def _withdrawn(study, parent: int, budget: dict) -> str | None:
-    complete = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    return exploit.withdrawn(parent, complete[parent], budget, complete) if parent in complete else None
+    complete = {t.number: (exploit.student_params(_params_of(t)), t.user_attrs)
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return exploit.withdrawn(parent, complete, budget) if parent in complete else None
+
+
+BRACKETS = {"largest_admitted": "the largest student the budget admits",  # a warm-start trial's attr -> what it is
+            "compact_admitted": "the compact form of the largest student the budget admits",
+            "narrow_admitted": "that compact form at the space's least width (the narrow end)"}
+
+
+def _bracket(attrs: dict) -> str | None:
+    return next((what for key, what in BRACKETS.items() if attrs.get(key)), None)
 
 
 class _QuietExpectedFailures(logging.Filter):
@@ -333,7 +343,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
                                      teacher)[quality.name]["meets"]
         earlier = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         up, why = rungs.promotion(metrics, vouched, budget, earlier, space.promote,
-                                  largest=bool(trial.user_attrs.get("largest_admitted")))
+                                  bracket=_bracket(trial.user_attrs))
         if not up:
             return {**metrics, "rung": 0, "rung_reason": why}
         head = head[:head.rindex("|")] + f"| {time.perf_counter() - start:5.0f} s]"  # its time now, not at its start
@@ -358,7 +368,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
             return
         student = exploit.student_params(trial.params)
         siblings = sum(exploit.student_params(_params_of(t)) == student and "variant_of" in t.user_attrs
-                       for t in study.get_trials(deepcopy=False))
+                       for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL)  # withdrawn: none
         n = min(space.exploit.variants, exploit.MAX_PER_STUDENT - siblings)
         if n <= 0:
             return

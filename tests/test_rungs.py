@@ -48,11 +48,12 @@ def test_a_trial_that_could_not_join_the_front_at_the_floor_stays():
     assert rungs.promotion(metrics(0.79), False, BUDGET, [metrics(0.79, latency=1.0, memory=1.0)], ON)[0]
 
 
-def test_the_largest_student_the_budget_admits_is_promoted_however_far_below():
-    up, why = rungs.promotion(metrics(0.60), False, BUDGET, [], ON, largest=True)
+def test_a_bracket_of_the_warm_start_is_promoted_however_far_below():
+    up, why = rungs.promotion(metrics(0.60), False, BUDGET, [], ON, bracket="the largest student the budget admits")
     assert up and "largest student the budget admits" in why
-    assert not rungs.promotion(metrics(0.60, memory=60.0), False, BUDGET, [], ON, largest=True)[0]  # over budget
-    assert not rungs.promotion(metrics(0.85), True, BUDGET, [], ON, largest=True)[0]  # already vouched for
+    assert not rungs.promotion(metrics(0.60), False, BUDGET, [], ON)[0]  # the same trial, no bracket
+    assert not rungs.promotion(metrics(0.60, memory=60.0), False, BUDGET, [], ON, bracket="x")[0]  # over budget
+    assert not rungs.promotion(metrics(0.85), True, BUDGET, [], ON, bracket="x")[0]  # already vouched for
 
 
 def test_far_below_the_floor_only_the_best_within_the_resource_budgets_is_promoted():
