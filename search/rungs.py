@@ -61,8 +61,8 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
                            f"{' or '.join(resources)}: at the floor this one could not join the front")
     gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
     if bracket:  # a deliberate probe of the admitted range is judged after the longer training, not at one epoch
-        return True, (f"promoted: {bracket} ({gap:.3g} below the floor): a bracket of the warm start gets the "
-                      "longer training")
+        where = f"{gap:.3g} below the floor" if gap > 0 else "at or above the floor, not yet vouched for"
+        return True, f"promoted: {bracket} ({where}): a bracket of the warm start gets the longer training"
     if gap <= promote.within:
         return True, (f"promoted: {quality.name} {metrics[quality.name]:.4g} is within {promote.within:g} of the "
                       f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")

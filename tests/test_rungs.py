@@ -50,7 +50,9 @@ def test_a_trial_that_could_not_join_the_front_at_the_floor_stays():
 
 def test_a_bracket_of_the_warm_start_is_promoted_however_far_below():
     up, why = rungs.promotion(metrics(0.60), False, BUDGET, [], ON, bracket="the largest student the budget admits")
-    assert up and "largest student the budget admits" in why
+    assert up and "largest student the budget admits" in why and "0.2 below the floor" in why
+    up, why = rungs.promotion(metrics(0.81), False, BUDGET, [], ON, bracket="x")  # above the floor, bound below it
+    assert up and "at or above the floor, not yet vouched for" in why
     assert not rungs.promotion(metrics(0.60), False, BUDGET, [], ON)[0]  # the same trial, no bracket
     assert not rungs.promotion(metrics(0.60, memory=60.0), False, BUDGET, [], ON, bracket="x")[0]  # over budget
     assert not rungs.promotion(metrics(0.85), True, BUDGET, [], ON, bracket="x")[0]  # already vouched for
