@@ -187,8 +187,8 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         brackets = [largest]
         ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
         if ctx.space.exploit.on:  # before it, the two ends (each None where the screen admits no recipe of it)
-            compact = gentlest(ctx, compact_form(ctx.space, largest))
-            narrow = gentlest(ctx, narrowest_form(ctx.space, compact_form(ctx.space, largest)))
+            form = compact_form(ctx.space, largest)
+            compact, narrow = gentlest(ctx, form), gentlest(ctx, narrowest_form(ctx.space, form))
             compact = None if compact == largest else compact
             narrow = None if narrow in (compact, largest) else narrow
             brackets = [p for p in (compact, narrow) if p is not None][:want - 1] + brackets

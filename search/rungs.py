@@ -4,8 +4,9 @@ Every trial first trains its student for the recipe's `distill.epochs` (rung 0: 
 ship. A trial then earns more distillation (rung 1: `promote.epochs` more, early-stopped on a held-out slice of the
 training data) only when it could still reach the quality floor: it is within every resource budget, its quality
 cannot yet be vouched for at the floor, and it is one of the warm start's brackets (the largest student the budget
-admits, its compact form, the narrow end: judged after the longer training), or its point estimate is within `promote.within` of the floor, or it is the best first-rung quality within
-the resource budgets once MIN_RIVALS trials compare (when every short-trained student falls far below the floor,
+admits, its compact form, the narrow end: judged after the longer training), or its point estimate is within
+`promote.within` of the floor, or it is the best first-rung quality within the resource budgets once MIN_RIVALS
+trials compare (when every short-trained student falls far below the floor,
 the most promising shape gets the training instead of more small ones being sampled). Each trial records the rung
 it reached and why it stopped there.
 

@@ -72,8 +72,8 @@ class _QuietExpectedFailures(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, (CandidateError, Withdrawn)):
             return False
-        return not (record.getMessage().startswith("Trial ") and record.getMessage().endswith(
-            " failed with value None."))
+        message = record.getMessage()
+        return not (message.startswith("Trial ") and message.endswith(" failed with value None."))
 
 
 _QUIET = _QuietExpectedFailures()
@@ -224,7 +224,8 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         if starts:
             log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
     exploiting = ours and space.exploit.on and hasattr(pipe, "variants")
-    ends = any("compact_admitted" in attrs or "narrow_admitted" in attrs for _, attrs in pending)
+    is_end = lambda attrs: "compact_admitted" in attrs or "narrow_admitted" in attrs  # noqa: E731
+    ends = any(is_end(attrs) for _, attrs in pending)
 
     def top_up() -> None:
         """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets at once
@@ -233,8 +234,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         run before the rest of the start-up (the largest student too: its compact form is as capable)."""
         while pending:
             params, attrs = pending[0]
-            bracket = ("compact_admitted" in attrs or "narrow_admitted" in attrs
-                       or (attrs["largest_admitted"] and not ends))
+            bracket = is_end(attrs) or (attrs["largest_admitted"] and not ends)
             if exploiting and not bracket and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return
             study.enqueue_trial(params, user_attrs=attrs)
