@@ -157,11 +157,11 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     """The study's random start-up, drawn from the feasible region only: random recipes of the space (the same
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
-    all STARTUP_DRAWS draws comes first (in place of the last random one) and, with exploitation on (exploit.py),
-    before it two brackets of the admitted students' memory range, each compressed the least the budget admits
-    (`gentlest`) so that their cheap variants walk its compression down: that student's compact form (`compact_form`:
-    a task vocabulary; as capable, far less memory), and the compact form at the space's least width
-    (`narrowest_form`; the other knobs kept): the front's low-memory end. A screened-out start-up trial teaches the
+    all STARTUP_DRAWS draws comes first (in place of the last random one) or, with exploitation on (exploit.py),
+    two brackets of the admitted students' memory range, each compressed the least the budget admits (`gentlest`)
+    so that their cheap variants walk its compression down: that student's compact form (`compact_form`: a task
+    vocabulary; as capable, far less memory: the largest student itself is then left out), and the compact form at
+    the space's least width (`narrowest_form`; the other knobs kept): the front's low-memory end. A screened-out start-up trial teaches the
     sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
     recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
@@ -184,17 +184,21 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
         # to reach the floor: rungs.py gives it the longer training), then the random ones
-        brackets = [largest]
-        ctx.largest_start = largest  # rungs.py promotes it: the shape likeliest to reach the floor
-        if ctx.space.exploit.on:  # before it, the two ends (each None where the screen admits no recipe of it)
+        brackets, dropped = [largest], None
+        if ctx.space.exploit.on:  # the two ends instead (each None where the screen admits no recipe of it)
             form = compact_form(ctx.space, largest)
             compact, narrow = gentlest(ctx, form), gentlest(ctx, narrowest_form(ctx.space, form))
             compact = None if compact == largest else compact
             narrow = None if narrow in (compact, largest) else narrow
-            brackets = [p for p in (compact, narrow) if p is not None][:want - 1] + brackets
+            ends = [p for p in (compact, narrow) if p is not None]
+            if compact is not None:  # the largest student itself not at all: its compact form is as capable, for
+                brackets, dropped = ends[:want], largest  # less memory (on the default task never on the front)
+            else:
+                brackets = ends[:want - 1] + brackets
             ctx.compact_start = compact if compact in brackets else None
             ctx.narrow_start = narrow if narrow in brackets else None
-        starts = brackets + [p for p in starts if p not in brackets][:want - len(brackets)]
+        ctx.largest_start = largest if largest in brackets else None  # rungs.py promotes it: likeliest to reach the floor
+        starts = brackets + [p for p in starts if p not in brackets and p != dropped][:want - len(brackets)]
     return starts
 
 

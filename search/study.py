@@ -231,7 +231,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets at once
         (the ends of the admitted range: the compact and the narrow student; the largest admitted student where
         neither exists) and the rest one at a time when the queue is empty, so that a front student's cheap variants
-        run before the rest of the start-up (the largest student too: its compact form is as capable)."""
+        run before the rest of the start-up."""
         while pending:
             params, attrs = pending[0]
             bracket = is_end(attrs) or (attrs["largest_admitted"] and not ends)
@@ -367,9 +367,11 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         if not earns:
             return
         student = exploit.student_params(trial.params)
-        siblings = sum(exploit.student_params(_params_of(t)) == student and "variant_of" in t.user_attrs
-                       for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL)  # withdrawn: none
-        n = min(space.exploit.variants, exploit.MAX_PER_STUDENT - siblings)
+        alive = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL]  # withdrawn: none
+        same = [t for t in alive if exploit.student_params(_params_of(t)) == student]
+        siblings = sum("variant_of" in t.user_attrs for t in same)
+        cap = exploit.MAX_PER_BRACKET if any(_bracket(t.user_attrs) for t in same) else exploit.MAX_PER_STUDENT
+        n = min(space.exploit.variants, cap - siblings)
         if n <= 0:
             return
         picks = pipe.variants(ctx, dict(trial.params), _recipes_taken(study, pipe, ctx, space), n,
