@@ -161,9 +161,9 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     two brackets of the admitted students' memory range, each compressed the least the budget admits (`gentlest`)
     so that their cheap variants walk its compression down: that student's compact form (`compact_form`: a task
     vocabulary; as capable, far less memory: the largest student itself is then left out), and the compact form at
-    the space's least width (`narrowest_form`; the other knobs kept): the front's low-memory end. A screened-out start-up trial teaches the
-    sampler little, and each one would cost an ask; without a budget that rejects anything these are exactly the
-    recipes TPE's own start-up would have drawn."""
+    the space's least width (`narrowest_form`; the other knobs kept): the front's low-memory end. A screened-out
+    start-up trial teaches the sampler little, and each one would cost an ask; without a budget that rejects
+    anything these are exactly the recipes TPE's own start-up would have drawn."""
     from .study import STARTUP_TRIALS
 
     if ctx.space is None:
@@ -183,7 +183,7 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
             largest, largest_size = params, size
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
-        # to reach the floor: rungs.py gives it the longer training), then the random ones
+        # to reach the floor: rungs.py gives it the longer training) or the brackets, then the random ones
         brackets, dropped = [largest], None
         if ctx.space.exploit.on:  # the two ends instead (each None where the screen admits no recipe of it)
             form = compact_form(ctx.space, largest)
@@ -191,13 +191,15 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
             compact = None if compact == largest else compact
             narrow = None if narrow in (compact, largest) else narrow
             ends = [p for p in (compact, narrow) if p is not None]
-            if compact is not None:  # the largest student itself not at all: its compact form is as capable, for
-                brackets, dropped = ends[:want], largest  # less memory (on the default task never on the front)
+            if compact is not None:
+                # not the largest student itself: its compact form has its FLOPs for less memory (on the default
+                # task the full-vocabulary student never joined the front)
+                brackets, dropped = ends[:want], largest
             else:
                 brackets = ends[:want - 1] + brackets
             ctx.compact_start = compact if compact in brackets else None
             ctx.narrow_start = narrow if narrow in brackets else None
-        ctx.largest_start = largest if largest in brackets else None  # rungs.py promotes it: likeliest to reach the floor
+        ctx.largest_start = largest if largest in brackets else None  # rungs.py promotes it
         starts = brackets + [p for p in starts if p not in brackets and p != dropped][:want - len(brackets)]
     return starts
 
