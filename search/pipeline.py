@@ -184,7 +184,7 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
         # to reach the floor: rungs.py gives it the longer training) or the brackets, then the random ones
-        brackets, dropped = [largest], None
+        brackets = [largest]
         if ctx.space.exploit.on:  # the two ends instead (each None where the screen admits no recipe of it)
             form = compact_form(ctx.space, largest)
             compact, narrow = gentlest(ctx, form), gentlest(ctx, narrowest_form(ctx.space, form))
@@ -194,13 +194,13 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
             if compact is not None:
                 # not the largest student itself: its compact form has its FLOPs for less memory (on the default
                 # task the full-vocabulary student never joined the front)
-                brackets, dropped = ends[:want], largest
+                brackets = ends[:want]
             else:
                 brackets = ends[:want - 1] + brackets
             ctx.compact_start = compact if compact in brackets else None
             ctx.narrow_start = narrow if narrow in brackets else None
         ctx.largest_start = largest if largest in brackets else None  # rungs.py promotes it
-        starts = brackets + [p for p in starts if p not in brackets and p != dropped][:want - len(brackets)]
+        starts = brackets + [p for p in starts if p not in brackets and p != largest][:want - len(brackets)]
     return starts
 
 
