@@ -163,6 +163,7 @@ budget: {memory_mb: 4000, tpot_p99_ms: 1000, kld_ceiling: 5.0}
 """
 
 
+@pytest.mark.slow  # a whole search in llama.cpp (~95 s): .ci/run runs it with the slow checks, keeping make test < 10 min
 def test_an_lm_task_file_runs_the_whole_search_and_exports_a_gguf(tmp_path, template):  # noqa: F811
     """A tiny llama teacher given as a GGUF in a task file, through `run` (cut, recover, solver, quantize,
     measure in llama.cpp), `select` and `export`: the path a user's own model takes."""
