@@ -158,13 +158,13 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
     all STARTUP_DRAWS draws comes first (in place of the last random one) or, with exploitation on (exploit.py),
-    two brackets of the admitted students' memory range, each distilled for the space's most epochs (`longest_form`)
-    and compressed the least the budget admits (`gentlest`) so that their cheap variants walk its compression down:
-    that student's compact form (`compact_form`: a task vocabulary; as capable, far less memory: the largest student
-    itself is then left out), and the compact form at the space's least width (`narrowest_form`; the other knobs
-    kept): the front's low-memory end. A screened-out start-up trial teaches the sampler little, and each one would
-    cost an ask; without a budget that rejects anything these are exactly the recipes TPE's own start-up would have
-    drawn."""
+    two brackets of the admitted students' memory range, each compressed the least the budget admits (`gentlest`)
+    so that their cheap variants walk its compression down: that student's compact form (`compact_form`: a task
+    vocabulary; as capable, far less memory: the largest student itself is then left out), and the compact form at
+    the space's least width (`narrowest_form`; the other knobs kept) distilled for the space's most epochs
+    (`longest_form`): the front's low-memory end. A screened-out start-up trial teaches the sampler little, and each
+    one would cost an ask; without a budget that rejects anything these are exactly the recipes TPE's own start-up
+    would have drawn."""
     from .study import STARTUP_TRIALS
 
     if ctx.space is None:
@@ -187,14 +187,15 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         # to reach the floor: rungs.py gives it the longer training) or the brackets, then the random ones
         brackets = [largest]
         if ctx.space.exploit.on:  # the two ends instead (each None where the screen admits no recipe of it)
-            form = longest_form(ctx.space, compact_form(ctx.space, largest))
-            compact, narrow = gentlest(ctx, form), gentlest(ctx, narrowest_form(ctx.space, form))
+            form = compact_form(ctx.space, largest)
+            narrow_form = longest_form(ctx.space, narrowest_form(ctx.space, form))
+            compact, narrow = gentlest(ctx, form), gentlest(ctx, narrow_form)
             compact = None if compact == largest else compact
             narrow = None if narrow in (compact, largest) else narrow
             ends = [p for p in (compact, narrow) if p is not None]
             if compact is not None:
-                # not the largest student itself: its compact form has its FLOPs for less memory and the longer
-                # distillation (on the default task the full-vocabulary student never joined the front)
+                # not the largest student itself: its compact form has its FLOPs for less memory (on the default
+                # task the full-vocabulary student never joined the front)
                 brackets = ends[:want]
             else:
                 brackets = ends[:want - 1] + brackets
@@ -214,9 +215,11 @@ def compact_form(space: Space, params: dict) -> dict:
 
 
 def longest_form(space: Space, params: dict) -> dict:
-    """`params` distilled for the space's most epochs: a bracket's student is trained once and its variants all
-    reuse it (exploit.py), so its epochs are paid once for many trials (on the default task 2 epochs against 1 gave
-    the narrow student 1-3 more validation examples after its second rung in 4 of 4 seeds x settings)."""
+    """`params` distilled for the space's most epochs: the narrow bracket's student is trained once and its
+    variants all reuse it (exploit.py), and where its accuracy is a few examples above the floor each counts (on the
+    default task 2 epochs against 1 gave it 1-3 more validation examples after its second rung in 4 of 4 seeds x
+    settings). Not the compact bracket: it is there to reach the floor soon (rungs.py promotes it where it misses),
+    and on Rotten Tomatoes at one thread its second epoch alone took 390 s of a 15-minute run."""
     if "distill.epochs" in params and "distill.epochs" in space.knobs:
         return {**params, "distill.epochs": max(values(space.knobs["distill.epochs"]))}
     return dict(params)
