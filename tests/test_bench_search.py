@@ -52,6 +52,33 @@ def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
     assert refs["tight"] < refs["loose"] and len(bench.verdict(per_run, minutes=2)) == 2
 
 
+def test_the_timeline_stops_at_the_runs_minutes():
+    """`run --timeout-min` stops starting trials; the one in flight finishes and must not count."""
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    t0 = datetime(2026, 12, 2, 12, 0, 0)
+    metrics = {"accuracy": 0.95, "p99_latency_ms": 0.5, "memory_mb": 5}
+
+    def trial(number, start_s, end_s, state=TrialState.COMPLETE):
+        return FrozenTrial(number=number, state=state, value=None, values=[0.95, 0.5, 5] if end_s else None,
+                           datetime_start=None if start_s is None else t0 + timedelta(seconds=start_s),
+                           datetime_complete=None if end_s is None else t0 + timedelta(seconds=end_s),
+                           params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+                           user_attrs=metrics, system_attrs={}, intermediate_values={}, trial_id=number)
+
+    trials = [trial(0, 0, 30), trial(1, 31, 50, TrialState.PRUNED), trial(2, 51, 70), trial(3, 71, 130),
+              trial(4, 131, 140), trial(5, None, None, TrialState.WAITING)]
+    rows, asks = bench._within(trials, BUDGET, budget_s=100)
+    # trial 3 started in time but finished after 100 s; trial 4 was asked for after the budget
+    assert [r["trial"] for r in rows] == [0, 2] and [r["t_s"] for r in rows] == [30, 70] and asks == 4
+    rows, asks = bench._within(trials, BUDGET, budget_s=None)  # no budget: everything that happened
+    assert [r["trial"] for r in rows] == [0, 2, 3, 4] and asks == 5
+    assert rows[0]["metrics"] == metrics
+
+
 @pytest.mark.slow  # three real tiny runs (~50 s): .ci/run runs it with the slow checks, keeping make test < 10 min
 def test_bench_search_runs_each_strategy_in_its_own_folder(tmp_path):
     task = write_tiny_task(tmp_path / "task")

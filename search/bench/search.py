@@ -84,20 +84,38 @@ def _run_one(task: str | None, target: str, space: str | None, strategy: str, se
     return run
 
 
-def timeline(run: Path) -> tuple[list[dict], dict, int]:
+def timeline(run: Path, budget_s: float | None = None) -> tuple[list[dict], dict, int]:
     """(completed trials in completion order with their seconds since the first trial started, metrics and the
-    model they built, the run's resolved budget, asks: every trial the sampler proposed or the queue gave)."""
-    from ..outputs import load_study, metric_columns
+    model they built, the run's resolved budget, asks: every trial the sampler proposed or the queue gave). With
+    budget_s (the run's minutes): only what happened within it (below)."""
+    from ..outputs import load_study
 
     study = load_study(run)
     budget = json.loads((run / "budget.json").read_text())["budget"]
-    trials = study.get_trials(deepcopy=False)
-    t0 = min(t.datetime_start for t in trials if t.datetime_start)
-    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
-    rows = [{"trial": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "model": _model(t.user_attrs),
+    rows, asks = _within(study.get_trials(deepcopy=False), budget, budget_s)
+    return rows, budget, asks
+
+
+def _within(trials, budget: dict, budget_s: float | None) -> tuple[list[dict], int]:
+    """(completed rows, asks) of a run's trials, cut at budget_s seconds after the first trial's start. `run
+    --timeout-min` stops *starting* trials: the one in flight at the end runs to completion (a Rotten Tomatoes
+    student finished at 1671 s of a 900-s run), so without the cut a strategy whose trials are long would be
+    credited with time the others did not get. A trial completed after the cut does not count; a trial started
+    after it was not asked for within the budget."""
+    from ..outputs import metric_columns
+
+    started = [t for t in trials if t.datetime_start]
+    if not started:
+        return [], 0
+    t0 = min(t.datetime_start for t in started)
+    since = lambda when: (when - t0).total_seconds()  # noqa: E731
+    inside = lambda when: budget_s is None or since(when) <= budget_s  # noqa: E731
+    done = sorted((t for t in trials if t.state.name == "COMPLETE" and inside(t.datetime_complete)),
+                  key=lambda t: t.datetime_complete)
+    rows = [{"trial": t.number, "t_s": since(t.datetime_complete), "model": _model(t.user_attrs),
              "metrics": {k: t.user_attrs[k] for k in metric_columns(budget) if k in t.user_attrs}} for t in done]
     # a recipe still queued when the run ended (a variant, exploit.py) was never asked for
-    return rows, budget, sum(t.state.name != "WAITING" for t in trials)
+    return rows, sum(t.datetime_start is not None and inside(t.datetime_start) for t in trials)
 
 
 def _model(attrs: dict) -> str | None:
@@ -179,7 +197,7 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
             for seed in seeds:
                 folder = config / f"{_slug(task)}-{strategy}-s{seed}"
                 path = _run_one(task, target, space, strategy, seed, minutes, threads, folder, teacher_cache, log)
-                rows, budget, asks = timeline(path)
+                rows, budget, asks = timeline(path, minutes * 60)
                 runs.append({"task": _slug(task), "target": Path(target).stem, "strategy": strategy, "seed": seed,
                              "rows": rows, "budget": budget, "asks": asks})
     per_trial, per_run = summarize(runs, minutes)
