@@ -52,6 +52,18 @@ def test_reference_front_is_the_union_and_times_are_read_off_the_timeline():
     assert refs["tight"] < refs["loose"] and len(bench.verdict(per_run, minutes=2)) == 2
 
 
+def test_resolution_says_what_one_validation_example_weighs_against_the_reference():
+    rows = [{**_row(0, 10, 0.95, 0.5, 5), "eval_examples": 100}]  # 0.05 over the floor; one example is 0.01
+    runs = [{"task": "t", "target": "x", "strategy": "search", "seed": 0, "rows": rows, "budget": BUDGET, "asks": 1}]
+    (line,) = bench.resolution(runs)
+    assert "0.0100 of accuracy (100 examples)" in line and line.endswith("is 0.800 of it")  # 0.04 / 0.05
+    big = [{**rows[0], "eval_examples": 100_000}]
+    assert bench.resolution([{**runs[0], "rows": big}])[0].endswith("is 1.000 of it")
+    lm = {**BUDGET, "quality": "top1_agreement", "top1_agreement_floor": 0.9}  # not a count of examples: no line
+    lm_rows = [{**rows[0], "metrics": {**rows[0]["metrics"], "top1_agreement": 0.95}}]
+    assert bench.resolution([{**runs[0], "rows": lm_rows, "budget": lm}]) == []
+
+
 def test_the_timeline_stops_at_the_runs_minutes():
     """`run --timeout-min` stops starting trials; the one in flight finishes and must not count."""
     from datetime import datetime, timedelta
