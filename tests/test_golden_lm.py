@@ -1,0 +1,105 @@
+"""The one-engine refactor (issue 30) must not change what a language-model run measures: a fixed-seed tiny run
+(a tiny llama teacher given as a GGUF; a spec-only llama.cpp device, so speed and memory are estimated and
+deterministic; KLD measured by llama.cpp at one thread) is compared with tests/golden/tiny_lm_run.json, written
+once by the code before the refactor with this same module (`python tests/test_golden_lm.py`)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+GOLDEN = Path(__file__).with_name("golden") / "tiny_lm_run.json"
+SPACE = """
+cut: {drop_layers: {low: 0, high: 1}, ffn: {low: 64, high: 128, step: 64}, kv_groups: 2}
+recovery: {steps: {low: 0, high: 2, step: 2}}
+gguf: {bits_per_weight: {low: 4.5, high: 8.5, step: 4.0}}
+"""
+TARGET = """
+name: tiny_llm_estimated
+device:
+  latency: estimated
+  runtime: llama.cpp
+  memory_mb: 8192
+  memory_bandwidth_gbps: 17
+  peak_tops: {fp32: 0.154, fp16: 0.307, int8: 0.614}
+workload: {prompt_tokens: 16, gen_tokens: 32, context_tokens: 128}
+budget: {memory_mb: 4000, tpot_p99_ms: 1000, kld_ceiling: 5.0}
+"""
+EXACT = ("trial", "state", "label", "types", "types_written", "layers", "parameters")
+CLOSE = ("memory_mb", "weight_mb", "kv_cache_mb", "file_mb", "bits_per_weight", "ttft_ms", "tpot_p50_ms",
+         "tpot_p99_ms", "predicted_memory_mb", "predicted_tpot_p99_ms")
+# llama.cpp's KLD at one thread over the same windows; the tolerance only absorbs another CPU's float kernels
+# (recovery training is seeded and single-threaded)
+QUALITY = ("kld_mean", "top1_agreement", "perplexity_ratio")
+QUALITY_TOLERANCE = 0.02
+
+
+def tiny_lm_run(root: Path) -> dict:
+    from conftest import run_search
+    from search.backends.llama_cpp import gguf_file
+    from search.tasks import lm
+    from test_llama_cpp import tiny_llama
+
+    words = "the quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun".split()
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("calib.txt", 3000), ("heldout.txt", 1500)):
+        (root / name).write_text(" ".join(rng.choice(words, n)))
+    gguf_file.write_f32(tiny_llama(), root / "teacher.gguf", lm.default_lm_task().teacher_gguf)
+    (root / "task.yaml").write_text(
+        "task_type: causal_lm\nteacher: teacher.gguf\n"
+        "data: {calibration: calib.txt, evaluation: heldout.txt, window_tokens: 64, eval_windows: 2, "
+        "calibration_tokens: 1024}\n")
+    (root / "space.yaml").write_text(SPACE)
+    (root / "target.yaml").write_text(TARGET)
+    results = root / "results"
+    proc = run_search(results, "run", "--target", str(root / "target.yaml"), "--task", str(root / "task.yaml"),
+                      "--space", str(root / "space.yaml"), "--trials", "3", "--threads", "1", "--device", "cpu",
+                      "--run-id", "golden")
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = results / "golden"
+    frame = pd.read_csv(run / "trials.csv")
+    keep = [c for c in frame.columns if c in EXACT + CLOSE + QUALITY or c.startswith("params_")]
+    rows = json.loads(frame[keep].to_json(orient="records"))
+    teacher = json.loads((run / "teacher.json").read_text())
+    selected = json.loads((run / "selected.json").read_text())
+    return {"teacher": {k: teacher[k] for k in ("kld_mean", "weight_mb", "tpot_p99_ms", "memory_mb")},
+            "selected": selected["trial"], "trials": rows}
+
+
+@pytest.mark.slow  # ~1 min of llama.cpp and recovery; .ci/run runs it with the slow checks
+def test_tiny_lm_run_measures_what_the_code_before_the_one_engine_refactor_measured(tmp_path):
+    got = tiny_lm_run(tmp_path)
+    want = json.loads(GOLDEN.read_text())
+    for key in ("weight_mb", "tpot_p99_ms", "memory_mb"):
+        assert got["teacher"][key] == pytest.approx(want["teacher"][key], rel=1e-6), key
+    assert got["teacher"]["kld_mean"] == pytest.approx(want["teacher"]["kld_mean"], abs=QUALITY_TOLERANCE)
+    assert got["selected"] == want["selected"]
+    assert len(got["trials"]) == len(want["trials"])
+    for g, w in zip(got["trials"], want["trials"]):
+        assert {k: g.get(k) for k in w if k.startswith("params_")} == \
+            {k: v for k, v in w.items() if k.startswith("params_")}, w["trial"]
+        for key in EXACT:
+            assert g.get(key) == w.get(key), (w["trial"], key)
+        for key in CLOSE:
+            if w.get(key) is None:
+                assert g.get(key) is None, (w["trial"], key)
+            else:
+                assert g[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (w["trial"], key)
+        for key in QUALITY:
+            if w.get(key) is not None:
+                assert g[key] == pytest.approx(w[key], abs=QUALITY_TOLERANCE), (w["trial"], key)
+
+
+if __name__ == "__main__":  # written once by the code before the refactor: python tests/test_golden_lm.py
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = tiny_lm_run(Path(tmp))
+    GOLDEN.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
