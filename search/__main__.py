@@ -36,7 +36,7 @@ def _cmd_run(args) -> int:
 
     from .errors import ConfigError
     from .space import load_space
-    from .space_lm import load_lm_space
+    from .flows.causal_lm.space import load_lm_space
     from .target import LM_RUNTIMES, load_target
     from .tasks import load_task
     from .tasks.lm import BUILTIN_LM_TASKS, is_lm_task_file, load_lm_task
@@ -80,7 +80,7 @@ def _cmd_run(args) -> int:
     if lm:
         args.task = args.task or next(iter(BUILTIN_LM_TASKS))
         task = BUILTIN_LM_TASKS[args.task]() if args.task in BUILTIN_LM_TASKS else load_lm_task(args.task)
-        from .space_lm import check_cuts
+        from .flows.causal_lm.space import check_cuts
         from .tasks.lm import teacher_sizes
 
         check_cuts(space, *teacher_sizes(task))
@@ -141,7 +141,10 @@ def _cmd_run(args) -> int:
     if join:
         print(f"worker {worker_id} joins run {run_dir.name} ({storages.study_name(RunDir(run_dir), args.storage)} "
               f"in {(args.storage or 'the run folder').split('@')[-1]})", flush=True)
-    selected = run(target, space, prepared, run_dir, settings, resume=args.resume is not None,
+    from . import flows
+
+    flow = flows.get(("causal_lm" if lm else "classification"))  # the task's kind (chosen from the task file next)
+    selected = run(flow, target, space, prepared, run_dir, settings, resume=args.resume is not None,
                    log=lambda s: print(s, flush=True))
     return 0 if selected["meets_budget"] else 3
 
@@ -272,7 +275,7 @@ def _cmd_bench(args) -> int:
         run(target, args.candidates, out, seed=args.seed, log=lambda s: print(s, flush=True), refit=args.refit)
     elif args.what == "techniques":
         from .bench import techniques
-        from .pipeline import make_context
+        from .flows.text_classification.pipeline import make_context
         from .tasks import load_task
         from .tasks.teacher import prepare
 

@@ -50,7 +50,7 @@ def trial_shape(attrs: dict, teacher_shape: ModelShape) -> ModelShape:
     prices (the weight bytes are measured), so the teacher's stands in there."""
     if "shape" in attrs:
         return _as_shape(attrs["shape"])
-    from .pipeline import planned_shape
+    from .flows.text_classification.pipeline import planned_shape
 
     shape = planned_shape(teacher_shape, candidate(attrs))
     return replace(shape, heads=tuple(attrs["heads_per_layer"]), ffn=tuple(attrs["ffn_per_layer"]))

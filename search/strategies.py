@@ -6,3 +6,4 @@
   every recipe asked for is trained and measured."""
 STRATEGIES = ("search", "random", "nsga2")
 OURS = STRATEGIES[0]
+STARTUP_TRIALS = 8  # TPE's random start-up (a flow's warm start may fill it with screened recipes)

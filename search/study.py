@@ -1,4 +1,5 @@
-"""The Optuna study: ask a recipe per trial, screen it, build and measure it, record everything.
+"""The run engine: ask a recipe per trial, screen it, build and measure it, record everything, for any kind of task
+(a flow, flows/base.py: the engine never asks which).
 
 The only module besides space.py that talks to Optuna. Every trial's outcome is in study.db the
 moment it ends; trials.csv and pareto.csv are rewritten after each trial, so a crash loses nothing.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
@@ -18,18 +19,16 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from . import accel, exploit, outputs, pareto, rungs
-from .candidate import DistillParams, PruneParams, QuantParams
 from .errors import CandidateError, RunStopped
 from .objectives import for_budget
 from . import storage as storages
+from .flows.base import Flow, Start
 from .locks import file_lock
+from .screening import predicted_violations
 from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, link_copy
 from .space import Space
-from .strategies import OURS
+from .strategies import OURS, STARTUP_TRIALS
 from .target import Target
-
-
-STARTUP_TRIALS = 8  # TPE's random start-up (a pipeline's warm start may fill it with screened recipes)
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,10 @@ def _withdrawn(study, parent: int, budget: dict) -> str | None:
 BRACKETS = {"largest_admitted": "the largest student the budget admits",  # a warm-start trial's attr -> what it is
             "compact_admitted": "the compact form of the largest student the budget admits",
             "narrow_admitted": "that compact form at the space's least width (the narrow end)"}
+
+
+def _is_end(attrs: dict) -> bool:
+    return "compact_admitted" in attrs or "narrow_admitted" in attrs
 
 
 def _bracket(attrs: dict) -> str | None:
@@ -90,28 +93,17 @@ def _sampler(settings: RunSettings, seed: int, trials: int):
                                       n_startup_trials=min(STARTUP_TRIALS, trials), constant_liar=True)
 
 
-def _as_built(recipe: dict | None) -> dict | None:
-    """A stored recipe in today's terms: knobs added since it was stored take their defaults ("off"), so a run
-    resumed after an upgrade still recognises its own trials' recipes."""
-    if recipe is None or set(recipe) != {"distill", "prune", "quant"}:  # an LM recipe (candidate_lm) is flat
-        return recipe
-    kinds = {"distill": DistillParams, "prune": PruneParams, "quant": QuantParams}
-    defaults = {section: {f.name: f.default for f in fields(kind) if f.default is not MISSING}
-                for section, kind in kinds.items()}
-    return {section: {**defaults.get(section, {}), **values} for section, values in recipe.items()}
-
-
-def _completed_with_recipe(study, recipe: dict, number: int):
+def _completed_with_recipe(study, recipe: dict, number: int, flow: Flow):
     """An earlier trial with this recipe, once it has finished (a running one, another worker's, is waited for:
     two workers never build the same student at the same time). A per-layer precision solved for another target
     or budget (a trial a replan carried over) is not the model this recipe builds here: the solver would allocate
     again, so it is not reused."""
-    recipe = _as_built(recipe)
-    solver = isinstance(recipe.get("quant"), dict) and recipe["quant"].get("precision") == "solver"  # LM: flat
+    recipe = flow.as_built(recipe)
+    solver = flow.solved_for_target(recipe)
     solved_here = lambda t: not (solver and "replan_of_trial" in t.user_attrs)  # noqa: E731
     while True:
         same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                if t.number < number and _as_built(t.user_attrs.get("recipe")) == recipe and solved_here(t)]
+                if t.number < number and flow.as_built(t.user_attrs.get("recipe")) == recipe and solved_here(t)]
         done = [t for t in same if t.state == TrialState.COMPLETE]
         if done or not same:
             return done[0] if done else None
@@ -152,7 +144,7 @@ def _params_of(trial) -> dict:
     return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
 
 
-def _recipes_taken(study, pipe, ctx, space) -> set:
+def _recipes_taken(study, flow: Flow, ctx, space) -> set:
     """The resolved recipes of every trial the run has, in any state (queued ones too), so that variants repeat
     none of them. A trial whose parameters the space no longer resolves (another space, a trial cut short while
     sampling) is left out: at worst a variant repeats it and is reused, not trained again."""
@@ -162,132 +154,127 @@ def _recipes_taken(study, pipe, ctx, space) -> set:
         if not params:
             continue
         try:
-            taken.add(pipe.resolve(ctx, space.suggest(optuna.trial.FixedTrial(params), ctx.limits)))
+            taken.add(flow.resolve(ctx, space.suggest(optuna.trial.FixedTrial(params), ctx.limits)))
         except (ValueError, KeyError):
             continue
     return taken
 
 
-def pipeline_for(prepared):
-    """The pipeline of the task's type: classification (pipeline.py) or language models (pipeline_lm.py). Both
-    offer prepare_run, warm_start, resolve, screen, predicted_violations, run_candidate and measure_teacher."""
-    from . import pipeline, pipeline_lm
-    from .tasks.lm import PreparedLM
+class Engine:
+    """One process's share of a run: the study, the flow's context and the budget, and the steps of a trial.
+    `run` below makes one and drives it; each method is one step (ask -> reuse or screen -> build -> rung ->
+    variants), so no step reaches into another's locals."""
 
-    return pipeline_lm if isinstance(prepared, PreparedLM) else pipeline
+    def __init__(self, flow: Flow, target: Target, space: Space, prepared, run_dir: Path, settings: RunSettings,
+                 resume: bool, log=print):
+        self.flow, self.target, self.settings, self.resume, self.log = flow, target, settings, resume, log
+        self.rd = RunDir(run_dir)
+        self.cache_dir = run_dir.parent / "cache"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.ours = settings.strategy == OURS
+        if not self.ours and getattr(space, "promote", None) is not None:  # a baseline: one rung, no rows held out
+            space = dataclass_replace(space, promote=rungs.Promotion())
+        self.space = space
+        self.ctx = flow.prepare_run(prepared, target, space, self.cache_dir, settings.threads, settings.seed, log=log)
+        log(f"model family {prepared.family.name}, task type {self.ctx.task_type.NAME}, runtime "
+            f"{self.ctx.backend.name}; training on {accel.describe()}")
+        self.teacher = self._teacher()
+        self.budget = outputs.resolved_budget(target, self.teacher, self.ctx.task_type.OBJECTIVE)
+        outputs.save_run_inputs(self.rd, prepared, self.budget, target, self.ctx.backend)
+        log(outputs.metrics_line("teacher", self.teacher, self.budget) + f"  | budget: {outputs.budget_line(self.budget)}")
+        self.objectives = for_budget(self.budget)
+        self.quality = self.objectives[0]
+        self.more = flow.more_training(self.ctx)
+        self.exploiting = self.ours and space.exploit.on
+        self.pending: list[Start] = []  # warm-start recipes not yet queued (only while variants may be queued)
+        self.ends = False  # whether the warm start has brackets (ends of the admitted range)
+        self.os_failures: list[str] = []  # the last trial's write failure, if it had one
+        self.start = time.perf_counter()
+        self.study = self._study()
 
+    def _teacher(self) -> dict:
+        with file_lock(self.rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
+            if self.rd.teacher_json.is_file():  # a new run folder has none: a resumed or joined run has
+                return json.loads(self.rd.teacher_json.read_text())
+            self.log("measuring the fp32 teacher artifact ...")
+            teacher = self.flow.measure_teacher(self.ctx, self.rd.teacher_dir)
+            atomic_write_json(self.rd.teacher_json, teacher)
+            return teacher
 
-def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSettings, resume: bool,
-        log=print) -> dict:
-    rd = RunDir(run_dir)
-    cache_dir = run_dir.parent / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    family = prepared.family
-    pipe = pipeline_for(prepared)
-    ours = settings.strategy == OURS
-    if not ours and getattr(space, "promote", None) is not None:  # a baseline: one rung, no rows held out for it
-        space = dataclass_replace(space, promote=rungs.Promotion())
-    ctx = pipe.prepare_run(prepared, target, space, cache_dir, settings.threads, settings.seed, log=log)
-    limits = ctx.limits
-    log(f"model family {family.name}, task type {ctx.task_type.NAME}, runtime {ctx.backend.name}; "
-        f"training on {accel.describe()}")
+    def _study(self):
+        s, rd = self.settings, self.rd
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("optuna.study._optimize").addFilter(_QUIET)  # where Optuna logs failed trials; once
+        study = optuna.create_study(
+            storage=storages.make(s.storage, rd), study_name=storages.study_name(rd, s.storage),
+            directions=[o.direction for o in self.objectives],
+            # a shared storage: the first of the run's processes to get here creates the study, the others load it
+            load_if_exists=self.resume or s.join or s.storage is not None)
+        study.set_metric_names([o.name for o in self.objectives])
+        if self.resume and s.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
+            _fail_dead_trials(study, self.log)
+        if self.ours and not study.trials and not (self.resume or s.join):  # a new study: the flow's first recipes
+            self.pending = list(self.flow.warm_start(self.ctx, s.trials))
+            self.ends = any(_is_end(p.attrs) for p in self.pending)
+            if self.pending:
+                self.log(f"warm start: {len(self.pending)} recipe(s) first, each screened within the budget")
+        self.study = study
+        self.top_up()
+        # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
+        # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
+        # worker id); constant liar: running trials count as bad, so concurrent workers spread out
+        study.sampler = _sampler(s, s.seed + s.worker_id + (len(study.trials) if self.resume else 0), s.trials)
+        return study
 
-    with file_lock(rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
-        if rd.teacher_json.is_file():  # a new run folder has none: a resumed or joined run has
-            teacher = json.loads(rd.teacher_json.read_text())
-        else:
-            log("measuring the fp32 teacher artifact ...")
-            teacher = pipe.measure_teacher(ctx, rd.teacher_dir)
-            atomic_write_json(rd.teacher_json, teacher)
-    budget = outputs.resolved_budget(target, teacher, ctx.task_type.OBJECTIVE)
-    outputs.save_run_inputs(rd, prepared, budget, target, ctx.backend)
-    log(outputs.metrics_line("teacher", teacher, budget) + f"  | budget: {outputs.budget_line(budget)}")
-
-    objectives = for_budget(budget)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna.study._optimize").addFilter(_QUIET)  # where Optuna logs failed trials; once
-    study = optuna.create_study(
-        storage=storages.make(settings.storage, rd), study_name=storages.study_name(rd, settings.storage),
-        directions=[o.direction for o in objectives],
-        # a shared storage: the first of the run's processes to get here creates the study, the others load it
-        load_if_exists=resume or settings.join or settings.storage is not None)
-    study.set_metric_names([o.name for o in objectives])
-    if resume and settings.storage is None:  # a shared storage's dead trials are the heartbeat's to fail
-        _fail_dead_trials(study, log)
-    pending = []  # warm-start recipes not yet queued (only while variants may be queued: see top_up)
-    if ours and not study.trials and not (resume or settings.join):  # a new study: the pipeline's first recipes
-        starts = pipe.warm_start(ctx, settings.trials)
-        largest, compact, narrow = (getattr(ctx, k, None) for k in ("largest_start", "compact_start", "narrow_start"))
-        pending = [(params, {"warm_start": True, "largest_admitted": params == largest,
-                             **({"compact_admitted": True} if params == compact else {}),
-                             **({"narrow_admitted": True} if params == narrow else {})}) for params in starts]
-        if starts:
-            log(f"warm start: {len(starts)} recipe(s) first, each screened within the budget")
-    exploiting = ours and space.exploit.on and hasattr(pipe, "variants")
-    is_end = lambda attrs: "compact_admitted" in attrs or "narrow_admitted" in attrs  # noqa: E731
-    ends = any(is_end(attrs) for _, attrs in pending)
-
-    def top_up() -> None:
+    def top_up(self) -> None:
         """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets at once
         (the ends of the admitted range: the compact and the narrow student; the largest admitted student where
         neither exists) and the rest one at a time when the queue is empty, so that a front student's cheap variants
         run before the rest of the start-up."""
-        while pending:
-            params, attrs = pending[0]
-            bracket = is_end(attrs) or (attrs["largest_admitted"] and not ends)
-            if exploiting and not bracket and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        while self.pending:
+            first = self.pending[0]
+            bracket = _is_end(first.attrs) or (first.attrs.get("largest_admitted") and not self.ends)
+            if self.exploiting and not bracket and \
+                    self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return
-            study.enqueue_trial(params, user_attrs=attrs)
-            pending.pop(0)
+            self.study.enqueue_trial(first.params, user_attrs=first.attrs)
+            self.pending.pop(0)
 
-    top_up()
-    # multivariate + group: the space is conditional (group size only for weight-only bits). A resumed
-    # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
-    # worker id); constant liar: running trials count as bad, so concurrent workers spread out
-    study.sampler = _sampler(settings, settings.seed + settings.worker_id + (len(study.trials) if resume else 0),
-                             settings.trials)
-    start = time.perf_counter()
-    os_failures: list[str] = []  # the last trial's write failure, if it had one
+    def complete(self) -> list:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
-    def objective(trial: optuna.Trial):
-        if not _claim(study, trial, settings.trials):
+    def objective(self, trial: optuna.Trial):
+        """One trial: its recipe reused, screened out, or built and measured (then maybe trained further, then its
+        student's variants queued)."""
+        study, rd, s, log = self.study, self.rd, self.settings, self.log
+        if not _claim(study, trial, s.trials):
             trial.set_user_attr("reason", "surplus: other workers completed the run's trials first")
             study.stop()
             raise optuna.TrialPruned("surplus")
-        trial.set_user_attr("worker", settings.worker_id)
-        cand = pipe.resolve(ctx, space.suggest(trial, limits))  # as built: two recipes that build alike are one
+        trial.set_user_attr("worker", s.worker_id)
+        cand = self.flow.resolve(self.ctx, self.space.suggest(trial, self.ctx.limits))  # as built: alike are one
         trial.set_user_attr("label", cand.label())
         recipe = json.loads(json.dumps(asdict(cand)))  # as the storage keeps it (tuples come back as lists)
         trial.set_user_attr("recipe", recipe)
-        earlier = _completed_with_recipe(study, recipe, trial.number) if ours else None
+        earlier = _completed_with_recipe(study, recipe, trial.number, self.flow) if self.ours else None
         if earlier is not None:  # the same recipe builds the same model: its measurements stand
-            for key, value in earlier.user_attrs.items():
-                if key not in ("label", "recipe", "worker", "artifact"):
-                    trial.set_user_attr(key, value)
-            trial.set_user_attr("same_recipe_as_trial", earlier.number)
-            link_copy(rd.trial_dir(earlier.number), rd.trial_dir(trial.number))  # select/export find its files
-            trial.set_user_attr("artifact", str(rd.artifact(trial.number)))
-            for key, value in pareto.shipping_violations(earlier.user_attrs, budget).items():
-                trial.set_constraint(key, float(value))
-            log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
-                "its measurements reused, nothing trained")
-            return tuple(earlier.values)
-        if exploiting and "variant_of" in trial.user_attrs:
-            withdrawn = _withdrawn(study, trial.user_attrs["variant_of"], budget)
+            return self.reuse(trial, cand, earlier)
+        if self.exploiting and "variant_of" in trial.user_attrs:
+            withdrawn = _withdrawn(study, trial.user_attrs["variant_of"], self.budget)
             if withdrawn:  # failed, not pruned: a sampler learns nothing from it (a pruned trial would rank well)
                 trial.set_user_attr("reason", withdrawn)
                 log(f"[trial {trial.number:3d}] {cand.label():34s} {withdrawn}: not built")
                 raise Withdrawn(withdrawn)
-        predicted, reasons = pipe.screen(ctx, cand)
+        predicted, reasons = self.flow.screen(self.ctx, cand)
         for key, value in predicted.items():
             trial.set_user_attr(key, value)
-        n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        head = f"[trial {trial.number:3d} | {n_done}/{settings.trials} done | {time.perf_counter() - start:5.0f} s]"
-        if reasons and ours:
+        n_done = len(self.complete())
+        head = f"[trial {trial.number:3d} | {n_done}/{s.trials} done | {time.perf_counter() - self.start:5.0f} s]"
+        if reasons and self.ours:
             # the predicted misses as the trial's constraints: Optuna's TPE ranks a pruned trial *without*
             # constraints among the good ones while few trials have completed, and one with violated
             # constraints last, nearer misses first; so the sampler learns the budget from what it screened out
-            for key, value in pipe.predicted_violations(ctx, predicted).items():
+            for key, value in predicted_violations(predicted, self.budget).items():
                 trial.set_constraint(key, float(value))
             trial.set_user_attr("reason", "rejected before training: " + "; ".join(reasons))
             log(f"{head} {cand.label():34s} rejected before training: {'; '.join(reasons)}")
@@ -295,75 +282,95 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         log(f"{head} {cand.label():34s} building ...")
         t0 = time.perf_counter()
         # a variant of a promoted trial (exploit.py) starts from that student after its second rung (cached)
-        inherited = more if trial.user_attrs.get("student_rung") == 1 else None
+        inherited = self.more if trial.user_attrs.get("student_rung") == 1 else None
+        metrics = self.build(trial, cand, head, inherited)
+        if inherited:
+            metrics = {**metrics, "rung": 1, "rung_reason": f"a variant of trial {trial.user_attrs['variant_of']}: "
+                                                            "its student after the second rung, trained no further"}
+        elif self.ours:
+            metrics = self.second_rung(trial, cand, metrics, head)
+        metrics["elapsed_s"] = time.perf_counter() - t0
+        metrics["train_device"] = accel.describe()
+        for key, value in metrics.items():
+            trial.set_user_attr(key, value)  # metrics as user attrs: optuna-dashboard shows them
+        for key, value in pareto.shipping_violations(metrics, self.budget).items():
+            trial.set_constraint(key, float(value))
+        ok = pareto.feasible(metrics, self.budget)
+        log(f"{head} {outputs.metrics_line('', metrics, self.budget)}  {'meets budget' if ok else 'over budget'} "
+            f"({metrics['elapsed_s']:.0f} s)")
+        if self.exploiting:
+            self.queue_variants(trial, metrics, head)
+        return tuple(metrics[o.name] for o in self.objectives)
+
+    def reuse(self, trial, cand, earlier) -> tuple:
+        """An earlier trial built this recipe: its measurements and files stand for this one."""
+        for key, value in earlier.user_attrs.items():
+            if key not in ("label", "recipe", "worker", "artifact"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("same_recipe_as_trial", earlier.number)
+        link_copy(self.rd.trial_dir(earlier.number), self.rd.trial_dir(trial.number))  # select/export find its files
+        trial.set_user_attr("artifact", str(self.rd.artifact(trial.number)))
+        for key, value in pareto.shipping_violations(earlier.user_attrs, self.budget).items():
+            trial.set_constraint(key, float(value))
+        self.log(f"[trial {trial.number:3d}] {cand.label():34s} already built as trial {earlier.number}: "
+                 "its measurements reused, nothing trained")
+        return tuple(earlier.values)
+
+    def build(self, trial, cand, head: str, more) -> dict:
+        """The flow builds and measures the candidate; a write failure fails the trial, two in a row stop the run."""
         try:
-            metrics = pipe.run_candidate(ctx, cand, rd.trial_dir(trial.number), log=log,
-                                         **({"more": inherited} if inherited else {}))
+            metrics = self.flow.run_candidate(self.ctx, cand, self.rd.trial_dir(trial.number), log=self.log,
+                                              more=more)
         except CandidateError as exc:
             trial.set_user_attr("reason", f"cannot build: {exc}")
-            log(f"{head} failed: {exc}")
+            self.log(f"{head} failed: {exc}")
             raise
         except (OSError, SafetensorError) as exc:  # disk full, permissions: the machine's, not the recipe's fault
             reason = (f"cannot write: {getattr(exc, 'strerror', None) or exc} "
                       f"({getattr(exc, 'filename', '') or 'no file'})")
             trial.set_user_attr("reason", reason)
-            log(f"{head} failed: {reason}")
-            if os_failures:
+            self.log(f"{head} failed: {reason}")
+            if self.os_failures:
                 raise RunStopped(f"two trials in a row could not write ({reason}); completed trials are in "
-                                 f"{rd.study_db}; free space or fix permissions, then --resume {rd.name}") from None
-            os_failures.append(reason)
+                                 f"{self.rd.study_db}; free space or fix permissions, then --resume {self.rd.name}") \
+                    from None
+            self.os_failures.append(reason)
             raise CandidateError(reason) from None
-        os_failures.clear()
-        if inherited:
-            metrics = {**metrics, "rung": 1, "rung_reason": f"a variant of trial {trial.user_attrs['variant_of']}: "
-                                                            "its student after the second rung, trained no further"}
-        elif ours:
-            metrics = second_rung(trial, cand, metrics, head)
-        metrics["elapsed_s"] = time.perf_counter() - t0
-        metrics["train_device"] = accel.describe()
-        for key, value in metrics.items():
-            trial.set_user_attr(key, value)  # metrics as user attrs: optuna-dashboard shows them
-        for key, value in pareto.shipping_violations(metrics, budget).items():
-            trial.set_constraint(key, float(value))
-        ok = pareto.feasible(metrics, budget)
-        log(f"{head} {outputs.metrics_line('', metrics, budget)}  {'meets budget' if ok else 'over budget'} "
-            f"({metrics['elapsed_s']:.0f} s)")
-        if exploiting:
-            queue_variants(trial, metrics, head)
-        return tuple(metrics[o.name] for o in objectives)
+        self.os_failures.clear()
+        return metrics
 
-    quality = for_budget(budget)[0]
-    more = pipe.more_training(ctx) if hasattr(pipe, "more_training") else None
-
-    def second_rung(trial, cand, metrics: dict, head: str) -> dict:
+    def second_rung(self, trial, cand, metrics: dict, head: str) -> dict:
         """rungs.py: train a promising first-rung trial further and measure it again; record the rung either way."""
-        if more is None:
+        if self.more is None:
             return {**metrics, "rung": 0, "rung_reason": "one rung: the run has no second rung"}
-        vouched = outputs.row_bounds(rd, {"metrics": metrics, "trial": trial.number}, budget,
-                                     teacher)[quality.name]["meets"]
-        earlier = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        up, why = rungs.promotion(metrics, vouched, budget, earlier, space.promote,
+        vouched = outputs.row_bounds(self.rd, {"metrics": metrics, "trial": trial.number}, self.budget,
+                                     self.teacher)[self.quality.name]["meets"]
+        earlier = [t.user_attrs for t in self.complete()]
+        up, why = rungs.promotion(metrics, vouched, self.budget, earlier, self.space.promote,
                                   bracket=_bracket(trial.user_attrs))
         if not up:
             return {**metrics, "rung": 0, "rung_reason": why}
-        head = head[:head.rindex("|")] + f"| {time.perf_counter() - start:5.0f} s]"  # its time now, not at its start
-        log(f"{head} rung 0: {outputs.metrics_line('', metrics, budget)}; {why}: {more.epochs:g} more epoch(s)")
-        first = {f"rung0_{k}": metrics[k] for k in (quality.name, "p99_latency_ms", "memory_mb", "distill_s")
+        head = head[:head.rindex("|")] + f"| {time.perf_counter() - self.start:5.0f} s]"  # its time now
+        self.log(f"{head} rung 0: {outputs.metrics_line('', metrics, self.budget)}; {why}: "
+                 f"{self.more.epochs:g} more epoch(s)")
+        first = {f"rung0_{k}": metrics[k] for k in (self.quality.name, "p99_latency_ms", "memory_mb", "distill_s")
                  if k in metrics}
         again = {}
         try:  # built beside the trial's folder and swapped in whole: a failure leaves the first rung's files
-            atomic_replace_dir(lambda tmp: again.update(pipe.run_candidate(ctx, cand, tmp, log=log, more=more)),
-                               rd.trial_dir(trial.number))
+            atomic_replace_dir(lambda tmp: again.update(self.flow.run_candidate(self.ctx, cand, tmp, log=self.log,
+                                                                                more=self.more)),
+                               self.rd.trial_dir(trial.number))
         except (CandidateError, OSError, SafetensorError) as exc:
-            log(f"{head} second rung failed ({exc}); the first rung's measurements stand")
+            self.log(f"{head} second rung failed ({exc}); the first rung's measurements stand")
             return {**metrics, "rung": 0, "rung_reason": f"{why}; but the second rung failed: {exc}"}
-        again["artifact"] = str(rd.artifact(trial.number))  # where the swap put it
+        again["artifact"] = str(self.rd.artifact(trial.number))  # where the swap put it
         return {**again, **first, "rung": 1, "rung_reason": why}
 
-    def queue_variants(trial, metrics: dict, head: str) -> None:
+    def queue_variants(self, trial, metrics: dict, head: str) -> None:
         """exploit.py: a trial on the run's front within every budget gets cheap variants of its student."""
-        earlier = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        earns, _ = exploit.earns_variants(metrics, budget, earlier)
+        study = self.study
+        earlier = {t.number: t.user_attrs for t in self.complete()}
+        earns, _ = exploit.earns_variants(metrics, self.budget, earlier)
         if not earns:
             return
         student = exploit.student_params(trial.params)
@@ -371,40 +378,54 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         same = [t for t in alive if exploit.student_params(_params_of(t)) == student]
         siblings = sum("variant_of" in t.user_attrs for t in same)
         cap = exploit.MAX_PER_BRACKET if any(_bracket(t.user_attrs) for t in same) else exploit.MAX_PER_STUDENT
-        n = min(space.exploit.variants, cap - siblings)
+        n = min(self.space.exploit.variants, cap - siblings)
         if n <= 0:
             return
-        picks = pipe.variants(ctx, dict(trial.params), _recipes_taken(study, pipe, ctx, space), n,
-                              seed=settings.seed * 10_000 + trial.number)
+        picks = self.flow.variants(self.ctx, dict(trial.params), _recipes_taken(study, self.flow, self.ctx, self.space),
+                                   n, seed=self.settings.seed * 10_000 + trial.number)
         rung = metrics.get("rung", 0)
         for params in picks:
             study.enqueue_trial(params, user_attrs={"variant_of": trial.number, "student_rung": rung})
         if picks:
-            log(f"{head} on the front within every budget: {len(picks)} variant(s) of its student queued "
-                "(other pruning/quantization, no distillation)")
+            self.log(f"{head} on the front within every budget: {len(picks)} variant(s) of its student queued "
+                     "(other pruning/quantization, no distillation)")
 
-    def write(study_, _trial):
-        outputs.write_tables(study_, rd, budget)
-        top_up()
+    def after_trial(self, study, _trial) -> None:
+        outputs.write_tables(study, self.rd, self.budget)
+        self.top_up()
 
-    outputs.write_tables(study, rd, budget)  # a resumed run's tables are rewritten from the storage first
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if done < settings.trials:
+    def optimize(self) -> None:
+        s = self.settings
+        outputs.write_tables(self.study, self.rd, self.budget)  # a resumed run's tables are rewritten first
+        if len(self.complete()) >= s.trials:
+            return
         try:
-            study.optimize(objective, n_trials=settings.trials * 6, timeout=settings.timeout_s,
-                           catch=(CandidateError, Withdrawn), gc_after_trial=True,
-                           callbacks=[MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,)), write])
+            self.study.optimize(self.objective, n_trials=s.trials * 6, timeout=s.timeout_s,
+                                catch=(CandidateError, Withdrawn), gc_after_trial=True,
+                                callbacks=[MaxTrialsCallback(s.trials, states=(TrialState.COMPLETE,)),
+                                           self.after_trial])
         finally:
-            outputs.write_tables(study, rd, budget)
-    # selection and export happen once, by the worker that sees the run complete with nothing running
-    with file_lock(rd.root / ".finish.lock"):  # blocking: whoever comes second re-checks after the first
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        complete = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        marker = rd.root / ".finished"
-        finished = marker.is_file() and json.loads(marker.read_text()) == complete
-        if running or (settings.storage is not None and finished):
-            log(f"worker {settings.worker_id} done; the worker that ends last selects and exports")
-            return {"meets_budget": True, "worker_only": True}
-        selected = outputs.finish(study, rd, log=log)
-        atomic_write_json(marker, complete)
-        return selected
+            outputs.write_tables(self.study, self.rd, self.budget)
+
+    def finish(self) -> dict:
+        """Selection and export happen once, by the worker that sees the run complete with nothing running."""
+        rd, study = self.rd, self.study
+        with file_lock(rd.root / ".finish.lock"):  # blocking: whoever comes second re-checks after the first
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            complete = sorted(t.number for t in self.complete())
+            marker = rd.root / ".finished"
+            finished = marker.is_file() and json.loads(marker.read_text()) == complete
+            if running or (self.settings.storage is not None and finished):
+                self.log(f"worker {self.settings.worker_id} done; the worker that ends last selects and exports")
+                return {"meets_budget": True, "worker_only": True}
+            selected = outputs.finish(study, rd, log=self.log)
+            atomic_write_json(marker, complete)
+            return selected
+
+
+def run(flow: Flow, target: Target, space: Space, prepared, run_dir: Path, settings: RunSettings, resume: bool,
+        log=print) -> dict:
+    """A run of `flow` (or one more worker on it): trials until `settings.trials` have completed, then selection."""
+    engine = Engine(flow, target, space, prepared, run_dir, settings, resume, log)
+    engine.optimize()
+    return engine.finish()

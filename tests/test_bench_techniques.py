@@ -23,7 +23,7 @@ REQUIRED = ["setting", "accuracy", "accuracy_delta", "artifact_mb", "compression
 
 
 def test_bench_rows_are_measured_artifacts_and_verdicts_follow_the_numbers(tmp_path):
-    from search.pipeline import make_context
+    from search.flows.text_classification.pipeline import make_context
     from search.target import load_target
     from search.tasks import load_task
     from search.tasks.teacher import prepare
@@ -132,7 +132,7 @@ def test_training_section_trains_one_student_equal_steps_on_each_text(tmp_path):
     """The training section on the tiny task with unlabelled text: each row distils the same student for the same
     steps on another text (the labelled rows, + unlabelled, + augmentation), the second rung at most as many;
     held-out rows never train; the size goal is not judged; the files are named by section and task."""
-    from search.pipeline import make_context
+    from search.flows.text_classification.pipeline import make_context
     from search.target import load_target
     from search.tasks import load_task
     from search.tasks.teacher import prepare

@@ -82,14 +82,14 @@ def test_disk_full_fails_the_trial_with_the_os_error_then_stops_the_run(tmp_path
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
 
-    from search import pipeline
+    from search import flows
 
-    monkeypatch.setattr(pipeline, "run_candidate", full)
+    monkeypatch.setattr(flows.get("classification"), "run_candidate", full)
     run = tmp_path / "results" / "full"
     run.mkdir(parents=True)
     settings = study_mod.RunSettings(trials=3, timeout_s=None, seed=0, threads=1)
     with pytest.raises(RunStopped, match="two trials in a row could not write"):
-        study_mod.run(load_target(str(tmp_path / "target.yaml")), load_space(str(ROOT / "tests" / "golden_space.yaml")),
+        study_mod.run(flows.get("classification"), load_target(str(tmp_path / "target.yaml")), load_space(str(ROOT / "tests" / "golden_space.yaml")),
                       prepared, run, settings, resume=False, log=lambda s: None)
     trials = optuna.load_study(study_name="search", storage=f"sqlite:///{run / 'study.db'}").trials
     failed = [t for t in trials if t.state == TrialState.FAIL]

@@ -132,7 +132,7 @@ def test_students_keep_whole_kv_groups():
 def test_the_planned_shape_is_the_built_one():
     from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
     from search.compress import distill
-    from search.pipeline import planned_shape
+    from search.flows.text_classification.pipeline import planned_shape
 
     teacher, f = tiny_llama(), batch()
     cand = Candidate(DistillParams(layers=2, hidden=48, heads=2, ffn=64), PruneParams(), QuantParams(32))

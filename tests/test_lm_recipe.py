@@ -13,10 +13,10 @@ import torch
 
 from search import families
 from search.backends.llama_cpp import mixes
-from search.candidate_lm import LMRecipe
-from search.compress import lm_student
+from search.flows.causal_lm.recipe import LMRecipe
+from search.flows.causal_lm import student as lm_student
 from search.errors import ConfigError
-from search.space_lm import check_against_teacher, load_lm_space
+from search.flows.causal_lm.space import check_against_teacher, load_lm_space
 from search.tasks import causal_lm
 from test_llama_family import tiny_llama
 

@@ -11,11 +11,11 @@ import pytest
 
 from search import families, pareto
 from search.backends.llama_cpp import gguf_file, mixes, quantize
-from search.candidate_lm import LMRecipe
+from search.flows.causal_lm.recipe import LMRecipe
 from search.errors import ConfigError
 from search.measure import decode
 from search.outputs import budget_line, resolved_budget, summary_table
-from search.pipeline_lm import planned_shape, resolve
+from search.flows.causal_lm.pipeline import planned_shape, resolve
 from search.target import load_target
 from test_llama_cpp import template, tiny_llama  # noqa: F401  (fixture)
 
@@ -210,7 +210,7 @@ def test_an_lm_task_file_runs_the_whole_search_and_exports_a_gguf(tmp_path, temp
 
 
 def test_ffn_cuts_must_be_whole_blocks(tmp_path):
-    from search.space_lm import check_against_teacher, load_lm_space
+    from search.flows.causal_lm.space import check_against_teacher, load_lm_space
 
     shape = FAM.shape_of(tiny_llama(hidden=256))
     space = load_lm_space(str(write(tmp_path, TINY_LM_SPACE.replace("ffn: {low: 64, high: 128, step: 64}",

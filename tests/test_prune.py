@@ -8,7 +8,7 @@ from conftest import calib
 from search import families
 from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
 from search.compress import prune
-from search.pipeline import planned_shape
+from search.flows.text_classification.pipeline import planned_shape
 from search.tasks import classification
 from search.train import KD, outputs_of
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import optuna
 
 from conftest import TINY_DISTILL, write_tiny_task
-from search import pipeline, pipeline_lm
+from search.flows.text_classification import pipeline
 from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,15 +56,20 @@ def test_recipes_that_build_the_same_model_resolve_to_one():
 
 
 def test_predicted_violations_name_the_budgets_a_screened_recipe_misses():
-    budget = SimpleNamespace(memory_mb=16, p99_latency_ms=1.0, tpot_p99_ms=50, ttft_ms=None)
-    ctx = SimpleNamespace(target=SimpleNamespace(budget=budget))
-    got = pipeline.predicted_violations(ctx, {"predicted_memory_mb": 18.1, "predicted_p99_latency_ms": 2.9,
-                                             "predicted_p99_latency_ms_upper": 4.35})
+    from search.screening import predicted_violations
+
+    budget = {"memory_mb": 16, "p99_latency_ms": 1.0, "quality": "accuracy", "accuracy_floor": 0.9}
+    got = predicted_violations({"predicted_memory_mb": 18.1, "predicted_p99_latency_ms": 2.9,
+                                "predicted_p99_latency_ms_upper": 4.35}, budget)
     assert got == {"memory_mb": 18.1 - 16, "p99_latency_ms": 4.35 - 1.0}  # at its bound: what shipping needs
-    assert pipeline.predicted_violations(ctx, {"predicted_memory_mb": 10}) == {"memory_mb": -6}  # measured latency
-    lm = pipeline_lm.predicted_violations(ctx, {"predicted_memory_mb": 20, "predicted_tpot_p99_ms": 40,
-                                                "predicted_ttft_ms": 900})
-    assert lm == {"memory_mb": 4, "tpot_p99_ms": -10}  # no time-to-first-token budget: not a constraint
+    assert list(got) == ["memory_mb", "p99_latency_ms"]
+    assert predicted_violations({"predicted_memory_mb": 10}, budget) == {"memory_mb": -6}  # measured latency
+    lm = {"memory_mb": 16, "tpot_p99_ms": 50, "latency": "tpot_p99_ms", "quality": "kld_mean", "kld_ceiling": 0.1}
+    got = predicted_violations({"predicted_memory_mb": 20, "predicted_tpot_p99_ms": 40, "predicted_ttft_ms": 900}, lm)
+    assert got == {"memory_mb": 4, "tpot_p99_ms": -10}  # no time-to-first-token budget: not a constraint
+    got = predicted_violations({"predicted_memory_mb": 20, "predicted_tpot_p99_ms": 40, "predicted_ttft_ms": 900},
+                               {**lm, "ttft_ms": 1000})
+    assert got == {"memory_mb": 4, "tpot_p99_ms": -10, "ttft_ms": -100}
 
 
 def test_start_up_trials_are_drawn_from_the_feasible_region_only(tmp_path):
@@ -116,7 +121,8 @@ def test_warm_start_puts_the_largest_admitted_student_first(tmp_path):
     space = load_space(str(tmp_path / "space.yaml"))
     ctx = pipeline.prepare_run(prepared, load_target(str(tmp_path / "target.yaml")), space, tmp_path / "cache", 1, 0,
                                log=lambda *_: None)
-    starts = pipeline.warm_start(ctx, 3)
+    marks = pipeline.warm_start(ctx, 3)
+    starts = [s.params for s in marks]
     # every distinct admitted recipe of the same draws, by hand
     scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), directions=["maximize"])
     admitted = {}
@@ -132,7 +138,8 @@ def test_warm_start_puts_the_largest_admitted_student_first(tmp_path):
     assert sizes[first] == largest and len(starts) == 3 and len(admitted) > 3
     in_draw_order = [p for p in admitted.values() if p != starts[0]]
     assert starts[1:] == in_draw_order[:2]  # then the first admitted random draws, in order
-    assert ctx.largest_start == starts[0]  # the study marks it: rungs.py promotes the largest admitted student
+    # marked for the study: rungs.py promotes the largest admitted student
+    assert [s.attrs["largest_admitted"] for s in marks] == [True, False, False]
 
 
 def test_a_recipe_stored_before_a_knob_existed_is_the_same_recipe_today():
@@ -141,7 +148,7 @@ def test_a_recipe_stored_before_a_knob_existed_is_the_same_recipe_today():
     import json
     from dataclasses import asdict
 
-    from search.study import _as_built
+    from search.flows.text_classification.pipeline import as_built as _as_built
 
     today = json.loads(json.dumps(asdict(Candidate(DistillParams(2, 64, 2, 128), PruneParams(), QuantParams(4, 32)))))
     stored = json.loads(json.dumps(today))
@@ -159,7 +166,10 @@ def test_a_solver_allocation_carried_over_by_a_replan_is_not_reused_for_the_new_
     import json
     from dataclasses import asdict
 
+    from search import flows
     from search.study import _completed_with_recipe
+
+    FLOW = flows.get("classification")
 
     def recipe(precision):
         q = QuantParams(4, 32, precision=precision)
@@ -169,8 +179,8 @@ def test_a_solver_allocation_carried_over_by_a_replan_is_not_reused_for_the_new_
     for precision, attrs in (("solver", {"replan_of_trial": 3}), ("uniform", {"replan_of_trial": 4})):
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.9],
                                                   user_attrs={"recipe": recipe(precision), **attrs}))
-    assert _completed_with_recipe(study, recipe("solver"), number=5) is None
-    assert _completed_with_recipe(study, recipe("uniform"), number=5).number == 1
+    assert _completed_with_recipe(study, recipe("solver"), number=5, flow=FLOW) is None
+    assert _completed_with_recipe(study, recipe("uniform"), number=5, flow=FLOW).number == 1
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.9],
                                               user_attrs={"recipe": recipe("solver")}))  # solved in this run
-    assert _completed_with_recipe(study, recipe("solver"), number=5).number == 2
+    assert _completed_with_recipe(study, recipe("solver"), number=5, flow=FLOW).number == 2

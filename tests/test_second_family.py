@@ -10,7 +10,7 @@ import torch
 
 from search import families
 from search.candidate import Candidate, DistillParams, PruneParams, QuantParams
-from search.pipeline import kept, make_context, run_candidate, screen
+from search.flows.text_classification.pipeline import kept, make_context, run_candidate, screen
 from search.target import load_target
 from search.tasks.data import Split
 from search.tasks.teacher import Prepared

@@ -88,7 +88,7 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
     shapes = mixes.class_shapes_of(f32)
     score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
     # the search takes no credit from the teacher's grid
-    # the same cache as a run's (pipeline_lm), under its lock: sensitivities do not depend on the speed workload.
+    # the same cache as a run's (flows/causal_lm/pipeline.py), under its lock: sensitivities do not depend on the speed workload.
     # The search may use what the graded presets use: every type but the exact teacher grids (the near ones, Q4_K
     # and Q5_K, are open to both sides and marked wherever used)
     with file_lock(work.parent / ".run-prepare.lock"):

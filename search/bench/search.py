@@ -122,7 +122,7 @@ def _within(trials, budget: dict, budget_s: float | None) -> tuple[list[dict], i
 def _model(attrs: dict) -> str | None:
     """What a trial built: its whole recipe as built (the label leaves knobs out, e.g. recovery steps), with the
     per-layer precision the solver chose."""
-    from ..study import _as_built
+    from ..flows.text_classification.pipeline import as_built as _as_built  # `bench search` runs classifiers
 
     solved = (attrs.get("precision_solver") or {}).get("layer_options")
     recipe = attrs.get("recipe")

@@ -23,7 +23,7 @@ import pandas as pd
 from .. import backends
 from ..candidate import Candidate, DistillParams, PruneParams, QuantParams, quant_label
 from ..compress import distill
-from ..pipeline import Context, measure_artifact, run_candidate
+from ..flows.text_classification.pipeline import Context, measure_artifact, run_candidate
 
 
 @dataclass(frozen=True)

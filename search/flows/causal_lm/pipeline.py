@@ -1,7 +1,6 @@
 """One language-model candidate, start to finish: screen it, cut -> recover -> GGUF -> quantize, then measure the
 GGUF that ships (quality in llama.cpp against the teacher; speed and memory in a fresh llama.cpp process, or
-estimated from the device's spec). The classification pipeline is pipeline.py; study.py drives either through
-the same six calls (prepare_run, warm_start, resolve, screen, run_candidate, measure_teacher).
+estimated from the device's spec). The flow's calls (flows/base.py) are this module's functions.
 
 Per run, once: the teacher's block influence and channel importance (which blocks and channels students keep),
 the teacher as an F32 GGUF and its importance matrix, and, when the space leaves the GGML types to the solver,
@@ -18,20 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import confidence
-from .backends import llama_cpp as lc
-from .backends.llama_cpp import gguf_file, mixes, quantize
-from .candidate_lm import LMRecipe
-from .compress import imatrix as imatrix_mod
-from .compress import lm_student
-from .errors import CandidateError, ConfigError
-from .families.base import ModelShape
-from .locks import file_lock, latency_lease
-from .measure import decode
-from .run_dir import JsonCache, atomic_replace_dir, atomic_write_json, link_copy, link_file
-from .space_lm import LMSpace, check_against_teacher
-from .target import Target
-from .tasks.lm import PreparedLM
+from ... import confidence
+from ...backends import llama_cpp as lc
+from ...backends.llama_cpp import gguf_file, mixes, quantize
+from .recipe import LMRecipe
+from ...compress import imatrix as imatrix_mod
+from . import student as lm_student
+from ...errors import CandidateError, ConfigError
+from ...families.base import ModelShape
+from ...locks import file_lock, latency_lease
+from ...measure import decode
+from ...run_dir import JsonCache, atomic_replace_dir, atomic_write_json, link_copy, link_file
+from .space import LMSpace, check_against_teacher
+from ...target import Target
+from ..base import Start
+from ...tasks.lm import PreparedLM
 
 
 @dataclass
@@ -54,7 +54,7 @@ class LMContext:
 
     @property
     def task_type(self):
-        from .tasks import causal_lm
+        from ...tasks import causal_lm
 
         return causal_lm
 
@@ -92,7 +92,7 @@ def prepare_run(prepared: PreparedLM, target: Target, space, cache_dir: Path, th
                 log=print) -> LMContext:
     """Check the space against the teacher, measure what every trial shares (cached), and refuse a budget no
     recipe of the space can meet before any training."""
-    from . import backends
+    from ... import backends
 
     if not isinstance(space, LMSpace):
         raise ConfigError(space.path, "-", "a classification space was given for a language-model task; use "
@@ -194,21 +194,10 @@ def screen(ctx: LMContext, recipe: LMRecipe) -> tuple[dict, list[str]]:
     return predicted, reasons
 
 
-def predicted_violations(ctx: LMContext, predicted: dict) -> dict:
-    """By how much a screened-out recipe is predicted to miss each budget (as pipeline.predicted_violations)."""
-    budget = ctx.target.budget
-    out = {"memory_mb": predicted["predicted_memory_mb"] - budget.memory_mb}
-    if "predicted_tpot_p99_ms" in predicted:
-        out["tpot_p99_ms"] = predicted["predicted_tpot_p99_ms"] - budget.tpot_p99_ms
-    if "predicted_ttft_ms" in predicted and budget.ttft_ms is not None:
-        out["ttft_ms"] = predicted["predicted_ttft_ms"] - budget.ttft_ms
-    return out
-
-
 def _check_feasible_at_all(ctx: LMContext) -> None:
     """The smallest recipe the space allows (most layers dropped, narrowest cuts, smallest types): if it does not
     fit the memory or speed budget, nothing will."""
-    from .space import values
+    from ...space import values
 
     k = ctx.space.knobs
     top = lambda name: max(values(k[name]))  # noqa: E731
@@ -235,12 +224,12 @@ def _check_feasible_at_all(ctx: LMContext) -> None:
                                                       "widen the space")
 
 
-def warm_start(ctx: LMContext, trials: int) -> list[dict]:
+def warm_start(ctx: LMContext, trials: int) -> list[Start]:
     """The first recipes of a new study: the least-cut model (the uncut teacher, with the shipped space) quantized at
     the sizes the budget admits, before any training is spent on cuts. It needs none (about 40 s each here) and it
     is what users try first by hand with llama.cpp's presets; at most a third of the run's trials, spread from the
     smallest feasible size to the largest. Empty when the space samples types itself or always cuts."""
-    from .space import Choice, Range, values
+    from ...space import Choice, Range, values
 
     k = ctx.space.knobs
     if not ctx.space.solver:
@@ -264,8 +253,8 @@ def warm_start(ctx: LMContext, trials: int) -> list[dict]:
         feasible = [feasible[round(i * (len(feasible) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 \
             else feasible[-1:]
     tunable = {name for name in (*least, "gguf.bits_per_weight") if isinstance(k[name], (Range, Choice))}
-    return [{name: value for name, value in {**least, "gguf.bits_per_weight": bpw}.items() if name in tunable}
-            for bpw in feasible]
+    return [Start({name: value for name, value in {**least, "gguf.bits_per_weight": bpw}.items() if name in tunable},
+                  {"warm_start": True, "largest_admitted": False}) for bpw in feasible]
 
 
 # -- building ------------------------------------------------------------------------------------------------
@@ -374,9 +363,9 @@ def measure_teacher(ctx: LMContext, workdir: Path) -> dict:
     return {**measure_gguf(ctx, path, ctx.teacher_shape, f32), "artifact": str(path), "types": "F32"}
 
 
-def run_candidate(ctx: LMContext, recipe: LMRecipe, workdir: Path, log=print) -> dict:
+def run_candidate(ctx: LMContext, recipe: LMRecipe, workdir: Path, log=print, more=None) -> dict:
     """Cut -> recover -> F32 GGUF -> llama.cpp's quantizer -> measure. Raises CandidateError when llama.cpp
-    refuses the recipe."""
+    refuses the recipe. `more` is always None: a language-model run has one rung (no `more_training`)."""
     t0 = time.perf_counter()
     folder, student = _student(ctx, recipe, log)
     student_s = time.perf_counter() - t0

@@ -6,27 +6,29 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import allocation, confidence
-from .backends.base import Backend
-from .candidate import Candidate, DistillParams, PruneParams, QuantParams
-from .errors import ConfigError
-from .exploit import student_params
-from .compress import distill, prune, qat, vocab
-from .families.base import Family, Importance, Limits, ModelShape
-from .locks import latency_lease
-from .measure import memory, roofline
-from .measure.latency import Latency
-from .run_dir import PREDICTIONS, atomic_write_npy
-from .space import Space, check_against_teacher, values
-from .target import Target
-from .tasks.teacher import HOLDOUT_MIN, Prepared
-from .train import KD
+from ... import allocation, confidence
+from ...backends.base import Backend
+from ...candidate import Candidate, DistillParams, PruneParams, QuantParams
+from ...errors import ConfigError
+from ...exploit import student_params
+from ..base import Start
+from ...compress import distill, prune, qat, vocab
+from ...families.base import Family, Importance, Limits, ModelShape
+from ...locks import latency_lease
+from ...measure import memory, roofline
+from ...measure.latency import Latency
+from ...run_dir import PREDICTIONS, atomic_write_npy
+from ...space import Space, check_against_teacher, values
+from ...strategies import STARTUP_TRIALS
+from ...target import Target
+from ...tasks.teacher import HOLDOUT_MIN, Prepared
+from ...train import KD
 
 CALIBRATION_EXAMPLES = 128
 
@@ -47,9 +49,6 @@ class Context:
     calibration_labels: torch.Tensor | None = None  # labels of the calibration examples (gradient importance)
     backend: Backend | None = None
     space: Space | None = None  # a run's (its warm start draws from it); benches build contexts without one
-    largest_start: dict | None = None  # warm_start's params of the largest student the budget admits (rungs.py)
-    compact_start: dict | None = None  # ... and of its compact form compressed the least (exploitation on)
-    narrow_start: dict | None = None  # ... and of that form at the space's least width, compressed the least
 
     @property
     def family(self) -> Family:
@@ -65,7 +64,7 @@ class Context:
 
 
 def make_context(prepared: Prepared, target: Target, cache_dir: Path, threads: int, seed: int = 0) -> Context:
-    from . import backends
+    from ... import backends
 
     features, labels = prepared.train.batch(torch.arange(min(CALIBRATION_EXAMPLES, len(prepared.train))))
     importance = prepared.family.measure_importance(prepared.teacher, features)
@@ -120,11 +119,9 @@ def prepare_run(prepared: Prepared, target: Target, space, cache_dir: Path, thre
                 log=print) -> Context:
     """What every trial of a run shares, after checking the space against the teacher and refusing a budget no
     recipe of the space can meet."""
-    from .space_lm import LMSpace
-
-    if isinstance(space, LMSpace):
-        raise ConfigError(space.path, "-", "a language-model space was given for a classification task; use "
-                                           "--space default or a space with distill/prune/quant sections")
+    if type(space) is not Space:
+        raise ConfigError(space.path, "-", "not a classification space; use --space default or a space with "
+                                           "distill/prune/quant sections")
     check_against_teacher(space, prepared.family.limits(prepared.family.shape_of(prepared.teacher)))
     if space.promote.on:  # a second rung early-stops on held-out training rows: no student trains on them
         prepared = prepared.with_holdout()
@@ -150,10 +147,26 @@ def resolve(ctx: Context, cand: Candidate) -> Candidate:
     return cand
 
 
+def as_built(recipe: dict | None) -> dict | None:
+    """A stored recipe in today's terms: knobs added since it was stored take their defaults ("off"), so a run
+    resumed after an upgrade still recognises its own trials' recipes."""
+    if recipe is None:
+        return recipe
+    kinds = {"distill": DistillParams, "prune": PruneParams, "quant": QuantParams}
+    defaults = {section: {f.name: f.default for f in fields(kind) if f.default is not MISSING}
+                for section, kind in kinds.items()}
+    return {section: {**defaults.get(section, {}), **values} for section, values in recipe.items()}
+
+
+def solved_for_target(recipe: dict) -> bool:
+    """A per-layer precision solved for the run's target and budget (allocation.py)."""
+    return recipe["quant"].get("precision") == "solver"
+
+
 STARTUP_DRAWS = 400  # random recipes drawn at most to find them: screening costs microseconds, training minutes
 
 
-def warm_start(ctx: Context, trials: int) -> list[dict]:
+def warm_start(ctx: Context, trials: int) -> list[Start]:
     """The study's random start-up, drawn from the feasible region only: random recipes of the space (the same
     random sampler and seed the study's TPE would start with) screened by shape before any training, the first
     distinct ones the budget admits kept; where the budget screens any draw out, the largest admitted student of
@@ -164,9 +177,8 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
     the space's least width (`narrowest_form`; the other knobs kept) distilled for the space's most epochs
     (`longest_form`): the front's low-memory end. A screened-out start-up trial teaches the sampler little, and each
     one would cost an ask; without a budget that rejects anything these are exactly the recipes TPE's own start-up
-    would have drawn."""
-    from .study import STARTUP_TRIALS
-
+    would have drawn. Each start's attrs say which it is (`largest_admitted`, `compact_admitted`,
+    `narrow_admitted`: rungs.py promotes them, exploit.py gives their students more variants)."""
     if ctx.space is None:
         return []
     want = min(STARTUP_TRIALS, trials)
@@ -182,6 +194,7 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
         size = student_size(ctx, cand)
         if size > largest_size:
             largest, largest_size = params, size
+    marked = {}  # "largest_admitted" / "compact_admitted" / "narrow_admitted" -> the start that is it
     if screened_out and largest is not None:
         # the budget cuts the space: its largest admitted student first (the closest to the teacher, the likeliest
         # to reach the floor: rungs.py gives it the longer training) or the brackets, then the random ones
@@ -199,11 +212,13 @@ def warm_start(ctx: Context, trials: int) -> list[dict]:
                 brackets = ends[:want]
             else:
                 brackets = ends[:want - 1] + brackets
-            ctx.compact_start = compact if compact in brackets else None
-            ctx.narrow_start = narrow if narrow in brackets else None
-        ctx.largest_start = largest if largest in brackets else None  # rungs.py promotes it
+            marked.update(compact_admitted=compact if compact in brackets else None,
+                          narrow_admitted=narrow if narrow in brackets else None)
+        marked["largest_admitted"] = largest if largest in brackets else None  # rungs.py promotes it
         starts = brackets + [p for p in starts if p not in brackets and p != largest][:want - len(brackets)]
-    return starts
+    return [Start(p, {"warm_start": True, "largest_admitted": p == marked.get("largest_admitted"),
+                      **{mark: True for mark in ("compact_admitted", "narrow_admitted") if p == marked.get(mark)}})
+            for p in starts]
 
 
 def compact_form(space: Space, params: dict) -> dict:
@@ -384,16 +399,6 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
             reasons.append(f"estimated p99 {lat.p99_ms:.2f} ms, its bound {upper:.2f} ms > budget "
                            f"{budget.p99_latency_ms} ms")
     return predicted, reasons
-
-
-def predicted_violations(ctx: Context, predicted: dict) -> dict:
-    """By how much a screened-out recipe is predicted to miss each resource budget (objective names, as the
-    study's constraints of completed trials; quality is unknown before training and claims nothing)."""
-    budget = ctx.target.budget
-    out = {"memory_mb": predicted["predicted_memory_mb"] - budget.memory_mb}
-    if "predicted_p99_latency_ms_upper" in predicted:
-        out["p99_latency_ms"] = predicted["predicted_p99_latency_ms_upper"] - budget.p99_latency_ms
-    return out
 
 
 def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantParams, sparse_2_4: bool) -> dict:

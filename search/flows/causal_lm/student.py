@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..candidate_lm import LMRecipe
-from ..errors import CandidateError
-from ..families.base import Importance
-from ..tasks import causal_lm
-from .prune import top_k
+from .recipe import LMRecipe
+from ...errors import CandidateError
+from ...families.base import Importance
+from ...tasks import causal_lm
+from ...compress.prune import top_k
 
 RECOVERY_WINDOW = 256  # tokens per recovery step (one sequence: memory stays small on an edge-class host)
 RECOVERY_LR = 5e-5

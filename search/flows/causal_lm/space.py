@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backends.llama_cpp.mixes import CANDIDATE_TYPES
-from .backends.llama_cpp.quantize import CLASSES
-from .candidate_lm import LMRecipe
-from .errors import ConfigError
-from .schema import Reader, load_yaml, resolve
-from .space import SPACES_DIR, Choice, Space, _read_knob, values
+from ...backends.llama_cpp.mixes import CANDIDATE_TYPES
+from ...backends.llama_cpp.quantize import CLASSES
+from .recipe import LMRecipe
+from ...errors import ConfigError
+from ...schema import Reader, load_yaml, resolve
+from ...space import SPACES_DIR, Choice, Space, _read_knob, values
 
 KNOBS = {
     "cut": {"drop_layers": ("int", (0, 1000)), "ffn": ("int", (1, 1 << 20)), "kv_groups": ("int", (1, 1024))},

@@ -13,7 +13,7 @@ class LMRecipe:
     recovery_steps: int = 0  # KD steps on calibration text after the cuts (none when nothing was cut)
     types: tuple = ()  # ((tensor class, GGML type), ...), sorted; classes not named stay at the base type
     imatrix: bool = True  # quantize with an importance matrix from calibration text
-    # the solver's budget: bits per weight over the typed classes; the solver picks `types` (pipeline_lm.resolve)
+    # the solver's budget: bits per weight over the typed classes; the solver picks `types` (flows/causal_lm/pipeline.py: resolve)
     bits_per_weight: float | None = None
 
     def flat(self) -> dict:

@@ -1,0 +1,89 @@
+"""The task-kind seam: what the run engine (study.py) asks of a kind of task, and nothing more.
+
+A flow is one kind of task end to end (text classification shipped as ONNX, a causal language model shipped as
+GGUF, ...): its recipe and space, its run context, how a recipe is screened, built and measured. The engine runs any
+registered flow without knowing which (no kind checks outside `flows/`); a new kind is one folder here and one
+`register` line.
+
+Contract (in the manner of Optuna's `BaseSampler` / `BaseStorage`):
+- A flow object holds no per-run state; one instance serves every run and trial. What a run shares lives in the
+  context `prepare_run` returns; the engine passes it back to every other call and never looks inside it beyond
+  `ctx.family`, `ctx.backend`, `ctx.task_type` and `ctx.limits` (for its log line and `space.suggest`).
+- `prepare_run` checks the space against the teacher and refuses (ConfigError) a budget that no recipe of the
+  space can meet, from shapes alone, before any training; then measures what every trial shares (cached).
+- `resolve` writes a sampled recipe as it builds: two recipes that build the same model resolve equal (the engine
+  de-duplicates by the resolved recipe and reuses the earlier trial's measurements).
+- `screen` predicts, from the recipe alone and in microseconds, `predicted_<objective>` (and
+  `predicted_<objective>_upper` where it bounds it) for the resource objectives it can price, and the reasons it
+  misses the budget; a recipe with reasons is never built. `screening.predicted_violations` turns the predictions
+  into the sampler's constraints: a flow writes no budget logic of its own.
+- `run_candidate` builds the recipe into `workdir` and measures the artifact that would ship: a dict of metrics
+  with every objective of the run's budget (objectives.py), `latency_source` ("measured" or "estimated"), the
+  latency bound `<latency objective>_upper` with `latency_bound_method`, and `artifact` (the file's path). It
+  raises CandidateError for a recipe that cannot be built (the trial fails with that reason; the run goes on).
+  With `more` (from `more_training`), the recipe's student is trained further first (a second rung).
+- `measure_teacher` measures the uncompressed teacher's artifact exactly as `run_candidate` measures a
+  candidate's, into `workdir`.
+- Optional steps, default no-ops: `warm_start` (the study's first recipes), `more_training` (None: one rung),
+  `variants` (none), `as_built` (stored recipes need no upgrade), `solved_for_target` (no recipe depends on the
+  target beyond its parameters).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Start:
+    """A warm-start recipe: its parameters (a trial's params, as the space names them) and the user attrs its trial
+    is queued with (what it is: `warm_start`, and a flow's bracket marks, read by rungs.py and exploit.py)."""
+
+    params: dict
+    attrs: dict = field(default_factory=lambda: {"warm_start": True})
+
+
+class Flow(ABC):
+    NAME: str = ""  # the task type it runs (a task file's `task_type`), and its registry key
+
+    @abstractmethod
+    def prepare_run(self, prepared, target, space, cache_dir: Path, threads: int, seed: int, log=print):
+        """The run's context (see the module's contract); ConfigError for a space or budget that cannot work."""
+
+    @abstractmethod
+    def resolve(self, ctx, recipe):
+        """The recipe as it builds (hashable, a dataclass: the engine stores `asdict` of it)."""
+
+    @abstractmethod
+    def screen(self, ctx, recipe) -> tuple[dict, list[str]]:
+        """(predicted values, reasons to reject before training)."""
+
+    @abstractmethod
+    def run_candidate(self, ctx, recipe, workdir: Path, log=print, more=None) -> dict:
+        """Build and measure one candidate; CandidateError when it cannot be built."""
+
+    @abstractmethod
+    def measure_teacher(self, ctx, workdir: Path) -> dict:
+        """The teacher's artifact, measured like a candidate's."""
+
+    def warm_start(self, ctx, trials: int) -> list[Start]:
+        """The first recipes of a new study (screened within the budget), before the sampler's own; none by default."""
+        return []
+
+    def more_training(self, ctx):
+        """What a promoted trial's second rung trains (rungs.py); None: the run has one rung."""
+        return None
+
+    def variants(self, ctx, parent_params: dict, taken: set, n: int, seed: int) -> list[dict]:
+        """Up to n cheap variants of a front trial's recipe (exploit.py), none of them in `taken`; none by default."""
+        return []
+
+    def as_built(self, recipe: dict | None) -> dict | None:
+        """A stored recipe (its JSON form) in today's terms, so a resumed run recognises its own trials."""
+        return recipe
+
+    def solved_for_target(self, recipe: dict) -> bool:
+        """Whether what this recipe builds is solved for the target and budget (a per-layer precision solver), so
+        that a trial carried over from another target by a replan is not the same model."""
+        return False
