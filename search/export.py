@@ -8,7 +8,7 @@ from pathlib import Path
 from . import backends, confidence
 from .errors import ConfigError
 from .objectives import constraints, for_budget
-from .outputs import copy_model, is_lm
+from .outputs import copy_model
 from .run_dir import RunDir
 from .tasks.teacher import file_sha256 as sha256
 
@@ -64,7 +64,6 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
 def deploy_card(selected: dict, saved: dict, out: Path) -> str:
     m, t, b = selected["metrics"], selected["teacher"], selected["budget"]
     src = m["latency_source"]
-    lm = is_lm(b)
     how = {"accuracy": "measured: this artifact on the validation split",
            "memory_mb": ("peak resident memory of a fresh process running it (measured)" if src == "measured" else
                          "weights measured (artifact bytes) + activations / KV cache and runtime estimated")}
@@ -81,7 +80,7 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
         limit = f"{'>=' if o.sign > 0 else '<='} {b[o.budget_key]:.{digits}f}" + (
             f" ({b[o.budget_key + '_rule']})" if o.budget_key + "_rule" in b else "")
         lines.append(f"| {o.name} | {m[o.name]:.{digits}f} | {t[o.name]:.{digits}f} | {limit} | {how[o.name]} |")
-    p50 = "tpot_p50_ms" if lm else "p50_latency_ms"
+    p50 = for_budget(b)[1].p50
     lines.append(f"| {p50} | {m[p50]:.3f} | {t[p50]:.3f} | | {src} |")
     if saved.get("teacher_note"):
         lines += ["", f"Teacher: {saved['teacher_note']}."]

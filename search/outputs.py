@@ -9,56 +9,17 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import TrialState
 
-from . import budget_cost, confidence, pareto, report
-from .families.base import ModelShape
-from .objectives import ACCURACY, LATENCY, QUALITY, TPOT_P99, TTFT, Objective, constraints, for_budget
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_npy, atomic_write_text
+from . import budget_cost, confidence, flows, pareto, report
+from .objectives import LATENCY, QUALITY, constraints, for_budget
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
 from .target import Target
 
-SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb",
-                  "p50_latency_ms", "p99_latency_ms", "latency_spread", "latency_noisy", "latency_source", "weight_sparsity", "parameters",
-                  "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s", "train_device",
-                  "p99_latency_ms_upper", "latency_bound_method", "eval_examples")
-# a language model's (task type causal_lm, runtime llama.cpp)
-LM_SUMMARY_KEYS = ("kld_mean", "kld_mean_se", "top1_agreement", "perplexity_ratio", "memory_mb", "ttft_ms",
-                   "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source", "types", "types_written")
-LM_METRIC_COLUMNS = ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "top1_agreement_se", "perplexity",
-                     "perplexity_se", "perplexity_ratio", "perplexity_ratio_se", "tpot_p99_ms_upper",
-                     "latency_bound_method", "memory_mb", "peak_rss_mb", "weight_mb", "kv_cache_mb",
-                     "file_mb", "bits_per_weight", "ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s",
-                     "decode_tok_s", "latency_spread", "latency_noisy", "latency_source", "layers", "parameters",
-                     "types", "types_written", "recovery_steps", "recovery_kl_first", "recovery_kl_last",
-                     "predicted_memory_mb", "predicted_tpot_p99_ms", "predicted_ttft_ms", "student_s", "elapsed_s",
-                     "train_device")
-
-
-def is_lm(budget: dict) -> bool:
-    return budget.get("latency") == TPOT_P99.name
-
-
 def metric_columns(budget: dict) -> tuple:
-    return LM_METRIC_COLUMNS if is_lm(budget) else METRIC_COLUMNS
+    return flows.of_budget(budget).METRIC_COLUMNS
 
 
 def summary_keys(budget: dict) -> tuple:
-    return LM_SUMMARY_KEYS if is_lm(budget) else SUMMARY_KEYS
-
-
-def resolved_budget(target: Target, teacher: dict, quality: Objective = ACCURACY) -> dict:
-    """The budget with the quality limit as an absolute number, naming the run's objectives (objectives.py)."""
-    b = target.budget
-    if b.is_lm:  # an absolute limit on one of the causal_lm objectives
-        q = next(o for o in QUALITY.values() if o.budget_key == b.quality_limit.key)
-        out = {"memory_mb": b.memory_mb, TPOT_P99.budget_key: b.tpot_p99_ms, "latency": TPOT_P99.name,
-               "quality": q.name, q.budget_key: b.quality_limit.value,
-               f"{q.budget_key}_rule": b.quality_limit.describe()}
-        if b.ttft_ms is not None:
-            out[TTFT.budget_key] = b.ttft_ms
-        return out | {"confidence": b.confidence}
-    return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
-            quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
-            f"{quality.budget_key}_rule": b.accuracy_floor.describe(), "confidence": b.confidence}
+    return flows.of_budget(budget).SUMMARY_KEYS
 
 
 def _limit_text(o, budget: dict) -> str:
@@ -71,21 +32,13 @@ def _limit_text(o, budget: dict) -> str:
 
 
 def budget_line(budget: dict) -> str:
-    if not is_lm(budget):
-        return (f"memory <= {budget['memory_mb']:g} MB, p99 <= {budget['p99_latency_ms']:g} ms, "
-                f"accuracy >= {budget['accuracy_floor']:.4f} ({budget['accuracy_floor_rule']})")
     return ", ".join(_limit_text(o, budget) for o in constraints(budget))
 
 
-def metrics_line(name: str, m: dict, budget: dict | None = None) -> str:
+def metrics_line(name: str, m: dict, budget: dict) -> str:
     src = "" if m["latency_source"] == "measured" else f" ({m['latency_source']})"
     src += " NOISY" if m.get("latency_noisy") else ""
-    if budget is not None and is_lm(budget):
-        return (f"{name}{' ' if name else ''}KLD {m['kld_mean']:.4f}  top1 {m['top1_agreement']:.3f}  "
-                f"ppl x{m['perplexity_ratio']:.3f}  TTFT {m['ttft_ms']:.0f} ms  TPOT p99 {m['tpot_p99_ms']:.2f} ms"
-                f"{src}  mem {m['memory_mb']:.1f} MB  file {m['file_mb']:.1f} MB")
-    return (f"{name}{' ' if name else ''}acc {m['accuracy']:.4f}  p50 {m['p50_latency_ms']:.2f} ms  "
-            f"p99 {m['p99_latency_ms']:.2f} ms{src}  mem {m['memory_mb']:.2f} MB")
+    return f"{name}{' ' if name else ''}" + flows.of_budget(budget).metrics_text(m, src)
 
 
 def completed_rows(study, budget: dict | None = None) -> list[dict]:
@@ -124,25 +77,13 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
 def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend) -> None:
     """What `select` and `export` need later without re-preparing the task."""
     atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
-    if not is_lm(budget):  # what each trial's predictions.npy is scored against (the accuracy bound)
-        atomic_write_npy(rd.labels, prepared.val.labels.numpy())
-    wl = target.workload
     common = {"target": target.name, "budget": budget, "task": prepared.task.source,
               "latency": target.device.latency, "threads": target.device.threads,
               "family": prepared.family.name, "hf_auto_class": prepared.family.hf_auto_class,
               "backend": backend.name, "artifact_name": backend.artifact_name,
               "teacher_shape": asdict(prepared.family.shape_of(prepared.teacher)),
               "runner": asdict(target.device.runner) if target.device.runner else None}
-    if is_lm(budget):
-        extra = {"workload": asdict(wl), "classes": None, "max_length": None,
-                 "teacher_note": prepared.task.teacher_note,
-                 "quality_source": f"measured: this GGUF in llama.cpp against the fp32 teacher on "
-                                   f"{prepared.windows.ids.shape[0]} windows of {prepared.windows.length} tokens of "
-                                   f"{prepared.task.evaluation_path.name} ({prepared.windows.ids.shape[0] * prepared.windows.scored_tokens} "
-                                   "scored tokens)"}
-    else:
-        extra = {"classes": prepared.classes, "max_length": prepared.task.max_length,
-                 "batch_size": wl.batch_size, "sequence_length": wl.sequence_length}
+    extra = flows.of_budget(budget).run_inputs(rd, prepared, target)
     if rd.budget_json.is_file() and "replan_of" in rd.saved():  # a replan folder resumed with new trials stays one
         common["replan_of"] = rd.saved()["replan_of"]
     atomic_write_json(rd.budget_json, {**common, **extra})
@@ -265,6 +206,7 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
     from .measure import latency
 
     budget, notes, left = saved["budget"], [], list(rows)
+    level = budget.get("confidence", confidence.DEFAULT_CONFIDENCE)
     backend = backends.get(saved.get("backend", backends.DEFAULT))
     teacher = json.loads(rd.teacher_json.read_text())
     vouch = vouching(rd, budget, teacher, latency_later=saved["latency"] == "measured")
@@ -275,7 +217,7 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
         row = choice["selected"]
         log(f"re-measuring trial {row['trial']} in a fresh process ...")
         runner = latency.Runner(**saved["runner"]) if saved.get("runner") else None
-        fresh, noisy, detail = _remeasure(backend, rd.artifact(row["trial"]), saved, runner)
+        fresh, noisy, detail = backend.remeasure(rd.artifact(row["trial"]), saved, runner, level)
         if fresh["memory_mb"] is None:  # the runtime reports no peak memory: the search's figure stands
             fresh["memory_mb"] = row["metrics"]["memory_mb"]
         lat_name = for_budget(budget)[1].name
@@ -296,28 +238,6 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
         notes.append(f"trial {row['trial']} dropped: re-measured {'; '.join(problems)} "
                      f"(the search measured {lat_name} {first:.2f} ms)")
         left = [r for r in left if r["trial"] != row["trial"]]
-
-
-def _remeasure(backend, artifact: Path, saved: dict, runner) -> tuple[dict, bool, str]:
-    """The selected artifact measured again, with more rounds: (the resource metrics and the latency bound,
-    noisy, how)."""
-    level = saved["budget"].get("confidence", confidence.DEFAULT_CONFIDENCE)
-    if is_lm(saved["budget"]):
-        from .backends import llama_cpp as lc
-        from .target import LMWorkload
-
-        s = lc.measure_speed(artifact, LMWorkload(**saved["workload"]), saved["threads"], runner=runner, rounds=10)
-        upper, how = confidence.measured_latency_bound(s["tpot_steps_ms"], level)
-        return ({k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "latency_spread")}
-                | {"memory_mb": s["peak_rss_mb"], "tpot_p99_ms_upper": upper, "latency_bound_method": how},
-                s["latency_noisy"], s["speed_detail"])
-    shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
-    lat = backend.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
-                                  rounds=10, runs_per_round=50, runner=runner)
-    upper, how = confidence.latency_bound(lat.p99_ms, lat.times_ms, "measured", None, level)
-    return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
-             "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},
-            lat.noisy, lat.detail)
 
 
 def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:
@@ -342,7 +262,7 @@ def summary_table(selected: dict, budget: dict) -> str:
         tv = f"{fmt.format(t[o.name])} {mark(t, o.name)}"
         sv = f"{fmt.format(s[o.name])} {mark(s, o.name)}" if s else "-"
         lines.append(f"{o.name:16s}{tv:>18s}{sv:>18s}{limit:>22s}")
-    p50 = "tpot_p50_ms" if is_lm(budget) else "p50_latency_ms"
+    p50 = for_budget(budget)[1].p50
     lines.append(f"{p50:16s}{t[p50]:>18.2f}{(s[p50] if s else float('nan')):>18.2f}")
     lines.append(f"latency: {t['latency_source']}")
     lines += ["why: " + selected["why"][0]] + ["     " + w for w in selected["why"][1:]]

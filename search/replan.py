@@ -1,8 +1,8 @@
 """`python -m search replan RUN --target OTHER.yaml`: answer another device or budget from a finished search.
 
-A trial's accuracy does not depend on the device; its latency and memory do. A replan re-prices every completed
-trial of RUN for the new target (estimated targets: the roofline and the activation estimate from the trial's
-shape and recipe, the weight bytes as measured; measured targets: each stored artifact measured again there),
+A trial's quality does not depend on the device; its latency and memory do. A replan re-prices every completed
+trial of RUN for the new target (the run's flow does it, `Flow.reprice`: estimated targets from each trial's shape
+and recipe, measured targets by measuring each stored artifact there),
 writes the result as a run folder of its own beside RUN (`RUN.replan-<target>`: a study holding the re-priced
 trials, their files hard-linked, nothing trained), and selects in it with the same policies, bounds and
 explanations as a run. `select`, `report`, `export` and `run --resume` work on it like on any run: the last is how
@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
-from . import backends, confidence, outputs, pareto
-from .candidate import Candidate, DistillParams, PruneParams, QuantParams
+from . import backends, flows, outputs, pareto
 from .errors import ConfigError
-from .families.base import ModelShape
-from .locks import latency_lease
-from .measure import memory, roofline
 from .objectives import for_budget
 from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file
 from .target import Target
 
 MIN_FRONT = pareto.THIN_FRONT
-PRICED = ("memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb", "p50_latency_ms", "p99_latency_ms",
-          "latency_spread", "latency_noisy", "latency_source", "latency_detail", "p99_latency_ms_upper",
-          "latency_bound_method")  # what a replan measures or estimates again; everything else carries over
 
 
 def replan_dir(source: Path, target: Target) -> Path:
@@ -40,59 +33,11 @@ def replan_dir(source: Path, target: Target) -> Path:
     return source.with_name(f"{source.name}.replan-{slug(target.name)}")
 
 
-def _as_shape(d: dict) -> ModelShape:
-    return ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def trial_shape(attrs: dict, teacher_shape: ModelShape) -> ModelShape:
-    """The shipped model's shape: as recorded, or (a run made before shapes were recorded) rebuilt from the
-    recipe and the per-layer heads and FFN widths it measured. The vocabulary does not enter what a replan
-    prices (the weight bytes are measured), so the teacher's stands in there."""
-    if "shape" in attrs:
-        return _as_shape(attrs["shape"])
-    from .flows.text_classification.pipeline import planned_shape
-
-    shape = planned_shape(teacher_shape, candidate(attrs))
-    return replace(shape, heads=tuple(attrs["heads_per_layer"]), ffn=tuple(attrs["ffn_per_layer"]))
-
-
-def candidate(attrs: dict) -> Candidate:
-    r = attrs["recipe"]
-    quant = QuantParams(**r["quant"])
-    solved = (attrs.get("precision_solver") or {}).get("layer_options")
-    if solved:  # the per-layer precision the artifact was built with
-        quant = replace(quant, layer_options=tuple(tuple(o) for o in solved))
-    return Candidate(DistillParams(**r["distill"]), PruneParams(**r["prune"]), quant)
-
-
-def price(attrs: dict, shape: ModelShape, quant: QuantParams, sparse_2_4: bool, artifact: Path, target: Target,
-          backend, teacher_shape: ModelShape, locks: Path) -> dict:
-    """Memory and latency of one stored artifact on `target`, with the latency's upper bound."""
-    wl, dev = target.workload, target.device
-    activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length) / memory.MB
-    if dev.latency == "estimated":
-        lat = roofline.estimate(shape, quant, dev, wl.batch_size, wl.sequence_length, sparse_2_4)
-        mem = attrs["weight_mb"] + activations
-    else:  # the inputs a student accepts are the teacher's (its tokenizer)
-        with latency_lease(locks, dev.runner):  # one measurement per host/device at a time, as in a run
-            lat = backend.measure_latency(artifact, teacher_shape, wl.batch_size, wl.sequence_length, dev.threads,
-                                          runner=dev.runner)
-        mem = lat.peak_rss_mb
-    upper, how = confidence.latency_bound(lat.p99_ms, lat.times_ms, lat.source, dev, target.budget.confidence)
-    return {"memory_mb": mem, "weight_mb": attrs["weight_mb"], "activation_mb_estimated": activations,
-            "peak_rss_mb": lat.peak_rss_mb, "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms,
-            "latency_spread": lat.spread, "latency_noisy": lat.noisy, "latency_source": lat.source,
-            "latency_detail": lat.detail, "p99_latency_ms_upper": upper, "latency_bound_method": how}
-
-
 def _check(source: RunDir, saved: dict, target: Target) -> None:
     if not source.selected_json.is_file():
         raise ConfigError(source.root, "RUN", "has not finished (no selected.json); let it finish or "
                                               f"`python -m search select {source.name}` first")
-    if outputs.is_lm(saved["budget"]):
-        raise ConfigError(source.root, "RUN", "is a language-model run; replan re-prices classification runs only "
-                                              "so far: run the search again with --target")
-    if target.device.runtime != saved.get("backend", backends.DEFAULT) or target.budget.is_lm:
+    if target.device.runtime != saved.get("backend", backends.DEFAULT):
         raise ConfigError(target.path, "device.runtime", f"{target.device.runtime}, but {source.name}'s artifacts "
                                                          f"run on {saved.get('backend', backends.DEFAULT)}: replan "
                                                          "onto a target of the same runtime")
@@ -105,12 +50,11 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
     saved = src.saved()
     _check(src, saved, target)
     teacher = json.loads(src.teacher_json.read_text())
-    budget = outputs.resolved_budget(target, teacher)
+    flow = flows.of_budget(saved["budget"])
+    budget = flow.resolved_budget(target, teacher)
     for folder in (src.teacher_dir, src.tokenizer_dir):
         if not folder.is_dir():
             raise ConfigError(folder, "RUN", "missing: was the run folder pruned? replan needs every stored artifact")
-    backend = backends.get(saved.get("backend", backends.DEFAULT))
-    teacher_shape = _as_shape(saved["teacher_shape"])
     locks = src.root.parent / "cache" / "locks"  # the run's own convention (study.run): results/cache/locks
     old = outputs.load_study(src.root)  # the run's own storage (SQLite in its folder, or the shared one it named)
     done = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -118,22 +62,22 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
     log(f"replan of {src.name} for {target.name}: {how} {len(done)} completed trials and the teacher "
         "(nothing is trained)")
 
-    teacher_priced = {**teacher, **price(teacher, _as_shape(teacher.get("shape", saved["teacher_shape"])),
-                                         QuantParams(bits=32), False, src.teacher_dir / saved["artifact_name"],
-                                         target, backend, teacher_shape, locks),
-                      "artifact": str(out / "teacher" / saved["artifact_name"])}
+    repriced = flow.reprice(teacher, saved, target, src.teacher_dir / saved["artifact_name"], locks)
+    if repriced is None:
+        raise ConfigError(src.root, "RUN", f"runs of task kind {flow.NAME} cannot be replanned yet; run the search "
+                                           "again with --target")
+    teacher_priced = {**teacher, **repriced, "artifact": str(out / "teacher" / saved["artifact_name"])}
+    latency = for_budget(budget)[1]
     priced = []
     for t in done:
         a = t.user_attrs
         if not src.artifact(t.number).is_file() or "recipe" not in a:
             raise ConfigError(src.trial_dir(t.number), "RUN", "no artifact or recipe for this completed trial: was "
                                                               "the run folder pruned? replan needs every one")
-        cand = candidate(a)
-        metrics = price(a, trial_shape(a, teacher_shape), cand.quant, cand.prune.type == "2:4",
-                        src.artifact(t.number), target, backend, teacher_shape, locks)
+        metrics = flow.reprice(a, saved, target, src.artifact(t.number), locks)
         priced.append((t, {**a, **metrics, "replan_of_trial": t.number}))
         if target.device.latency == "measured":  # seconds each: show progress
-            log(f"  [{len(priced)}/{len(done)}] trial {t.number}: p99 {metrics['p99_latency_ms']:.2f} ms, "
+            log(f"  [{len(priced)}/{len(done)}] trial {t.number}: {latency.name} {metrics[latency.name]:.2f} ms, "
                 f"peak {metrics['memory_mb']:.1f} MB")
 
     def fill(tmp: Path) -> None:
@@ -144,11 +88,11 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
         if src.labels.is_file():
             link_file(src.labels, rd.labels)
         atomic_write_json(rd.teacher_json, teacher_priced)
-        wl, dev = target.workload, target.device
+        dev = target.device
         atomic_write_json(rd.budget_json, {
             **saved, "target": target.name, "budget": budget, "latency": dev.latency, "threads": dev.threads,
-            "runner": asdict(dev.runner) if dev.runner else None, "batch_size": wl.batch_size,
-            "sequence_length": wl.sequence_length, "replan_of": src.name})
+            "runner": asdict(dev.runner) if dev.runner else None, **flow.workload_inputs(target),
+            "replan_of": src.name})
         run = json.loads(src.run_json.read_text())
         atomic_write_json(rd.run_json, {**run, "target": str(target.path.resolve()), "trials": len(priced),
                                         "storage": None, "replan_of": src.name})

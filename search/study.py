@@ -179,7 +179,7 @@ class Engine:
         log(f"model family {prepared.family.name}, task type {self.ctx.task_type.NAME}, runtime "
             f"{self.ctx.backend.name}; training on {accel.describe()}")
         self.teacher = self._teacher()
-        self.budget = outputs.resolved_budget(target, self.teacher, self.ctx.task_type.OBJECTIVE)
+        self.budget = flow.resolved_budget(target, self.teacher)
         outputs.save_run_inputs(self.rd, prepared, self.budget, target, self.ctx.backend)
         log(outputs.metrics_line("teacher", self.teacher, self.budget) + f"  | budget: {outputs.budget_line(self.budget)}")
         self.objectives = for_budget(self.budget)

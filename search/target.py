@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import backends, flows
 from .confidence import DEFAULT_CONFIDENCE
 from .errors import ConfigError
 from .schema import REQUIRED, Reader, load_yaml, resolve
@@ -16,10 +17,6 @@ KERNEL_CLASSES = ("int8_static", "w8", "w4", "w2")
 # an estimated latency's upper bound without a calibration or a stated error: the uncalibrated roofline's median
 # |error| measured against local_cpu was 41% (bench latency), so 50% is assumed, and labelled so
 ASSUMED_LATENCY_ERROR_PCT = 50.0
-RUNTIMES = ("onnxruntime", "llama.cpp")  # backends/: the runtimes an artifact can be built for
-LM_RUNTIMES = ("llama.cpp",)  # runtimes of language models: their workload is a chat turn, their budget per token
-# a language model's quality limit: exactly one, keyed by its objective's budget key (objectives.py)
-LM_QUALITY_LIMITS = {"kld_ceiling": (0, 100), "top1_agreement_floor": (0, 1), "perplexity_ratio_ceiling": (1, 1000)}
 
 
 @dataclass(frozen=True)
@@ -99,10 +96,6 @@ class Budget:
     ttft_ms: float | None = None  # language models, optional: median time to first token
     quality_limit: QualityLimit | None = None  # language models
     confidence: float = DEFAULT_CONFIDENCE  # one-sided level of the bounds a shipped candidate must meet (confidence.py)
-
-    @property
-    def is_lm(self) -> bool:
-        return self.quality_limit is not None
 
 
 @dataclass(frozen=True)
@@ -261,25 +254,16 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool) -> Target:
         tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
         threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
         runner=_runner(dev, latency),
-        runtime=dev.string("runtime", default="onnxruntime", choices=RUNTIMES),
+        runtime=dev.string("runtime", default="onnxruntime", choices=tuple(backends.names())),
         **_latency_error(dev, latency),
     )
     dev.done()
     spec = _apply_calibration(spec, device_file) if calibrated else spec  # an inherited device: the base's fit
 
-    lm = spec.runtime in LM_RUNTIMES
+    # the workload and the budget are the task kind's that ships on this runtime (flows/*/target.py)
+    schema = flows.target_schema(spec.runtime)
     wl = top.section("workload")
-    if lm:
-        workload = LMWorkload(prompt_tokens=wl.number("prompt_tokens", lo=1, hi=1 << 20, integer=True),
-                              gen_tokens=wl.number("gen_tokens", lo=1, hi=1 << 20, integer=True),
-                              context_tokens=wl.number("context_tokens", lo=2, hi=1 << 22, integer=True))
-        if workload.prompt_tokens + workload.gen_tokens > workload.context_tokens:
-            raise wl.error("context_tokens", f"got {workload.context_tokens}; the prompt and the reply "
-                                             f"({workload.prompt_tokens} + {workload.gen_tokens} tokens) must fit: "
-                                             "raise it or shorten them")
-    else:
-        workload = Workload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
-                            sequence_length=wl.number("sequence_length", lo=1, hi=512, integer=True))
+    workload = schema.read_workload(wl)
     wl.done()
 
     bud = top.section("budget")
@@ -287,27 +271,7 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool) -> Target:
     if budget_memory > spec.memory_mb:
         raise bud.error("memory_mb", f"got {budget_memory}; more than the device has (device.memory_mb = "
                                      f"{spec.memory_mb}): lower it")
-    if lm:
-        given = [k for k in LM_QUALITY_LIMITS if bud.has(k)]
-        if len(given) != 1:
-            raise bud.error("-", f"{'both ' + ' and '.join(given) if given else 'no quality limit'} given; a "
-                                 f"{spec.runtime} target gives exactly one of {', '.join(LM_QUALITY_LIMITS)} "
-                                 "(e.g. kld_ceiling: 0.08, mean KL divergence to the teacher in nats/token)")
-        lo, hi = LM_QUALITY_LIMITS[given[0]]
-        budget = Budget(memory_mb=budget_memory, tpot_p99_ms=bud.number("tpot_p99_ms", lo=0, lo_open=True),
-                        ttft_ms=bud.number("ttft_ms", default=None, lo=0, lo_open=True),
-                        quality_limit=QualityLimit(given[0], bud.number(given[0], lo=lo, hi=hi, lo_open=True)))
-    else:
-        floor_r = bud.section("accuracy_floor")
-        absolute = floor_r.number("absolute", default=None, lo=0, hi=1)
-        max_drop = floor_r.number("max_drop", default=None, lo=0, hi=1)
-        floor_r.done()
-        if (absolute is None) == (max_drop is None):
-            raise floor_r.error("-", "give exactly one of `absolute` (e.g. 0.95) or `max_drop` "
-                                     "(e.g. 0.01 = one point below the teacher)")
-        budget = Budget(memory_mb=budget_memory,
-                        p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
-                        accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
+    budget = schema.read_budget(bud, spec, budget_memory)
     budget = replace(budget, confidence=bud.number("confidence", default=DEFAULT_CONFIDENCE, lo=0.5, hi=0.999))
     bud.done()
     top.done()

@@ -39,6 +39,7 @@ QUALITY_TOLERANCE = 0.02
 
 
 def tiny_lm_run(root: Path) -> dict:
+    """Run the tiny search into root/results/golden; what the golden file keeps of it."""
     from conftest import run_search
     from search.backends.llama_cpp import gguf_file
     from search.tasks import lm
@@ -71,9 +72,15 @@ def tiny_lm_run(root: Path) -> dict:
             "selected": selected["trial"], "trials": rows}
 
 
-@pytest.mark.slow  # ~1 min of llama.cpp and recovery; .ci/run runs it with the slow checks
-def test_tiny_lm_run_measures_what_the_code_before_the_one_engine_refactor_measured(tmp_path):
-    got = tiny_lm_run(tmp_path)
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    return root, tiny_lm_run(root)
+
+
+@pytest.mark.slow  # ~1.5 min of llama.cpp and recovery; .ci/run runs it with the slow checks
+def test_tiny_lm_run_measures_what_the_code_before_the_one_engine_refactor_measured(lm_run):
+    _, got = lm_run
     want = json.loads(GOLDEN.read_text())
     for key in ("weight_mb", "tpot_p99_ms", "memory_mb"):
         assert got["teacher"][key] == pytest.approx(want["teacher"][key], rel=1e-6), key
@@ -93,6 +100,64 @@ def test_tiny_lm_run_measures_what_the_code_before_the_one_engine_refactor_measu
         for key in QUALITY:
             if w.get(key) is not None:
                 assert g[key] == pytest.approx(w[key], abs=QUALITY_TOLERANCE), (w["trial"], key)
+
+
+@pytest.mark.slow  # shares the run above
+def test_replan_of_an_lm_run_reprices_its_ggufs_without_training(lm_run):
+    """Onto its own target: every stored trial's speed and memory come back as the run estimated them. Onto the
+    Raspberry Pi 5: the choice equals one recomputed by hand from the stored trials (the decode estimate of each
+    trial's shape and GGML types on the Pi's spec; KLD as stored)."""
+    from conftest import run_search
+    from search import confidence, families, pareto
+    from search.families.base import ModelShape
+    from search.flows.causal_lm import pipeline
+    from search.flows.causal_lm.recipe import LMRecipe
+    from search.outputs import load_study
+    from search.run_dir import RunDir
+    from search.target import load_target
+
+    root, _ = lm_run
+    results = root / "results"
+    src = RunDir(results / "golden")
+    stored = {t.number: t.user_attrs for t in load_study(src.root).get_trials(deepcopy=False)
+              if t.state.name == "COMPLETE"}
+    proc = run_search(results, "replan", "golden", "--target", str(root / "target.yaml"), "--run-id", "same")
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "nothing is trained" in proc.stdout and "Traceback" not in proc.stderr
+    same = {t.user_attrs["replan_of_trial"]: t.user_attrs for t in load_study(results / "same").get_trials()}
+    assert set(same) == set(stored)
+    for n, a in stored.items():
+        for key in ("memory_mb", "tpot_p99_ms", "tpot_p50_ms", "ttft_ms", "kv_cache_mb", "tpot_p99_ms_upper"):
+            assert same[n][key] == pytest.approx(a[key], rel=1e-9), (n, key)
+        assert same[n]["kld_mean"] == a["kld_mean"] and same[n]["types"] == a["types"]
+
+    proc = run_search(results, "replan", "golden", "--target", "raspberry_pi5_llm")
+    assert proc.returncode in (0, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = RunDir(results / "golden.replan-raspberry_pi5_8gb_llm")
+    got = json.loads(out.selected_json.read_text())
+    target = load_target("raspberry_pi5_llm")
+    saved = json.loads(src.budget_json.read_text())
+    family, teacher_shape = families.get(saved["family"]), ModelShape.from_json(saved["teacher_shape"])
+    budget = got["budget"]
+    assert budget["memory_mb"] == 160 and budget["kld_ceiling"] == 0.1 and budget["flow"] == "causal_lm"
+    rows = []
+    for n, a in stored.items():
+        recipe = LMRecipe(**{**a["recipe"], "types": tuple(tuple(t) for t in a["recipe"]["types"])})
+        est = pipeline._estimate(family, target, pipeline.planned_shape(teacher_shape, recipe), recipe)
+        upper, _ = confidence.latency_bound(est.tpot_p99_ms, (), "estimated", target.device, budget["confidence"])
+        rows.append({"trial": n, "params": {}, "metrics": {
+            "kld_mean": a["kld_mean"], "kld_mean_se": a["kld_mean_se"], "tpot_p99_ms": est.tpot_p99_ms,
+            "tpot_p99_ms_upper": upper, "ttft_ms": est.ttft_ms, "memory_mb": est.memory_mb,
+            "latency_bound_method": "recomputed"}})
+    teacher = json.loads(out.teacher_json.read_text())
+
+    def vouch(r):
+        return confidence.problems(confidence.bounds(r["metrics"], teacher, budget), budget)
+
+    want = pareto.select(rows, budget, "accuracy", vouch)
+    assert got["meets_budget"] == want["meets_budget"]
+    chosen = None if got["trial"] is None else got.get("replan_of", {}).get("trial")
+    assert chosen == (want["selected"]["trial"] if want["selected"] else None)
 
 
 if __name__ == "__main__":  # written once by the code before the refactor: python tests/test_golden_lm.py

@@ -14,7 +14,8 @@ from search.backends.llama_cpp import gguf_file, mixes, quantize
 from search.flows.causal_lm.recipe import LMRecipe
 from search.errors import ConfigError
 from search.measure import decode
-from search.outputs import budget_line, resolved_budget, summary_table
+from search import flows
+from search.outputs import budget_line, summary_table
 from search.flows.causal_lm.pipeline import planned_shape, resolve
 from search.target import load_target
 from test_llama_cpp import template, tiny_llama  # noqa: F401  (fixture)
@@ -39,9 +40,10 @@ def test_an_lm_target_reads_its_workload_and_budget(tmp_path):
     t = load_target(str(write(tmp_path, LM_TARGET)))
     assert (t.workload.prompt_tokens, t.workload.gen_tokens, t.workload.context_tokens) == (16, 8, 64)
     assert (t.budget.tpot_p99_ms, t.budget.ttft_ms, t.budget.quality_limit.key) == (20, 300, "kld_ceiling")
-    b = resolved_budget(t, {})
+    b = flows.get("causal_lm").resolved_budget(t, {})
     assert b == {"memory_mb": 100, "tpot_p99_ms": 20, "latency": "tpot_p99_ms", "quality": "kld_mean",
-                 "kld_ceiling": 0.1, "kld_ceiling_rule": "absolute", "ttft_ms": 300, "confidence": 0.95}
+                 "kld_ceiling": 0.1, "kld_ceiling_rule": "absolute", "ttft_ms": 300, "confidence": 0.95,
+                 "flow": "causal_lm"}
     assert budget_line(b) == "kld_mean <= 0.1 nats/token, tpot_p99_ms <= 20 ms, memory_mb <= 100 MB, ttft_ms <= 300 ms"
 
 

@@ -109,8 +109,10 @@ def test_replan_choice_equals_a_recomputation_from_the_stored_trials(source):
     """Another device and budget: re-price each stored trial here with the roofline, and select by hand."""
     from search import confidence, pareto
     from search.measure import memory, roofline
-    from search.outputs import evidence, resolved_budget
-    from search.replan import _as_shape, candidate
+    from search import flows
+    from search.outputs import evidence
+    from search.families.base import ModelShape
+    from search.flows.text_classification.reprice import candidate
     from search.run_dir import RunDir
     from search.target import load_target
 
@@ -124,11 +126,11 @@ def test_replan_choice_equals_a_recomputation_from_the_stored_trials(source):
     target = load_target(str(root / "tight.yaml"))
     src = RunDir(root / "results" / "src")
     teacher = json.loads(src.teacher_json.read_text())
-    budget = resolved_budget(target, teacher)
+    budget = flows.get("classification").resolved_budget(target, teacher)
     rows = []
     for t in _trials(src.root):
         a, cand = t.user_attrs, candidate(t.user_attrs)
-        shape = _as_shape(a["shape"])
+        shape = ModelShape.from_json(a["shape"])
         lat = roofline.estimate(shape, cand.quant, target.device, 1, 16, False)
         mem = a["weight_mb"] + memory.activation_bytes(shape, 1, 16) / memory.MB
         rows.append({"trial": t.number, "params": t.params,

@@ -1,9 +1,16 @@
 """Runtime backends by name. A new runtime is one package here and one line below."""
 from __future__ import annotations
 
-from .base import Backend
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the base imports torch: naming the runtimes (target files) must not
+    from .base import Backend
 
 DEFAULT = "onnxruntime"
+
+
+def names() -> list[str]:
+    return ["onnxruntime", "llama.cpp"]
 
 
 def get(name: str = DEFAULT) -> Backend:
@@ -15,4 +22,4 @@ def get(name: str = DEFAULT) -> Backend:
         from .llama_cpp import LlamaCpp
 
         return LlamaCpp()
-    raise KeyError(f"no runtime backend {name!r}; available: onnxruntime, llama.cpp")
+    raise KeyError(f"no runtime backend {name!r}; available: {', '.join(names())}")

@@ -52,6 +52,11 @@ class ModelShape:
         """Token ids the model accepts (the tokenizer's vocabulary, trimmed or not)."""
         return self.id_map_size or self.vocab
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelShape":
+        """A shape as stored in a run folder (`asdict`, through JSON: tuples come back as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 @dataclass(frozen=True)
 class Tensor:

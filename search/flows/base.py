@@ -24,6 +24,14 @@ Contract (in the manner of Optuna's `BaseSampler` / `BaseStorage`):
   With `more` (from `more_training`), the recipe's student is trained further first (a second rung).
 - `measure_teacher` measures the uncompressed teacher's artifact exactly as `run_candidate` measures a
   candidate's, into `workdir`.
+- What a run leaves (outputs.py, export.py, replan.py ask the flow of a run's saved budget, `flows.of_budget`):
+  `METRIC_COLUMNS` (trials.csv's metric columns), `SUMMARY_KEYS` (what selected.json shows of the teacher and the
+  selection), `resolved_budget` (the target's budget with its quality limit as an absolute number, naming the
+  objectives and the flow), `metrics_text` (one trial's metrics in a log line), `run_inputs` (what `select`,
+  `export` and `replan` need later without preparing the task again: extra budget.json keys, and evidence files),
+  `workload_inputs` (the target's workload as budget.json keeps it: what a re-measurement runs), `reprice` (a
+  stored trial's or the teacher's resource metrics on another target, for `replan`: no training; None where this
+  kind cannot be re-priced).
 - Optional steps, default no-ops: `warm_start` (the study's first recipes), `more_training` (None: one rung),
   `variants` (none), `as_built` (stored recipes need no upgrade), `solved_for_target` (no recipe depends on the
   target beyond its parameters).
@@ -46,6 +54,22 @@ class Start:
 
 class Flow(ABC):
     NAME: str = ""  # the task type it runs (a task file's `task_type`), and its registry key
+    METRIC_COLUMNS: tuple = ()  # trials.csv's metric columns (trial user attrs), in order
+    SUMMARY_KEYS: tuple = ()  # of the teacher and the selected trial, in selected.json and the summary table
+
+    @abstractmethod
+    def resolved_budget(self, target, teacher: dict) -> dict:
+        """The budget as the run's objectives name it (objectives.py): `quality`, `latency`, each limit under its
+        objective's budget key, the confidence level, and `flow` (this flow's NAME)."""
+
+    @abstractmethod
+    def metrics_text(self, m: dict, source: str) -> str:
+        """One trial's (or the teacher's) metrics in a log line; `source` notes an estimated or noisy latency."""
+
+    @abstractmethod
+    def run_inputs(self, rd, prepared, target) -> dict:
+        """Keys budget.json adds for this kind (classes, workload, how quality was measured), after writing any
+        evidence `select` needs (the validation labels of the accuracy bound) into the run folder `rd`."""
 
     @abstractmethod
     def prepare_run(self, prepared, target, space, cache_dir: Path, threads: int, seed: int, log=print):
@@ -66,6 +90,16 @@ class Flow(ABC):
     @abstractmethod
     def measure_teacher(self, ctx, workdir: Path) -> dict:
         """The teacher's artifact, measured like a candidate's."""
+
+    @abstractmethod
+    def workload_inputs(self, target) -> dict:
+        """The target's workload under the budget.json keys the backend's `remeasure` reads."""
+
+    def reprice(self, attrs: dict, saved: dict, target, artifact: Path, locks: Path) -> dict | None:
+        """A stored trial's (`attrs`: its user attrs) or the teacher's (`attrs` without a `recipe`) resource metrics
+        on `target`: estimated from what was stored, or `artifact` measured there (one measurement per host at a
+        time: `locks`). `saved`: the source run's budget.json. None: this kind cannot be re-priced."""
+        return None
 
     def warm_start(self, ctx, trials: int) -> list[Start]:
         """The first recipes of a new study (screened within the budget), before the sampler's own; none by default."""

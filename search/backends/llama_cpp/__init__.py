@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CandidateError
-from ...target import LMWorkload  # noqa: F401  (the workload the probe runs; defined with the target)
+from ...target import LMWorkload  # the workload the probe runs; defined with the target
+from ..base import Backend
 from . import gguf_file, quantize
 from .quantize import Mix
 
@@ -25,14 +26,25 @@ F32_NAME = "model-f32.gguf"
 ARTIFACT_NAME = "model.gguf"
 
 
-class LlamaCpp:
-    """The backend object a run holds (backends.get("llama.cpp")): its name, the artifact's file name and the
-    deploy snippet. The work is done by this module's functions (build, quality, measure_speed), which the
-    language-model pipeline calls; the classification half of backends/base.py (outputs over a labelled split,
-    onnxruntime's QuantParams) does not apply to a GGUF."""
+class LlamaCpp(Backend):
+    """The backend object a run holds (backends.get("llama.cpp")). Building and scoring a GGUF are this module's
+    functions (build, quality, measure_speed), which the causal-LM flow calls: a GGUF is quantized from an F32 GGUF
+    with a Mix of GGML types, not from a torch model with QuantParams (backends/base.py: ModelBackend)."""
 
     name = "llama.cpp"
     artifact_name = ARTIFACT_NAME
+
+    def weight_bytes(self, artifact: Path) -> int:
+        return quantize.weight_bytes(artifact)
+
+    def remeasure(self, artifact: Path, saved: dict, runner, confidence: float) -> tuple[dict, bool, str]:
+        from ...confidence import measured_latency_bound
+
+        s = measure_speed(artifact, LMWorkload(**saved["workload"]), saved["threads"], runner=runner, rounds=10)
+        upper, how = measured_latency_bound(s["tpot_steps_ms"], confidence)
+        return ({k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "latency_spread")}
+                | {"memory_mb": s["peak_rss_mb"], "tpot_p99_ms_upper": upper, "latency_bound_method": how},
+                s["latency_noisy"], s["speed_detail"])
 
     def usage(self, saved: dict) -> str:
         wl = saved.get("workload", {})
@@ -50,9 +62,9 @@ class LlamaCpp:
 
 
 def write_f32(model, workdir: Path, template: Path) -> Path:
-    from ...families import get
+    from ...families import of
 
-    standard = get("llama_lm").to_standard(model)  # every layer at one head/FFN count (cut ones zero)
+    standard = of(model).to_standard(model)  # every layer at one head/FFN count (cut ones zero)
     return gguf_file.write_f32(standard, workdir / F32_NAME, template)
 
 

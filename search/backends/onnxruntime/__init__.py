@@ -15,7 +15,7 @@ from ...compress.grid import CHANNEL, block_size_for, blocked_bytes
 from ...compress.weight_only import EMBEDDING_BITS, HIGH_BITS
 from ...families.base import ModelShape
 from ...measure.latency import Latency, from_probe, run_probe
-from ..base import Backend
+from ..base import ModelBackend
 from . import layout
 from .build import ARTIFACT, build
 
@@ -62,7 +62,7 @@ def session(path: Path, threads: int):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-class OnnxRuntime(Backend):
+class OnnxRuntime(ModelBackend):
     name = "onnxruntime"
     artifact_name = ARTIFACT
 
@@ -140,6 +140,17 @@ class OnnxRuntime(Backend):
                 str(runs_per_round)]
         answer, where = run_probe(PROBE, artifact, args, runner)
         return from_probe(answer, where, artifact)
+
+    def remeasure(self, artifact: Path, saved: dict, runner, confidence: float) -> tuple[dict, bool, str]:
+        from ...confidence import latency_bound
+
+        shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
+        lat = self.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
+                                   rounds=10, runs_per_round=50, runner=runner)
+        upper, how = latency_bound(lat.p99_ms, lat.times_ms, "measured", None, confidence)
+        return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
+                 "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},
+                lat.noisy, lat.detail)
 
     def usage(self, saved: dict) -> str:
         return "## Run it with onnxruntime\n\n" + USAGE.format(artifact=ARTIFACT, max_length=saved["max_length"],

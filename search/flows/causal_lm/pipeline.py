@@ -133,8 +133,8 @@ def planned_shape(teacher: ModelShape, recipe: LMRecipe) -> ModelShape:
                    ffn=(recipe.ffn or teacher.ffn[0],) * layers)
 
 
-def _priced(ctx: LMContext, shape: ModelShape) -> tuple[list, int]:
-    return mixes.planned_class_shapes(ctx.family.tensors(shape))
+def _priced(family, shape: ModelShape) -> tuple[list, int]:
+    return mixes.planned_class_shapes(family.tensors(shape))
 
 
 def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
@@ -143,7 +143,7 @@ def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
     counts twice: mixes.REPACKED_TYPES). Two recipes that resolve alike build one model."""
     if recipe.bits_per_weight is None:
         return recipe
-    classes, _ = _priced(ctx, planned_shape(ctx.teacher_shape, recipe))
+    classes, _ = _priced(ctx.family, planned_shape(ctx.teacher_shape, recipe))
     s = ctx.sensitivity
     opts = {c.name: [t for t in s.options.get(c.name, [mixes.REFERENCE]) if c.fits(t)] for c in classes}
     points = mixes.front(classes, opts, s.increase, s.reference_kld, resident=True)
@@ -159,9 +159,9 @@ def resolve(ctx: LMContext, recipe: LMRecipe) -> LMRecipe:
     return replace(recipe, types=tuple(sorted(best.types.items())), bits_per_weight=None)
 
 
-def _tensor_and_decode_bytes(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> tuple[int, int, int]:
+def _tensor_and_decode_bytes(family, shape: ModelShape, recipe: LMRecipe) -> tuple[int, int, int]:
     """(bytes of the GGUF's tensors, bytes resident in llama.cpp's memory, bytes one decode step reads)."""
-    classes, other = _priced(ctx, shape)
+    classes, other = _priced(family, shape)
     types = dict(recipe.types)
     tensor = mixes.mix_bytes(classes, types) + other
     resident = mixes.mix_bytes(classes, types, resident=True) + other
@@ -171,15 +171,15 @@ def _tensor_and_decode_bytes(ctx: LMContext, shape: ModelShape, recipe: LMRecipe
     return tensor, resident, decode_bytes
 
 
-def _estimate(ctx: LMContext, shape: ModelShape, recipe: LMRecipe) -> decode.LMEstimate:
-    _, resident, decode_bytes = _tensor_and_decode_bytes(ctx, shape, recipe)
+def _estimate(family, target: Target, shape: ModelShape, recipe: LMRecipe) -> decode.LMEstimate:
+    _, resident, decode_bytes = _tensor_and_decode_bytes(family, shape, recipe)
     types = {t for _, t in recipe.types} or {mixes.REFERENCE}
-    return decode.estimate(shape, resident, decode_bytes, types, ctx.target.device, ctx.target.workload)
+    return decode.estimate(shape, resident, decode_bytes, types, target.device, target.workload)
 
 
 def screen(ctx: LMContext, recipe: LMRecipe) -> tuple[dict, list[str]]:
     """Predicted memory, and speed where it is estimated, from the recipe alone; reasons to reject."""
-    est = _estimate(ctx, planned_shape(ctx.teacher_shape, recipe), recipe)
+    est = _estimate(ctx.family, ctx.target, planned_shape(ctx.teacher_shape, recipe), recipe)
     budget = ctx.target.budget
     predicted = {"predicted_memory_mb": est.memory_mb}
     reasons = []
@@ -203,7 +203,7 @@ def _check_feasible_at_all(ctx: LMContext) -> None:
     top = lambda name: max(values(k[name]))  # noqa: E731
     low = lambda name: min(values(k[name]))  # noqa: E731
     recipe = LMRecipe(drop_layers=top("cut.drop_layers"), ffn=low("cut.ffn"), kv_groups=low("cut.kv_groups"))
-    classes, _ = _priced(ctx, planned_shape(ctx.teacher_shape, recipe))
+    classes, _ = _priced(ctx.family, planned_shape(ctx.teacher_shape, recipe))
     # each class at its smallest type as resident in memory: the solver's smallest mix (no sensitivity needed)
     allowed = (mixes.options(classes, ctx.space.excluded_types) if ctx.space.solver else
                {c.name: values(k[f"gguf.types.{c.name}"]) for c in classes if f"gguf.types.{c.name}" in k})
@@ -313,18 +313,21 @@ def _student(ctx: LMContext, recipe: LMRecipe, log) -> tuple[Path, dict]:
     return folder, json.loads((folder / "student.json").read_text())
 
 
-def _speed(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:
-    dev, wl = ctx.target.device, ctx.target.workload
-    confidence_level = ctx.target.budget.confidence
+def speed(family, target: Target, locks: Path, path: Path, shape: ModelShape, recipe: LMRecipe) -> dict:
+    """Time to first token, time per output token (with its bound) and memory of the GGUF at `path` on `target`:
+    estimated from the shape and the recipe's types, or measured in a fresh llama.cpp process (one at a time per
+    host: `locks`)."""
+    dev, wl = target.device, target.workload
+    confidence_level = target.budget.confidence
     if dev.latency == "estimated":
-        est = _estimate(ctx, shape, recipe)
+        est = _estimate(family, target, shape, recipe)
         upper, how = confidence.latency_bound(est.tpot_p99_ms, (), "estimated", dev, confidence_level)
         return {"ttft_ms": est.ttft_ms, "tpot_p50_ms": est.tpot_p50_ms, "tpot_p99_ms": est.tpot_p99_ms,
                 "tpot_p99_ms_upper": upper, "latency_bound_method": how,
                 "prefill_tok_s": wl.prompt_tokens / (est.ttft_ms / 1000), "decode_tok_s": 1000 / est.tpot_p50_ms,
                 "memory_mb": est.memory_mb, "peak_rss_mb": None, "latency_spread": 0.0, "latency_noisy": False,
                 "latency_source": "estimated", "latency_detail": est.detail}
-    with latency_lease(ctx.cache_dir / "locks", dev.runner):  # one measurement per host/device at a time
+    with latency_lease(locks, dev.runner):  # one measurement per host/device at a time
         s = lc.measure_speed(path, wl, dev.threads, runner=dev.runner)
     return {**{k: s[k] for k in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s", "decode_tok_s",
                                  "peak_rss_mb", "latency_spread", "latency_noisy")},
@@ -340,7 +343,7 @@ def measure_gguf(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe
     for t in written.values():
         counts[t] = counts.get(t, 0) + 1
     p = ctx.prepared
-    return {**lc.quality(path, p.windows, p.reference_path, ctx.threads), **_speed(ctx, path, shape, recipe),
+    return {**lc.quality(path, p.windows, p.reference_path, ctx.threads), **speed(ctx.family, ctx.target, ctx.cache_dir / "locks", path, shape, recipe),
             "weight_mb": quantize.weight_bytes(path) / 2**20, "file_mb": lc.file_mb(path),
             "kv_cache_mb": decode.kv_bytes(shape, ctx.target.workload.context_tokens) / 2**20,
             "bits_per_weight": quantize.bits_per_weight(path),
@@ -352,14 +355,19 @@ def _parameters(shape: ModelShape, ctx: LMContext) -> int:
     return sum(t.elements for t in ctx.family.tensors(shape))
 
 
+def teacher_recipe(family, shape: ModelShape) -> LMRecipe:
+    """The teacher as a recipe: every tensor class in F32, the output head too."""
+    classes, _ = _priced(family, shape)
+    return LMRecipe(types=tuple(sorted((c.name, "F32") for c in classes)))
+
+
 def measure_teacher(ctx: LMContext, workdir: Path) -> dict:
     """The teacher as shipped-in-full: its F32 GGUF, measured like every candidate."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / lc.ARTIFACT_NAME
     path.unlink(missing_ok=True)
     link_file(ctx.teacher_f32, path)
-    classes, _ = _priced(ctx, ctx.teacher_shape)
-    f32 = LMRecipe(types=tuple(sorted((c.name, "F32") for c in classes)))  # every class, the output head too
+    f32 = teacher_recipe(ctx.family, ctx.teacher_shape)
     return {**measure_gguf(ctx, path, ctx.teacher_shape, f32), "artifact": str(path), "types": "F32"}
 
 
