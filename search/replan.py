@@ -9,7 +9,6 @@ explanations as a run. `select`, `report`, `export` and `run --resume` work on i
 `--trials N` adds trials where the front near the new budget is thin. RUN itself is never written to."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from .families.base import ModelShape
 from .locks import latency_lease
 from .measure import memory, roofline
 from .objectives import for_budget
-from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file
+from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file, read_json
 from .target import Target
 
 MIN_FRONT = pareto.THIN_FRONT
@@ -34,10 +33,12 @@ PRICED = ("memory_mb", "weight_mb", "activation_mb_estimated", "peak_rss_mb", "p
           "latency_bound_method")  # what a replan measures or estimates again; everything else carries over
 
 
-def replan_dir(source: Path, target: Target) -> Path:
+def replan_dir(source: Path, target: Target, results: Path) -> Path:
+    """`results/RUN.replan-<target>`: in the results folder even when RUN was given as a path outside it (a replan
+    writes nothing anywhere else)."""
     from .schema import slug
 
-    return source.with_name(f"{source.name}.replan-{slug(target.name)}")
+    return results / f"{source.name}.replan-{slug(target.name)}"
 
 
 def _as_shape(d: dict) -> ModelShape:
@@ -104,14 +105,15 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
     src = RunDir(source_dir)
     saved = src.saved()
     _check(src, saved, target)
-    teacher = json.loads(src.teacher_json.read_text())
+    teacher = read_json(src.teacher_json)
+    run = read_json(src.run_json)  # every file read before anything is measured or written
     budget = outputs.resolved_budget(target, teacher)
     for folder in (src.teacher_dir, src.tokenizer_dir):
         if not folder.is_dir():
             raise ConfigError(folder, "RUN", "missing: was the run folder pruned? replan needs every stored artifact")
     backend = backends.get(saved.get("backend", backends.DEFAULT))
     teacher_shape = _as_shape(saved["teacher_shape"])
-    locks = src.root.parent / "cache" / "locks"  # the run's own convention (study.run): results/cache/locks
+    locks = out.parent / "cache" / "locks"  # the results folder's, as in a run (study.run): results/cache/locks
     old = outputs.load_study(src.root)  # the run's own storage (SQLite in its folder, or the shared one it named)
     done = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     how = "estimating" if target.device.latency == "estimated" else "measuring"
@@ -149,7 +151,6 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
             **saved, "target": target.name, "budget": budget, "latency": dev.latency, "threads": dev.threads,
             "runner": asdict(dev.runner) if dev.runner else None, "batch_size": wl.batch_size,
             "sequence_length": wl.sequence_length, "replan_of": src.name})
-        run = json.loads(src.run_json.read_text())
         atomic_write_json(rd.run_json, {**run, "target": str(target.path.resolve()), "trials": len(priced),
                                         "storage": None, "replan_of": src.name})
         study = optuna.create_study(storage=f"sqlite:///{rd.study_db}", study_name=STUDY_NAME,

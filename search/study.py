@@ -23,7 +23,7 @@ from .errors import CandidateError, RunStopped
 from .objectives import for_budget
 from . import storage as storages
 from .locks import file_lock
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, link_copy
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, link_copy, read_json
 from .space import Space
 from .strategies import OURS
 from .target import Target
@@ -194,7 +194,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
 
     with file_lock(rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
         if rd.teacher_json.is_file():  # a new run folder has none: a resumed or joined run has
-            teacher = json.loads(rd.teacher_json.read_text())
+            teacher = read_json(rd.teacher_json)
         else:
             log("measuring the fp32 teacher artifact ...")
             teacher = pipe.measure_teacher(ctx, rd.teacher_dir)
@@ -401,7 +401,7 @@ def run(target: Target, space: Space, prepared, run_dir: Path, settings: RunSett
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         complete = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         marker = rd.root / ".finished"
-        finished = marker.is_file() and json.loads(marker.read_text()) == complete
+        finished = read_json(marker, default=None, mapping=False) == complete
         if running or (settings.storage is not None and finished):
             log(f"worker {settings.worker_id} done; the worker that ends last selects and exports")
             return {"meets_budget": True, "worker_only": True}
