@@ -59,6 +59,8 @@ def _cmd_run(args) -> int:
                   file=sys.stderr)
             return 2
         prev = read_json(saved, ("target", "space", "task", "seed"))
+        for written in ("budget.json", "teacher.json"):  # read back later: damage is said now, not after the teacher
+            read_json(run_dir / written, default=None)
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
         args.storage = prev.get("storage")
@@ -70,8 +72,9 @@ def _cmd_run(args) -> int:
     args.trials = DEFAULT_TRIALS if args.trials is None else args.trials
     args.threads = DEFAULT_THREADS if args.threads is None else args.threads
     args.device = args.device or "auto"
-    storages.check_url(args.storage)
-    storages.check_reachable(args.storage)  # before any file is loaded and a run folder made
+    named_in = str(run_dir / "run.json") if existing else None  # where the URL came from, for the one line
+    storages.check_url(args.storage, named_in)
+    storages.check_reachable(args.storage, named_in)  # before any file is loaded and a run folder made
     # validate all three inputs before any heavy work (the space against the teacher's config, too)
     target = load_target(args.target)
     lm = target.device.runtime in LM_RUNTIMES
@@ -96,8 +99,8 @@ def _cmd_run(args) -> int:
         from .space_lm import check_cuts
         from .tasks.lm import check_files, teacher_sizes
 
+        check_files(task)  # the texts, the teacher's header and the token counts: nothing loaded
         check_cuts(space, *teacher_sizes(task))
-        check_files(task)  # the teacher's header, the tokenizer and the texts: read and counted, nothing loaded
     else:
         task = load_task(args.task)
         from . import families

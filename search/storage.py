@@ -20,7 +20,7 @@ SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://", "
 CONNECT_TIMEOUT_S = 5  # an unreachable server is said within seconds, not after a TCP timeout of minutes
 
 
-def _url(url: str):
+def _url(url: str, named_in: str | None = None):
     """SQLAlchemy's parse of an RDB URL; a malformed one (a port that is not a number, ...) is a --storage error
     whose message never holds the password."""
     from sqlalchemy.engine import make_url
@@ -28,11 +28,14 @@ def _url(url: str):
     try:
         u = make_url(url)
         u.port  # noqa: B018  parsed lazily: "abc" fails here, not in make_url
-        return u
     except Exception as exc:  # ArgumentError, ValueError: all mean "not a URL we can use"
-        raise ConfigError("--storage", masked(url), f"not a valid URL ({type(exc).__name__}: "
-                                                    f"{masked(str(exc).splitlines()[0])[:120]}); give "
-                                                    "postgresql://user@host:port/db") from None
+        raise _refused(named_in, masked(url), f"not a valid URL ({type(exc).__name__}: "
+                                              f"{masked(str(exc).splitlines()[0])[:120]}); give "
+                                              "postgresql://user@host:port/db") from None
+    if "@" in (u.host or ""):  # an unescaped @ in the password: part of it would be taken for the host
+        raise _refused(named_in, masked(url), "holds an @ after the user name; percent-encode an @ in the password "
+                                              "as %40")
+    return u
 
 
 def masked(text: str) -> str:
@@ -40,17 +43,25 @@ def masked(text: str) -> str:
     (not through make_url), so that a URL SQLAlchemy cannot parse is masked too."""
     import re
 
-    return re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(://[^:/@\s]*):\S*@", r"\1:***@", text)  # to the last @: a password may hold one
 
 
-def check_url(url: str | None) -> str | None:
+def _refused(named_in: str | None, shown: str, message: str) -> ConfigError:
+    """A storage the user named cannot be used: said of --storage, or of the run.json it was read from (a worker,
+    `--resume`, select); `shown` never holds a password."""
+    if named_in is None:
+        return ConfigError("--storage", shown, message)
+    return ConfigError(named_in, "storage", f"{shown}: {message}")
+
+
+def check_url(url: str | None, named_in: str | None = None) -> str | None:
     if url is None:
         return url
     if not url.startswith(SCHEMES):
-        raise ConfigError("--storage", masked(url), "give postgresql://user@host:port/db, sqlite:///path.db or "
-                                                    "journal:/shared/path.log")
+        raise _refused(named_in, masked(url), "give postgresql://user@host:port/db, sqlite:///path.db or "
+                                              "journal:/shared/path.log")
     if "://" in url:
-        _url(url)
+        _url(url, named_in)
     return url
 
 
@@ -68,7 +79,7 @@ def redacted(url: str | None) -> str | None:
                       query=u.query).render_as_string(hide_password=False)
 
 
-def check_reachable(url: str | None) -> None:
+def check_reachable(url: str | None, named_in: str | None = None) -> None:
     """Before anything is loaded or created: the storage a run names can be opened (a server that answers, an
     SQLite file that is a database, a journal folder that exists). One line naming --storage and the fix."""
     if url is None:
@@ -78,26 +89,26 @@ def check_reachable(url: str | None) -> None:
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
         if not str(path) or path.is_dir():
-            raise ConfigError("--storage", url, "names a folder; give journal:/shared/folder/file.log")
+            raise _refused(named_in, url, "names a folder; give journal:/shared/folder/file.log")
         if not path.parent.is_dir():
-            raise ConfigError("--storage", url, f"folder {path.parent} does not exist; create it (on the file "
+            raise _refused(named_in, url, f"folder {path.parent} does not exist; create it (on the file "
                                                 "system every worker shares) or give another path")
         if path.exists() and not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
-            raise ConfigError("--storage", url, "cannot write the journal there (permission denied); fix its "
+            raise _refused(named_in, url, "cannot write the journal there (permission denied); fix its "
                                                 "permissions or give another path")
         return
     if url.startswith("sqlite"):
-        path = Path(_url(url).database or "")
+        path = Path(_url(url, named_in).database or "")
         if not path.parent.is_dir():
-            raise ConfigError("--storage", url, f"folder {path.parent} does not exist; create it or give another path")
+            raise _refused(named_in, url, f"folder {path.parent} does not exist; create it or give another path")
         if path.exists():
             problem = sqlite_problem(path, study=False)
             if problem:
-                raise ConfigError("--storage", url, f"{problem}; give a new file or an SQLite database")
+                raise _refused(named_in, url, f"{problem}; give a new file or an SQLite database")
         return
     import sqlalchemy
 
-    where = _url(url).render_as_string(hide_password=True)
+    where = _url(url, named_in).render_as_string(hide_password=True)
     try:
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
         with engine.connect():
@@ -105,9 +116,9 @@ def check_reachable(url: str | None) -> None:
         engine.dispose()
     except Exception as exc:  # the driver's many kinds (no host, refused, bad credentials, no database)
         first = masked(" ".join(str(getattr(exc, "orig", None) or exc).split()))[:200]
-        raise ConfigError("--storage", where, f"cannot connect ({first}); start the server, fix the host, port, "
-                                              "user or database, or leave --storage out (SQLite in the run "
-                                              "folder)") from None
+        other = ", or leave --storage out (SQLite in the run folder)" if named_in is None else ""
+        raise _refused(named_in, where, f"cannot connect ({first}); start the server or fix the host, port, user "
+                                        f"or database{other}") from None
 
 
 def sqlite_problem(path, study: bool = True) -> str | None:
@@ -143,7 +154,7 @@ def make(url: str | None, rd: RunDir, named_in: str | None = None):
         try:
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
         except Exception as exc:  # not a journal, unreadable
-            raise _unopened(named_in, url, f"cannot open the journal ({str(exc).splitlines()[0][:160]}); give "
+            raise _refused(named_in, url, f"cannot open the journal ({str(exc).splitlines()[0][:160]}); give "
                                            "journal:/shared/path.log of a run, or a new file") from None
     engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else {}
     try:
@@ -154,15 +165,8 @@ def make(url: str | None, rd: RunDir, named_in: str | None = None):
         first = masked(str(getattr(exc, "orig", None) or exc).splitlines()[0][:160])
         if own:  # the run folder's own file, not a flag the user gave
             raise ConfigError(rd.study_db, "-", f"cannot open it ({first}); restore it from a copy") from None
-        raise _unopened(named_in, url, f"cannot open the study storage ({first}); start the server or fix the "
-                                       "URL") from None
-
-
-def _unopened(named_in: str | None, url: str, message: str) -> ConfigError:
-    where = url.split("@")[-1]  # no user or password in a message
-    if named_in is None:
-        return ConfigError("--storage", where, message)
-    return ConfigError(named_in, "storage", f"{where}: {message}")
+        raise _refused(named_in, url.split("@")[-1], f"cannot open the study storage ({first}); start the server "
+                                                     "or fix the URL") from None
 
 
 def load(rd: RunDir):
@@ -173,7 +177,7 @@ def load(rd: RunDir):
     if url is None and rd.study_db.is_file():  # read-only first: opening an empty file would create tables in it
         problem = sqlite_problem(rd.study_db)
         if problem:
-            raise ConfigError(rd.study_db, "-", f"{problem} (damaged?); restore it from a copy")
+            raise ConfigError(rd.study_db, "-", f"damaged: {problem}; restore it from a copy")
     try:
         return optuna.load_study(study_name=study_name(rd, url), storage=make(url, rd, str(rd.run_json)))
     except KeyError:  # the storage holds no study of this run
