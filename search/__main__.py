@@ -35,8 +35,6 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_run(args) -> int:
-    import json
-
     from .errors import ConfigError
     from .space import load_space
     from .space_lm import load_lm_space
@@ -238,7 +236,8 @@ def _cmd_replan(args) -> int:
 
     source = _run_dir(args.run)
     target = load_target(args.target)
-    out = RESULTS_DIR / check_run_id(args.run_id, "--run-id") if args.run_id else replan.replan_dir(source, target, RESULTS_DIR)
+    out = (RESULTS_DIR / check_run_id(args.run_id, "--run-id") if args.run_id
+           else replan.replan_dir(source, target, RESULTS_DIR))
     _quiet_libraries()
     say = lambda s: print(s, flush=True)  # noqa: E731
     selected, rd, seconds = replan.replan(source, target, out, args.policy, log=say)

@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from . import budget_cost, confidence, pareto, report
 from .families.base import ModelShape
 from .objectives import ACCURACY, LATENCY, QUALITY, TPOT_P99, TTFT, Objective, constraints, for_budget
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_npy, atomic_write_text, read_json, read_npy
+from .run_dir import (RunDir, atomic_replace_dir, atomic_write_json, atomic_write_npy, atomic_write_text, read_json,
+                      read_npy)
 from .target import Target
 
 SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")

@@ -186,7 +186,8 @@ def test_the_corpus_is_large_enough():
 
     n = len(TARGET_CASES) + len(SPACE_CASES) + len(TASK_CASES) + len(CLI_CASES) + len(LM_CASES)
     n += len(test_bad_flags.pytestmark[0].args[1])
-    assert n >= 60, n
+    n += len(LM_TASK_CASES) + len(STORAGE_CASES) + len(DAMAGE_CASES) + 4  # issue 36 (below); 4: damaged study.db
+    assert n >= 130, n
 
 
 # -- fuzzing: whatever YAML a user writes, the loaders answer with ConfigError or a valid object -------------
@@ -535,7 +536,7 @@ def test_replan_of_a_run_outside_results_writes_only_under_results(run_copy, env
     assert sorted(p.name for p in env.iterdir()) == ["outside", "results", "work"] and not any((env / "work").iterdir())
 
 
-def test_no_password_given_in_storage_reaches_the_results_folder(postgres, finished, tmp_path):
+def test_no_password_given_in_storage_reaches_the_results_folder(postgres, finished, tmp_path):  # noqa: F811
     """A real run on PostgreSQL (trust auth: the password is accepted and ignored) with a password in the URL:
     run.json keeps the URL without it, and no file under the results folder, nor the output, holds it."""
     from conftest import run_search

@@ -89,7 +89,8 @@ def test_impossible_budget_is_refused_before_training(files):
     assert "impossible.yaml: budget.memory_mb: 0.001 MB, but the smallest recipe" in proc.stderr
     assert "Traceback" not in proc.stderr
     # refused after the run folder was made (the teacher is prepared first): it is removed again (issue 36)
-    assert sorted(p.name for p in (root / "results").glob("*") if p.name != "cache") == [r for r in runs if r != "cache"]
+    left = sorted(p.name for p in (root / "results").glob("*") if p.name != "cache")
+    assert left == [r for r in runs if r != "cache"]
 
 
 def test_corrupt_teacher_checkpoint_is_one_line(files, tmp_path):
