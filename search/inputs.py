@@ -74,6 +74,20 @@ def read_gguf(path: Path, file_for_errors, key: str, needs: tuple[str, ...] = ()
 _GGUF_FIELDS: dict = {}  # (path, mtime, size) -> scalar fields: the reader takes ~2 s on SmolLM2's 49k-token vocabulary
 
 
+def not_gguf(path: Path, file_for_errors, key: str, why: str) -> ConfigError:
+    """The one line for a GGUF that llama.cpp could not open, said without the reader's ~2 s parse: empty, not
+    GGUF at all (the magic `gguf` defines), or damaged/truncated past its first bytes."""
+    from gguf import GGUF_MAGIC
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    what = ("an empty file (0 bytes)" if not head else
+            "not a GGUF file: it does not start with GGUF's magic bytes" if int.from_bytes(head.ljust(4, b"\0"),
+                                                                                          "little") != GGUF_MAGIC
+            else f"damaged or truncated: {why}")
+    return ConfigError(file_for_errors, key, f"{path} is not a readable GGUF ({what}); give a complete .gguf file")
+
+
 def _gguf_fields(path: Path, size: int, file_for_errors, key: str) -> dict:
     from gguf import GGUFReader
 

@@ -569,3 +569,27 @@ def test_onnxruntime_keeps_no_telemetry_store_under_home(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not list(tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+def test_the_gguf_header_check_reads_what_llama_cpp_would_need(tmp_path):
+    """The `gguf` reader's check behind the llama.cpp one: a GGUF without the keys the run reads, and one whose
+    tensor data is cut short (a header that parses, a file that ends early), are refused in one line."""
+    import gguf
+
+    from search.inputs import read_gguf
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("w", np.ones((64, 64), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert read_gguf(path, "task.yaml", "teacher", ("{arch}.block_count",))["llama.block_count"] == 2
+    with pytest.raises(ConfigError, match=r"^task.yaml: teacher: .*has no 'llama.feed_forward_length' in its header"):
+        read_gguf(path, "task.yaml", "teacher", ("{arch}.feed_forward_length",))
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[:-4096])
+    with pytest.raises(ConfigError, match=r"is not a readable GGUF \((truncated: its tensors need|damaged or trunc)"):
+        read_gguf(cut, "task.yaml", "teacher")

@@ -181,11 +181,12 @@ def check_files(task: LMTask) -> None:
     """Every file the task names, checked before the teacher is loaded or a run folder made: both texts (decoded,
     parsed), that they hold the tokens asked for, the teacher (a GGUF by its header; a directory by its safetensors
     headers) and the tokenizer GGUF. Counted by llama.cpp's tokenizer of the task's GGUF (vocab only, ~0.3 s, and
-    it refuses a damaged file cleanly); `prepare` counts again with the teacher's own tokenizer, which the windows
-    are cut with (the two agree on the built-in texts to the token). The `gguf` reader's header check comes last:
-    it takes ~2 s on a 49k-token vocabulary."""
+    it refuses a damaged header or vocabulary cleanly); `prepare` counts again with the teacher's own tokenizer,
+    which the windows are cut with (the two agree on the built-in texts to the token). The `gguf` reader's full
+    header check (keys, tensor infos, file size against the tensors) comes last: it takes 2-3 s on a 49k-token
+    vocabulary, so a file llama.cpp already refused is not parsed again."""
     from ..backends import llama_cpp as lc
-    from ..inputs import check_safetensors, read_gguf
+    from ..inputs import check_safetensors, not_gguf, read_gguf
 
     evaluation = read_text(task.evaluation_path, task.text_column, task.source, "data.evaluation")
     calibration = read_text(task.calibration_path, task.text_column, task.source, "data.calibration")
@@ -195,10 +196,9 @@ def check_files(task: LMTask) -> None:
     needs += ("tokenizer.ggml.model",)
     try:
         (eval_ids, calib_ids), bos = lc.tokenize(task.gguf_template, [evaluation, calibration])
-    except ValueError as exc:  # llama.cpp cannot read it: the gguf reader says why, in one line
-        read_gguf(task.gguf_template, task.source, key, needs)
-        raise ConfigError(task.source, key, f"llama.cpp cannot read {task.gguf_template} ({exc}); give a GGUF "
-                                            "that llama.cpp loads") from None
+    except ValueError:  # llama.cpp cannot load it (it checks the header, vocabulary and file size)
+        raise not_gguf(task.gguf_template, task.source, key, "llama.cpp cannot load it") \
+            from None
     _check_counts(task, eval_ids, calib_ids, bos)
     read_gguf(task.gguf_template, task.source, key, needs)
 
