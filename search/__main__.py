@@ -12,6 +12,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# onnxruntime >= 1.29 keeps a telemetry store (~/.cache/Microsoft/DeveloperTools/.onnxruntime/) and uploads from
+# it; this is its full opt-out (nothing is written outside results/), inherited by the probe processes
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DEFAULT_TRIALS, DEFAULT_THREADS = 14, 2
 RESULTS_DIR = Path(os.environ.get("SEARCH_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
@@ -32,17 +35,14 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_run(args) -> int:
-    import json
-
     from .errors import ConfigError
-    from .space import load_space
-    from .flows.causal_lm.space import load_lm_space
-    from .target import LM_RUNTIMES, load_target
-    from .tasks import load_task
-    from .tasks.lm import BUILTIN_LM_TASKS, is_lm_task_file, load_lm_task
+    from .target import load_target
+    from .tasks import TASKS_DIR
 
+    from . import flows
     from . import storage as storages
-    from .schema import check_run_id, slug
+    from .run_dir import read_json
+    from .schema import check_run_id, resolve, slug
 
     join = getattr(args, "join", None)
     existing = args.resume or join
@@ -54,7 +54,9 @@ def _cmd_run(args) -> int:
             print(f"error: {saved}: {flag}: no such run; give a directory name under {RESULTS_DIR}",
                   file=sys.stderr)
             return 2
-        prev = json.loads(saved.read_text())
+        prev = read_json(saved, ("target", "space", "task", "seed"))
+        for written in ("budget.json", "teacher.json"):  # read back later: damage is said now, not after the teacher
+            read_json(run_dir / written, default=None)
         args.target, args.space, args.task = prev["target"], prev["space"], prev["task"]
         args.seed = prev["seed"]
         args.storage = prev.get("storage")
@@ -66,32 +68,26 @@ def _cmd_run(args) -> int:
     args.trials = DEFAULT_TRIALS if args.trials is None else args.trials
     args.threads = DEFAULT_THREADS if args.threads is None else args.threads
     args.device = args.device or "auto"
-    storages.check_url(args.storage)
+    named_in = str(run_dir / "run.json") if existing else None  # where the URL came from, for the one line
+    storages.check_url(args.storage, named_in)
+    storages.check_reachable(args.storage, named_in)  # before any file is loaded and a run folder made
     # validate all three inputs before any heavy work (the space against the teacher's config, too)
     target = load_target(args.target)
-    lm = target.device.runtime in LM_RUNTIMES
-    lm_task = args.task in BUILTIN_LM_TASKS or (args.task is not None and is_lm_task_file(args.task))
-    if lm_task and not lm:
-        raise ConfigError(target.path, "device.runtime", f"{target.device.runtime}, but --task {args.task} is a "
-                                                         "language model; give a target with runtime: llama.cpp "
-                                                         "(e.g. --target local_cpu_llm)")
-    args.space = args.space or ("llm" if lm else "default")
-    space = load_lm_space(args.space) if lm else load_space(args.space)
-    if lm:
-        args.task = args.task or next(iter(BUILTIN_LM_TASKS))
-        task = BUILTIN_LM_TASKS[args.task]() if args.task in BUILTIN_LM_TASKS else load_lm_task(args.task)
-        from .flows.causal_lm.space import check_cuts
-        from .tasks.lm import teacher_sizes
-
-        check_cuts(space, *teacher_sizes(task))
-    else:
-        task = load_task(args.task)
-        from . import families
-        from .space import check_against_teacher
-
-        limits = families.get(task.family).limits_from_config(task.teacher_dir)
-        if limits is not None:
-            check_against_teacher(space, limits)
+    kind = flows.of_task(args.task, TASKS_DIR) or target.kind  # the task's kind; no --task: the target's
+    spec = flows.inputs(kind)
+    if kind != target.kind:
+        mine = flows.inputs(target.kind)
+        if target.device.runtime not in spec.RUNTIMES:
+            raise ConfigError(target.path, "device.runtime", f"{target.device.runtime} (a {mine.DESCRIPTION} target), "
+                                                             f"but --task {args.task} is a {spec.DESCRIPTION} task; "
+                                                             f"give a {mine.DESCRIPTION} task ({mine.TASK_HINT}) or a "
+                                                             f"{spec.DESCRIPTION} target (e.g. --target "
+                                                             f"{spec.EXAMPLE_TARGET})")
+        target = load_target(args.target, kind=kind)
+    args.space = args.space or spec.DEFAULT_SPACE
+    space = spec.load_space(args.space)
+    task = spec.load_task(args.task)
+    checked = spec.check(task, space)  # the data read and checked before a run folder is made
 
     import torch
 
@@ -101,23 +97,22 @@ def _cmd_run(args) -> int:
     accel.configure(args.device)
     _quiet_libraries()
     from .study import RunSettings, run
-    from .tasks.teacher import prepare, read_checked
 
-    frame = None if lm else read_checked(task)  # the data is read and checked before a run folder is made
     if run_dir is None:
         run_id = check_run_id(args.run_id) if args.run_id else f"{slug(target.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = RESULTS_DIR / run_id
         if run_dir.exists():
             print(f"error: {run_dir}: --run-id: already exists; pick another or use --resume", file=sys.stderr)
             return 2
-    from .run_dir import RunDir, atomic_write_json, claim_worker_id
+    from .run_dir import RunDir, atomic_write_json, claim_worker_id, removed_if_refused
 
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not join:  # a joining worker leaves the run's inputs as its first process wrote them
         atomic_write_json(RunDir(run_dir).run_json, {
             "target": str(target.path.resolve()), "space": str(space.path.resolve()),
-            "task": (args.task if args.task in BUILTIN_LM_TASKS else str(Path(args.task).resolve())) if args.task
-                    else None, "seed": args.seed,
+            "task": (args.task if args.task in spec.BUILTIN_TASKS else str(resolve(args.task, TASKS_DIR).resolve()))
+                    if args.task else None, "seed": args.seed,
             "threads": args.threads, "device": args.device, "trials": args.trials,
             "storage": storages.redacted(args.storage),  # no password in a shared folder: PGPASSWORD
             "strategy": args.strategy,
@@ -129,23 +124,17 @@ def _cmd_run(args) -> int:
           f"(--device {args.device}; CPU work on {args.threads} thread(s), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})", flush=True)
     say = lambda s: print(s, flush=True)  # noqa: E731
-    if lm:
-        from .tasks import lm as lm_tasks
-
-        prepared = lm_tasks.prepare(task, RESULTS_DIR / "cache", log=say)
-    else:
-        prepared = prepare(task, RESULTS_DIR / "cache", log=say, frame=frame)
-    settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
-                           seed=args.seed, threads=args.threads, storage=args.storage, worker_id=worker_id,
-                           join=bool(join), strategy=args.strategy)
-    if join:
-        print(f"worker {worker_id} joins run {run_dir.name} ({storages.study_name(RunDir(run_dir), args.storage)} "
-              f"in {(args.storage or 'the run folder').split('@')[-1]})", flush=True)
-    from . import flows
-
-    flow = flows.get(("causal_lm" if lm else "classification"))  # the task's kind (chosen from the task file next)
-    selected = run(flow, target, space, prepared, run_dir, settings, resume=args.resume is not None,
-                   log=lambda s: print(s, flush=True))
+    with removed_if_refused(run_dir, created):  # a run refused before its first trial leaves no folder
+        flow = flows.get(kind)
+        prepared = flow.prepare(task, RESULTS_DIR / "cache", say, checked)
+        settings = RunSettings(trials=args.trials, timeout_s=args.timeout_min * 60 if args.timeout_min else None,
+                               seed=args.seed, threads=args.threads, storage=args.storage, worker_id=worker_id,
+                               join=bool(join), strategy=args.strategy)
+        if join:
+            print(f"worker {worker_id} joins run {run_dir.name} ({storages.study_name(RunDir(run_dir), args.storage)} "
+                  f"in {(args.storage or 'the run folder').split('@')[-1]})", flush=True)
+        selected = run(flow, target, space, prepared, run_dir, settings, resume=args.resume is not None,
+                       log=lambda s: print(s, flush=True))
     return 0 if selected["meets_budget"] else 3
 
 
@@ -177,19 +166,19 @@ def _cmd_select(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    import json
-
     from .outputs import completed_rows, importances, load_study
-    from .report import front_info, render
+    from .report import check_out, front_info, render
+    from .run_dir import RunDir, read_json
 
+    out = check_out(Path(args.out), args.force) if args.out else None  # before any run is read
     _quiet_libraries()
     runs = []
     for name in args.runs:
         run_dir = _run_dir(name)
-        saved = json.loads((run_dir / "budget.json").read_text())
-        teacher = json.loads((run_dir / "teacher.json").read_text())
-        selected = run_dir / "selected.json"
-        trial = json.loads(selected.read_text())["trial"] if selected.is_file() else None
+        rd = RunDir(run_dir)
+        saved = rd.saved()
+        teacher = read_json(rd.teacher_json)
+        trial = read_json(rd.selected_json, ("trial",), default={"trial": None})["trial"]
         study = load_study(run_dir)
         info = front_info(completed_rows(study, saved["budget"]), saved["budget"], teacher, trial,
                            importances(study, saved["budget"]))
@@ -202,8 +191,12 @@ def _cmd_report(args) -> int:
         raise ConfigError(args.runs[1], "RUN", "these runs optimise different objectives ("
                           + " vs ".join(", ".join(k) for k in kinds) + "); overlay only runs of the same kind")
     default = _run_dir(args.runs[0]) / "dashboard.html" if len(args.runs) == 1 else RESULTS_DIR / "compare.html"
-    out = Path(args.out) if args.out else default
-    render(runs, out, " vs ".join(name for name, _ in runs))
+    out = out or default
+    try:
+        render(runs, out, " vs ".join(name for name, _ in runs))
+    except OSError as exc:  # said of what the user gave, not of the temporary file beside it
+        raise ConfigError(args.out or out, "--out", f"cannot write there ({exc.strerror or exc}); free space, fix "
+                                                   "the folder's permissions or give another path") from None
     print(f"wrote {out}")
     return 0
 
@@ -218,7 +211,8 @@ def _cmd_replan(args) -> int:
 
     source = _run_dir(args.run)
     target = load_target(args.target)
-    out = RESULTS_DIR / check_run_id(args.run_id, "--run-id") if args.run_id else replan.replan_dir(source, target)
+    out = (RESULTS_DIR / check_run_id(args.run_id, "--run-id") if args.run_id
+           else replan.replan_dir(source, target, RESULTS_DIR))
     _quiet_libraries()
     say = lambda s: print(s, flush=True)  # noqa: E731
     selected, rd, seconds = replan.replan(source, target, out, args.policy, log=say)
@@ -384,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write the dashboard of one or several runs (fronts overlaid)",
                          description="Self-contained HTML (plotly.js inlined): fronts, budgets, teacher, selection.")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run directory names under results/, or paths")
-    rep.add_argument("--out", default=None, help="output HTML (default: RUN/dashboard.html, or "
-                                                 "results/compare.html for several runs)")
+    rep.add_argument("--out", default=None, help="output HTML: a new file in an existing folder (default: "
+                                                 "RUN/dashboard.html, or results/compare.html for several runs)")
+    rep.add_argument("--force", action="store_true", help="replace the --out file if it exists")
     rep.set_defaults(func=_cmd_report)
 
     rpl = sub.add_parser("replan", help="answer another target or budget from a finished run, without training",

@@ -1,21 +1,23 @@
 """Export: the exact measured artifact, its tokenizer, and a deploy card (DEPLOY.md) with checksums."""
 from __future__ import annotations
 
-import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from . import backends, confidence
 from .errors import ConfigError
 from .objectives import constraints, for_budget
 from .outputs import copy_model
-from .run_dir import RunDir
+from .run_dir import RunDir, read_json
 from .tasks.teacher import file_sha256 as sha256
 
 def export(run_dir: Path, out: Path, force: bool = False) -> Path:
-    """Write the shipped files into `out`: a new or empty folder, or (force) an existing one in which only
-    the files export writes are replaced; the user's other files are never touched. The files are made in a
-    temporary folder beside `out` first, so a failure leaves `out` as it was."""
+    """Write the shipped files into `out`: a new or empty folder, or (force) an existing one in which exactly the
+    files export writes are replaced, file by file (also inside `hf/`); the user's other files are never touched.
+    The files are made in a temporary folder inside `out` first and every name is checked before one is moved, so
+    a refusal or a failure leaves `out` as it was."""
     rd = RunDir(run_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(out, "--out", "exists and is not a folder; give a new or empty folder")
@@ -25,7 +27,7 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
     selected_file = rd.selected_json
     if not selected_file.is_file():
         raise ConfigError(selected_file, "-", "no selection in this run; run `python -m search select RUN` first")
-    selected = json.loads(selected_file.read_text())
+    selected = read_json(selected_file, ("trial", "meets_budget", "params", "metrics"))
     if not selected["meets_budget"]:
         raise ConfigError(selected_file, "meets_budget", "false: no candidate met every budget, nothing to ship; "
                                                          "widen the space or relax the target's budget")
@@ -34,9 +36,12 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
     source = rd.artifact(trial)
     if not source.is_file():
         raise ConfigError(source, "-", f"the artifact of trial {trial} is missing; was the run directory pruned?")
-    tmp = out.parent / f".{out.name}.export-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    created = not out.exists()
+    work = None
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".export-", dir=out))  # inside `out`: one file system, nothing beside it
+        tmp = work / "files"
         copy_model({"trial": trial, "params": selected["params"], "metrics": selected["metrics"]}, rd,
                    saved["classes"], tmp)
         hf = source.parent / "hf"
@@ -46,19 +51,36 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
                 if item.is_file():
                     shutil.copy2(item, tmp / "hf" / item.name)
         (tmp / "DEPLOY.md").write_text(deploy_card(selected, saved, tmp))
-        out.mkdir(parents=True, exist_ok=True)
-        for item in sorted(tmp.iterdir()):  # only the names export writes are replaced
-            target = out / item.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            item.rename(target)
+        moves = [(f, out / f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file()]
+        for _, dst in moves:  # all checked before the first is moved
+            _check_replaceable(out, dst)
+        for src, dst in moves:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
     except OSError as exc:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
         raise ConfigError(out, "--out", f"cannot write there ({exc.strerror or exc}); pick another folder") from None
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _check_replaceable(out: Path, dst: Path) -> None:
+    """export writes file `dst` under `out`: refused where that would replace a folder of the user's with a file
+    or a file with a folder, or write through a link out of `out`."""
+    if dst.is_dir() and not dst.is_symlink():
+        raise ConfigError(dst, "--out", "is a folder where export writes a file; move it, or give another --out")
+    for parent in list(dst.relative_to(out).parents)[:-1]:  # the folders between `out` and the file
+        p = out / parent
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            raise ConfigError(p, "--out", "is a file or a link where export writes a folder; move it, or give "
+                                          "another --out")
 
 
 def deploy_card(selected: dict, saved: dict, out: Path) -> str:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from . import budget_cost, confidence, flows, pareto, report
 from .objectives import LATENCY, QUALITY, constraints, for_budget
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text, read_json, read_npy
 from .target import Target
 
 def metric_columns(budget: dict) -> tuple:
@@ -92,14 +92,12 @@ def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend)
 def evidence(rd: RunDir, trial: int | None) -> dict | None:
     """A classification trial's predictions, the labels and the teacher's predictions (the paired accuracy
     bound); None where they were not stored. trial None: the teacher's."""
-    import numpy as np
-
     own = rd.teacher_predictions if trial is None else rd.predictions(trial)
     if not (rd.labels.is_file() and own.is_file()):
         return None
-    out = {"labels": np.load(rd.labels), "predictions": np.load(own)}
+    out = {"labels": read_npy(rd.labels), "predictions": read_npy(own)}
     if rd.teacher_predictions.is_file():
-        out["teacher_predictions"] = np.load(rd.teacher_predictions)
+        out["teacher_predictions"] = read_npy(rd.teacher_predictions)
     return out
 
 
@@ -147,7 +145,7 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     saved = rd.saved()
     budget, target_name = saved["budget"], saved["target"]
     write_tables(study, rd, budget)  # always from the storage: a crash may have cut the last rewrite short
-    teacher = json.loads(rd.teacher_json.read_text())
+    teacher = read_json(rd.teacher_json)
     rows = completed_rows(study, budget)
     choice = select_confirmed(rows, rd, saved, policy, log)
     if rows and not any(pareto.feasible(r["metrics"], budget) for r in rows):  # say what it would take
@@ -208,7 +206,7 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
     budget, notes, left = saved["budget"], [], list(rows)
     level = budget.get("confidence", confidence.DEFAULT_CONFIDENCE)
     backend = backends.get(saved.get("backend", backends.DEFAULT))
-    teacher = json.loads(rd.teacher_json.read_text())
+    teacher = read_json(rd.teacher_json)
     vouch = vouching(rd, budget, teacher, latency_later=saved["latency"] == "measured")
     while True:
         choice = pareto.select(left, budget, policy, vouch)

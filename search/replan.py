@@ -9,7 +9,6 @@ explanations as a run. `select`, `report`, `export` and `run --resume` work on i
 `--trials N` adds trials where the front near the new budget is thin. RUN itself is never written to."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,16 +20,18 @@ from optuna.trial import TrialState
 from . import backends, flows, outputs, pareto
 from .errors import ConfigError
 from .objectives import for_budget
-from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file
+from .run_dir import STUDY_NAME, RunDir, atomic_replace_dir, atomic_write_json, link_copy, link_file, read_json
 from .target import Target
 
 MIN_FRONT = pareto.THIN_FRONT
 
 
-def replan_dir(source: Path, target: Target) -> Path:
+def replan_dir(source: Path, target: Target, results: Path) -> Path:
+    """`results/RUN.replan-<target>`: in the results folder even when RUN was given as a path outside it (a replan
+    writes nothing anywhere else)."""
     from .schema import slug
 
-    return source.with_name(f"{source.name}.replan-{slug(target.name)}")
+    return results / f"{source.name}.replan-{slug(target.name)}"
 
 
 def _check(source: RunDir, saved: dict, target: Target) -> None:
@@ -49,13 +50,14 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
     src = RunDir(source_dir)
     saved = src.saved()
     _check(src, saved, target)
-    teacher = json.loads(src.teacher_json.read_text())
+    teacher = read_json(src.teacher_json)
+    run = read_json(src.run_json)  # every file read before anything is measured or written
     flow = flows.of_budget(saved["budget"])
     budget = flow.resolved_budget(target, teacher)
     for folder in (src.teacher_dir, src.tokenizer_dir):
         if not folder.is_dir():
             raise ConfigError(folder, "RUN", "missing: was the run folder pruned? replan needs every stored artifact")
-    locks = src.root.parent / "cache" / "locks"  # the run's own convention (study.run): results/cache/locks
+    locks = out.parent / "cache" / "locks"  # the results folder's, as in a run (study.run): results/cache/locks
     old = outputs.load_study(src.root)  # the run's own storage (SQLite in its folder, or the shared one it named)
     done = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     how = "estimating" if target.device.latency == "estimated" else "measuring"
@@ -93,7 +95,6 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
             **saved, "target": target.name, "budget": budget, "latency": dev.latency, "threads": dev.threads,
             "runner": asdict(dev.runner) if dev.runner else None, **flow.workload_inputs(target),
             "replan_of": src.name})
-        run = json.loads(src.run_json.read_text())
         atomic_write_json(rd.run_json, {**run, "target": str(target.path.resolve()), "trials": len(priced),
                                         "storage": None, "replan_of": src.name})
         study = optuna.create_study(storage=f"sqlite:///{rd.study_db}", study_name=STUDY_NAME,

@@ -6,11 +6,29 @@ import math
 from pathlib import Path
 
 from . import budget_cost
+from .errors import ConfigError
 from .objectives import Objective, constraints, for_budget
 from .pareto import feasible, front, hypervolume
 from .run_dir import atomic_write_text
 
 RUN_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#7f7f7f")
+
+
+def check_out(out: Path, force: bool) -> Path:
+    """`report --out`, by export's rules: a new file in an existing folder that can be written, or (`--force`) an
+    existing file replaced; never a folder."""
+    if out.is_dir():
+        raise ConfigError(out, "--out", "is a folder; give a file path, e.g. compare.html")
+    if out.exists() and not force:
+        raise ConfigError(out, "--out", "exists; give a new file, or --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(out, "--out", f"folder {parent} does not exist; create it or give another path")
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(out, "--out", f"folder {parent} is not writable; fix its permissions or give another path")
+    return out
 
 
 def history(rows: list[dict], budget: dict) -> list[dict]:

@@ -6,11 +6,57 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ConfigError
+
 STUDY_NAME = "search"
 PREDICTIONS = "predictions.npy"  # beside a measured artifact: its predicted label per validation example
+
+
+# what writes each file of a run folder again, for the one line that says it is damaged
+_REWRITE = {
+    "run.json": "restore it from a copy (it holds the run's inputs and study storage)",
+    "budget.json": "restore it, or delete it and `python -m search run --resume {run}` writes it again",
+    "teacher.json": "restore it, or delete it and `python -m search run --resume {run}` measures the teacher again",
+    "selected.json": "run `python -m search select {run}` to write it again, or restore it",
+    ".finished": "delete it (the last worker's marker; `python -m search select {run}` selects again)",
+}
+_MISSING = object()
+
+
+def read_json(path: Path, keys: tuple[str, ...] = (), default=_MISSING, mapping: bool = True):
+    """A JSON file of a run folder, read back: damage (truncated, not JSON, not a mapping where `mapping`, a key in
+    `keys` missing) is one line naming the file and what writes it again, never a traceback. `default`: what a
+    missing file means (else missing is damage too)."""
+    fix = _REWRITE.get(path.name, "restore it").format(run=path.parent.name)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        if default is not _MISSING:
+            return default
+        raise ConfigError(path, "-", f"missing; {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ConfigError(path, "-", f"damaged ({exc}); {fix}") from None
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read it ({exc.strerror or exc}); fix its permissions") from None
+    if mapping and (not isinstance(data, dict) or any(k not in data for k in keys)):
+        what = "not a JSON object" if not isinstance(data, dict) else \
+            f"no {next(k for k in keys if k not in data)!r}"
+        raise ConfigError(path, "-", f"damaged ({what}); {fix}")
+    return data
+
+
+def read_npy(path: Path):
+    """An array of a run folder (labels, a trial's predictions), read back; damage is one line."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ConfigError(path, "-", f"damaged ({exc}); restore it from a copy") from None
 
 
 def _tag() -> str:
@@ -137,7 +183,19 @@ class RunDir:
         return self.trial_dir(trial) / self.saved()["artifact_name"]
 
     def saved(self) -> dict:
-        return json.loads(self.budget_json.read_text())
+        return read_json(self.budget_json, ("artifact_name",))
+
+
+@contextmanager
+def removed_if_refused(root: Path, created: bool):
+    """A run folder this process created is removed again when the run is refused (ConfigError) before its first
+    trial made anything: a refused run leaves nothing behind. A folder that holds trials is never removed."""
+    try:
+        yield
+    except ConfigError:
+        if created and not (root / "trials").exists():
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def claim_worker_id(rd: RunDir) -> int:

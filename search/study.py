@@ -25,7 +25,7 @@ from . import storage as storages
 from .flows.base import Flow, Start
 from .locks import file_lock
 from .screening import predicted_violations
-from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, link_copy
+from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, link_copy, read_json
 from .space import Space
 from .strategies import OURS, STARTUP_TRIALS
 from .target import Target
@@ -195,7 +195,7 @@ class Engine:
     def _teacher(self) -> dict:
         with file_lock(self.rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
             if self.rd.teacher_json.is_file():  # a new run folder has none: a resumed or joined run has
-                return json.loads(self.rd.teacher_json.read_text())
+                return read_json(self.rd.teacher_json)
             self.log("measuring the fp32 teacher artifact ...")
             teacher = self.flow.measure_teacher(self.ctx, self.rd.teacher_dir)
             atomic_write_json(self.rd.teacher_json, teacher)
@@ -246,7 +246,7 @@ class Engine:
     def objective(self, trial: optuna.Trial):
         """One trial: its recipe reused, screened out, or built and measured (then maybe trained further, then its
         student's variants queued)."""
-        study, rd, s, log = self.study, self.rd, self.settings, self.log
+        study, s, log = self.study, self.settings, self.log
         if not _claim(study, trial, s.trials):
             trial.set_user_attr("reason", "surplus: other workers completed the run's trials first")
             study.stop()
@@ -414,7 +414,7 @@ class Engine:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             complete = sorted(t.number for t in self.complete())
             marker = rd.root / ".finished"
-            finished = marker.is_file() and json.loads(marker.read_text()) == complete
+            finished = read_json(marker, default=None, mapping=False) == complete
             if running or (self.settings.storage is not None and finished):
                 self.log(f"worker {self.settings.worker_id} done; the worker that ends last selects and exports")
                 return {"meets_budget": True, "worker_only": True}

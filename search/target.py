@@ -106,6 +106,7 @@ class Target:
     workload: Workload | LMWorkload
     budget: Budget
     device_path: Path | None = None  # the file whose device this is (a `base:`); its calibration applies
+    kind: str = ""  # the task kind whose workload and budget it gives (flows/: the one that ships on its runtime)
 
     @property
     def calibration(self) -> Path:
@@ -218,12 +219,14 @@ def _with_base(path: Path, raw, chain: tuple = ()) -> tuple:
     return merged, (base_device if "device" not in raw else path)
 
 
-def load_target(name_or_path: str, calibrated: bool = True) -> Target:
+def load_target(name_or_path: str, calibrated: bool = True, kind: str | None = None) -> Target:
+    """kind: the task kind whose workload and budget the file gives (default: the kind that ships on its runtime);
+    a kind that does not ship on the file's runtime is refused, naming both."""
     path = resolve(name_or_path, TARGETS_DIR)
-    return _parse(path, *_with_base(path, load_yaml(path, "target")), calibrated=calibrated)
+    return _parse(path, *_with_base(path, load_yaml(path, "target")), calibrated=calibrated, kind=kind)
 
 
-def _parse(path: Path, raw, device_file: Path, calibrated: bool) -> Target:
+def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | None = None) -> Target:
     """A target from its YAML mapping (bases merged in); errors name `path`."""
     top = Reader(path, raw)
     name = top.string("name", default=path.stem)
@@ -254,14 +257,22 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool) -> Target:
         tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
         threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
         runner=_runner(dev, latency),
-        runtime=dev.string("runtime", default="onnxruntime", choices=tuple(backends.names())),
+        runtime=dev.string("runtime", default=backends.DEFAULT, choices=tuple(backends.names())),
         **_latency_error(dev, latency),
     )
     dev.done()
     spec = _apply_calibration(spec, device_file) if calibrated else spec  # an inherited device: the base's fit
 
-    # the workload and the budget are the task kind's that ships on this runtime (flows/*/target.py)
-    schema = flows.target_schema(spec.runtime)
+    # the workload and the budget are the task kind's (flows/*/inputs.py)
+    native = flows.for_runtime(spec.runtime)
+    kind = kind or native
+    schema = flows.inputs(kind)
+    if spec.runtime not in schema.RUNTIMES:
+        mine = flows.inputs(native)
+        raise ConfigError(path, "device.runtime", f"{spec.runtime} (a {mine.DESCRIPTION} target), but the task is a "
+                                                  f"{schema.DESCRIPTION} task; give a {mine.DESCRIPTION} task "
+                                                  f"({mine.TASK_HINT}) or a {schema.DESCRIPTION} target (e.g. "
+                                                  f"--target {schema.EXAMPLE_TARGET})")
     wl = top.section("workload")
     workload = schema.read_workload(wl)
     wl.done()
@@ -275,4 +286,5 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool) -> Target:
     budget = replace(budget, confidence=bud.number("confidence", default=DEFAULT_CONFIDENCE, lo=0.5, hi=0.999))
     bud.done()
     top.done()
-    return Target(name=name, path=path, device=spec, workload=workload, budget=budget, device_path=device_file)
+    return Target(name=name, path=path, device=spec, workload=workload, budget=budget, device_path=device_file,
+                  kind=kind)

@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # as __main__ does: no telemetry store under ~/.cache
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

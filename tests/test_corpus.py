@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import search.__main__ as cli
 from conftest import write_tiny_task
+from test_workers import postgres  # noqa: F401  (fixture: a real PostgreSQL server on loopback)
 from search.errors import ConfigError
 from search.space import load_space
 from search.target import load_target
@@ -185,7 +186,8 @@ def test_the_corpus_is_large_enough():
 
     n = len(TARGET_CASES) + len(SPACE_CASES) + len(TASK_CASES) + len(CLI_CASES) + len(LM_CASES)
     n += len(test_bad_flags.pytestmark[0].args[1])
-    assert n >= 60, n
+    n += len(LM_TASK_CASES) + len(STORAGE_CASES) + len(DAMAGE_CASES) + 4  # issue 36 (below); 4: damaged study.db
+    assert n >= 130, n
 
 
 # -- fuzzing: whatever YAML a user writes, the loaders answer with ConfigError or a valid object -------------
@@ -236,3 +238,358 @@ def test_yaml_loaders_fuzzed_with_bytes(tmp_path, kind, blob):
         _load(kind, path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+# -- issue 36: language-model task files, --storage, damaged run folders, and what export/report/replan write -------
+# Each case: exit 2, one line naming the file (or flag), the key and the fix, no traceback, no run folder, nothing
+# written outside the results folder, no user file touched. The LM cases name the packaged SmolLM2 GGUF as teacher
+# or tokenizer: only its header and vocabulary are read (the checks run before anything is loaded).
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from search.tasks.lm import default_lm_task  # noqa: E402
+
+SMOLLM2 = default_lm_task().teacher_gguf
+WORDS = "the quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun".split()
+SECRET = "hunter2secret"  # a password given in --storage: it must reach no message and no file
+
+
+def digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _hf_teacher(d: Path, config: str = '{"model_type": "llama", "num_hidden_layers": 2, "intermediate_size": 128, '
+                                      '"num_attention_heads": 4}', weights: bytes | None = None) -> str:
+    """A Hugging Face teacher directory (config.json, safetensors) with SMOLLM2 as its tokenizer GGUF."""
+    from safetensors.numpy import save_file
+
+    (d / "hf").mkdir()
+    (d / "hf" / "config.json").write_text(config)
+    if weights is None:
+        save_file({"w": np.zeros(4, np.float32)}, str(d / "hf" / "model.safetensors"))
+    else:
+        (d / "hf" / "model.safetensors").write_bytes(weights)
+    return "hf"
+
+
+def _put(path: Path, data: bytes | str, edits: dict) -> dict:
+    """Write a case's file; the task.yaml edits that name it."""
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return edits
+
+
+def _noise(n: int) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()  # never valid UTF-8 at this size
+
+
+LM_TASK_CASES = {  # id: (writes the case's files into the task folder and returns its task.yaml edits, key, says)
+    "teacher config.json malformed": (
+        lambda d: {"teacher": _hf_teacher(d, config='{"model_type": "llama", '), "tokenizer_gguf": str(SMOLLM2)},
+        "teacher", "config.json is not valid JSON"),
+    "teacher safetensors header damaged": (
+        lambda d: {"teacher": _hf_teacher(d, weights=_noise(100)), "tokenizer_gguf": str(SMOLLM2)},
+        "teacher", "is not a readable safetensors file"),
+    "GGUF truncated to 1 MB": (lambda d: _put(d / "t.gguf", SMOLLM2.read_bytes()[:1 << 20], {"teacher": "t.gguf"}),
+                               "teacher", "is not a readable GGUF (damaged or truncated"),
+    "random bytes named .gguf": (lambda d: _put(d / "t.gguf", _noise(300_000), {"teacher": "t.gguf"}),
+                                 "teacher", "not a GGUF file"),
+    "empty .gguf": (lambda d: _put(d / "t.gguf", b"", {"teacher": "t.gguf"}), "teacher", "an empty file (0 bytes)"),
+    "tokenizer GGUF damaged": (
+        lambda d: _put(d / "tok.gguf", _noise(5000), {"teacher": _hf_teacher(d), "tokenizer_gguf": "tok.gguf"}),
+        "tokenizer_gguf", "not a GGUF file"),
+    "empty CSV as calibration": (lambda d: _put(d / "c.csv", "", {"calibration": "c.csv"}),
+                                 "data.calibration", "c.csv is empty"),
+    "binary file named .csv": (lambda d: _put(d / "c.csv", _noise(5000), {"calibration": "c.csv"}),
+                               "data.calibration", "is not UTF-8 text"),
+    "CSV with an unclosed quote": (lambda d: _put(d / "c.csv", 'text\n"never closed\nmore\n', {"calibration": "c.csv"}),
+                                   "data.calibration", "is not a well-formed CSV"),
+    "CSV without the text column": (lambda d: _put(d / "c.csv", "words\nhello there\n", {"calibration": "c.csv"}),
+                                    "data.text_column", "column 'text' not in c.csv"),
+    "empty calibration text": (lambda d: _put(d / "e.txt", "", {"calibration": "e.txt"}),
+                               "data.calibration", "holds no text"),
+    "blank evaluation text": (lambda d: _put(d / "e.txt", " \n\n \n", {"evaluation": "e.txt"}),
+                              "data.evaluation", "holds no text"),
+    "NUL bytes as evaluation text": (lambda d: _put(d / "e.txt", b"\0" * 4096, {"evaluation": "e.txt"}),
+                                     "data.evaluation", "is binary"),
+    "300 kB of random bytes as evaluation text": (lambda d: _put(d / "e.txt", _noise(300_000), {"evaluation": "e.txt"}),
+                                                  "data.evaluation", "is not UTF-8 text"),
+    "window_tokens longer than the text": (lambda d: {"window_tokens": 4096}, "data.evaluation",
+                                           "2 windows of 4096 need"),
+    "eval_windows more than the text holds": (lambda d: {"eval_windows": 500}, "data.evaluation",
+                                              "500 windows of 64 need"),
+    "calibration_tokens more than the text holds": (lambda d: {"calibration_tokens": 100000}, "data.calibration",
+                                                    "need at least 100000"),
+}
+
+
+def write_lm_task(d: Path, edits: dict) -> Path:
+    """An LM task folder: SMOLLM2 as teacher, ~3000/1500 words of calibration/evaluation text, 2 windows of 64."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("calib.txt", 3000), ("heldout.txt", 1500)):
+        (d / name).write_text(" ".join(rng.choice(WORDS, n)))
+    top = {"task_type": "causal_lm", "teacher": str(SMOLLM2)}
+    data = {"calibration": "calib.txt", "evaluation": "heldout.txt", "window_tokens": 64, "eval_windows": 2,
+            "calibration_tokens": 1024}
+    for k, v in edits.items():
+        (data if k in data else top)[k] = v
+    (d / "task.yaml").write_text(yaml.safe_dump({**top, "data": data}))
+    return d / "task.yaml"
+
+
+@pytest.mark.parametrize("case", list(LM_TASK_CASES))
+def test_language_model_task_files_are_checked_before_anything_loads(capsys, env, case):
+    write, key, says = LM_TASK_CASES[case]
+    folder = env / "task"
+    folder.mkdir()
+    task = write_lm_task(folder, write(folder))
+    before = digest(env)
+    err = refused(capsys, ["run", "--target", "local_cpu_llm", "--task", str(task)], env / "results")
+    assert f"{task}: {key}: " in err and says in err, err
+    assert digest(env) == before  # no user file touched, nothing written beside them (no results/ folder at all)
+
+
+def test_a_good_language_model_task_passes_the_checks(tmp_path):
+    """The checks refuse only what is wrong: the same task folder unedited passes them (and counts as prepare does)."""
+    from search.tasks.lm import check_files, load_lm_task
+
+    check_files(load_lm_task(str(write_lm_task(tmp_path, {}))))
+
+
+STORAGE_CASES = [  # (--storage, what the one line says); SECRET never appears in it
+    (f"postgresql://u:{SECRET}@127.0.0.1:abc/db", "not a valid URL"),
+    (f"postgresql://u:{SECRET}@127.0.0.1:1/db", "cannot connect"),  # nothing listens on port 1
+    ("postgresql://u@no-such-host.invalid/db", "cannot connect"),
+    (f"postgresql://u:{SECRET[:4]}@{SECRET[4:]}@127.0.0.1/db", "percent-encode"),
+    (f"mysql://u:{SECRET}@h/db", "give postgresql://"),
+    ("sqlite:///{root}/notes.txt", "not an SQLite database"),
+    ("sqlite:///{root}/missing/study.db", "does not exist"),
+    ("journal:{root}/missing/journal.log", "does not exist"),
+    ("journal:{root}", "names a folder"),
+]
+
+
+@pytest.mark.parametrize("url, says", STORAGE_CASES, ids=[s for _, s in STORAGE_CASES])
+def test_a_bad_storage_is_refused_before_anything_loads(capsys, env, url, says):
+    (env / "notes.txt").write_text("not a database\n" * 100)
+    err = refused(capsys, ["run", "--storage", url.format(root=env), "--trials", "1"], env / "results")
+    assert err.startswith("error: --storage: ") and says in err and SECRET not in err, err
+    assert (env / "notes.txt").read_text() == "not a database\n" * 100
+
+
+def test_the_password_is_removed_from_the_url_kept_on_disk():
+    from search.storage import masked, redacted
+
+    # SQLAlchemy 2's URL.set(password=None) leaves the password in place ("None" means unchanged)
+    assert redacted(f"postgresql://u:{SECRET}@h:5432/db?sslmode=require") == "postgresql://u@h:5432/db?sslmode=require"
+    assert redacted("postgresql+psycopg2://u:p%40ss@h/db") == "postgresql+psycopg2://u@h/db"
+    assert redacted("postgresql://u@h/db") == "postgresql://u@h/db" and redacted(None) is None
+    assert masked(f"x postgresql://u:{SECRET}@h/db y") == "x postgresql://u:***@h/db y"
+
+
+def test_a_classification_task_on_a_language_model_target_says_so(capsys, env):
+    err = refused(capsys, ["run", "--target", "raspberry_pi5_llm", "--task", "rotten_tomatoes"], env / "results")
+    assert "raspberry_pi5_llm.yaml: device.runtime: llama.cpp (a language-model target)" in err
+    assert "rotten_tomatoes is a classification task" in err and "no such task file" not in err
+
+
+# -- a finished tiny run, damaged the ways a user's disk or hands damage it ----------------------------------------
+ESTIMATED_TARGET = """name: tiny_pi
+device: {latency: estimated, memory_mb: 4096, memory_bandwidth_gbps: 8, peak_tops: {fp32: 0.2, int8: 0.8}}
+workload: {batch_size: 1, sequence_length: 16}
+budget: {memory_mb: 4, p99_latency_ms: 5, accuracy_floor: {max_drop: 0.5}}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """results/src: a one-trial search on a spec-only target (~15 s), which meets its budget."""
+    from conftest import run_search
+    from test_replan import SPACE as TINY_SPACE
+
+    root = tmp_path_factory.mktemp("finished")
+    task = write_tiny_task(root / "task")
+    (root / "space.yaml").write_text(TINY_SPACE)
+    (root / "pi.yaml").write_text(ESTIMATED_TARGET)
+    proc = run_search(root / "results", "run", "--target", str(root / "pi.yaml"), "--space", str(root / "space.yaml"),
+                      "--task", str(task), "--trials", "1", "--threads", "1", "--run-id", "src")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root
+
+
+@pytest.fixture
+def run_copy(finished, env):
+    """A copy of the finished run in this test's own results folder (shared cache linked, not copied)."""
+    results = env / "results"
+    results.mkdir()
+    shutil.copytree(finished / "results" / "src", results / "src")
+    return results / "src"
+
+
+def refused_in_place(capsys, argv: list[str], run: Path) -> str:
+    """Exit 2 with one line; the run folder byte-for-byte as it was, and nothing new beside it or outside."""
+    before, names = digest(run), sorted(p.name for p in run.parent.parent.iterdir())
+    beside = sorted(p.name for p in run.parent.iterdir())
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    err = err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and not out.strip(), (out, err)
+    assert digest(run) == before and sorted(p.name for p in run.parent.iterdir()) == beside
+    assert sorted(p.name for p in run.parent.parent.iterdir()) == names
+    return err
+
+
+DAMAGE_CASES = [  # (file truncated, command): every command that reads the file back refuses in one line
+    ("budget.json", "select"), ("budget.json", "report"), ("budget.json", "export"), ("budget.json", "replan"),
+    ("budget.json", "resume"), ("selected.json", "report"), ("selected.json", "export"),
+    ("teacher.json", "select"), ("teacher.json", "report"), ("teacher.json", "replan"), ("teacher.json", "resume"),
+    ("run.json", "select"), ("run.json", "report"), ("run.json", "replan"), ("run.json", "resume"),
+]
+COMMANDS = {"select": ["select", "src"], "report": ["report", "src"], "export": ["export", "src", "--out", "ship"],
+            "replan": ["replan", "src", "--target", "raspberry_pi5"], "resume": ["run", "--resume", "src"]}
+FIXES = {"budget.json": "run --resume src` writes it again", "selected.json": "select src` to write it again",
+         "teacher.json": "measures the teacher again", "run.json": "restore it from a copy"}
+
+
+@pytest.mark.parametrize("name, command", DAMAGE_CASES, ids=[f"{n} {c}" for n, c in DAMAGE_CASES])
+def test_a_damaged_run_file_is_one_line_naming_it(capsys, run_copy, name, command):
+    path = run_copy / name
+    path.write_bytes(path.read_bytes()[:20])  # truncated, as by a full disk or a killed copy
+    err = refused_in_place(capsys, COMMANDS[command], run_copy)
+    assert f"{path}: -: damaged (" in err and FIXES[name] in err, err
+    assert not (run_copy.parent.parent / "ship").exists()
+
+
+@pytest.mark.parametrize("blob, says", [(b"", "an empty file (0 bytes)"), (_noise(5000), "not an SQLite database")],
+                         ids=["0-byte study.db", "random study.db"])
+@pytest.mark.parametrize("command", ["select", "report"])
+def test_a_damaged_study_db_is_blamed_on_the_file(capsys, run_copy, blob, says, command):
+    (run_copy / "study.db").write_bytes(blob)
+    err = refused_in_place(capsys, COMMANDS[command], run_copy)
+    assert f"{run_copy / 'study.db'}: -: damaged: {says}" in err and "--storage" not in err, err
+
+
+def test_a_worker_on_an_unreachable_storage_says_so_first(capsys, run_copy):
+    saved = json.loads((run_copy / "run.json").read_text())
+    (run_copy / "run.json").write_text(json.dumps({**saved, "storage": "postgresql://u@127.0.0.1:1/db"}))
+    err = refused_in_place(capsys, ["worker", "src"], run_copy)  # no progress lines, no worker id claimed
+    assert f"{run_copy / 'run.json'}: storage: postgresql://u@127.0.0.1:1/db: cannot connect" in err, err
+
+
+def test_report_out_follows_exports_rules(capsys, run_copy, env, monkeypatch):
+    mine = env / "afile.txt"
+    mine.write_text("keep me")
+    assert "afile.txt: --out: exists; give a new file, or --force" in refused_in_place(
+        capsys, ["report", "src", "--out", "afile.txt"], run_copy)
+    assert mine.read_text() == "keep me"
+    assert "--out: is a folder" in refused_in_place(capsys, ["report", "src", "--out", str(env)], run_copy)
+    err = refused_in_place(capsys, ["report", "src", "--out", "missing/x.html"], run_copy)
+    assert "missing/x.html: --out: folder missing does not exist" in err
+
+    def fail(path, text):  # what a read-only folder or a full disk does to the temporary file beside --out
+        raise PermissionError(13, "Permission denied", str(path.with_name(f".{path.name}.123.tmp")))
+
+    with monkeypatch.context() as m:
+        m.setattr("search.report.atomic_write_text", fail)
+        err = refused_in_place(capsys, ["report", "src", "--out", "new.html"], run_copy)
+    assert "new.html: --out: cannot write there (Permission denied)" in err and ".tmp" not in err, err
+    assert cli.main(["report", "src", "--out", "afile.txt", "--force"]) == 0
+    assert mine.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_export_force_replaces_exactly_its_own_files(capsys, run_copy, env):
+    ship = env / "ship"
+    (ship / "hf").mkdir(parents=True)
+    (ship / "keep.txt").write_text("mine")
+    (ship / "hf" / "mine.txt").write_text("mine too")
+    (ship / "hf" / "config.json").write_text("{}")  # a name export writes: replaced
+    assert cli.main(["export", "src", "--out", str(ship), "--force"]) == 0
+    capsys.readouterr()
+    assert (ship / "keep.txt").read_text() == "mine" and (ship / "hf" / "mine.txt").read_text() == "mine too"
+    assert json.loads((ship / "hf" / "config.json").read_text())["model_type"] == "bert"
+    assert (ship / "model.onnx").is_file() and not [p for p in ship.iterdir() if p.name.startswith(".")]
+    # a folder of the user's where export writes a file: refused before anything is replaced
+    (ship / "DEPLOY.md").unlink()
+    (ship / "DEPLOY.md").mkdir()
+    (ship / "DEPLOY.md" / "notes.txt").write_text("mine")
+    before = digest(ship)
+    err = refused_in_place(capsys, ["export", "src", "--out", str(ship), "--force"], run_copy)
+    assert f"{ship / 'DEPLOY.md'}: --out: is a folder where export writes a file" in err
+    assert digest(ship) == before and not [p for p in ship.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("given", ["../outside/src", "{root}/outside/src"], ids=["relative", "absolute"])
+def test_replan_of_a_run_outside_results_writes_only_under_results(run_copy, env, given, monkeypatch):
+    outside = env / "outside"
+    shutil.move(run_copy, outside / "src")
+    (env / "work").mkdir()
+    monkeypatch.chdir(env / "work")
+    before = digest(outside)
+    assert cli.main(["replan", given.format(root=env), "--target", "raspberry_pi5"]) in (0, 3)
+    assert digest(outside) == before and sorted(p.name for p in outside.iterdir()) == ["src"]
+    assert (env / "results" / "src.replan-raspberry_pi5_8gb" / "selected.json").is_file()
+    assert sorted(p.name for p in env.iterdir()) == ["outside", "results", "work"] and not any((env / "work").iterdir())
+
+
+def test_no_password_given_in_storage_reaches_the_results_folder(postgres, finished, tmp_path):  # noqa: F811
+    """A real run on PostgreSQL (trust auth: the password is accepted and ignored) with a password in the URL:
+    run.json keeps the URL without it, and no file under the results folder, nor the output, holds it."""
+    from conftest import run_search
+
+    url = postgres.replace("postgres@", f"postgres:{SECRET}@")
+    results = finished / "results"  # the fine-tuned teacher is cached there
+    proc = run_search(results, "run", "--storage", url, "--target", str(finished / "pi.yaml"), "--space",
+                      str(finished / "space.yaml"), "--task", str(finished / "task" / "task.yaml"), "--trials", "1",
+                      "--threads", "1", "--run-id", "pw")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads((results / "pw" / "run.json").read_text())["storage"] == postgres
+    leaks = [p for p in results.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not leaks and SECRET not in proc.stdout + proc.stderr, leaks
+
+
+def test_onnxruntime_keeps_no_telemetry_store_under_home(tmp_path):
+    """onnxruntime >= 1.29 writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ unless ORT_DISABLE_TELEMETRY is
+    set; `python -m search` sets it before onnxruntime loads."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import search.__main__, numpy, onnx, onnxruntime as ort\nfrom onnx import helper, TensorProto as T\n"
+            "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', "
+            "[helper.make_tensor_value_info('x', T.FLOAT, [1])], [helper.make_tensor_value_info('y', T.FLOAT, [1])])\n"
+            "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n"
+            "ort.InferenceSession(m.SerializeToString()).run(None, {'x': numpy.ones(1, numpy.float32)})\n")
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(tmp_path), "XDG_CACHE_HOME": ""},
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+def test_the_gguf_header_check_reads_what_llama_cpp_would_need(tmp_path):
+    """The `gguf` reader's check behind the llama.cpp one: a GGUF without the keys the run reads, and one whose
+    tensor data is cut short (a header that parses, a file that ends early), are refused in one line."""
+    import gguf
+
+    from search.inputs import read_gguf
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("w", np.ones((64, 64), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert read_gguf(path, "task.yaml", "teacher", ("{arch}.block_count",))["llama.block_count"] == 2
+    with pytest.raises(ConfigError, match=r"^task.yaml: teacher: .*has no 'llama.feed_forward_length' in its header"):
+        read_gguf(path, "task.yaml", "teacher", ("{arch}.feed_forward_length",))
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[:-4096])
+    with pytest.raises(ConfigError, match=r"is not a readable GGUF \((truncated: its tensors need|damaged or trunc)"):
+        read_gguf(cut, "task.yaml", "teacher")

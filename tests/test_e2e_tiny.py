@@ -82,11 +82,15 @@ def test_run_writes_every_output_and_resumes(files):
 
 def test_impossible_budget_is_refused_before_training(files):
     root, task = files
+    runs = sorted(p.name for p in (root / "results").glob("*")) if (root / "results").is_dir() else []
     proc = run_cli(root, "--target", str(root / "impossible.yaml"), "--space", str(root / "space.yaml"),
                    "--task", str(task), "--trials", "2")
     assert proc.returncode == 2
     assert "impossible.yaml: budget.memory_mb: 0.001 MB, but the smallest recipe" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # refused after the run folder was made (the teacher is prepared first): it is removed again (issue 36)
+    left = sorted(p.name for p in (root / "results").glob("*") if p.name != "cache")
+    assert left == [r for r in runs if r != "cache"]
 
 
 def test_corrupt_teacher_checkpoint_is_one_line(files, tmp_path):

@@ -242,3 +242,4 @@ def test_an_impossible_lm_budget_is_refused_before_any_measurement(tmp_path, tem
                       "--space", str(tmp_path / "space.yaml"), "--trials", "2", "--run-id", "lm")
     assert proc.returncode == 2 and "budget.memory_mb: 2 MB, but the smallest recipe" in proc.stderr, proc.stderr
     assert not list(results.glob("cache/lm/*/sensitivity.json")) and not list(results.glob("cache/lm/*/students"))
+    assert not (results / "lm").exists()  # a refused run leaves no run folder (issue 36)

@@ -1,12 +1,15 @@
 """Task kinds by name (flows/base.py is the contract). A new kind is one folder here and one line below.
 
 A kind's folder holds `flow.py` (its Flow, registered when imported: the run's heavy imports start there) and
-`target.py` (light: the runtimes it ships on, and how a target file's workload and budget sections read for it)."""
+`inputs.py` (light: the runtimes it ships on, how a target file's workload and budget sections read for it, its
+built-in task names, default space, and how its task and space files are loaded and checked before any work)."""
 from __future__ import annotations
 
 import importlib
 
-from .base import Flow, Start  # noqa: F401  (re-exported: the seam's types)
+from .base import Flow
+
+DEFAULT = "classification"  # the kind of a task file that names no task_type
 
 # name -> the package of its folder (imported on first use: a kind's dependencies, e.g. llama.cpp, load only when a
 # run of that kind needs them)
@@ -44,10 +47,38 @@ def get(name: str) -> Flow:
     return _REGISTRY[name]
 
 
-def target_schema(runtime: str):
-    """The target.py module of the kind that ships on `runtime`: how a target's workload and budget read."""
-    for package in _MODULES.values():
-        schema = importlib.import_module(package + ".target")
-        if runtime in schema.RUNTIMES:
-            return schema
+def inputs(name: str):
+    """The kind's inputs.py (light: nothing heavy is imported)."""
+    if name not in _MODULES:
+        raise KeyError(f"no task kind {name!r}; registered: {', '.join(_MODULES)}")
+    return importlib.import_module(_MODULES[name] + ".inputs")
+
+
+def for_runtime(runtime: str) -> str:
+    """The kind that ships on `runtime` (the first registered one: a target file names no kind)."""
+    for name in _MODULES:
+        if runtime in inputs(name).RUNTIMES:
+            return name
     raise KeyError(f"no task kind ships on runtime {runtime!r}")
+
+
+def of_task(arg: str | None, tasks_dir) -> str | None:
+    """The kind a `--task` names: a kind's built-in task name, or a task file's `task_type` (none: the default
+    kind). None when no task is given, or when the file cannot be read (its loader then says why, in one line)."""
+    from ..errors import ConfigError
+    from ..schema import load_yaml, resolve
+
+    if arg is None:
+        return None
+    for name in _MODULES:
+        if arg in inputs(name).BUILTIN_TASKS:
+            return name
+    path = resolve(arg, tasks_dir)
+    try:
+        raw = load_yaml(path, "task") if path.is_file() else None
+    except ConfigError:
+        return None
+    given = raw.get("task_type", DEFAULT) if isinstance(raw, dict) else DEFAULT
+    if given not in _MODULES:
+        raise ConfigError(path, "task_type", f"got {given!r}; one of {', '.join(_MODULES)} (none: {DEFAULT})")
+    return given

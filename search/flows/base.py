@@ -6,6 +6,8 @@ registered flow without knowing which (no kind checks outside `flows/`); a new k
 `register` line.
 
 Contract (in the manner of Optuna's `BaseSampler` / `BaseStorage`):
+- Its inputs.py loads and checks the task and space files before anything heavy; `prepare` then loads the teacher
+  and the data (cached across runs).
 - A flow object holds no per-run state; one instance serves every run and trial. What a run shares lives in the
   context `prepare_run` returns; the engine passes it back to every other call and never looks inside it beyond
   `ctx.family`, `ctx.backend`, `ctx.task_type` and `ctx.limits` (for its log line and `space.suggest`).
@@ -70,6 +72,11 @@ class Flow(ABC):
     def run_inputs(self, rd, prepared, target) -> dict:
         """Keys budget.json adds for this kind (classes, workload, how quality was measured), after writing any
         evidence `select` needs (the validation labels of the accuracy bound) into the run folder `rd`."""
+
+    @abstractmethod
+    def prepare(self, task, cache_dir: Path, log, checked):
+        """The teacher and the data ready to train and measure against (cached under `cache_dir` across runs):
+        the task as the kind's inputs.py loaded it, and what its `check` returned."""
 
     @abstractmethod
     def prepare_run(self, prepared, target, space, cache_dir: Path, threads: int, seed: int, log=print):

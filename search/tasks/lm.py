@@ -84,21 +84,25 @@ def default_lm_task() -> LMTask:
 BUILTIN_LM_TASKS = {"smollm2": default_lm_task}  # --task NAME
 
 
+GGUF_SIZES = ("{arch}.block_count", "{arch}.feed_forward_length", "{arch}.attention.head_count_kv")
+
+
 def teacher_sizes(task: LMTask) -> tuple[int, int, int]:
     """(layers, FFN channels, KV heads) of the teacher, read from its GGUF header or config.json without loading
     its weights: the space is checked against them before any heavy work."""
+    from ..inputs import read_config_json, read_gguf
+
     if task.teacher_gguf is not None:
-        from gguf import GGUFReader
-
-        fields = GGUFReader(task.teacher_gguf).fields
-        arch = bytes(fields["general.architecture"].parts[-1]).decode()
-        value = lambda key: int(fields[f"{arch}.{key}"].parts[-1][0])  # noqa: E731
-        return value("block_count"), value("feed_forward_length"), value("attention.head_count_kv")
-    import json
-
-    c = json.loads((task.teacher_dir / "config.json").read_text())
-    return (c["num_hidden_layers"], c["intermediate_size"],
-            c.get("num_key_value_heads") or c["num_attention_heads"])
+        fields = read_gguf(task.teacher_gguf, task.source, "teacher", GGUF_SIZES)
+        arch = fields["general.architecture"]
+        return tuple(int(fields[k.format(arch=arch)]) for k in GGUF_SIZES)
+    c = read_config_json(task.teacher_dir, task.source, "teacher")
+    try:
+        return (int(c["num_hidden_layers"]), int(c["intermediate_size"]),
+                int(c.get("num_key_value_heads") or c["num_attention_heads"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(task.source, "teacher", f"{task.teacher_dir / 'config.json'}: {exc} is missing or not a "
+                                                  "number; give a Llama config.json") from None
 
 
 def is_lm_task_file(path: str) -> bool:
@@ -130,9 +134,9 @@ def load_lm_task(path_str: str) -> LMTask:
         tokenizer_gguf = None
     elif (teacher / "config.json").is_file():
         teacher_gguf, teacher_dir = None, teacher
-        import json
+        from ..inputs import read_config_json
 
-        config = json.loads((teacher / "config.json").read_text())
+        config = read_config_json(teacher, path, "teacher")
         if config.get("model_type") != "llama" or (config.get("rope_scaling") or {}).get("rope_type", "default") != "default":
             raise top.error("teacher", f"model_type {config.get('model_type')!r} with rope_scaling "
                                        f"{config.get('rope_scaling')!r}: the GGUF writer takes Llama models with plain "
@@ -167,18 +171,48 @@ def load_lm_task(path_str: str) -> LMTask:
 
 
 def read_text(path: Path, column: str, file_for_errors: str, key: str) -> str:
-    """A .txt file as is, or one column of a CSV joined by blank lines."""
-    if not path.is_file():
-        raise ConfigError(file_for_errors, key, f"{path} does not exist; give a .txt file or a CSV with a text column")
-    if path.suffix.lower() == ".csv":
-        import pandas as pd
+    """A .txt file as is, or one column of a CSV joined by blank lines (checked: inputs.read_text)."""
+    from ..inputs import read_text as checked
 
-        frame = pd.read_csv(path)
-        if column not in frame.columns:
-            raise ConfigError(file_for_errors, key, f"column {column!r} not in {path.name}; columns are "
-                                                    f"{', '.join(map(str, frame.columns))}")
-        return "\n\n".join(frame[column].dropna().astype(str))
-    return path.read_text(encoding="utf-8", errors="replace")
+    return checked(path, column, file_for_errors, key)
+
+
+def check_files(task: LMTask) -> None:
+    """Every file the task names, checked before the teacher is loaded or a run folder made: both texts (decoded,
+    parsed), that they hold the tokens asked for, the teacher (a GGUF by its header; a directory by its safetensors
+    headers) and the tokenizer GGUF. Counted by llama.cpp's tokenizer of the task's GGUF (vocab only, ~0.3 s, and
+    it refuses a damaged header or vocabulary cleanly); `prepare` counts again with the teacher's own tokenizer,
+    which the windows are cut with (the two agree on the built-in texts to the token). The `gguf` reader's full
+    header check (keys, tensor infos, file size against the tensors) comes last: it takes 2-3 s on a 49k-token
+    vocabulary, so a file llama.cpp already refused is not parsed again."""
+    from ..backends import llama_cpp as lc
+    from ..inputs import check_safetensors, not_gguf, read_gguf
+
+    evaluation = read_text(task.evaluation_path, task.text_column, task.source, "data.evaluation")
+    calibration = read_text(task.calibration_path, task.text_column, task.source, "data.calibration")
+    if task.teacher_dir is not None:
+        check_safetensors(task.teacher_dir, task.source, "teacher")
+    key, needs = ("teacher", GGUF_SIZES) if task.teacher_gguf is not None else ("tokenizer_gguf", ())
+    needs += ("tokenizer.ggml.model",)
+    try:
+        (eval_ids, calib_ids), bos = lc.tokenize(task.gguf_template, [evaluation, calibration])
+    except ValueError:  # llama.cpp cannot load it (it checks the header, vocabulary and file size)
+        raise not_gguf(task.gguf_template, task.source, key, "llama.cpp cannot load it") \
+            from None
+    _check_counts(task, eval_ids, calib_ids, bos)
+    read_gguf(task.gguf_template, task.source, key, needs)
+
+
+def _check_counts(task: LMTask, eval_ids, calib_ids, bos) -> causal_lm.Windows:
+    if len(calib_ids) < task.calibration_tokens:
+        raise ConfigError(task.source, "data.calibration", f"{len(calib_ids)} tokens; need at least "
+                                                           f"{task.calibration_tokens} (data.calibration_tokens): "
+                                                           "give more text or lower calibration_tokens")
+    try:
+        return causal_lm.windows(eval_ids, task.window_tokens, task.eval_windows, bos)
+    except ValueError as exc:
+        raise ConfigError(task.source, "data.evaluation", f"{exc}; give more text, or lower data.window_tokens or "
+                                                          "data.eval_windows") from None
 
 
 @dataclass
@@ -249,13 +283,7 @@ def prepare(task: LMTask, cache_root: Path, log=print) -> PreparedLM:
                                                       "data.evaluation"))
         calib_ids = family.encode(tokenizer, read_text(task.calibration_path, task.text_column, task.source,
                                                        "data.calibration"))
-        if len(calib_ids) < task.calibration_tokens:
-            raise ConfigError(task.source, "data.calibration", f"{len(calib_ids)} tokens; need at least "
-                                                               f"{task.calibration_tokens}")
-        try:
-            wins = causal_lm.windows(eval_ids, task.window_tokens, task.eval_windows, bos)
-        except ValueError as exc:
-            raise ConfigError(task.source, "data.evaluation", f"{exc}; give more text or fewer windows") from None
+        wins = _check_counts(task, eval_ids, calib_ids, bos)
         reference = cache / "teacher_logp.safetensors"
         meta_path = cache / "teacher_scores.json"
         if not reference.is_file() or not meta_path.is_file():

@@ -120,5 +120,20 @@ def measure_speed(path: Path, workload: LMWorkload, threads: int, runner=None, r
                             f"peak memory over the {r['baseline_rss_mb']:.0f} MB of the process before loading"}
 
 
+def tokenize(gguf: Path, texts: list[str]) -> tuple[list[list[int]], int | None]:
+    """Token ids of running texts (no special tokens) by the GGUF's own tokenizer, read without its weights
+    (vocab-only: a fraction of a second, where transformers' GGUF tokenizer takes seconds), and its BOS id."""
+    import llama_cpp
+
+    quantize.quiet_logs()
+    llm = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        ids = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) for t in texts]
+        bos = llm.token_bos()
+    finally:
+        llm.close()
+    return ids, (bos if bos >= 0 else None)
+
+
 def file_mb(path: Path) -> float:
     return path.stat().st_size / 2**20

@@ -26,6 +26,12 @@ class CausalLM(Flow):
     SUMMARY_KEYS = ("kld_mean", "kld_mean_se", "top1_agreement", "perplexity_ratio", "memory_mb", "ttft_ms",
                     "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source", "types", "types_written")
     prepare_run = staticmethod(pipeline.prepare_run)
+
+    def prepare(self, task, cache_dir, log, checked):
+        from ...tasks.lm import prepare
+
+        return prepare(task, cache_dir, log=log)
+
     resolve = staticmethod(pipeline.resolve)
     screen = staticmethod(pipeline.screen)
     run_candidate = staticmethod(pipeline.run_candidate)

@@ -19,6 +19,12 @@ class TextClassification(Flow):
                       "train_device", "p99_latency_ms_upper", "latency_bound_method", "eval_examples")
     SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
     prepare_run = staticmethod(pipeline.prepare_run)
+
+    def prepare(self, task, cache_dir, log, checked):
+        from ...tasks.teacher import prepare
+
+        return prepare(task, cache_dir, log=log, frame=checked)
+
     resolve = staticmethod(pipeline.resolve)
     screen = staticmethod(pipeline.screen)
     run_candidate = staticmethod(pipeline.run_candidate)

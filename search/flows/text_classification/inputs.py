@@ -1,0 +1,54 @@
+"""What a text-classification run reads before anything is loaded: the runtimes it ships on, a target's workload
+(a batch of sequences) and budget (memory, p99 latency of one inference, an accuracy floor), its task and space
+files and their checks. Light: target files are read through it."""
+from __future__ import annotations
+
+from ...target import AccuracyFloor, Budget, Workload
+
+RUNTIMES = ("onnxruntime",)
+BUILTIN_TASKS = ()  # no names: the built-in task (MiniLM on SMS spam) is the one a run without --task gets
+DEFAULT_SPACE = "default"
+DESCRIPTION = "classification"
+EXAMPLE_TARGET = "raspberry_pi5"
+TASK_HINT = "a task file without task_type, or no --task for the built-in one"
+
+
+def read_workload(wl) -> Workload:
+    return Workload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
+                    sequence_length=wl.number("sequence_length", lo=1, hi=512, integer=True))
+
+
+def read_budget(bud, device, memory_mb: float) -> Budget:
+    floor_r = bud.section("accuracy_floor")
+    absolute = floor_r.number("absolute", default=None, lo=0, hi=1)
+    max_drop = floor_r.number("max_drop", default=None, lo=0, hi=1)
+    floor_r.done()
+    if (absolute is None) == (max_drop is None):
+        raise floor_r.error("-", "give exactly one of `absolute` (e.g. 0.95) or `max_drop` "
+                                 "(e.g. 0.01 = one point below the teacher)")
+    return Budget(memory_mb=memory_mb, p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
+                  accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
+
+
+def load_task(arg: str | None):
+    from ...tasks import load_task
+
+    return load_task(arg)
+
+
+def load_space(arg: str):
+    from ...space import load_space
+
+    return load_space(arg)
+
+
+def check(task, space):
+    """The space against the teacher's config, and the data read and checked (returned: prepare reuses it)."""
+    from ... import families
+    from ...space import check_against_teacher
+    from ...tasks.teacher import read_checked
+
+    limits = families.get(task.family).limits_from_config(task.teacher_dir)
+    if limits is not None:
+        check_against_teacher(space, limits)
+    return read_checked(task)
