@@ -308,7 +308,7 @@ def _cmd_bench(args) -> int:
         bench_search.run(tasks, targets, args.seeds, args.minutes, args.threads, out, RESULTS_DIR, space=args.space,
                          strategies=tuple(args.strategies), log=lambda s: print(s, flush=True))
     elif args.what == "llm":
-        from .bench import llm
+        from .flows.causal_lm import bench as llm
 
         torch.set_num_threads(args.threads)
         llm.run(out, RESULTS_DIR / "cache", threads=args.threads, log=lambda s: print(s, flush=True))

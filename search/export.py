@@ -47,7 +47,7 @@ def export(run_dir: Path, out: Path, force: bool = False) -> Path:
         hf = source.parent / "hf"
         if hf.is_dir():  # the fp32 student before quantization, for from_pretrained
             shutil.copytree(hf, tmp / "hf")
-            for item in rd.tokenizer_dir.iterdir():  # whatever files the tokenizer is made of
+            for item in (rd.tokenizer_dir.iterdir() if rd.tokenizer_dir.is_dir() else ()):  # its files, any kind
                 if item.is_file():
                     shutil.copy2(item, tmp / "hf" / item.name)
         (tmp / "DEPLOY.md").write_text(deploy_card(selected, saved, tmp))

@@ -75,12 +75,11 @@ def write_tables(study, rd: RunDir, budget: dict) -> None:
 
 
 def save_run_inputs(rd: RunDir, prepared, budget: dict, target: Target, backend) -> None:
-    """What `select` and `export` need later without re-preparing the task."""
-    atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
+    """What `select` and `export` need later without re-preparing the task (the flow adds its own: a tokenizer,
+    the evidence of the quality bound, its workload)."""
     common = {"target": target.name, "budget": budget, "task": prepared.task.source,
               "latency": target.device.latency, "threads": target.device.threads,
-              "family": prepared.family.name, "hf_auto_class": prepared.family.hf_auto_class,
-              "backend": backend.name, "artifact_name": backend.artifact_name,
+              "family": prepared.family.name, "backend": backend.name, "artifact_name": backend.artifact_name,
               "teacher_shape": asdict(prepared.family.shape_of(prepared.teacher)),
               "runner": asdict(target.device.runner) if target.device.runner else None}
     extra = flows.of_budget(budget).run_inputs(rd, prepared, target)
@@ -239,8 +238,12 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
 
 
 def copy_model(row: dict, rd: RunDir, classes: list, out: Path) -> Path:
-    """The exact artifact that was measured, its tokenizer and the recipe beside it, into a new folder."""
-    shutil.copytree(rd.tokenizer_dir, out)
+    """The exact artifact that was measured, its tokenizer (where the task has one) and the recipe beside it, into a
+    new folder."""
+    if rd.tokenizer_dir.is_dir():
+        shutil.copytree(rd.tokenizer_dir, out)
+    else:
+        out.mkdir(parents=True)
     artifact = rd.artifact(row["trial"])
     shutil.copy2(artifact, out / artifact.name)
     (out / "recipe.json").write_text(json.dumps({"trial": row["trial"], "params": row["params"],

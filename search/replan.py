@@ -54,7 +54,7 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
     run = read_json(src.run_json)  # every file read before anything is measured or written
     flow = flows.of_budget(saved["budget"])
     budget = flow.resolved_budget(target, teacher)
-    for folder in (src.teacher_dir, src.tokenizer_dir):
+    for folder in (src.teacher_dir, *([src.tokenizer_dir] if flow.TOKENIZED else [])):
         if not folder.is_dir():
             raise ConfigError(folder, "RUN", "missing: was the run folder pruned? replan needs every stored artifact")
     locks = out.parent / "cache" / "locks"  # the results folder's, as in a run (study.run): results/cache/locks
@@ -86,7 +86,8 @@ def build(source_dir: Path, target: Target, out: Path, log=print) -> RunDir:
         tmp.mkdir(parents=True)
         rd = RunDir(tmp)
         for name in ("tokenizer", "teacher"):
-            link_copy(src.root / name, tmp / name)
+            if (src.root / name).is_dir():
+                link_copy(src.root / name, tmp / name)
         if src.labels.is_file():
             link_file(src.labels, rd.labels)
         atomic_write_json(rd.teacher_json, teacher_priced)

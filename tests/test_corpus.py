@@ -250,7 +250,7 @@ import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from search.tasks.lm import default_lm_task  # noqa: E402
+from search.flows.causal_lm.task import default_lm_task  # noqa: E402
 
 SMOLLM2 = default_lm_task().teacher_gguf
 WORDS = "the quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun".split()
@@ -355,7 +355,7 @@ def test_language_model_task_files_are_checked_before_anything_loads(capsys, env
 
 def test_a_good_language_model_task_passes_the_checks(tmp_path):
     """The checks refuse only what is wrong: the same task folder unedited passes them (and counts as prepare does)."""
-    from search.tasks.lm import check_files, load_lm_task
+    from search.flows.causal_lm.task import check_files, load_lm_task
 
     check_files(load_lm_task(str(write_lm_task(tmp_path, {}))))
 

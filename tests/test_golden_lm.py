@@ -42,7 +42,7 @@ def tiny_lm_run(root: Path) -> dict:
     """Run the tiny search into root/results/golden; what the golden file keeps of it."""
     from conftest import run_search
     from search.backends.llama_cpp import gguf_file
-    from search.tasks import lm
+    from search.flows.causal_lm import task as lm
     from test_llama_cpp import tiny_llama
 
     words = "the quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun".split()

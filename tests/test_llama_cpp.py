@@ -18,7 +18,8 @@ from search.backends import llama_cpp as lc
 from search.backends.llama_cpp import gguf_file, quantize
 from search.compress import imatrix
 from search.errors import CandidateError
-from search.tasks import causal_lm, lm
+from search.flows.causal_lm import task as lm
+from search.tasks import causal_lm
 
 FAM = families.get("llama_lm")
 VOCAB = 49152  # the template's (SmolLM2's) vocabulary
@@ -148,7 +149,7 @@ def test_transformers_reads_our_gguf_back_with_the_same_quality(tmp_path, templa
                     tmp_path / "ship.gguf")
     measured = lc.quality(path, w, ref, threads=2)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32).eval()
-    parts = [causal_lm.score_window(lm.teacher_logp(ref, i),
+    parts = [causal_lm.score_window(causal_lm.teacher_logp(ref, i),
                                     lm.reference_outputs(FAM, loaded, row)[w.first_scored:-1],
                                     row[w.first_scored + 1:]) for i, row in enumerate(w.ids)]
     again = causal_lm.summarize(causal_lm.TokenScores.concat(parts))

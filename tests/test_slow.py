@@ -112,7 +112,8 @@ def test_lm_run_ships_a_gguf_that_llama_cpp_and_transformers_read_back(tmp_path)
     from transformers import AutoModelForCausalLM
 
     from search.backends import llama_cpp as lc
-    from search.tasks import causal_lm, lm
+    from search.flows.causal_lm import task as lm
+    from search.tasks import causal_lm
 
     env = {**os.environ, "SEARCH_RESULTS_DIR": str(ROOT / "results")}  # the LM cache (teacher, sensitivities)
     (tmp_path / "space.yaml").write_text(LM_SPACE)

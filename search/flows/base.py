@@ -58,6 +58,7 @@ class Flow(ABC):
     NAME: str = ""  # the task type it runs (a task file's `task_type`), and its registry key
     METRIC_COLUMNS: tuple = ()  # trials.csv's metric columns (trial user attrs), in order
     SUMMARY_KEYS: tuple = ()  # of the teacher and the selected trial, in selected.json and the summary table
+    TOKENIZED: bool = False  # its runs keep the task's tokenizer in RUN/tokenizer/ (run_inputs writes it)
 
     @abstractmethod
     def resolved_budget(self, target, teacher: dict) -> dict:

@@ -116,3 +116,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch
     t = torch.log_softmax(teacher_logits.float(), -1)
     s = torch.log_softmax(student_logits.float(), -1)
     return torch.nn.functional.kl_div(s.flatten(0, -2), t.flatten(0, -2), log_target=True, reduction="batchmean")
+
+
+def teacher_logp(reference_path, window: int) -> torch.Tensor:
+    """The teacher's log-probabilities at one window's scored positions (flows/causal_lm/task.py writes them)."""
+    from safetensors import safe_open
+
+    with safe_open(str(reference_path), framework="pt") as f:
+        return f.get_tensor(f"w{window}")

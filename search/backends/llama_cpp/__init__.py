@@ -74,11 +74,10 @@ def build(f32: Path, mix: Mix, out: Path, imatrix: dict | None = None, threads: 
 
 def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
     """Score the GGUF's next-token distributions on held-out windows `w` (causal_lm.Windows) against the
-    teacher's log-probabilities in `reference_path` (tasks/lm.write_reference)."""
+    teacher's log-probabilities in `reference_path` (flows/causal_lm/task.py: write_reference)."""
     import llama_cpp
 
     from ...tasks import causal_lm
-    from ...tasks.lm import teacher_logp
 
     quantize.quiet_logs()
     try:
@@ -92,7 +91,8 @@ def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
             llm.reset()
             llm.eval(row.tolist())
             outputs = np.asarray(llm.scores[w.first_scored:w.length - 1])
-            parts.append(causal_lm.score_window(teacher_logp(reference_path, i), outputs, row[w.first_scored + 1:]))
+            teacher = causal_lm.teacher_logp(reference_path, i)
+            parts.append(causal_lm.score_window(teacher, outputs, row[w.first_scored + 1:]))
     finally:
         llm.close()
     return causal_lm.summarize(causal_lm.TokenScores.concat(parts))

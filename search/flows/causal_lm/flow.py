@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ...objectives import QUALITY, TPOT_P99, TTFT
+from ...run_dir import atomic_replace_dir
 from ...tasks import causal_lm
 from .. import register
 from ..base import Flow
@@ -23,12 +24,13 @@ class CausalLM(Flow):
                       "types_written", "recovery_steps", "recovery_kl_first", "recovery_kl_last",
                       "predicted_memory_mb", "predicted_tpot_p99_ms", "predicted_ttft_ms", "student_s", "elapsed_s",
                       "train_device")
+    TOKENIZED = True
     SUMMARY_KEYS = ("kld_mean", "kld_mean_se", "top1_agreement", "perplexity_ratio", "memory_mb", "ttft_ms",
                     "tpot_p50_ms", "tpot_p99_ms", "file_mb", "latency_source", "types", "types_written")
     prepare_run = staticmethod(pipeline.prepare_run)
 
     def prepare(self, task, cache_dir, log, checked):
-        from ...tasks.lm import prepare
+        from .task import prepare
 
         return prepare(task, cache_dir, log=log)
 
@@ -53,8 +55,9 @@ class CausalLM(Flow):
                 f"file {m['file_mb']:.1f} MB")
 
     def run_inputs(self, rd, prepared, target) -> dict:
+        atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
         w = prepared.windows
-        return {**self.workload_inputs(target), "classes": None, "max_length": None,
+        return {**self.workload_inputs(target), "hf_auto_class": prepared.family.hf_auto_class, "classes": None, "max_length": None,
                 "teacher_note": prepared.task.teacher_note,
                 "quality_source": f"measured: this GGUF in llama.cpp against the fp32 teacher on {w.ids.shape[0]} "
                                   f"windows of {w.length} tokens of {prepared.task.evaluation_path.name} "

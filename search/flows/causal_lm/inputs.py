@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...target import Budget, LMWorkload, QualityLimit
 
 RUNTIMES = ("llama.cpp",)
-BUILTIN_TASKS = ("smollm2",)  # --task NAME (tasks/lm.py)
+BUILTIN_TASKS = ("smollm2",)  # --task NAME (task.py)
 DEFAULT_SPACE = "llm"
 DESCRIPTION = "language-model"
 EXAMPLE_TARGET = "local_cpu_llm"
@@ -40,7 +40,7 @@ def read_budget(bud, device, memory_mb: float) -> Budget:
 
 
 def load_task(arg: str | None):
-    from ...tasks.lm import BUILTIN_LM_TASKS, load_lm_task
+    from .task import BUILTIN_LM_TASKS, load_lm_task
 
     if arg is None or arg in BUILTIN_LM_TASKS:
         return BUILTIN_LM_TASKS[arg or BUILTIN_TASKS[0]]()
@@ -57,7 +57,7 @@ def load_space(arg: str):
 
 
 def check(task, space) -> None:
-    from ...tasks.lm import check_files, teacher_sizes
+    from .task import check_files, teacher_sizes
     from .space import check_cuts
 
     check_files(task)  # the texts, the teacher's header and the token counts: nothing loaded

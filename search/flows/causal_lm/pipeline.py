@@ -31,7 +31,7 @@ from ...run_dir import JsonCache, atomic_replace_dir, atomic_write_json, link_co
 from .space import LMSpace, check_against_teacher
 from ...target import Target
 from ..base import Start
-from ...tasks.lm import PreparedLM
+from .task import PreparedLM
 
 
 @dataclass

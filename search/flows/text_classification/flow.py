@@ -3,7 +3,7 @@ of a sampled shape, prune it, quantize it, measure accuracy on the validation sp
 target (pipeline.py)."""
 from __future__ import annotations
 
-from ...run_dir import atomic_write_npy
+from ...run_dir import atomic_replace_dir, atomic_write_npy
 from ...tasks import classification
 from .. import register
 from ..base import Flow
@@ -17,6 +17,7 @@ class TextClassification(Flow):
                       "p50_latency_ms", "p99_latency_ms", "latency_spread", "latency_noisy", "latency_source",
                       "weight_sparsity", "parameters", "predicted_memory_mb", "predicted_p99_latency_ms", "elapsed_s",
                       "train_device", "p99_latency_ms_upper", "latency_bound_method", "eval_examples")
+    TOKENIZED = True
     SUMMARY_KEYS = ("accuracy", "memory_mb", "p50_latency_ms", "p99_latency_ms", "latency_source")
     prepare_run = staticmethod(pipeline.prepare_run)
 
@@ -47,8 +48,9 @@ class TextClassification(Flow):
                 f"mem {m['memory_mb']:.2f} MB")
 
     def run_inputs(self, rd, prepared, target) -> dict:
+        atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
         atomic_write_npy(rd.labels, prepared.val.labels.numpy())  # what each trial's predictions are scored against
-        return {"classes": prepared.classes, "max_length": prepared.task.max_length, **self.workload_inputs(target)}
+        return {"hf_auto_class": prepared.family.hf_auto_class, "classes": prepared.classes, "max_length": prepared.task.max_length, **self.workload_inputs(target)}
 
     def workload_inputs(self, target) -> dict:
         return {"batch_size": target.workload.batch_size, "sequence_length": target.workload.sequence_length}

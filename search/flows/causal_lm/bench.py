@@ -1,12 +1,13 @@
-"""`python -m search bench llm`: the teacher, every stock llama.cpp preset of it (made by llama.cpp's own
-quantizer, without and with an importance matrix), and the search's mixes (a GGML type per tensor class chosen
-by measured sensitivity and an exact solver, backends/llama_cpp/mixes.py), all measured in one run the same way:
-file size, bits per weight, quality against the fp32 teacher on the held-out windows, speed and peak memory in a
-fresh process. Writes results/bench/llm.csv, llm.md and llm.html (KLD against size, presets marked).
+"""`python -m search bench llm` (the causal-LM kind's own benchmark): the teacher, every stock llama.cpp preset of it
+(made by llama.cpp's own quantizer, without and with an importance matrix), and the search's mixes (a GGML type per
+tensor class chosen by measured sensitivity and an exact solver, backends/llama_cpp/mixes.py), all measured in one
+run the same way: file size, bits per weight, quality against the fp32 teacher on the held-out windows, speed and
+peak memory in a fresh process. Writes results/bench/llm.csv, llm.md and llm.html (KLD against size, presets
+marked).
 
-This step compares quantization alone, on the teacher's full shape; depth and width cuts join in the search.
-On the built-in SmolLM2 teacher two rows are marked: its linear weights lie on a Q4_1 grid (so Q4_1 is falsely
-lossless; the search never uses it there) and its embedding on a Q8_0 grid."""
+This step compares quantization alone, on the teacher's full shape; depth and width cuts join in the search. On the
+built-in SmolLM2 teacher two rows are marked: its linear weights lie on a Q4_1 grid (so Q4_1 is falsely lossless;
+the search never uses it there) and its embedding on a Q8_0 grid."""
 from __future__ import annotations
 
 import time
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..backends import llama_cpp as lc
-from ..backends.llama_cpp import gguf_file, mixes, quantize
-from ..compress import imatrix as imatrix_mod
-from ..locks import file_lock
-from ..run_dir import JsonCache as Rows  # measured rows, kept as they are measured
-from ..tasks import lm
+from ...backends import llama_cpp as lc
+from ...backends.llama_cpp import gguf_file, mixes, quantize
+from ...compress import imatrix as imatrix_mod
+from ...locks import file_lock
+from ...run_dir import JsonCache as Rows  # measured rows, kept as they are measured
+from . import task as lm
 
 COLUMNS = ("setting", "kind", "measured", "bits_per_weight", "file_mb", "peak_rss_mb", "kld_mean", "kld_mean_se", "kld_p99",
            "top1_agreement", "perplexity", "perplexity_se", "prefill_tok_s", "decode_tok_s", "ttft_ms",

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import ConfigError
-from ..schema import Reader, load_yaml
-from ..locks import file_lock
-from ..run_dir import atomic_replace_dir, atomic_write_json
-from . import causal_lm
+from ...errors import ConfigError
+from ...schema import Reader, load_yaml
+from ...locks import file_lock
+from ...run_dir import atomic_replace_dir, atomic_write_json
+from ...tasks import causal_lm
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -90,7 +89,7 @@ GGUF_SIZES = ("{arch}.block_count", "{arch}.feed_forward_length", "{arch}.attent
 def teacher_sizes(task: LMTask) -> tuple[int, int, int]:
     """(layers, FFN channels, KV heads) of the teacher, read from its GGUF header or config.json without loading
     its weights: the space is checked against them before any heavy work."""
-    from ..inputs import read_config_json, read_gguf
+    from ...inputs import read_config_json, read_gguf
 
     if task.teacher_gguf is not None:
         fields = read_gguf(task.teacher_gguf, task.source, "teacher", GGUF_SIZES)
@@ -134,7 +133,7 @@ def load_lm_task(path_str: str) -> LMTask:
         tokenizer_gguf = None
     elif (teacher / "config.json").is_file():
         teacher_gguf, teacher_dir = None, teacher
-        from ..inputs import read_config_json
+        from ...inputs import read_config_json
 
         config = read_config_json(teacher, path, "teacher")
         if config.get("model_type") != "llama" or (config.get("rope_scaling") or {}).get("rope_type", "default") != "default":
@@ -172,7 +171,7 @@ def load_lm_task(path_str: str) -> LMTask:
 
 def read_text(path: Path, column: str, file_for_errors: str, key: str) -> str:
     """A .txt file as is, or one column of a CSV joined by blank lines (checked: inputs.read_text)."""
-    from ..inputs import read_text as checked
+    from ...inputs import read_text as checked
 
     return checked(path, column, file_for_errors, key)
 
@@ -185,8 +184,8 @@ def check_files(task: LMTask) -> None:
     which the windows are cut with (the two agree on the built-in texts to the token). The `gguf` reader's full
     header check (keys, tensor infos, file size against the tensors) comes last: it takes 2-3 s on a 49k-token
     vocabulary, so a file llama.cpp already refused is not parsed again."""
-    from ..backends import llama_cpp as lc
-    from ..inputs import check_safetensors, not_gguf, read_gguf
+    from ...backends import llama_cpp as lc
+    from ...inputs import check_safetensors, not_gguf, read_gguf
 
     evaluation = read_text(task.evaluation_path, task.text_column, task.source, "data.evaluation")
     calibration = read_text(task.calibration_path, task.text_column, task.source, "data.calibration")
@@ -229,13 +228,7 @@ class PreparedLM:
     family: object = None
 
     def teacher_logp(self, window: int) -> torch.Tensor:
-        return teacher_logp(self.reference_path, window)
-
-
-def teacher_logp(reference_path: Path, window: int) -> torch.Tensor:
-    """The teacher's log-probabilities at one window's scored positions (written by write_reference)."""
-    with safe_open(str(reference_path), framework="pt") as f:
-        return f.get_tensor(f"w{window}")
+        return causal_lm.teacher_logp(self.reference_path, window)
 
 
 def _teacher_dir(task: LMTask, cache: Path, log) -> Path:
@@ -266,7 +259,7 @@ def _teacher_dir(task: LMTask, cache: Path, log) -> Path:
 
 
 def prepare(task: LMTask, cache_root: Path, log=print) -> PreparedLM:
-    from .. import families
+    from ... import families
 
     key = task.key()
     cache = cache_root / "lm" / key
