@@ -143,8 +143,8 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     """Select (policy), write selected.json and dashboard.html, copy the chosen artifact to model/."""
     saved = rd.saved()
     budget, target_name = saved["budget"], saved["target"]
+    teacher = read_json(rd.teacher_json)  # read before anything is written: a damaged one is said first
     write_tables(study, rd, budget)  # always from the storage: a crash may have cut the last rewrite short
-    teacher = read_json(rd.teacher_json)
     rows = completed_rows(study, budget)
     choice = select_confirmed(rows, rd, saved, policy, log)
     if rows and not any(pareto.feasible(r["metrics"], budget) for r in rows):  # say what it would take

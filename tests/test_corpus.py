@@ -593,3 +593,34 @@ def test_the_gguf_header_check_reads_what_llama_cpp_would_need(tmp_path):
     cut.write_bytes(path.read_bytes()[:-4096])
     with pytest.raises(ConfigError, match=r"is not a readable GGUF \((truncated: its tensors need|damaged or trunc)"):
         read_gguf(cut, "task.yaml", "teacher")
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_text_reader_fuzzed(tmp_path, suffix, blob):
+    """Whatever bytes a calibration or evaluation file holds: text, or one ConfigError line naming the task file."""
+    from search.inputs import read_text
+
+    path = tmp_path / f"t{suffix}"
+    path.write_bytes(blob)
+    try:
+        text = read_text(path, "text", "task.yaml", "data.evaluation")
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("task.yaml: data.")
+        return
+    assert text.strip() and "\0" not in text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=200) | st.text(max_size=120).map(str.encode))
+def test_run_file_reader_fuzzed(tmp_path, blob):
+    """A run folder's JSON file, however damaged: a mapping, or one line naming it and what writes it again."""
+    from search.run_dir import read_json
+
+    path = tmp_path / "budget.json"
+    path.write_bytes(blob)
+    try:
+        assert isinstance(read_json(path, ("artifact_name",)), dict)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"{path}: -: ") and "restore it" in str(exc)
