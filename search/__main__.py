@@ -87,7 +87,7 @@ def _cmd_run(args) -> int:
     args.space = args.space or spec.DEFAULT_SPACE
     space = spec.load_space(args.space)
     task = spec.load_task(args.task)
-    checked = spec.check(task, space)  # the data read and checked before a run folder is made
+    checked = spec.check(task, space, target)  # the data read and checked before a run folder is made
 
     import torch
 

@@ -176,6 +176,18 @@ def test_task_corpus(capsys, env, text, key):
     assert f"{task}: {key}" in refused(capsys, ["run", "--task", str(task), "--space", space], env / "results")
 
 
+def test_a_sequence_longer_than_the_teacher_takes_is_refused_before_any_work(capsys, env):
+    """The tiny teacher has 64 positions: a workload of 128 tokens would fail in the teacher's measurement."""
+    task = write_tiny_task(env / "task")
+    capsys.readouterr()
+    target = env / "long.yaml"
+    target.write_text(TARGET)  # local_cpu.yaml: 128 tokens
+    assert "sequence_length: 128" in TARGET
+    space = str(ROOT / "tests" / "golden_space.yaml")
+    err = refused(capsys, ["run", "--task", str(task), "--space", space, "--target", str(target)], env / "results")
+    assert f"{target}: workload.sequence_length: got 128; the teacher" in err and "at most 64 tokens" in err
+
+
 @pytest.mark.parametrize("argv, says", CLI_CASES, ids=[" ".join(a)[:40] for a, _ in CLI_CASES])
 def test_command_line_corpus(capsys, env, argv, says):
     assert says in refused(capsys, argv, env / "results")

@@ -38,7 +38,7 @@ def _inputs(tmp_path, memory_mb: float):
     target = load_target(str(tmp_path / "toy.yaml"), kind="toy_conv")
     task, space = spec.load_task("strokes"), spec.load_space(None)
     flow = flows.get("toy_conv")
-    prepared = flow.prepare(task, tmp_path / "cache", lambda s: None, spec.check(task, space))
+    prepared = flow.prepare(task, tmp_path / "cache", lambda s: None, spec.check(task, space, target))
     return flow, target, space, prepared
 
 

@@ -101,6 +101,7 @@ class Limits:
     head_dim: int  # hidden sizes are multiples of it; a student keeps whole teacher heads
     head_group: int = 1  # query heads per KV head (grouped-query attention): heads are kept in whole groups
     heads: int | None = None  # the teacher's query heads per layer, when known
+    positions: int | None = None  # the most tokens the teacher's position embeddings take, when known
 
     def max_heads(self, hidden: int) -> int:
         return hidden // self.head_dim

@@ -52,7 +52,7 @@ class BertClassifier(TextInputs, Family):
         try:
             c = AutoConfig.from_pretrained(model_dir)
             return Limits(layers=c.num_hidden_layers, hidden=c.hidden_size, ffn=c.intermediate_size,
-                          head_dim=c.hidden_size // c.num_attention_heads)
+                          head_dim=c.hidden_size // c.num_attention_heads, positions=c.max_position_embeddings)
         except (OSError, ValueError, AttributeError):  # unreadable: load() reports it with the file and key
             return None
 

@@ -64,5 +64,5 @@ def load_space(arg):
     return ToySpace()
 
 
-def check(task, space):
+def check(task, space, target):
     return None

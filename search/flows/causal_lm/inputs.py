@@ -56,7 +56,7 @@ def load_space(arg: str):
     return load_lm_space(arg)
 
 
-def check(task, space) -> None:
+def check(task, space, target) -> None:
     from .task import check_files, teacher_sizes
     from .space import check_cuts
 

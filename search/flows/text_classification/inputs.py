@@ -42,13 +42,21 @@ def load_space(arg: str):
     return load_space(arg)
 
 
-def check(task, space):
-    """The space against the teacher's config, and the data read and checked (returned: prepare reuses it)."""
+def check(task, space, target):
+    """The space and the target's sequence length against the teacher's config, and the data read and checked
+    (returned: prepare reuses it)."""
     from ... import families
+    from ...errors import ConfigError
     from ...space import check_against_teacher
     from ...tasks.teacher import read_checked
 
     limits = families.get(task.family).limits_from_config(task.teacher_dir)
     if limits is not None:
         check_against_teacher(space, limits)
-    return read_checked(task)
+    frame = read_checked(task)
+    n = target.workload.sequence_length
+    if limits is not None and limits.positions is not None and n > limits.positions:
+        raise ConfigError(target.path, "workload.sequence_length", f"got {n}; the teacher ({task.teacher_dir}) takes "
+                                                                   f"at most {limits.positions} tokens: lower it to "
+                                                                   f"{limits.positions} or less")
+    return frame
