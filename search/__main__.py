@@ -35,7 +35,6 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_run(args) -> int:
-    from .errors import ConfigError
     from .target import load_target
     from .tasks import TASKS_DIR
 
@@ -72,18 +71,11 @@ def _cmd_run(args) -> int:
     storages.check_url(args.storage, named_in)
     storages.check_reachable(args.storage, named_in)  # before any file is loaded and a run folder made
     # validate all three inputs before any heavy work (the space against the teacher's config, too)
-    target = load_target(args.target)
-    kind = flows.of_task(args.task, TASKS_DIR) or target.kind  # the task's kind; no --task: the target's
+    # the task's kind (no --task: the one that ships on the target's runtime), then the target read as that kind's
+    target = load_target(args.target, kind=flows.of_task(args.task, TASKS_DIR), asked_by=f"--task {args.task}")
+    kind = target.kind
     spec = flows.inputs(kind)
-    if kind != target.kind:
-        mine = flows.inputs(target.kind)
-        if target.device.runtime not in spec.RUNTIMES:
-            raise ConfigError(target.path, "device.runtime", f"{target.device.runtime} (a {mine.DESCRIPTION} target), "
-                                                             f"but --task {args.task} is a {spec.DESCRIPTION} task; "
-                                                             f"give a {mine.DESCRIPTION} task ({mine.TASK_HINT}) or a "
-                                                             f"{spec.DESCRIPTION} target (e.g. --target "
-                                                             f"{spec.EXAMPLE_TARGET})")
-        target = load_target(args.target, kind=kind)
+    args.task = args.task or (spec.BUILTIN_TASKS[0] if spec.BUILTIN_TASKS else None)  # run.json names it
     args.space = args.space or spec.DEFAULT_SPACE
     space = spec.load_space(args.space)
     task = spec.load_task(args.task)
@@ -209,8 +201,13 @@ def _cmd_replan(args) -> int:
     from .schema import check_run_id
     from .target import load_target
 
+    from . import flows
+    from .run_dir import RunDir
+
     source = _run_dir(args.run)
-    target = load_target(args.target)
+    saved = RunDir(source).saved()  # the target is read as the run's kind reads it
+    kind = flows.of_budget(saved.get("budget", {}), RunDir(source).budget_json).NAME
+    target = load_target(args.target, kind=kind, asked_by=f"run {source.name}")
     out = (RESULTS_DIR / check_run_id(args.run_id, "--run-id") if args.run_id
            else replan.replan_dir(source, target, RESULTS_DIR))
     _quiet_libraries()

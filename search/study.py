@@ -189,8 +189,8 @@ class Engine:
         self.pending: list[Start] = []  # warm-start recipes not yet queued (only while variants may be queued)
         self.ends = False  # whether the warm start has brackets (ends of the admitted range)
         self.os_failures: list[str] = []  # the last trial's write failure, if it had one
-        self.start = time.perf_counter()
         self.study = self._study()
+        self.start = time.perf_counter()  # trials' times in the log count from here (after the warm start)
 
     def _teacher(self) -> dict:
         with file_lock(self.rd.root / ".teacher.lock"):  # measured once per run, whichever worker comes first
@@ -353,8 +353,8 @@ class Engine:
         head = head[:head.rindex("|")] + f"| {time.perf_counter() - self.start:5.0f} s]"  # its time now
         self.log(f"{head} rung 0: {outputs.metrics_line('', metrics, self.budget)}; {why}: "
                  f"{self.more.epochs:g} more epoch(s)")
-        first = {f"rung0_{k}": metrics[k] for k in (self.quality.name, "p99_latency_ms", "memory_mb", "distill_s")
-                 if k in metrics}
+        first = {f"rung0_{k}": metrics[k] for k in (self.quality.name, self.objectives[1].name, "memory_mb",
+                                                    "distill_s") if k in metrics}
         again = {}
         try:  # built beside the trial's folder and swapped in whole: a failure leaves the first rung's files
             atomic_replace_dir(lambda tmp: again.update(self.flow.run_candidate(self.ctx, cand, tmp, log=self.log,

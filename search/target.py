@@ -219,14 +219,17 @@ def _with_base(path: Path, raw, chain: tuple = ()) -> tuple:
     return merged, (base_device if "device" not in raw else path)
 
 
-def load_target(name_or_path: str, calibrated: bool = True, kind: str | None = None) -> Target:
+def load_target(name_or_path: str, calibrated: bool = True, kind: str | None = None, asked_by: str = "the task") \
+        -> Target:
     """kind: the task kind whose workload and budget the file gives (default: the kind that ships on its runtime);
-    a kind that does not ship on the file's runtime is refused, naming both."""
+    a kind that does not ship on the file's runtime is refused, naming both (and `asked_by`: what asked for it)."""
     path = resolve(name_or_path, TARGETS_DIR)
-    return _parse(path, *_with_base(path, load_yaml(path, "target")), calibrated=calibrated, kind=kind)
+    return _parse(path, *_with_base(path, load_yaml(path, "target")), calibrated=calibrated, kind=kind,
+                  asked_by=asked_by)
 
 
-def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | None = None) -> Target:
+def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | None = None,
+           asked_by: str = "the task") -> Target:
     """A target from its YAML mapping (bases merged in); errors name `path`."""
     top = Reader(path, raw)
     name = top.string("name", default=path.stem)
@@ -269,7 +272,7 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | Non
     schema = flows.inputs(kind)
     if spec.runtime not in schema.RUNTIMES:
         mine = flows.inputs(native)
-        raise ConfigError(path, "device.runtime", f"{spec.runtime} (a {mine.DESCRIPTION} target), but the task is a "
+        raise ConfigError(path, "device.runtime", f"{spec.runtime} (a {mine.DESCRIPTION} target), but {asked_by} is a "
                                                   f"{schema.DESCRIPTION} task; give a {mine.DESCRIPTION} task "
                                                   f"({mine.TASK_HINT}) or a {schema.DESCRIPTION} target (e.g. "
                                                   f"--target {schema.EXAMPLE_TARGET})")

@@ -27,14 +27,27 @@ workload: {batch_size: 4}
 budget:
   memory_mb: %s
   p99_latency_ms: 50
-  accuracy_floor: {max_drop: 0.3}
+  accuracy_floor: {max_drop: %s}
 """
 
 
-def _inputs(tmp_path, memory_mb: float):
+@pytest.fixture
+def registered(monkeypatch):
+    """The registry as it was after the test (the toy kind is this module's alone): its flow module is imported
+    afresh by each test, so it registers itself each time."""
+    import sys
+
+    monkeypatch.setattr(flows, "_MODULES", dict(flows._MODULES))
     flows.add("toy_conv", "toy_conv")  # the one registration line: the kind's folder, by its import name
+    yield
+    flows._REGISTRY.pop("toy_conv", None)
+    for name in [m for m in sys.modules if m == "toy_conv" or m.startswith("toy_conv.")]:
+        del sys.modules[name]
+
+
+def _inputs(tmp_path, memory_mb: float):
     spec = flows.inputs("toy_conv")
-    (tmp_path / "toy.yaml").write_text(TARGET % memory_mb)
+    (tmp_path / "toy.yaml").write_text(TARGET % (memory_mb, 0.3))
     target = load_target(str(tmp_path / "toy.yaml"), kind="toy_conv")
     task, space = spec.load_task("strokes"), spec.load_space(None)
     flow = flows.get("toy_conv")
@@ -42,7 +55,7 @@ def _inputs(tmp_path, memory_mb: float):
     return flow, target, space, prepared
 
 
-def test_a_convolutional_kind_runs_end_to_end_through_the_core(tmp_path):
+def test_a_convolutional_kind_runs_end_to_end_through_the_core(tmp_path, registered):
     flow, target, space, prepared = _inputs(tmp_path, memory_mb=0.012)  # students of up to 8 channels fit
     assert target.kind == "toy_conv" and target.workload.batch_size == 4  # its own workload schema
     run = tmp_path / "results" / "toy"
@@ -74,11 +87,37 @@ def test_a_convolutional_kind_runs_end_to_end_through_the_core(tmp_path):
     assert again["policy"] == "memory" and again["budget"] == selected["budget"]
 
 
-def test_a_budget_no_student_meets_is_refused_before_training(tmp_path):
+def test_a_budget_no_student_meets_is_refused_before_training(tmp_path, registered):
     flow, target, space, prepared = _inputs(tmp_path, memory_mb=0.001)
     with pytest.raises(ConfigError, match="budget.memory_mb: 0.001 MB, but the smallest student needs"):
         flow.prepare_run(prepared, target, space, tmp_path / "cache", 1, 0)
 
 
+def test_the_command_line_runs_selects_and_exports_a_kind_named_by_the_environment(tmp_path):
+    """The same kind through `python -m search` in fresh processes: SEARCH_FLOWS names its package; run, export
+    (the exact ONNX file and a deploy card), and replan refused in one line (the toy kind does not re-price)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results"), "SEARCH_FLOWS": "toy_conv=toy_conv",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "search", *a], capture_output=True, text=True,  # noqa
+                                    cwd=PACKAGE.parent, env=env, timeout=600)
+    (tmp_path / "toy.yaml").write_text(TARGET % (0.012, 0.6))  # a floor the warm start's student meets
+    proc = cli("run", "--task", "strokes", "--target", str(tmp_path / "toy.yaml"), "--trials", "2", "--threads", "1",
+               "--run-id", "toy")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run = tmp_path / "results" / "toy"
+    assert json.loads((run / "run.json").read_text())["task"] == "strokes"
+    assert json.loads((run / "selected.json").read_text())["budget"]["flow"] == "toy_conv"
+    proc = cli("export", "toy", "--out", str(tmp_path / "ship"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = (tmp_path / "ship" / "DEPLOY.md").read_text()
+    assert (tmp_path / "ship" / "model.onnx").is_file() and "onnxruntime" in card and "horizontal" in card
+    proc = cli("replan", "toy", "--target", str(tmp_path / "toy.yaml"))
+    assert proc.returncode == 2 and "cannot be replanned" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
 def test_nothing_in_the_package_names_the_toy_kind():
-    assert not [p for p in PACKAGE.rglob("*.py") if "toy_conv" in p.read_text()]
+    assert not [p for p in PACKAGE.rglob("*.py") if "toy_conv" in p.read_text() or "strokes" in p.read_text()]

@@ -79,7 +79,7 @@ def layer_plan(model, params: QuantParams, calibration) -> list[tuple[int, int |
         return [tuple(o) for o in params.layer_options]
     if params.precision == "solver":
         raise CandidateError("quant.precision=solver: the per-layer choice is made before quantizing "
-                             "(allocation.allocate, in pipeline.run_candidate)")
+                             "(allocation.allocate, in the classifier pipeline's run_candidate)")
     return [(b, params.group_size) for b in bits_per_layer(model, params, calibration)]
 
 

@@ -6,6 +6,7 @@ built-in task names, default space, and how its task and space files are loaded 
 from __future__ import annotations
 
 import importlib
+import os
 
 from .base import Flow
 
@@ -14,6 +15,11 @@ DEFAULT = "classification"  # the kind of a task file that names no task_type
 # name -> the package of its folder (imported on first use: a kind's dependencies, e.g. llama.cpp, load only when a
 # run of that kind needs them)
 _MODULES = {"classification": "search.flows.text_classification", "causal_lm": "search.flows.causal_lm"}
+# kinds whose folders live outside this package, for every command of a process: NAME=PACKAGE[,NAME=PACKAGE...]
+PLUGINS = "SEARCH_FLOWS"
+for _item in filter(None, os.environ.get(PLUGINS, "").split(",")):
+    _name, _, _package = _item.partition("=")
+    _MODULES.setdefault(_name.strip(), _package.strip() or _name.strip())
 _REGISTRY: dict[str, Flow] = {}
 
 
@@ -32,10 +38,16 @@ def names() -> list[str]:
     return list(_MODULES)
 
 
-def of_budget(budget: dict) -> Flow:
+def of_budget(budget: dict, where="budget.json") -> Flow:
     """The flow whose run resolved this budget (its `flow` key; a run made before flows existed: its latency
-    objective tells, per-token latency being the language models')."""
+    objective tells, per-token latency being the language models'). A kind this process does not know is a
+    ConfigError naming `where`."""
+    from ..errors import ConfigError
+
     name = budget.get("flow") or ("causal_lm" if budget.get("latency") == "tpot_p99_ms" else "classification")
+    if name not in _MODULES:
+        raise ConfigError(where, "budget.flow", f"{name!r}: no such task kind here (known: {', '.join(_MODULES)}); "
+                                                f"name its package in {PLUGINS}=NAME=PACKAGE, or restore the file")
     return get(name)
 
 
@@ -79,6 +91,6 @@ def of_task(arg: str | None, tasks_dir) -> str | None:
     except ConfigError:
         return None
     given = raw.get("task_type", DEFAULT) if isinstance(raw, dict) else DEFAULT
-    if given not in _MODULES:
+    if not isinstance(given, str) or given not in _MODULES:
         raise ConfigError(path, "task_type", f"got {given!r}; one of {', '.join(_MODULES)} (none: {DEFAULT})")
     return given

@@ -6,8 +6,17 @@ registered flow without knowing which (no kind checks outside `flows/`); a new k
 `register` line.
 
 Contract (in the manner of Optuna's `BaseSampler` / `BaseStorage`):
-- Its inputs.py loads and checks the task and space files before anything heavy; `prepare` then loads the teacher
-  and the data (cached across runs).
+- Its inputs.py (light: nothing heavy is imported) gives `RUNTIMES` (what its targets run on), `read_workload`
+  and `read_budget` (a target file's sections, for target.py), `BUILTIN_TASKS` (names `--task` may give; the first
+  is the default), `DEFAULT_SPACE`, `load_task`, `load_space`, and `check(task, space, target)`, which refuses bad
+  input before anything is loaded and returns what `prepare` reuses; `DESCRIPTION`, `TASK_HINT` and
+  `EXAMPLE_TARGET` word the refusal of a target of another kind. `prepare` then loads the teacher and the data
+  (cached across runs).
+- What the engine and the outputs read of the objects a flow hands them: a recipe is a frozen dataclass with
+  `label()`; a space has `suggest(trial, ctx.limits)` (the only `trial.suggest_*` calls), `promote` and `exploit`
+  (rungs.Promotion, exploit.Exploit: off unless the flow implements `more_training` and `variants`) and `path`;
+  the prepared task has `task.source`, `family.name` and `family.shape_of(teacher)` (a dataclass);
+  `run_inputs` returns at least `classes` (None where the task has none).
 - A flow object holds no per-run state; one instance serves every run and trial. What a run shares lives in the
   context `prepare_run` returns; the engine passes it back to every other call and never looks inside it beyond
   `ctx.family`, `ctx.backend`, `ctx.task_type` and `ctx.limits` (for its log line and `space.suggest`).
@@ -62,8 +71,8 @@ class Flow(ABC):
 
     @abstractmethod
     def resolved_budget(self, target, teacher: dict) -> dict:
-        """The budget as the run's objectives name it (objectives.py): `quality`, `latency`, each limit under its
-        objective's budget key, the confidence level, and `flow` (this flow's NAME)."""
+        """The budget as the run's objectives name it (objectives.py): `quality`, `latency` (where it is not one
+        inference's p99), each limit under its objective's budget key, the confidence level, and `flow` (NAME)."""
 
     @abstractmethod
     def metrics_text(self, m: dict, source: str) -> str:

@@ -35,6 +35,17 @@ print({classes!r}[int(scores.argmax(-1)[0])])
 ```'''
 
 
+USAGE_ARRAYS = '''```python
+import numpy as np, onnxruntime as ort
+
+sess = ort.InferenceSession("{artifact}", providers=["CPUExecutionProvider"])
+print([(i.name, i.shape, i.type) for i in sess.get_inputs()])  # what the model takes
+feed = {{i.name: your_array_for(i) for i in sess.get_inputs()}}
+scores = sess.run(None, feed)[0]
+print({classes!r}[int(scores.argmax(-1)[0])])
+```'''
+
+
 def tensor_bytes(t: onnx.TensorProto) -> int:
     """Stored bytes; 4-bit tensors are packed two per byte (numpy would unpack them to one per byte)."""
     if t.raw_data:
@@ -153,5 +164,7 @@ class OnnxRuntime(ModelBackend):
                 lat.noisy, lat.detail)
 
     def usage(self, saved: dict) -> str:
+        if saved.get("max_length") is None:  # a task without a tokenizer: feed the model's own inputs
+            return "## Run it with onnxruntime\n\n" + USAGE_ARRAYS.format(artifact=ARTIFACT, classes=saved["classes"])
         return "## Run it with onnxruntime\n\n" + USAGE.format(artifact=ARTIFACT, max_length=saved["max_length"],
                                                                 classes=saved["classes"])

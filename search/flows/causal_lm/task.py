@@ -28,6 +28,7 @@ from ...schema import Reader, load_yaml
 from ...locks import file_lock
 from ...run_dir import atomic_replace_dir, atomic_write_json
 from ...tasks import causal_lm
+from .inputs import BUILTIN_TASKS
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -80,7 +81,7 @@ def default_lm_task() -> LMTask:
                      "group-32 grid, so Q4_1 re-quantization is falsely lossless")
 
 
-BUILTIN_LM_TASKS = {"smollm2": default_lm_task}  # --task NAME
+BUILTIN_LM_TASKS = dict(zip(BUILTIN_TASKS, [default_lm_task]))  # --task NAME (the names: inputs.py)
 
 
 GGUF_SIZES = ("{arch}.block_count", "{arch}.feed_forward_length", "{arch}.attention.head_count_kv")

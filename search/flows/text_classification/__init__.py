@@ -1,2 +1,3 @@
-"""Text classification shipped as an ONNX artifact for onnxruntime: flow.py (the Flow), pipeline.py (screen, build,
-measure), reprice.py (replan), target.py (the workload and budget a target gives it)."""
+"""Text classification shipped as an ONNX artifact for onnxruntime: inputs.py (its targets, task and space files,
+checked before anything loads), flow.py (the Flow), pipeline.py (screen, distill, prune, quantize, measure),
+reprice.py (replan)."""
