@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-from search.families.base import ExportSpec, Family, Forward, Importance, ModelShape, Operator, Tensor
+from search.families.base import ExportSpec, Forward, Importance, ModelShape, Operator, Tensor, TransformerCuts
 
 
 class Block(nn.Module):
@@ -76,7 +76,7 @@ def _slice_ln(ln: nn.LayerNorm, keep) -> nn.LayerNorm:
     return new
 
 
-class ToyFamily(Family):
+class ToyFamily(TransformerCuts):
     name = "toy_cls"
     hf_auto_class = "ToyClassifier"
 

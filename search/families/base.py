@@ -143,6 +143,11 @@ class ExportSpec:
 
 
 class Family(ABC):
+    """What every model family knows, whatever its architecture: identity and loading, a forward pass, its shape
+    and what a shape costs (tensors for bytes, operators for the roofline, activation memory), the export spec, the
+    way back to a stock model. The cuts a family allows are a capability on top (TransformerCuts below; channel cuts
+    for convolutional families to come), so a family without heads or a vocabulary does not pretend to have them."""
+
     name: str = ""
     #: the stock Hugging Face class a student converts back to (`to_standard`), for the deploy card
     hf_auto_class: str = ""
@@ -160,18 +165,6 @@ class Family(ABC):
         from safetensors unless the task file explicitly allows pickled checkpoints."""
 
     @abstractmethod
-    def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:
-        """Padded features [N, max_length] keyed as the model and its exported artifact take them."""
-
-    @abstractmethod
-    def token_mask(self, features: dict) -> torch.Tensor:
-        """[batch, seq] bool: the real tokens of a batch."""
-
-    @abstractmethod
-    def token_ids(self, features: dict) -> torch.Tensor:
-        """[batch, seq] the vocabulary ids of a batch (what vocabulary trimming keeps rows for)."""
-
-    @abstractmethod
     def forward(self, model: nn.Module, features: dict, hidden_states: bool = False,
                 attentions: bool = False) -> Forward: ...
 
@@ -183,9 +176,6 @@ class Family(ABC):
         """The knob limits read from a teacher directory's config alone (no weights), so a space can be
         checked against the teacher before any heavy work; None when the family cannot tell."""
         return None
-
-    def limits(self, teacher: ModelShape) -> Limits:
-        return Limits(layers=teacher.layers, hidden=teacher.hidden, ffn=min(teacher.ffn), head_dim=teacher.head_dim)
 
     @abstractmethod
     def tensors(self, shape: ModelShape) -> list[Tensor]:
@@ -202,6 +192,35 @@ class Family(ABC):
     @abstractmethod
     def random_model(self, shape: ModelShape, seed: int) -> nn.Module:
         """A model of this shape with random weights (latency benchmarks: speed does not depend on values)."""
+
+    # -- leaving the search -------------------------------------------------------------------------------
+    @abstractmethod
+    def export_spec(self, shape: ModelShape) -> ExportSpec: ...
+
+    @abstractmethod
+    def to_standard(self, model: nn.Module) -> nn.Module:
+        """An equivalent model with a stock config, loadable by plain `from_pretrained`."""
+
+
+class TransformerCuts(Family):
+    """A transformer family's inputs and cuts: tokens in (a vocabulary to trim), repeated blocks of heads and FFN
+    channels over a residual width (layers kept, heads/KV groups, FFN channels and hidden dimensions sliced by
+    importance), as the classifier pipeline and compress/ apply them."""
+
+    @abstractmethod
+    def tokenize(self, tokenizer, texts: list[str], max_length: int) -> dict:
+        """Padded features [N, max_length] keyed as the model and its exported artifact take them."""
+
+    @abstractmethod
+    def token_mask(self, features: dict) -> torch.Tensor:
+        """[batch, seq] bool: the real tokens of a batch."""
+
+    @abstractmethod
+    def token_ids(self, features: dict) -> torch.Tensor:
+        """[batch, seq] the vocabulary ids of a batch (what vocabulary trimming keeps rows for)."""
+
+    def limits(self, teacher: ModelShape) -> Limits:
+        return Limits(layers=teacher.layers, hidden=teacher.hidden, ffn=min(teacher.ffn), head_dim=teacher.head_dim)
 
     # -- what compression acts on ------------------------------------------------------------------------
     @abstractmethod
@@ -298,11 +317,3 @@ class Family(ABC):
     @abstractmethod
     def gradient_importance(self, model: nn.Module, features: dict, labels: torch.Tensor, loss) -> Importance:
         """First-order Taylor importance of heads and FFN channels under `loss(outputs, labels)`."""
-
-    # -- leaving the search -------------------------------------------------------------------------------
-    @abstractmethod
-    def export_spec(self, shape: ModelShape) -> ExportSpec: ...
-
-    @abstractmethod
-    def to_standard(self, model: nn.Module) -> nn.Module:
-        """An equivalent model with a stock config, loadable by plain `from_pretrained`."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-from .base import Family, Importance, Limits, ModelShape, Operator, Tensor
+from .base import Importance, Limits, ModelShape, Operator, Tensor, TransformerCuts
 from .hf_text import TextInputs, load_pretrained
 
 
@@ -30,7 +30,7 @@ def _slice_embedding(emb: nn.Embedding, keep: torch.Tensor) -> nn.Embedding:
     return new
 
 
-class BertClassifier(TextInputs, Family):
+class BertClassifier(TextInputs, TransformerCuts):
     name = "bert_cls"
     hf_auto_class = "AutoModelForSequenceClassification"
 

@@ -18,7 +18,7 @@ from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 from ..errors import CandidateError
-from .base import Family, Importance, Limits, ModelShape, Operator, Tensor
+from .base import Importance, Limits, ModelShape, Operator, Tensor, TransformerCuts
 from .hf_text import TextInputs, load_pretrained
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")  # the same block: RMSNorm, RoPE, GQA attention, SwiGLU MLP
@@ -30,7 +30,7 @@ def _slice_rmsnorm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
     return new
 
 
-class LlamaLM(TextInputs, Family):
+class LlamaLM(TextInputs, TransformerCuts):
     name = "llama_lm"
     hf_auto_class = "AutoModelForCausalLM"
     task_types = ("causal_lm",)
