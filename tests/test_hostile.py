@@ -107,7 +107,11 @@ def test_pickled_teacher_weights_need_an_explicit_yes(capsys, results, tmp_path)
     teacher = tmp_path / "task" / "teacher"
     torch.save(load_file(str(teacher / "model.safetensors")), teacher / "pytorch_model.bin")
     (teacher / "model.safetensors").unlink()
-    err = one_line_exit_2(capsys, ["run", "--task", str(task), "--space", SPACE, "--trials", "1"])
+    target = tmp_path / "short.yaml"  # sequences the tiny teacher's 64 positions take
+    target.write_text((ROOT / "targets" / "jetson_orin.yaml").read_text().replace("sequence_length: 128",
+                                                                                   "sequence_length: 16"))
+    err = one_line_exit_2(capsys, ["run", "--task", str(task), "--space", SPACE, "--trials", "1",
+                                   "--target", str(target)])
     assert f"{task}: teacher: " in err and "no .safetensors weights" in err and "teacher_weights: any" in err
 
 

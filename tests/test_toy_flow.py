@@ -47,7 +47,8 @@ def registered(monkeypatch):
 
 def _inputs(tmp_path, memory_mb: float):
     spec = flows.inputs("toy_conv")
-    (tmp_path / "toy.yaml").write_text(TARGET % (memory_mb, 0.3))
+    # a floor the narrowest students reach however this machine's float kernels train them (the teacher: ~0.95)
+    (tmp_path / "toy.yaml").write_text(TARGET % (memory_mb, 0.6))
     target = load_target(str(tmp_path / "toy.yaml"), kind="toy_conv")
     task, space = spec.load_task("strokes"), spec.load_space(None)
     flow = flows.get("toy_conv")
