@@ -18,3 +18,17 @@ def test_deploy_card_threads_are_the_targets():
     assert "-t 4" in card and "n_threads=4" in card
     card = LlamaCpp().usage({"threads": None, "workload": {}})
     assert "-t N" in card and "n_threads=N" in card and "core count" in card
+
+
+def test_every_command_help_points_to_an_existing_docs_page():
+    import argparse
+    import re
+
+    from search.__main__ import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        pages = re.findall(r"docs/[\w-]+\.md", parser.description or "")
+        assert pages and parser.description.rstrip().endswith("."), name
+        for page in pages:
+            assert (docs.PAGE.parent.parent / page).is_file(), (name, page)
