@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .backends.llama_cpp.mixes import CANDIDATE_TYPES
 from .flows.causal_lm import space as lm_space
 from . import space
 
@@ -20,8 +19,8 @@ CLASSIFIER = {
                                  "teacher's head width (MiniLM: 32)"),
     "distill.heads": ("always", "attention heads per layer, the most important kept; capped at hidden / head width"),
     "distill.ffn": ("always", "FFN neurons per layer, the most important kept"),
-    "distill.temperature": ("always", "softmax temperature of the teacher's soft logits"),
-    "distill.alpha": ("always", "weight of the soft-logit loss against the label loss"),
+    "distill.temperature": ("always", "softmax temperature of the teacher's soft targets"),
+    "distill.alpha": ("always", "weight of the soft-target loss against the label loss"),
     "distill.epochs": ("always", "distillation epochs (the first rung; `promote` may add a second)"),
     "distill.vocab": ("always", "`task`: keep only the embedding rows of tokens in the training text (unseen ids "
                                 "read [UNK]'s row); `full`: the teacher's vocabulary"),
@@ -127,7 +126,7 @@ def render() -> str:
             "Sections `cut`, `recovery`, `gguf`; `gguf` gives exactly one of `bits_per_weight` (the solver picks the "
             "types: `spaces/llm.yaml`) or `imatrix` + `types` per tensor class (sampled: `spaces/llm_types.yaml`). "
             f"Tensor classes: {', '.join(f'`{c}`' for c in lm_space.TYPE_CLASSES)}. GGML types: "
-            f"{', '.join(f'`{t}`' for t in CANDIDATE_TYPES)}.", ""]
+            f"{', '.join(f'`{t}`' for t in lm_space.CANDIDATE_TYPES)}.", ""]
     allowed = {f"{s}.{n}": _range(k, a) for s, spec in lm_space.KNOBS.items() for n, (k, a) in spec.items()}
     allowed |= {"gguf.bits_per_weight": _range("float", (1.5, 32.0)), "gguf.exclude": "a list of GGML types",
                 "gguf.imatrix": "`true`, `false`", "gguf.types.<class>": "GGML types"}
