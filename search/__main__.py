@@ -318,12 +318,14 @@ def _cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=(
-        "Budget-driven compression search: distill, prune and quantize a teacher until it fits a device."))
+        "Budget-driven compression search: distill, prune and quantize a teacher until it fits a device. "
+        "See README.md and docs/."))
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a compression search against a target's budget", description=(
         "Sample recipes (distill -> prune -> quantize) with Optuna, measure each exported artifact on the runtime, "
         "and write results/<run>/ (study.db, trials.csv, pareto.csv, selected.json, dashboard.html, model/). "
-        "Exit 0 when the selected model meets every budget, 3 when none did, 2 on bad input."))
+        "Exit 0 when the selected model meets every budget, 3 when none did, 2 on bad input. See docs/tasks.md, "
+        "docs/targets.md, docs/spaces.md and docs/search.md."))
     run.add_argument("--target", default="jetson_orin", help="target YAML path, or a name in targets/ "
                                                              "(default: jetson_orin)")
     run.add_argument("--space", default=None, help="search-space YAML path, or a name in spaces/ (default: "
@@ -353,8 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     wrk = sub.add_parser("worker", help="join a run as one more worker (shared storage and results folder)",
                          description="Work on RUN's study alongside its other workers: the same target, space and "
                                      "task (from RUN/run.json), its own sampler seed, exact trial count; the "
-                                     "worker that ends last selects and exports. See README: Running on several "
-                                     "machines.")
+                                     "worker that ends last selects and exports. See docs/workers.md.")
     wrk.add_argument("run", metavar="RUN", help="run id under the shared results folder (SEARCH_RESULTS_DIR)")
     wrk.add_argument("--threads", type=int, default=None, help="training threads on this machine (default: the run's)")
     wrk.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="training device here")
@@ -365,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sel = sub.add_parser("select", help="choose the deploy candidate of a finished run", description=(
         "Re-select from a run's completed trials and rewrite selected.json, dashboard.html and model/. "
-        "Exit 0 when a candidate meets every budget, 3 when none does (the closest is named)."))
+        "Exit 0 when a candidate meets every budget, 3 when none does (the closest is named). See docs/outputs.md."))
     sel.add_argument("run", help="run directory name under results/, or a path")
     sel.add_argument("--policy", choices=POLICIES, default="accuracy",
                      help="accuracy: most accurate within every budget (default); latency: fastest; memory: "
@@ -373,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     sel.set_defaults(func=_cmd_select)
 
     rep = sub.add_parser("report", help="write the dashboard of one or several runs (fronts overlaid)",
-                         description="Self-contained HTML (plotly.js inlined): fronts, budgets, teacher, selection.")
+                         description="Self-contained HTML (plotly.js inlined): fronts, budgets, teacher, selection. "
+                                     "See docs/outputs.md.")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run directory names under results/, or paths")
     rep.add_argument("--out", default=None, help="output HTML: a new file in an existing folder (default: "
                                                  "RUN/dashboard.html, or results/compare.html for several runs)")
@@ -386,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "select with the same policy, bounds and reasons, and write it all to "
                                      "results/RUN.replan-<target>/ (a run folder: select, report, export and "
                                      "run --resume work on it). RUN is never modified. Exit 0 when a candidate meets "
-                                     "every budget, 3 when none does.")
+                                     "every budget, 3 when none does. See docs/outputs.md.")
     rpl.add_argument("run", metavar="RUN", help="a finished run: directory name under results/, or a path")
     rpl.add_argument("--target", required=True, help="target YAML path, or a name in targets/")
     rpl.add_argument("--policy", choices=POLICIES, default="accuracy", help="as for select (default accuracy)")
@@ -400,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="copy the selected model, its tokenizer and a deploy card to a folder",
                          description="Writes the exact artifact measured, tokenizer files, "
-                                     "recipe.json and DEPLOY.md (budget, margins, recipe, checksums, usage).")
+                                     "recipe.json and DEPLOY.md (budget, margins, recipe, checksums, usage). "
+                                     "See docs/outputs.md.")
     exp.add_argument("run", help="run directory name under results/, or a path")
     exp.add_argument("--out", required=True, help="destination folder: new or empty")
     exp.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing only the "
@@ -408,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=_cmd_export)
 
     ben = sub.add_parser("bench", help="benchmarks that write results/bench/", description=(
-        "latency: measure N varied artifacts on this machine, calibrate the roofline predictor on half and "
-        "report its error on the rest (results/bench/latency.csv/.md; factors saved as "
+        "latency: measure N varied artifacts on the target (here or through its runner), report the roofline's "
+        "error out-of-sample by 8-fold cross-validation (results/bench/latency.csv/.md; factors saved as "
         "targets/<target>.calibration.json). stability: re-measure one artifact while another process "
         "loads the machine (results/bench/stability.csv/.md). techniques: every compression technique on the "
         "default task beside its alternative, measured (results/bench/techniques.csv/.md). llm: the built-in LM "
@@ -417,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
         "per-tensor-class mixes, measured in llama.cpp (results/bench/llm.csv/.md/.html). published: the spec-only LM "
         "decode estimate against published llama.cpp tokens/s figures (results/bench/published.csv/.md). search: this "
         "project's search strategy against random sampling and NSGA-II at equal wall-clock per run, on --tasks with "
-        "--seeds, against --target (default jetson_orin) (results/bench/search.csv/.md/.html)."))
+        "--seeds, against --target (default jetson_orin) (results/bench/search.csv/.md/.html). See "
+        "docs/benchmarks.md."))
     ben.add_argument("what", choices=("latency", "stability", "techniques", "llm", "published", "search"))
     ben.add_argument("--target", default=None, help="a measured target with a spec (default local_cpu); search: the "
                                                     "runs' target for every task (default jetson_orin)")

@@ -19,7 +19,7 @@ is within the budget (one-sided, at the target's `budget.confidence`, 0.95 unles
 scipy gives the beta and binomial quantiles: the field's well-kept implementations.
 
 A bound is per candidate, on the validation set the search also chose by; requiring two bounds at once holds
-jointly at about 1 - 2 x (1 - confidence). The README says so."""
+jointly at about 1 - 2 x (1 - confidence). docs/targets.md says so."""
 from __future__ import annotations
 
 import numpy as np

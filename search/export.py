@@ -104,6 +104,7 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
         lines.append(f"| {o.name} | {m[o.name]:.{digits}f} | {t[o.name]:.{digits}f} | {limit} | {how[o.name]} |")
     p50 = for_budget(b)[1].p50
     lines.append(f"| {p50} | {m[p50]:.3f} | {t[p50]:.3f} | | {src} |")
+    lines += ["", "MB = 2^20 bytes (MiB) throughout, as in every `*_mb` figure of the run."]
     if saved.get("teacher_note"):
         lines += ["", f"Teacher: {saved['teacher_note']}."]
     if selected.get("bounds"):  # what "meets every budget" rests on

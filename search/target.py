@@ -36,7 +36,7 @@ class DeviceSpec:
     # makes small blocks slower than their bytes say; per kernel class, only as calibration fits it (else 0)
     block_cost_ns: float | dict = 0.0
     tail_factor: float = 1.2  # estimated p99 = p50 * tail_factor
-    threads: int = 1  # for measured latency
+    threads: int | None = 1  # for measured latency; None: an estimated device whose file gives no thread count
     calibration: str = ""  # where fitted factors came from, when a calibration file overrode the YAML
     runner: object = None  # measure.latency.Runner: measure on a reachable device instead of here
     runtime: str = "onnxruntime"  # the runtime backend that builds and runs the artifact (backends/)
@@ -258,7 +258,8 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | Non
         bandwidth_efficiency=dev.number("bandwidth_efficiency", default=0.7, lo=0, hi=1, lo_open=True),
         op_overhead_us=dev.number("op_overhead_us", default=10.0, lo=0),
         tail_factor=dev.number("tail_factor", default=1.2, lo=1.0),
-        threads=dev.number("threads", default=1, lo=1, hi=256, integer=True),
+        # an estimate does not use it; it is what the deploy card's command lines say, so none is invented
+        threads=dev.number("threads", default=None if estimated else 1, lo=1, hi=256, integer=True),
         runner=_runner(dev, latency),
         runtime=dev.string("runtime", default=backends.DEFAULT, choices=tuple(backends.names())),
         **_latency_error(dev, latency),

@@ -1,4 +1,4 @@
-"""The seam, as the README states it: outside the model-family modules (families/bert_cls.py, families/llama_lm.py
+"""The seam, as docs/architecture.md states it: outside the model-family modules (families/bert_cls.py, families/llama_lm.py
 and the Hugging Face text conventions they share, families/hf_text.py) no file names BERT, input_ids,
 attention_mask or logits; outside the onnxruntime backend none imports onnxruntime or names model.onnx."""
 from __future__ import annotations

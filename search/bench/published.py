@@ -5,7 +5,7 @@ the measured decode speed; the estimate takes the size as the bytes read per tok
 cache of a short chat is small beside a 1-4 GB model) and the device's bandwidth and efficiency from its target
 file. Writes results/bench/published.csv and published.md (error per figure, median |error| per device).
 
-The figures, with where each was published (quoted in the README's references)."""
+The figures, with where each was published (quoted in docs/benchmarks.md)."""
 from __future__ import annotations
 
 import statistics

@@ -5,8 +5,8 @@ query heads are kept or removed together. Tied input/output embeddings stay tied
 What is here: shapes (query and KV heads per layer, head width, FFN, vocabulary, tied embeddings), the cuts
 (layers, head groups, FFN channels, width), norm-based importance and a block-importance score for depth
 (how little a block changes its input), the forward call, tensors and operators of a shape, and the way
-back to a stock `LlamaForCausalLM`. Not yet: the causal_lm task type, the llama.cpp backend (GGUF) and the
-search over them (the issue's later steps).
+back to a stock `LlamaForCausalLM`. The causal_lm flow (flows/causal_lm/) searches over it and ships GGUF through
+the llama.cpp backend (backends/llama_cpp/).
 """
 from __future__ import annotations
 

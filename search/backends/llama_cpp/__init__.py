@@ -49,9 +49,12 @@ class LlamaCpp(Backend):
     def usage(self, saved: dict) -> str:
         wl = saved.get("workload", {})
         ctx, n = wl.get("context_tokens", 2048), wl.get("gen_tokens", 64)
-        threads = saved.get("threads", 2)
+        threads = saved.get("threads")  # the target's (measured: what it was measured with); none stated: N
+        note = ([] if threads else ["Set N to the device's core count (the target file gives no `threads`)."])
+        threads = threads or "N"
         return "\n".join([
             "Run it with llama.cpp (the file is a standard GGUF; llama.cpp's CLI or server, or llama-cpp-python):",
+            *note,
             "```", f"llama-cli -m {ARTIFACT_NAME} -c {ctx} -n {n} -t {threads} -p \"Your prompt\"",
             f"llama-server -m {ARTIFACT_NAME} -c {ctx} -t {threads} --port 8080", "```", "```python",
             "from llama_cpp import Llama",
