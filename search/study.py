@@ -189,7 +189,7 @@ class Engine:
         self.pending: list[Start] = []  # warm-start recipes not yet queued (only while variants may be queued)
         self.ends = False  # whether the warm start has brackets (ends of the admitted range)
         self.os_failures: list[str] = []  # the last trial's write failure, if it had one
-        self.study = self._study()
+        self._open_study()
         self.start = time.perf_counter()  # trials' times in the log count from here (after the warm start)
 
     def _teacher(self) -> dict:
@@ -201,7 +201,8 @@ class Engine:
             atomic_write_json(self.rd.teacher_json, teacher)
             return teacher
 
-    def _study(self):
+    def _open_study(self) -> None:
+        """The run's study (created, resumed or joined), its warm start queued and its sampler set."""
         s, rd = self.settings, self.rd
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("optuna.study._optimize").addFilter(_QUIET)  # where Optuna logs failed trials; once
@@ -224,7 +225,6 @@ class Engine:
         # sampler seeded as the first was would propose the same recipes again; a worker's is its own (seed +
         # worker id); constant liar: running trials count as bad, so concurrent workers spread out
         study.sampler = _sampler(s, s.seed + s.worker_id + (len(study.trials) if self.resume else 0), s.trials)
-        return study
 
     def top_up(self) -> None:
         """Queue the warm start: all at once; or, where variants may be queued (exploit.py), its brackets at once

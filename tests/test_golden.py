@@ -56,20 +56,26 @@ def test_tiny_run_measures_what_the_pre_seam_code_measured(tmp_path):
     assert got["teacher"]["accuracy"] == pytest.approx(want["teacher"]["accuracy"], abs=ACCURACY_TOLERANCE)
     for key in ("weight_mb", "p99_latency_ms"):
         assert got["teacher"][key] == pytest.approx(want["teacher"][key], rel=1e-6), key
-    assert len(got["trials"]) == len(want["trials"])
-    for g, w in zip(got["trials"], want["trials"]):
+    assert_same_trials(got["trials"], want["trials"], EXACT, CLOSE, ("accuracy", "macro_f1"), ACCURACY_TOLERANCE)
+
+
+def assert_same_trials(got: list, want: list, exact, close, quality, tolerance: float) -> None:
+    """trials.csv rows against a golden's: the same params; `exact` keys equal; `close` ones within 1e-6 relative
+    (None stays None); the `quality` ones within `tolerance` (another CPU's float kernels)."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
         assert {k: g.get(k) for k in w if k.startswith("params_")} == \
             {k: v for k, v in w.items() if k.startswith("params_")}, w["trial"]
-        for key in EXACT:
+        for key in exact:
             assert g.get(key) == w.get(key), (w["trial"], key)
-        for key in CLOSE:
+        for key in close:
             if w.get(key) is None:
                 assert g.get(key) is None, (w["trial"], key)
             else:
                 assert g[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (w["trial"], key)
-        for key in ("accuracy", "macro_f1"):
+        for key in quality:
             if w.get(key) is not None:
-                assert g[key] == pytest.approx(w[key], abs=ACCURACY_TOLERANCE), (w["trial"], key)
+                assert g[key] == pytest.approx(w[key], abs=tolerance), (w["trial"], key)
 
 
 if __name__ == "__main__":  # written once by the pre-seam code: python tests/test_golden.py OUT_DIR

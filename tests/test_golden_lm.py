@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from test_golden import assert_same_trials
+
 GOLDEN = Path(__file__).with_name("golden") / "tiny_lm_run.json"
 SPACE = """
 cut: {drop_layers: {low: 0, high: 1}, ffn: {low: 64, high: 128, step: 64}, kv_groups: 2}
@@ -86,20 +88,7 @@ def test_tiny_lm_run_measures_what_the_code_before_the_one_engine_refactor_measu
         assert got["teacher"][key] == pytest.approx(want["teacher"][key], rel=1e-6), key
     assert got["teacher"]["kld_mean"] == pytest.approx(want["teacher"]["kld_mean"], abs=QUALITY_TOLERANCE)
     assert got["selected"] == want["selected"]
-    assert len(got["trials"]) == len(want["trials"])
-    for g, w in zip(got["trials"], want["trials"]):
-        assert {k: g.get(k) for k in w if k.startswith("params_")} == \
-            {k: v for k, v in w.items() if k.startswith("params_")}, w["trial"]
-        for key in EXACT:
-            assert g.get(key) == w.get(key), (w["trial"], key)
-        for key in CLOSE:
-            if w.get(key) is None:
-                assert g.get(key) is None, (w["trial"], key)
-            else:
-                assert g[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (w["trial"], key)
-        for key in QUALITY:
-            if w.get(key) is not None:
-                assert g[key] == pytest.approx(w[key], abs=QUALITY_TOLERANCE), (w["trial"], key)
+    assert_same_trials(got["trials"], want["trials"], EXACT, CLOSE, QUALITY, QUALITY_TOLERANCE)
 
 
 @pytest.mark.slow  # shares the run above
@@ -142,7 +131,7 @@ def test_replan_of_an_lm_run_reprices_its_ggufs_without_training(lm_run):
     assert budget["memory_mb"] == 160 and budget["kld_ceiling"] == 0.1 and budget["flow"] == "causal_lm"
     rows = []
     for n, a in stored.items():
-        recipe = LMRecipe(**{**a["recipe"], "types": tuple(tuple(t) for t in a["recipe"]["types"])})
+        recipe = LMRecipe.from_json(a["recipe"])
         est = pipeline._estimate(family, target, pipeline.planned_shape(teacher_shape, recipe), recipe)
         upper, _ = confidence.latency_bound(est.tpot_p99_ms, (), "estimated", target.device, budget["confidence"])
         rows.append({"trial": n, "params": {}, "metrics": {

@@ -51,19 +51,21 @@ def of_budget(budget: dict, where="budget.json") -> Flow:
     return get(name)
 
 
+def _module(name: str, part: str):
+    if name not in _MODULES:
+        raise KeyError(f"no task kind {name!r}; registered: {', '.join(_MODULES)}")
+    return importlib.import_module(f"{_MODULES[name]}.{part}")
+
+
 def get(name: str) -> Flow:
     if name not in _REGISTRY:
-        if name not in _MODULES:
-            raise KeyError(f"no task kind {name!r}; registered: {', '.join(_MODULES)}")
-        importlib.import_module(_MODULES[name] + ".flow")
+        _module(name, "flow")  # registers it
     return _REGISTRY[name]
 
 
 def inputs(name: str):
     """The kind's inputs.py (light: nothing heavy is imported)."""
-    if name not in _MODULES:
-        raise KeyError(f"no task kind {name!r}; registered: {', '.join(_MODULES)}")
-    return importlib.import_module(_MODULES[name] + ".inputs")
+    return _module(name, "inputs")
 
 
 def for_runtime(runtime: str) -> str:

@@ -155,7 +155,7 @@ class OnnxRuntime(ModelBackend):
     def remeasure(self, artifact: Path, saved: dict, runner, confidence: float) -> tuple[dict, bool, str]:
         from ...confidence import latency_bound
 
-        shape = ModelShape(**saved["teacher_shape"])  # the inputs a student accepts are the teacher's
+        shape = ModelShape.from_json(saved["teacher_shape"])  # the inputs a student accepts are the teacher's
         lat = self.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
                                    rounds=10, runs_per_round=50, runner=runner)
         upper, how = latency_bound(lat.p99_ms, lat.times_ms, "measured", None, confidence)

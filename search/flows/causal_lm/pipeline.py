@@ -385,8 +385,7 @@ def run_candidate(ctx: LMContext, recipe: LMRecipe, workdir: Path, log=print, mo
     path = lc.build(folder / lc.F32_NAME, mix, workdir / lc.ARTIFACT_NAME, im, ctx.threads)
     quantize_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    shape = ModelShape(**student["shape"])
-    shape = replace(shape, heads=tuple(shape.heads), kv_heads=tuple(shape.kv_heads), ffn=tuple(shape.ffn))
+    shape = ModelShape.from_json(student["shape"])
     metrics = measure_gguf(ctx, path, shape, recipe)
     return {**metrics, "artifact": str(path), "student_s": student_s, "quantize_s": quantize_s,
             "measure_s": time.perf_counter() - t0, "recovery_steps": student.get("recovery_steps", 0),

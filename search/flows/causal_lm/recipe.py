@@ -16,6 +16,11 @@ class LMRecipe:
     # the solver's budget: bits per weight over the typed classes; the solver picks `types` (flows/causal_lm/pipeline.py: resolve)
     bits_per_weight: float | None = None
 
+    @classmethod
+    def from_json(cls, d: dict) -> "LMRecipe":
+        """A recipe as a trial stores it (`asdict`, through JSON: the types come back as lists)."""
+        return cls(**{**d, "types": tuple(tuple(t) for t in d["types"])})
+
     def flat(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "types" and v is not None}
         out.update({f"type.{c}": t for c, t in self.types})

@@ -19,8 +19,7 @@ def reprice(attrs: dict, saved: dict, target, artifact: Path, locks: Path) -> di
     if attrs.get("recipe") is None:  # the teacher: its F32 GGUF
         shape, recipe = teacher_shape, pipeline.teacher_recipe(family, teacher_shape)
     else:
-        stored = attrs["recipe"]
-        recipe = LMRecipe(**{**stored, "types": tuple(tuple(t) for t in stored["types"])})
+        recipe = LMRecipe.from_json(attrs["recipe"])
         shape = pipeline.planned_shape(teacher_shape, recipe)
     return {**pipeline.speed(family, target, locks, artifact, shape, recipe),
             "kv_cache_mb": decode.kv_bytes(shape, target.workload.context_tokens) / 2**20}
