@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objectives import Objective, constraints, for_budget
+from .objectives import Objective, constraints, for_budget, slice_key, slice_limits
 
 DEFAULT_CONFIDENCE = 0.95
 
@@ -131,7 +131,9 @@ def latency_bound(p99_ms: float, times_ms, source: str, device, confidence: floa
 
 
 def _quality_bound(o: Objective, m: dict, teacher: dict, budget: dict, evidence: dict | None,
-                   confidence: float) -> tuple[float | None, str]:
+                   confidence: float, slice_name: str | None = None) -> tuple[float | None, str]:
+    """The bound of the quality objective over the whole evaluation set, or over one slice of it."""
+    key = o.name if slice_name is None else slice_key(o.name, slice_name)
     if o.name == "accuracy":
         if not evidence:
             return None, "no per-example predictions stored for this trial (a run made before bounds existed)"
@@ -140,48 +142,65 @@ def _quality_bound(o: Objective, m: dict, teacher: dict, budget: dict, evidence:
                           "the trial's predictions.npy does not belong to this run")
         relative = budget.get("accuracy_floor_rule", "").startswith("teacher")
         paired = evidence.get("teacher_predictions") if relative else None
-        value, method = accuracy_lower(evidence["predictions"], evidence["labels"], confidence, paired,
-                                       teacher.get("accuracy"))
+        predictions, labels = evidence["predictions"], evidence["labels"]
+        if slice_name is not None:
+            if evidence.get("slices") is None or len(evidence["slices"]) != len(labels):
+                return None, "no slice of each validation example stored for this run"
+            rows = np.asarray(evidence["slices"]) == slice_name
+            predictions, labels = predictions[rows], labels[rows]
+            paired = None if paired is None else paired[rows]
+        value, method = accuracy_lower(predictions, labels, confidence, paired, teacher.get(key))
         if relative and paired is None:
             method += " (the teacher's predictions are not stored: not paired)"
         return value, method
     se = {"kld_mean": "kld_mean_se", "top1_agreement": "top1_agreement_se",
           "perplexity_ratio": "perplexity_ratio_se"}.get(o.name)
+    se = se if se is None or slice_name is None else slice_key(se, slice_name)
     if se is None or m.get(se) is None:
-        return None, f"no standard error of {o.name} stored"
+        return None, f"no standard error of {key} stored"
     z = normal_z(confidence)
-    return m[o.name] - o.sign * z * m[se], f"mean {'-' if o.sign > 0 else '+'} {z:.2f} SE over the evaluation windows"
+    return m[key] - o.sign * z * m[se], (f"mean {'-' if o.sign > 0 else '+'} {z:.2f} SE "
+                                         f"({m.get(SE_METHOD, 'over the evaluation windows')})")
+
+
+SE_METHOD = "se_method"  # a metric: how a language model's standard errors were obtained
 
 
 def bounds(metrics: dict, teacher: dict, budget: dict, evidence: dict | None = None) -> dict:
-    """{objective name: {"bound", "method", "meets"}} for the quality objective and the latency objective; a
-    bound that cannot be computed is None and does not meet its budget (nothing unvouched ships)."""
+    """{name: {"bound", "method", "meets"}} for the quality objective, its value on each slice the task names
+    (`accuracy@tweets`) and the latency objective; a bound that cannot be computed is None and does not meet its
+    budget (nothing unvouched ships)."""
     confidence = budget.get("confidence", DEFAULT_CONFIDENCE)
     quality, latency, _ = for_budget(budget)
-    out = {}
+    out, limits = {}, {}
     value, method = _quality_bound(quality, metrics, teacher, budget, evidence, confidence)
-    out[quality.name] = {"bound": value, "method": method}
+    out[quality.name], limits[quality.name] = {"bound": value, "method": method}, (quality, budget[quality.budget_key])
+    for s in slice_limits(budget):
+        value, method = _quality_bound(quality, metrics, teacher, budget, evidence, confidence, s.slice)
+        out[s.key], limits[s.key] = {"bound": value, "method": method}, (quality, s.limit)
     upper = metrics.get(f"{latency.name}_upper")
     out[latency.name] = {"bound": upper, "method": metrics.get("latency_bound_method")
                          or "no bound stored for this trial (a run made before bounds existed)"}
+    limits[latency.name] = (latency, budget[latency.budget_key])
     for name, b in out.items():
-        o = next(o for o in constraints(budget) if o.name == name)
-        b["meets"] = b["bound"] is not None and o.violation(b["bound"], budget[o.budget_key]) <= 0
+        o, limit = limits[name]
+        b["meets"] = b["bound"] is not None and o.violation(b["bound"], limit) <= 0
     return out
 
 
 def problems(bound: dict, budget: dict) -> list[str]:
     """Why a candidate cannot be vouched for (empty: it can)."""
     out = []
-    for o in constraints(budget):
-        b = bound.get(o.name)
+    limited = [(o, o.name, budget[o.budget_key]) for o in constraints(budget)]
+    limited += [(s.objective, s.key, s.limit) for s in slice_limits(budget)]
+    for o, name, limit in limited:
+        b = bound.get(name)
         if b is None or b["meets"]:
             continue
         kind = "lower" if o.sign > 0 else "upper"
         if b["bound"] is None:
-            out.append(f"{o.name}: no {kind} bound ({b['method']})")
+            out.append(f"{name}: no {kind} bound ({b['method']})")
         else:
-            limit = budget[o.budget_key]
-            out.append(f"{o.name} {kind} bound {b['bound']:.4g} {'<' if o.sign > 0 else '>'} "
+            out.append(f"{name} {kind} bound {b['bound']:.4g} {'<' if o.sign > 0 else '>'} "
                        f"{'floor' if o.sign > 0 else 'budget'} {limit:.4g} ({b['method']})")
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import backends, confidence
 from .errors import ConfigError
-from .objectives import constraints, for_budget
+from .objectives import SLICE_SEP, constraints, for_budget, slice_limits
 from .outputs import copy_model
 from .run_dir import RunDir, read_json
 from .tasks.teacher import file_sha256 as sha256
@@ -102,6 +102,10 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
         limit = f"{'>=' if o.sign > 0 else '<='} {b[o.budget_key]:.{digits}f}" + (
             f" ({b[o.budget_key + '_rule']})" if o.budget_key + "_rule" in b else "")
         lines.append(f"| {o.name} | {m[o.name]:.{digits}f} | {t[o.name]:.{digits}f} | {limit} | {how[o.name]} |")
+    for x in slice_limits(b):  # the quality objective on each slice the task names, against that slice's limit
+        teacher_value = f"{t[x.key]:.4f}" if x.key in t else "-"
+        lines.append(f"| {x.key} | {m[x.key]:.4f} | {teacher_value} | {'>=' if x.objective.sign > 0 else '<='} "
+                     f"{x.limit:.4f} | {how[quality.name]}, on slice {x.slice} |")
     p50 = for_budget(b)[1].p50
     lines.append(f"| {p50} | {m[p50]:.3f} | {t[p50]:.3f} | | {src} |")
     lines += ["", "MB = 2^20 bytes (MiB) throughout, as in every `*_mb` figure of the run."]
@@ -113,7 +117,7 @@ def deploy_card(selected: dict, saved: dict, out: Path) -> str:
                   "A candidate ships only when these bounds, not just the point estimates, are within the budget.", "",
                   "| metric | bound | within budget | method |", "|---|---|---|---|"]
         for name, bd in selected["bounds"].items():
-            o = next(o for o in constraints(b) if o.name == name)
+            o = next(o for o in constraints(b) if o.name == name.split(SLICE_SEP)[0])
             value = "none" if bd["bound"] is None else f"{'>=' if o.sign > 0 else '<='} {bd['bound']:.4g}"
             lines.append(f"| {name} | {value} | {'yes' if bd['meets'] else 'NO'} | {bd['method']} |")
     lines += ["", "## Why this candidate", ""]

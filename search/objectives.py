@@ -62,3 +62,37 @@ def constraints(budget: dict) -> tuple[Objective, ...]:
 
 def quality(budget: dict) -> Objective:
     return for_budget(budget)[0]
+
+
+# Slices: a task may name evaluation slices (a language, a source); its quality objective is then measured on each
+# (metric `<objective>@<slice>`), and the resolved budget's `slices` holds each slice's limit. Every slice must meet
+# its limit: the average alone hides the slice a compressed model breaks on.
+SLICE_SEP = "@"
+
+
+def slice_key(name: str, slice_name: str) -> str:
+    return f"{name}{SLICE_SEP}{slice_name}"
+
+
+@dataclass(frozen=True)
+class SliceLimit:
+    """The quality objective on one slice, against that slice's limit."""
+    objective: Objective
+    slice: str
+    limit: float
+
+    @property
+    def key(self) -> str:  # the metric key, the constraint's and the bound's name
+        return slice_key(self.objective.name, self.slice)
+
+
+def slice_limits(budget: dict) -> tuple[SliceLimit, ...]:
+    """Each slice's quality limit, in the order the task names its slices (none: the task has no slices)."""
+    q = quality(budget)
+    return tuple(SliceLimit(q, name, float(limit)) for name, limit in budget.get("slices", {}).items())
+
+
+def slice_values(metrics: dict, name: str) -> dict:
+    """{slice: value} of the metric `name` measured per slice."""
+    prefix = name + SLICE_SEP
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}

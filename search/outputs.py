@@ -10,16 +10,20 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from . import budget_cost, confidence, flows, pareto, report
-from .objectives import LATENCY, QUALITY, constraints, for_budget
+from .objectives import LATENCY, QUALITY, constraints, for_budget, SLICE_SEP, slice_limits
 from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text, read_json, read_npy
 from .target import Target
 
+def _slice_columns(budget: dict) -> tuple:
+    return tuple(s.key for s in slice_limits(budget))
+
+
 def metric_columns(budget: dict) -> tuple:
-    return flows.of_budget(budget).METRIC_COLUMNS
+    return flows.of_budget(budget).METRIC_COLUMNS + _slice_columns(budget)
 
 
 def summary_keys(budget: dict) -> tuple:
-    return flows.of_budget(budget).SUMMARY_KEYS
+    return flows.of_budget(budget).SUMMARY_KEYS + _slice_columns(budget)
 
 
 def _limit_text(o, budget: dict) -> str:
@@ -32,7 +36,12 @@ def _limit_text(o, budget: dict) -> str:
 
 
 def budget_line(budget: dict) -> str:
-    return ", ".join(_limit_text(o, budget) for o in constraints(budget))
+    line = ", ".join(_limit_text(o, budget) for o in constraints(budget))
+    limits = slice_limits(budget)
+    if limits:
+        op = ">=" if limits[0].objective.sign > 0 else "<="
+        line += f"; on every slice: {', '.join(f'{s.slice} {op} {s.limit:.4f}' for s in limits)}"
+    return line
 
 
 def metrics_line(name: str, m: dict, budget: dict) -> str:
@@ -97,6 +106,8 @@ def evidence(rd: RunDir, trial: int | None) -> dict | None:
     out = {"labels": read_npy(rd.labels), "predictions": read_npy(own)}
     if rd.teacher_predictions.is_file():
         out["teacher_predictions"] = read_npy(rd.teacher_predictions)
+    if rd.slices.is_file():  # each validation example's slice (a task with slices)
+        out["slices"] = read_npy(rd.slices)
     return out
 
 
@@ -164,6 +175,9 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
         "budget_cost": budget_cost.summary(rows, budget),
         "target": target_name, "model_dir": None,
     }
+    line = _binding_bound_text(selected["bounds"], budget)
+    if line:
+        selected["why"].append(line)
     if sel:
         selected["training"] = training_of(study.trials[sel["trial"]].user_attrs)
         solver = study.trials[sel["trial"]].user_attrs.get("precision_solver")
@@ -184,6 +198,20 @@ def finish(study, rd: RunDir, policy: str = "accuracy", log=print) -> dict:
     log(f"results in {rd.root}: study.db trials.csv pareto.csv selected.json dashboard.html"
         + (" model/" if selected["model_dir"] else ""))
     return selected
+
+
+def _binding_bound_text(bounds: dict | None, budget: dict) -> str | None:
+    """Which slice binds at the confidence bound (what shipping rests on), and by how much."""
+    limits = slice_limits(budget)
+    if not bounds or not limits or any(bounds.get(x.key, {}).get("bound") is None for x in limits):
+        return None
+    x = pareto.binding_slice({}, budget, {k: b["bound"] for k, b in bounds.items()})
+    margin = -x.objective.violation(bounds[x.key]["bound"], x.limit)
+    size = f"{margin * 100:+.2f} pts" if x.objective.unit == "fraction" else f"{margin:+.4f} {x.objective.unit}"
+    verdict = "every slice's bound within its limit" if all(bounds[y.key]["meets"] for y in limits) else \
+        "not every slice's bound within its limit"
+    return (f"slices at {budget.get('confidence', confidence.DEFAULT_CONFIDENCE):.0%} confidence: {verdict}; "
+            f"binding slice {x.slice}: bound {bounds[x.key]['bound']:.4f} vs limit {x.limit:.4f} ({size})")
 
 
 TRAINING_KEYS = ("distill_examples", "distill_steps", "distill_s", "rung", "rung_reason", "rung1_training")
@@ -263,6 +291,10 @@ def summary_table(selected: dict, budget: dict) -> str:
         tv = f"{fmt.format(t[o.name])} {mark(t, o.name)}"
         sv = f"{fmt.format(s[o.name])} {mark(s, o.name)}" if s else "-"
         lines.append(f"{o.name:16s}{tv:>18s}{sv:>18s}{limit:>22s}")
+    for x in slice_limits(budget):  # the quality objective on each slice, against that slice's limit
+        tv = f"{t[x.key]:.4f} {mark(t, x.key)}" if x.key in t else "-"
+        sv = f"{s[x.key]:.4f} {mark(s, x.key)}" if s else "-"
+        lines.append(f"{'  @' + x.slice:16s}{tv:>18s}{sv:>18s}{('>= ' if x.objective.sign > 0 else '<= ') + f'{x.limit:.4f}':>22s}")
     p50 = for_budget(budget)[1].p50
     lines.append(f"{p50:16s}{t[p50]:>18.2f}{(s[p50] if s else float('nan')):>18.2f}")
     lines.append(f"latency: {t['latency_source']}")
@@ -279,6 +311,6 @@ def summary_table(selected: dict, budget: dict) -> str:
 def bound_text(name: str, b: dict) -> str:
     if b["bound"] is None:
         return f"{name}: none ({b['method']})"
-    o = next(o for o in (*QUALITY.values(), *LATENCY.values()) if o.name == name)
+    o = next(o for o in (*QUALITY.values(), *LATENCY.values()) if o.name == name.split(SLICE_SEP)[0])
     op = ">=" if o.sign > 0 else "<="
     return f"{name} {op} {b['bound']:.4g}{'' if o.unit == 'fraction' else ' ' + o.unit} ({b['method']})"

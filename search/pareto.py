@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 from .confidence import DEFAULT_CONFIDENCE
-from .objectives import constraints, for_budget
+from .objectives import constraints, for_budget, slice_limits
 
 DEFAULT_OBJECTIVES = for_budget({})  # a classification run's: accuracy up, p99 latency down, memory down
 
 
 def violations(metrics: dict, budget: dict) -> dict:
-    """Amount by which each budget is missed (<= 0 means met), keyed by objective name."""
-    return {o.name: o.violation(metrics[o.name], budget[o.budget_key]) for o in constraints(budget)}
+    """Amount by which each budget is missed (<= 0 means met), keyed by objective name, then by the quality
+    objective on each slice the task names (`accuracy@tweets`)."""
+    out = {o.name: o.violation(metrics[o.name], budget[o.budget_key]) for o in constraints(budget)}
+    out.update({s.key: s.objective.violation(metrics[s.key], s.limit) for s in slice_limits(budget)})
+    return out
 
 
 def shipping_violations(metrics: dict, budget: dict) -> dict:
@@ -36,14 +39,38 @@ def front(rows: list[dict], objectives=DEFAULT_OBJECTIVES) -> list[dict]:
 
 
 def _margin_text(o, metrics: dict, budget: dict) -> str:
-    limit, value = budget[o.budget_key], metrics[o.name]
+    return _margin(o, o.name, metrics[o.name], budget[o.budget_key])
+
+
+def _margin(o, name: str, value: float, limit: float) -> str:
     if o.unit == "fraction":  # a quality objective in fraction points (accuracy): say it in points
         kind = "floor" if o.sign > 0 else "ceiling"
-        return f"{o.name} {value:.4f} vs {kind} {limit:.4f} (margin {-o.violation(value, limit) * 100:+.2f} pts)"
+        return f"{name} {value:.4f} vs {kind} {limit:.4f} (margin {-o.violation(value, limit) * 100:+.2f} pts)"
     m = -o.violation(value, limit)
     digits = 2 if o.unit in ("ms", "MB") else 4  # KL divergence and ratios need more than two decimals
-    return (f"{o.name} {value:.{digits}f} vs budget {limit:g} {o.unit} "
+    return (f"{name} {value:.{digits}f} vs budget {limit:g} {o.unit} "
             f"(margin {m:+.{digits}f} {o.unit}, {100 * m / limit:+.0f}%)")
+
+
+def binding_slice(metrics: dict, budget: dict, values: dict | None = None):
+    """The slice with the least margin to its limit (values: {slice key: value} in place of the metrics, e.g. the
+    slices' bounds); None where the task names no slices."""
+    limits = slice_limits(budget)
+    if not limits:
+        return None
+    values = values or metrics
+    return min(limits, key=lambda s: -s.objective.violation(values[s.key], s.limit))
+
+
+def slices_text(metrics: dict, budget: dict) -> str | None:
+    """One line on the slices: whether each is within its limit, and which binds."""
+    s = binding_slice(metrics, budget)
+    if s is None:
+        return None
+    missed = [x.slice for x in slice_limits(budget) if x.objective.violation(metrics[x.key], x.limit) > 0]
+    head = (f"slices missing their limit: {', '.join(missed)}" if missed else
+            f"every slice within its limit ({len(slice_limits(budget))} slices)")
+    return f"{head}; binding slice {s.slice}: {_margin(s.objective, s.key, metrics[s.key], s.limit)}"
 
 
 def _trade(a: dict, b: dict, objectives) -> str:
@@ -113,14 +140,17 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy", vouch=None)
     if not ok:
         def excess(r):  # shortfall summed over budgets (resources relative, quality in its own units)
             v = violations(r["metrics"], budget)
-            return max(0.0, v[quality.name]) + sum(max(0.0, v[o.name]) / budget[o.budget_key] for o in resources)
+            return (max(0.0, v[quality.name]) + sum(max(0.0, v[x.key]) for x in slice_limits(budget))
+                    + sum(max(0.0, v[o.name]) / budget[o.budget_key] for o in resources))
         closest = min(rows, key=excess)
         missed = {k for r in rows for k, v in violations(r["metrics"], budget).items() if v > 0}
-        never = [o.name for o in limited if all(violations(r["metrics"], budget)[o.name] > 0 for r in rows)]
+        names = [o.name for o in limited] + [x.key for x in slice_limits(budget)]
+        never = [k for k in names if all(violations(r["metrics"], budget)[k] > 0 for r in rows)]
         why = [f"no candidate met every budget; missed: {', '.join(sorted(missed))}"
                + (f"; no candidate met {', '.join(never)} at all" if never else ""),
                f"closest: trial {closest['trial']}: "
                + "; ".join(_margin_text(o, closest["metrics"], budget) for o in limited)]
+        why += [line for line in [slices_text(closest["metrics"], budget)] if line]
         return {"selected": closest, "meets_budget": False, "why": why}
     key, goal, tie_rule = _ranking(policy, ok, objectives)
     ranked = sorted(ok, key=key)
@@ -144,6 +174,7 @@ def select(rows: list[dict], budget: dict, policy: str = "accuracy", vouch=None)
     why = [f"policy {policy}: {goal} of {len(ok)} candidates that meet every budget (of {len(rows)} completed)",
            "margins: " + "; ".join(margins),
            f"tightest resource budget: {tightest.name}"]
+    why += [line for line in [slices_text(m, budget)] if line]
     for r, reasons in passed_over:
         why.append(f"trial {r['trial']} ranks higher and meets every budget by its point estimates, but not at "
                    f"{budget.get('confidence', DEFAULT_CONFIDENCE):.0%} confidence ({'; '.join(reasons)}): passed over")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import budget_cost
 from .errors import ConfigError
-from .objectives import Objective, constraints, for_budget
+from .objectives import Objective, constraints, for_budget, slice_limits
 from .pareto import feasible, front, hypervolume
 from .run_dir import atomic_write_text
 
@@ -92,7 +92,9 @@ def _hover(run: str, r: dict, budget: dict) -> str:
     m = r["metrics"]
     q, lat, _ = for_budget(budget)
     recipe = "<br>".join(f"{k} = {v}" for k, v in r["params"].items())
-    return (f"{html.escape(run)} trial {r['trial']}<br>{q.name} {m[q.name]:.4f}<br>{lat.name} "
+    per_slice = "".join(f"<br>&nbsp;&nbsp;{html.escape(x.slice)} {m[x.key]:.4f}" for x in slice_limits(budget)
+                        if x.key in m)
+    return (f"{html.escape(run)} trial {r['trial']}<br>{q.name} {m[q.name]:.4f}{per_slice}<br>{lat.name} "
             f"{m[lat.name]:.2f} ms ({m['latency_source']})<br>memory {m['memory_mb']:.2f} MB<br>{recipe}")
 
 
@@ -192,6 +194,32 @@ def _extra_figures(runs: list[tuple[str, dict]]):
     prog.update_layout(height=450, template="plotly_white", title="the search over time")
     yield "progress", prog
     yield "budget-cost", _budget_cost_figure(runs)
+    if slice_limits(runs[0][1]["budget"]):
+        yield "slices", _slices_figure(runs[0])
+
+
+def _slices_figure(run: tuple[str, dict]):
+    """The quality of each front point (and the teacher, and the selected trial) on every slice, beside each slice's
+    limit: the slice a candidate breaks on is visible, not only its average."""
+    import plotly.graph_objects as go
+
+    name, info = run
+    budget, limits = info["budget"], slice_limits(info["budget"])
+    q = limits[0].objective
+    points = [("teacher (fp32)", info["teacher"])] if info["teacher"] else []
+    points += [(f"trial {r['trial']}" + (" (selected)" if info["selected"] and r["trial"] == info["selected"]["trial"]
+                                         else ""), r["metrics"])
+               for r in sorted(info["groups"]["front"], key=lambda r: -q.sign * r["metrics"][q.name])]
+    fig = go.Figure()
+    for label, m in points:
+        fig.add_trace(go.Bar(x=[x.slice for x in limits], y=[m.get(x.key) for x in limits], name=label))
+    fig.add_trace(go.Scatter(x=[x.slice for x in limits], y=[x.limit for x in limits], mode="markers",
+                             name=f"{'floor' if q.sign > 0 else 'ceiling'} per slice",
+                             marker={"symbol": "line-ew-open", "size": 40, "color": "#d62728",
+                                     "line": {"width": 3}}))
+    fig.update_layout(title=f"{q.name} per slice: the Pareto front within budget ({name})", barmode="group",
+                      height=450, template="plotly_white", yaxis_title=q.name)
+    return fig
 
 
 def _budget_cost_figure(runs: list[tuple[str, dict]]):

@@ -168,6 +168,7 @@ class RunDir:
     teacher_dir = property(lambda self: self.root / "teacher")
 
     labels = property(lambda self: self.root / "labels.npy")  # the validation labels, in evaluation order
+    slices = property(lambda self: self.root / "slices.npy")  # each validation example's slice, in that order
     teacher_predictions = property(lambda self: self.teacher_dir / PREDICTIONS)
 
     def predictions(self, trial: int) -> Path:

@@ -138,3 +138,13 @@ class Flow(ABC):
         """Whether what this recipe builds is solved for the target and budget (a per-layer precision solver), so
         that a trial carried over from another target by a replan is not the same model."""
         return False
+
+
+def slice_budget(quality, teacher: dict, resolve) -> dict:
+    """The resolved budget's `slices`: each slice's limit of the quality objective, by the rule the whole set's limit
+    follows (`resolve`: the teacher's value on that slice -> the limit; a floor relative to the teacher is then
+    relative to the teacher on each slice). Empty where the task names no slices."""
+    from ..objectives import slice_values
+
+    values = slice_values(teacher, quality.name)
+    return {"slices": {name: round(float(resolve(v)), 6) for name, v in values.items()}} if values else {}

@@ -37,6 +37,13 @@ class Task:
     family: str = DEFAULT_FAMILY  # the teacher's model family (families/)
     classes: tuple[str, ...] | None = None  # keep only rows with these labels (None: every label)
     teacher_weights: str = "safetensors"  # "any": also pickled .bin checkpoints (only when asked for explicitly)
+    slice_column: str | None = None  # evaluation slices (a language, a source): every slice must meet the floor
+    slice_paths: tuple[tuple[str, Path], ...] = ()  # one table per slice (`data.path` given as a mapping)
+    label_bins: tuple[tuple[str, float, float], ...] = ()  # (class, lo, hi): a numeric label column made classes
+
+    def tables(self) -> list[tuple[str | None, Path]]:
+        """The data tables and the slice each one is (None: one table, slices from `slice_column` if any)."""
+        return list(self.slice_paths) or [(None, self.data_path)]
 
     @property
     def source(self) -> str:
@@ -103,6 +110,49 @@ def _augment(d: Reader) -> dict:
     return out
 
 
+def _label_bins(d: Reader) -> tuple:
+    """`data.label_bins: {class: [lo, hi]}`: a numeric label (a score, a rating) becomes the class whose half-open
+    range [lo, hi) holds it; rows in no range are dropped (the log says how many), e.g. ambiguous scores near 0."""
+    value = d.raw("label_bins", default=None)
+    if value is None:
+        return ()
+    fix = "give {class: [lo, hi]} with at least two classes, e.g. {negative: [-4, -0.5], positive: [0.5, 4.01]}"
+    if not isinstance(value, dict) or len(value) < 2:
+        raise d.error("label_bins", f"got {value!r}; {fix}")
+    bins = []
+    for name, r in value.items():
+        if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                for x in r) or not r[0] < r[1]):
+            raise d.error(f"label_bins.{name}", f"got {r!r}; {fix}")
+        bins.append((str(name), float(r[0]), float(r[1])))
+    spans = sorted(bins, key=lambda b: b[1])
+    for a, b in zip(spans, spans[1:]):
+        if b[1] < a[2]:
+            raise d.error("label_bins", f"ranges of {a[0]!r} and {b[0]!r} overlap; {fix}")
+    return tuple(bins)
+
+
+def _data_paths(d: Reader, base: Path) -> tuple[Path, tuple]:
+    """`data.path`: one table, or a mapping {slice name: table} (each file one evaluation slice)."""
+    given = d.raw("path", default=None)
+    if isinstance(given, dict):
+        if len(given) < 2 or not all(isinstance(v, str) and v for v in given.values()):
+            raise d.error("path", "a mapping names one table per slice: give at least two, e.g. "
+                                  "{movies: movies.csv, tweets: tweets.csv}")
+        slices = []
+        for name, value in given.items():
+            local = resolve_path(base, value, d, f"path.{name}")
+            if not local.exists():
+                raise d.error(f"path.{name}", f"{local} does not exist; give a CSV/JSON/Parquet file")
+            slices.append((str(name), local))
+        return slices[0][1], tuple(slices)
+    given = d.string("path")
+    local = resolve_path(base, given, d, "path")
+    # a path that exists, or looks like a file, is local; otherwise a hub dataset name (online machines only)
+    return (local if (local.exists() or Path(given).suffix or Path(given).is_absolute()
+                      or given.startswith(PACKAGE_PREFIX)) else Path(given)), ()
+
+
 def load_task(path_str: str | None) -> Task:
     if path_str is None:
         return default_task()
@@ -112,11 +162,7 @@ def load_task(path_str: str | None) -> Task:
     if not (teacher_dir / "config.json").is_file():
         raise top.error("teacher", f"{teacher_dir} has no config.json; give a local Hugging Face model directory")
     d = top.section("data")
-    given = d.string("path")
-    local = resolve_path(path.parent, given, d, "path")
-    # a path that exists, or looks like a file, is local; otherwise a hub dataset name (online machines only)
-    data_path = local if (local.exists() or Path(given).suffix or Path(given).is_absolute()
-                          or given.startswith(PACKAGE_PREFIX)) else Path(given)
+    data_path, slice_paths = _data_paths(d, path.parent)
     unlabelled = d.string("unlabelled", default=None)
     unlabelled_path = resolve_path(path.parent, unlabelled, d, "unlabelled") if unlabelled else None
     if unlabelled_path is not None and not unlabelled_path.is_file():
@@ -142,7 +188,13 @@ def load_task(path_str: str | None) -> Task:
         classes=_classes(d),
         **_augment(d),
         teacher_weights=top.string("teacher_weights", default="safetensors", choices=("safetensors", "any")),
+        slice_column=d.string("slice_column", default=None),
+        slice_paths=slice_paths,
+        label_bins=_label_bins(d),
     )
+    if task.slice_column and slice_paths:
+        raise d.error("slice_column", "give either one table with a slice column or `path` as {slice: table}, "
+                                      "not both")
     d.done()
     f.done()
     top.done()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..objectives import ACCURACY
+from ..objectives import ACCURACY, slice_key
 
 NAME = "classification"
 OBJECTIVE = ACCURACY
@@ -37,5 +37,12 @@ def scores(preds: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
 
 
-def evaluate(outputs: np.ndarray, labels: np.ndarray) -> dict:
-    return scores(outputs.argmax(-1), labels)
+def evaluate(outputs: np.ndarray, labels: np.ndarray, slices: np.ndarray | None = None) -> dict:
+    """Scores over the split, and the accuracy on each slice (`accuracy@<slice>`) where the task has slices."""
+    preds = outputs.argmax(-1)
+    out = scores(preds, labels)
+    if slices is not None:
+        for name in dict.fromkeys(slices.tolist()):  # in order of first appearance: stable for a fixed split
+            rows = slices == name
+            out[slice_key(OBJECTIVE.name, name)] = float(np.mean(preds[rows] == labels[rows]))
+    return out

@@ -84,19 +84,40 @@ def _load(path: Path, key: str, file_for_errors) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def read_table(path: Path, text_column: str, label_column: str, file_for_errors: Path) -> pd.DataFrame:
+def read_table(path: Path, text_column: str, label_column: str, file_for_errors: Path,
+               slice_column: str | None = None, key: str = "data.path") -> pd.DataFrame:
+    """The table's text and label (and slice) columns, renamed `text`, `label` (and `slice`)."""
     if not path.exists() and (path.suffix or path.is_absolute()):
-        raise ConfigError(file_for_errors, "data.path", f"{path} does not exist; give a CSV/JSON/Parquet file, "
-                                                        "a save_to_disk directory or a hub dataset name")
-    frame = _load(path, "data.path", file_for_errors)
-    for key, column in (("data.text_column", text_column), ("data.label_column", label_column)):
+        raise ConfigError(file_for_errors, key, f"{path} does not exist; give a CSV/JSON/Parquet file, "
+                                                "a save_to_disk directory or a hub dataset name")
+    frame = _load(path, key, file_for_errors)
+    columns = {"text": ("data.text_column", text_column), "label": ("data.label_column", label_column)}
+    if slice_column:
+        columns["slice"] = ("data.slice_column", slice_column)
+    for k, column in columns.values():
         if column not in frame.columns:
-            raise ConfigError(file_for_errors, key, f"column {column!r} not in {path.name}; "
-                                                    f"columns are {', '.join(map(str, frame.columns))}")
-    frame = frame[[text_column, label_column]].dropna()
-    frame = frame.rename(columns={text_column: "text", label_column: "label"})
+            raise ConfigError(file_for_errors, k, f"column {column!r} not in {path.name}; "
+                                                  f"columns are {', '.join(map(str, frame.columns))}")
+    frame = frame[[c for _, c in columns.values()]].dropna()
+    frame = frame.rename(columns={c: name for name, (_, c) in columns.items()})
     frame["text"] = frame["text"].astype(str)
+    if slice_column:
+        frame["slice"] = frame["slice"].astype(str)
     return frame
+
+
+def binned(frame: pd.DataFrame, bins: tuple, file_for_errors) -> pd.DataFrame:
+    """A numeric label column made classes by half-open ranges [lo, hi); rows in no range are dropped."""
+    score = pd.to_numeric(frame["label"], errors="coerce")
+    if score.isna().any():
+        bad = frame["label"][score.isna()].iloc[0]
+        raise ConfigError(file_for_errors, "data.label_bins", f"label {bad!r} is not a number; label_bins bins a "
+                                                              "numeric label column: remove label_bins or fix the "
+                                                              "column")
+    label = pd.Series(pd.NA, index=frame.index, dtype="object")
+    for name, lo, hi in bins:
+        label[(score >= lo) & (score < hi)] = name
+    return frame.assign(label=label).dropna(subset=["label"]).reset_index(drop=True)
 
 
 def read_texts(path: Path, text_column: str, file_for_errors: Path) -> list[str]:
@@ -112,13 +133,19 @@ def read_texts(path: Path, text_column: str, file_for_errors: Path) -> list[str]
 
 def split_frame(frame: pd.DataFrame, validation_fraction: float, seed: int, max_train: int | None,
                 max_validation: int | None) -> tuple[pd.DataFrame, pd.DataFrame, list]:
-    """De-duplicate texts first so no message is in both splits; then a stratified seeded split."""
+    """De-duplicate texts first so no message is in both splits; then a seeded split stratified by label (and by
+    slice, where the task has slices: each slice keeps its share of validation examples)."""
     frame = frame.drop_duplicates("text").reset_index(drop=True)
     classes = sorted(frame["label"].unique().tolist())
+    if "slice" in frame:
+        strata = (frame["slice"] + "\0" + frame["label"].astype(str)).to_numpy()
+        order = sorted(set(strata))
+    else:  # by label alone, in the order it always was: a task's split (and its cached teacher) stays as it was
+        strata, order = frame["label"].to_numpy(), classes
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
-    for cls in classes:
-        idx = rng.permutation(np.flatnonzero(frame["label"].to_numpy() == cls))
+    for stratum in order:
+        idx = rng.permutation(np.flatnonzero(strata == stratum))
         n_val = int(round(len(idx) * validation_fraction))
         val_idx.extend(idx[:n_val])
         train_idx.extend(idx[n_val:])

@@ -9,6 +9,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -19,7 +21,7 @@ from ..families.base import Family
 from ..locks import file_lock
 from ..train import outputs_of, steps_for, train
 from . import Task, classification
-from .data import Split, read_table, read_texts, split_frame, tokenize
+from .data import Split, binned, read_table, read_texts, split_frame, tokenize
 
 OUTPUTS_FILE = "train_outputs.safetensors"
 HOLDOUT_FRACTION, HOLDOUT_MAX, HOLDOUT_MIN = 0.1, 500, 16  # the early-stopping slice of the training split
@@ -43,6 +45,7 @@ class Prepared:
     holdout_outputs: torch.Tensor | None = None  # the teacher's outputs on them
     kd_source: torch.Tensor | None = None  # per kd_train row beyond the labelled ones: the training row it was made
     #                                        from (augmentation), or -1 (unlabelled text)
+    val_slices: object = None  # numpy str array: each validation example's slice (a task with slices), else None
 
     def __post_init__(self):
         if self.kd_train is None:  # no augmentation: distil on the labelled training split
@@ -103,7 +106,14 @@ def check_labels(frame, task: Task) -> None:
 
 def read_checked(task: Task):
     """The task's table, read once and checked (contradictory labels, classes too small)."""
-    frame = read_table(task.data_path, task.text_column, task.label_column, Path(task.source))
+    frames = []
+    for name, path in task.tables():
+        table = read_table(path, task.text_column, task.label_column, Path(task.source), task.slice_column,
+                           "data.path" if name is None else f"data.path.{name}")
+        frames.append(table if name is None else table.assign(slice=name))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if task.label_bins:
+        frame = binned(frame, task.label_bins, task.source)
     if task.classes is not None:
         labels = frame["label"].astype(str)
         missing = [c for c in task.classes if c not in set(labels)]
@@ -137,9 +147,15 @@ def _task_key(task: Task) -> str:
     # the teacher and its split depend on these; unlabelled text only on the students (Prepared.key)
     parts = {k: str(v) for k, v in asdict(task).items()
              if k not in ("path", "name", "teacher_dir", "data_path", "unlabelled_path", "family", "teacher_weights",
-                          "augment_copies", "augment_replace", "classes")}
-    if task.classes is not None:  # only where given: the keys (and caches) of tasks without it stay as they were
+                          "augment_copies", "augment_replace", "classes", "slice_column", "slice_paths",
+                          "label_bins")}
+    # only where given: the keys (and caches) of tasks without them stay as they were
+    if task.classes is not None:
         parts["classes"] = str(task.classes)
+    if task.slice_column or task.slice_paths:  # slices change the split (stratified by slice)
+        parts["slices"] = task.slice_column or [(name, data_fingerprint(p)) for name, p in task.slice_paths]
+    if task.label_bins:
+        parts["label_bins"] = str(task.label_bins)
     parts["data"] = data_fingerprint(task.data_path)
     from .. import accel
 
@@ -167,6 +183,10 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
     val_split = tokenize(val_df, tokenizer, classes, task.max_length, family)
     log(f"task {task.name}: {len(train_split)} train / {len(val_split)} validation examples, "
         f"{len(classes)} classes, max length {task.max_length} (split seed {task.split_seed})")
+    val_slices = val_df["slice"].to_numpy().astype(str) if "slice" in val_df else None
+    if val_slices is not None:
+        names, counts = np.unique(val_slices, return_counts=True)
+        log("validation examples per slice: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
 
     key = _task_key(task)
     cached = teacher_folder(task, cache_dir, key)
@@ -179,7 +199,8 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
         raise ConfigError(cached, "train_outputs", "cached teacher outputs do not match the data; the cache was "
                                                    "removed, run again")
     if task.unlabelled_path is None and not task.augment_copies:
-        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family)
+        return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, family=family,
+                        val_slices=val_slices)
     kd_train, kd_outputs, sources = train_split, outputs, []
     if task.unlabelled_path is not None:
         extra = _teacher_labelled(task, family, tokenizer, classes, train_split, val_split, log)
@@ -205,7 +226,7 @@ def prepare(task: Task, cache_dir: Path, log=print, frame=None) -> Prepared:
         kd_train, kd_outputs = kd_train.concat(made), torch.cat([kd_outputs, made_outputs])
         sources += made_from
     return Prepared(task, teacher, tokenizer, classes, train_split, val_split, outputs, key, kd_train, kd_outputs,
-                    family=family, kd_source=torch.tensor(sources, dtype=torch.long))
+                    family=family, kd_source=torch.tensor(sources, dtype=torch.long), val_slices=val_slices)
 
 
 def augmented_texts(texts: list[str], copies: int, replace_share: float, seed: int,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...run_dir import atomic_replace_dir, atomic_write_npy
 from ...tasks import classification
 from .. import register
-from ..base import Flow
+from ..base import Flow, slice_budget
 from . import pipeline
 from .reprice import reprice as _reprice
 
@@ -41,7 +41,7 @@ class TextClassification(Flow):
         return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
                 quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
                 f"{quality.budget_key}_rule": b.accuracy_floor.describe(), "confidence": b.confidence,
-                "flow": self.NAME}
+                "flow": self.NAME, **slice_budget(quality, teacher, b.accuracy_floor.resolve)}
 
     def metrics_text(self, m: dict, source: str) -> str:
         return (f"acc {m['accuracy']:.4f}  p50 {m['p50_latency_ms']:.2f} ms  p99 {m['p99_latency_ms']:.2f} ms{source}  "
@@ -50,6 +50,8 @@ class TextClassification(Flow):
     def run_inputs(self, rd, prepared, target) -> dict:
         atomic_replace_dir(prepared.tokenizer.save_pretrained, rd.tokenizer_dir)
         atomic_write_npy(rd.labels, prepared.val.labels.numpy())  # what each trial's predictions are scored against
+        if prepared.val_slices is not None:  # and on which slice each example is (the per-slice bounds)
+            atomic_write_npy(rd.slices, prepared.val_slices)
         return {"hf_auto_class": prepared.family.hf_auto_class, "classes": prepared.classes, "max_length": prepared.task.max_length, **self.workload_inputs(target)}
 
     def workload_inputs(self, target) -> dict:

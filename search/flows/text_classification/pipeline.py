@@ -404,7 +404,7 @@ def screen(ctx: Context, cand: Candidate) -> tuple[dict, list[str]]:
 def measure_artifact(ctx: Context, path: Path, shape: ModelShape, quant: QuantParams, sparse_2_4: bool) -> dict:
     wl, val = ctx.target.workload, ctx.prepared.val
     outputs = ctx.backend.outputs(path, val, ctx.threads)
-    scores = ctx.task_type.evaluate(outputs, val.labels.numpy())
+    scores = ctx.task_type.evaluate(outputs, val.labels.numpy(), ctx.prepared.val_slices)
     atomic_write_npy(path.parent / PREDICTIONS, outputs.argmax(-1).astype(np.int32))  # the accuracy bound's evidence
     weights = ctx.backend.weight_bytes(path)
     activations = memory.activation_bytes(shape, wl.batch_size, wl.sequence_length)
