@@ -158,12 +158,17 @@ def _quality_bound(o: Objective, m: dict, teacher: dict, budget: dict, evidence:
     se = se if se is None or slice_name is None else slice_key(se, slice_name)
     if se is None or m.get(se) is None:
         return None, f"no standard error of {key} stored"
-    z = normal_z(confidence)
-    return m[key] - o.sign * z * m[se], (f"mean {'-' if o.sign > 0 else '+'} {z:.2f} SE "
-                                         f"({m.get(SE_METHOD, 'over the evaluation windows')})")
+    windows = m.get(slice_key("se_windows", slice_name) if slice_name else "se_windows")
+    sign = "-" if o.sign > 0 else "+"
+    if windows and windows > 1:  # few windows: Student's t, not the normal quantile
+        from scipy.stats import t
 
-
-SE_METHOD = "se_method"  # a metric: how a language model's standard errors were obtained
+        q = float(t.ppf(confidence, windows - 1))
+        return m[key] - o.sign * q * m[se], (f"mean {sign} {q:.2f} SE across {windows} evaluation windows "
+                                             f"(Student's t, {windows - 1} df), {confidence:.0%} one-sided")
+    z = normal_z(confidence)  # a run made before errors were taken across windows: per-token, optimistic
+    return m[key] - o.sign * z * m[se], (f"mean {sign} {z:.2f} SE over the evaluation tokens (per-token errors: "
+                                         f"optimistic), {confidence:.0%} one-sided")
 
 
 def bounds(metrics: dict, teacher: dict, budget: dict, evidence: dict | None = None) -> dict:

@@ -67,9 +67,14 @@ class LMWorkload:
 class AccuracyFloor:
     absolute: float | None = None
     max_drop: float | None = None  # in accuracy points as a fraction (0.01 = 1 point)
+    slices: tuple[tuple[str, "AccuracyFloor"], ...] = ()  # a slice's own floor (`slices: {tweets: {max_drop: ..}}`)
 
     def resolve(self, teacher_accuracy: float) -> float:
         return self.absolute if self.absolute is not None else teacher_accuracy - self.max_drop
+
+    def on_slice(self, name: str) -> "AccuracyFloor":
+        """The floor of one slice of the task: its own where the target gives one, else this one."""
+        return dict(self.slices).get(name, self)
 
     def describe(self) -> str:
         return f">= {self.absolute}" if self.absolute is not None else f"teacher - {self.max_drop}"

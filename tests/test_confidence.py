@@ -136,9 +136,13 @@ def test_language_model_quality_bound_from_the_standard_error():
               "kld_ceiling": 0.1, "confidence": 0.95}
     m = {"kld_mean": 0.09, "kld_mean_se": 0.01, "tpot_p99_ms": 30, "memory_mb": 150, "tpot_p99_ms_upper": 35,
          "latency_bound_method": "bootstrap"}
-    b = confidence.bounds(m, {}, budget)
+    b = confidence.bounds(m, {}, budget)  # a run from before errors across windows: the normal quantile
     assert b["kld_mean"]["bound"] == pytest.approx(0.09 + 1.6449 * 0.01, abs=1e-4)
-    assert not b["kld_mean"]["meets"] and b["tpot_p99_ms"]["meets"]
+    assert not b["kld_mean"]["meets"] and b["tpot_p99_ms"]["meets"] and "optimistic" in b["kld_mean"]["method"]
+    # the error across 8 windows: Student's t with 7 degrees of freedom (1.895), wider than the normal's 1.645
+    t8 = confidence.bounds({**m, "kld_mean": 0.07, "se_windows": 8}, {}, budget)["kld_mean"]
+    assert t8["bound"] == pytest.approx(0.07 + 1.8946 * 0.01, abs=1e-4) and "8 evaluation windows" in t8["method"]
+    assert t8["meets"]
 
 
 def test_estimated_latency_bound_says_where_its_error_comes_from():

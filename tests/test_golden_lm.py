@@ -135,7 +135,8 @@ def test_replan_of_an_lm_run_reprices_its_ggufs_without_training(lm_run):
         est = pipeline._estimate(family, target, pipeline.planned_shape(teacher_shape, recipe), recipe)
         upper, _ = confidence.latency_bound(est.tpot_p99_ms, (), "estimated", target.device, budget["confidence"])
         rows.append({"trial": n, "params": {}, "metrics": {
-            "kld_mean": a["kld_mean"], "kld_mean_se": a["kld_mean_se"], "tpot_p99_ms": est.tpot_p99_ms,
+            "kld_mean": a["kld_mean"], "kld_mean_se": a["kld_mean_se"], "se_windows": a["se_windows"],
+            "tpot_p99_ms": est.tpot_p99_ms,
             "tpot_p99_ms_upper": upper, "ttft_ms": est.ttft_ms, "memory_mb": est.memory_mb,
             "latency_bound_method": "recomputed"}})
     teacher = json.loads(out.teacher_json.read_text())

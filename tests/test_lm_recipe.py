@@ -28,16 +28,19 @@ def test_metrics_match_their_definitions():
     t = torch.log_softmax(torch.as_tensor(rng.normal(size=(50, 20))), -1)
     s_logits = rng.normal(size=(50, 20))
     nxt = rng.integers(0, 20, 50)
-    sc = causal_lm.score_window(t, s_logits, nxt)
+    sc = causal_lm.TokenScores.concat([causal_lm.score_window(t[i:i + 10], s_logits[i:i + 10], nxt[i:i + 10])
+                                       for i in range(0, 50, 10)])  # five windows of ten scored tokens
     s = torch.log_softmax(torch.as_tensor(s_logits), -1)
     want_kld = (t.exp() * (t - s)).sum(-1).numpy()
     np.testing.assert_allclose(sc.kld, want_kld, rtol=1e-9)
     m = causal_lm.summarize(sc)
     assert m["perplexity"] == pytest.approx(math.exp(-s[torch.arange(50), nxt].mean().item()))
     assert m["top1_agreement"] == pytest.approx(float((t.argmax(-1) == s.argmax(-1)).float().mean()))
-    assert m["kld_mean_se"] == pytest.approx(want_kld.std(ddof=1) / math.sqrt(50))
+    # the error across the five windows (their means), not across 50 tokens taken as independent
+    assert m["kld_mean_se"] == pytest.approx(want_kld.reshape(5, 10).mean(1).std(ddof=1) / math.sqrt(5))
+    assert m["se_windows"] == 5
     assert m["perplexity_ratio"] == pytest.approx(m["perplexity"] / m["teacher_perplexity"])
-    same = causal_lm.summarize(causal_lm.score_window(t, t.numpy(), nxt))
+    same = causal_lm.summarize(causal_lm.TokenScores.concat([causal_lm.score_window(t, t.numpy(), nxt)]))
     assert same["kld_mean"] < 1e-12 and same["top1_agreement"] == 1.0
 
 

@@ -186,3 +186,51 @@ def test_a_run_with_slices_goes_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = (out / "DEPLOY.md").read_text()
     assert "| accuracy@de |" in card and "on slice de" in card
+
+
+def _target(tmp_path, floor: str):
+    (tmp_path / "t.yaml").write_text(TARGET.replace("accuracy_floor: {max_drop: 0.5}", f"accuracy_floor: {floor}"))
+    from search.target import load_target
+
+    return load_target(str(tmp_path / "t.yaml"), kind="classification")
+
+
+def test_a_slice_may_have_its_own_floor(tmp_path):
+    from search import flows
+
+    target = _target(tmp_path, "{max_drop: 0.02, slices: {tweets: {max_drop: 0.05}, nyt: {absolute: 0.7}}}")
+    teacher = {"accuracy": 0.9, "accuracy@movies": 0.92, "accuracy@tweets": 0.88, "accuracy@nyt": 0.8}
+    budget = flows.get("classification").resolved_budget(target, teacher)
+    assert budget["accuracy_floor"] == pytest.approx(0.88)
+    assert budget["slices"] == pytest.approx({"movies": 0.90, "tweets": 0.83, "nyt": 0.7})
+    assert budget["slices_rule"] == {"tweets": "teacher - 0.05", "nyt": ">= 0.7"}
+    with pytest.raises(ConfigError) as err:  # a slice the run's task does not have (a replan onto this target)
+        flows.get("classification").resolved_budget(target, {"accuracy": 0.9, "accuracy@movies": 0.92})
+    assert err.value.key == "budget.accuracy_floor.slices.tweets" and "its slices are movies" in str(err.value)
+
+
+@pytest.mark.parametrize("floor, key", [
+    ("{max_drop: 0.02, slices: [tweets]}", "budget.accuracy_floor.slices"),
+    ("{max_drop: 0.02, slices: {tweets: {max_drop: 0.05, absolute: 0.8}}}", "budget.accuracy_floor.slices.tweets.-"),
+    ("{max_drop: 0.02, slices: {tweets: {drop: 0.05}}}", "budget.accuracy_floor.slices.tweets.drop"),
+    ("{max_drop: 0.02, slices: {tweets: {max_drop: 2}}}", "budget.accuracy_floor.slices.tweets.max_drop"),
+])
+def test_bad_slice_floors_name_the_key(tmp_path, floor, key):
+    with pytest.raises(ConfigError) as err:
+        _target(tmp_path, floor)
+    assert err.value.key == key, str(err.value)
+
+
+def test_a_floor_for_a_slice_the_task_lacks_is_refused_before_any_work(tmp_path):
+    task_file = write_tiny_task(tmp_path / "task")
+    data = pd.read_csv(tmp_path / "task" / "data.csv")
+    data.assign(lang="en").to_csv(tmp_path / "task" / "data.csv", index=False)
+    task_file.write_text(task_file.read_text().replace("label_column: y\n", "label_column: y\n  slice_column: lang\n"))
+    (tmp_path / "target.yaml").write_text(TARGET.replace("{max_drop: 0.5}", "{max_drop: 0.5, slices: {fr: {max_drop: 0.1}}}"))
+    (tmp_path / "space.yaml").write_text(SPACE)
+    proc = run_search(tmp_path / "results", "run", "--target", str(tmp_path / "target.yaml"), "--task", str(task_file),
+                      "--space", str(tmp_path / "space.yaml"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "budget.accuracy_floor.slices.fr" in line and "its slices are en" in line
+    assert {p.name for p in (tmp_path / "results").iterdir()} <= {"cache"}  # no run folder was made

@@ -141,10 +141,10 @@ class Flow(ABC):
 
 
 def slice_budget(quality, teacher: dict, resolve) -> dict:
-    """The resolved budget's `slices`: each slice's limit of the quality objective, by the rule the whole set's limit
-    follows (`resolve`: the teacher's value on that slice -> the limit; a floor relative to the teacher is then
-    relative to the teacher on each slice). Empty where the task names no slices."""
+    """The resolved budget's `slices`: each slice's limit of the quality objective. `resolve(slice, teacher's value
+    on that slice) -> limit`: a floor relative to the teacher is relative to the teacher on that slice. Empty where
+    the task names no slices."""
     from ..objectives import slice_values
 
     values = slice_values(teacher, quality.name)
-    return {"slices": {name: round(float(resolve(v)), 6) for name, v in values.items()}} if values else {}
+    return {"slices": {name: round(float(resolve(name, v)), 6) for name, v in values.items()}} if values else {}

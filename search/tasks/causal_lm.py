@@ -66,17 +66,19 @@ def log_probs(outputs: np.ndarray | torch.Tensor) -> torch.Tensor:
 @dataclass
 class TokenScores:
     """Per scored token: KL(teacher || model), whether the top tokens agree, and the model's NLL of the real
-    next token (and the teacher's, for the perplexity ratio)."""
+    next token (and the teacher's, for the perplexity ratio); `window`: the evaluation window each token is from."""
 
     kld: np.ndarray
     same_top: np.ndarray
     nll: np.ndarray
     teacher_nll: np.ndarray
+    window: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: list[TokenScores]) -> TokenScores:
-        return TokenScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                             ("kld", "same_top", "nll", "teacher_nll")))
+        """One window's scores per part, in window order."""
+        fields = (np.concatenate([getattr(p, f) for p in parts]) for f in ("kld", "same_top", "nll", "teacher_nll"))
+        return TokenScores(*fields, window=np.concatenate([np.full(len(p.kld), i) for i, p in enumerate(parts)]))
 
 
 def score_window(teacher_logp: torch.Tensor, outputs: np.ndarray | torch.Tensor, next_ids: np.ndarray) -> TokenScores:
@@ -90,24 +92,36 @@ def score_window(teacher_logp: torch.Tensor, outputs: np.ndarray | torch.Tensor,
                        nll=-lp.gather(-1, idx).squeeze(-1).numpy(), teacher_nll=-tp.gather(-1, idx).squeeze(-1).numpy())
 
 
-def _se(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+def _se(x: np.ndarray, window: np.ndarray | None) -> float:
+    """Standard error of the mean of per-token `x`, across windows: tokens of one window are correlated (a hard
+    passage is hard for many tokens in a row), so per-token errors are optimistic (0.0014 against 0.0033 across
+    the 8 windows of the built-in run's KLD); windows are far apart in the text and scored as fresh sequences.
+    Every window scores the same number of tokens, so the token mean is the mean of the window means."""
+    if window is None:
+        return float("nan")
+    means = np.array([x[window == w].mean() for w in np.unique(window)])
+    return float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else float("nan")
 
 
 def summarize(s: TokenScores) -> dict:
-    """The quality metrics of a model against the teacher, with standard errors. Tokens are treated as
-    independent for the errors (as llama.cpp does); neighbouring tokens correlate, so they are optimistic."""
+    """The quality metrics of a model against the teacher, with standard errors across the evaluation windows
+    (`se_windows` of them: confidence.py bounds with Student's t at that many less one degrees of freedom)."""
     ppl, teacher_ppl = math.exp(float(np.mean(s.nll))), math.exp(float(np.mean(s.teacher_nll)))
     diff = s.nll - s.teacher_nll  # paired: log(ppl ratio) = mean(diff)
     agree = s.same_top.astype(np.float64)
+    w = s.window
     return {
-        KLD_MEAN.name: float(np.mean(s.kld)), "kld_mean_se": _se(s.kld),
+        KLD_MEAN.name: float(np.mean(s.kld)), "kld_mean_se": _se(s.kld, w),
         "kld_p99": float(np.percentile(s.kld, 99)), "kld_median": float(np.median(s.kld)),
-        TOP1_AGREEMENT.name: float(np.mean(agree)), "top1_agreement_se": _se(agree),
-        "perplexity": ppl, "perplexity_se": ppl * _se(s.nll), "teacher_perplexity": teacher_ppl,
+        TOP1_AGREEMENT.name: float(np.mean(agree)), "top1_agreement_se": _se(agree, w),
+        "perplexity": ppl, "perplexity_se": ppl * _se(s.nll, w), "teacher_perplexity": teacher_ppl,
         PERPLEXITY_RATIO.name: math.exp(float(np.mean(diff))),
-        "perplexity_ratio_se": math.exp(float(np.mean(diff))) * _se(diff), "scored_tokens": int(len(s.kld)),
+        "perplexity_ratio_se": math.exp(float(np.mean(diff))) * _se(diff, w), "scored_tokens": int(len(s.kld)),
+        SE_WINDOWS: int(len(np.unique(w))) if w is not None else 0,
     }
+
+
+SE_WINDOWS = "se_windows"  # how many windows the standard errors are across
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

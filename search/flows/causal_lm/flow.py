@@ -17,7 +17,7 @@ from .reprice import reprice as _reprice
 class CausalLM(Flow):
     NAME = causal_lm.NAME
     METRIC_COLUMNS = ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "top1_agreement_se", "perplexity",
-                      "perplexity_se", "perplexity_ratio", "perplexity_ratio_se", "tpot_p99_ms_upper",
+                      "perplexity_se", "perplexity_ratio", "perplexity_ratio_se", "se_windows", "tpot_p99_ms_upper",
                       "latency_bound_method", "memory_mb", "peak_rss_mb", "weight_mb", "kv_cache_mb", "file_mb",
                       "bits_per_weight", "ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "prefill_tok_s", "decode_tok_s",
                       "latency_spread", "latency_noisy", "latency_source", "layers", "parameters", "types",

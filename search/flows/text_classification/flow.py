@@ -6,6 +6,8 @@ from __future__ import annotations
 from ...run_dir import atomic_replace_dir, atomic_write_npy
 from ...tasks import classification
 from .. import register
+from ...errors import ConfigError
+from ...objectives import slice_values
 from ..base import Flow, slice_budget
 from . import pipeline
 from .reprice import reprice as _reprice
@@ -38,10 +40,17 @@ class TextClassification(Flow):
 
     def resolved_budget(self, target, teacher: dict) -> dict:
         b, quality = target.budget, classification.OBJECTIVE  # a floor relative to the teacher, made absolute
+        have = slice_values(teacher, quality.name)
+        for name, _ in b.accuracy_floor.slices:  # a replan onto another target: its slices must be the run's
+            if name not in have:
+                raise ConfigError(target.path, f"budget.accuracy_floor.slices.{name}",
+                                  f"the run's task has no slice {name!r}; its slices are {', '.join(have) or 'none'}")
         return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
                 quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
                 f"{quality.budget_key}_rule": b.accuracy_floor.describe(), "confidence": b.confidence,
-                "flow": self.NAME, **slice_budget(quality, teacher, b.accuracy_floor.resolve)}
+                "flow": self.NAME, **slice_budget(quality, teacher, lambda name, value: b.accuracy_floor.on_slice(name).resolve(value)),
+                **({"slices_rule": {name: f.describe() for name, f in b.accuracy_floor.slices}}
+                   if b.accuracy_floor.slices else {})}
 
     def metrics_text(self, m: dict, source: str) -> str:
         return (f"acc {m['accuracy']:.4f}  p50 {m['p50_latency_ms']:.2f} ms  p99 {m['p99_latency_ms']:.2f} ms{source}  "

@@ -18,16 +18,26 @@ def read_workload(wl) -> Workload:
                     sequence_length=wl.number("sequence_length", lo=1, hi=512, integer=True))
 
 
-def read_budget(bud, device, memory_mb: float) -> Budget:
-    floor_r = bud.section("accuracy_floor")
+def _floor(floor_r, slices: bool) -> AccuracyFloor:
     absolute = floor_r.number("absolute", default=None, lo=0, hi=1)
     max_drop = floor_r.number("max_drop", default=None, lo=0, hi=1)
+    per_slice = ()
+    if slices and floor_r.has("slices"):  # a slice's own floor; the others keep the floor above
+        given = floor_r.section("slices")
+        if not isinstance(given.data, dict) or not given.data:
+            raise floor_r.error("slices", "give {slice: {max_drop: ..} or {absolute: ..}}, e.g. "
+                                          "{tweets: {max_drop: 0.03}}")
+        per_slice = tuple((str(name), _floor(given.section(name), slices=False)) for name in given.data)
     floor_r.done()
     if (absolute is None) == (max_drop is None):
         raise floor_r.error("-", "give exactly one of `absolute` (e.g. 0.95) or `max_drop` "
                                  "(e.g. 0.01 = one point below the teacher)")
+    return AccuracyFloor(absolute=absolute, max_drop=max_drop, slices=per_slice)
+
+
+def read_budget(bud, device, memory_mb: float) -> Budget:
     return Budget(memory_mb=memory_mb, p99_latency_ms=bud.number("p99_latency_ms", lo=0, lo_open=True),
-                  accuracy_floor=AccuracyFloor(absolute=absolute, max_drop=max_drop))
+                  accuracy_floor=_floor(bud.section("accuracy_floor"), slices=True))
 
 
 def load_task(arg: str | None):
@@ -59,4 +69,12 @@ def check(task, space, target):
         raise ConfigError(target.path, "workload.sequence_length", f"got {n}; the teacher ({task.teacher_dir}) takes "
                                                                    f"at most {limits.positions} tokens: lower it to "
                                                                    f"{limits.positions} or less")
+    named = [name for name, _ in target.budget.accuracy_floor.slices]
+    have = sorted(set(frame["slice"])) if "slice" in frame else []
+    for name in named:
+        if name not in have:
+            raise ConfigError(target.path, f"budget.accuracy_floor.slices.{name}",
+                              f"the task ({task.source}) has no slice {name!r}; "
+                              + (f"its slices are {', '.join(have)}" if have else "it names no slices "
+                                 "(data.slice_column, or data.path as {slice: table})"))
     return frame
