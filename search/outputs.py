@@ -10,7 +10,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from . import budget_cost, confidence, flows, pareto, report
-from .objectives import LATENCY, QUALITY, constraints, for_budget, SLICE_SEP, slice_limits
+from .objectives import LATENCY, QUALITY, SLICE_SEP, constraints, for_budget, slice_limits
 from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text, read_json, read_npy
 from .target import Target
 
@@ -205,7 +205,7 @@ def _binding_bound_text(bounds: dict | None, budget: dict) -> str | None:
     limits = slice_limits(budget)
     if not bounds or not limits or any(bounds.get(x.key, {}).get("bound") is None for x in limits):
         return None
-    x = pareto.binding_slice({}, budget, {k: b["bound"] for k, b in bounds.items()})
+    x = pareto.binding_slice({k: b["bound"] for k, b in bounds.items()}, budget)
     margin = -x.objective.violation(bounds[x.key]["bound"], x.limit)
     size = f"{margin * 100:+.2f} pts" if x.objective.unit == "fraction" else f"{margin:+.4f} {x.objective.unit}"
     verdict = "every slice's bound within its limit" if all(bounds[y.key]["meets"] for y in limits) else \

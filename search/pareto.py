@@ -52,14 +52,11 @@ def _margin(o, name: str, value: float, limit: float) -> str:
             f"(margin {m:+.{digits}f} {o.unit}, {100 * m / limit:+.0f}%)")
 
 
-def binding_slice(metrics: dict, budget: dict, values: dict | None = None):
-    """The slice with the least margin to its limit (values: {slice key: value} in place of the metrics, e.g. the
-    slices' bounds); None where the task names no slices."""
+def binding_slice(values: dict, budget: dict):
+    """The slice with the least margin to its limit, from `values` ({slice key: value}: a trial's metrics, or its
+    bounds); None where the task names no slices."""
     limits = slice_limits(budget)
-    if not limits:
-        return None
-    values = values or metrics
-    return min(limits, key=lambda s: -s.objective.violation(values[s.key], s.limit))
+    return min(limits, key=lambda s: -s.objective.violation(values[s.key], s.limit)) if limits else None
 
 
 def slices_text(metrics: dict, budget: dict) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import pareto
-from .objectives import for_budget
+from .objectives import constraints, for_budget, slice_limits
 
 MIN_RIVALS = 4  # first-rung trials within the resource budgets before "the best so far" means anything
 
@@ -49,7 +49,8 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
     quality = for_budget(budget)[0]
     if not promote.on:
         return False, "one rung: the space has no promote section"
-    over = {k: v for k, v in pareto.shipping_violations(metrics, budget).items() if k != quality.name and v > 0}
+    limited = {o.name for o in constraints(budget)[1:]}  # the resource budgets (not quality, nor its slices)
+    over = {k: v for k, v in pareto.shipping_violations(metrics, budget).items() if k in limited and v > 0}
     if over:
         return False, f"stays at rung 0: outside the {', '.join(over)} budget"
     if vouched:
@@ -60,7 +61,9 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
         if pareto.feasible(m, budget) and all(pareto.shipping_violations(m, budget)[r] <= needs[r] for r in resources):
             return False, ("stays at rung 0: an earlier trial meets every budget with no more "
                            f"{' or '.join(resources)}: at the floor this one could not join the front")
-    gap = quality.violation(metrics[quality.name], budget[quality.budget_key])  # > 0: below the floor by this much
+    # > 0: below the floor by this much (on the whole set, or on the slice that misses most)
+    gap = max([quality.violation(metrics[quality.name], budget[quality.budget_key])]
+              + [x.objective.violation(metrics[x.key], x.limit) for x in slice_limits(budget)])
     if bracket:  # a deliberate probe of the admitted range is judged after the longer training, not at one epoch
         where = f"{gap:.3g} below the floor" if gap > 0 else "at or above the floor, not yet vouched for"
         return True, f"promoted: {bracket} ({where}): a bracket of the warm start gets the longer training"
@@ -68,7 +71,7 @@ def promotion(metrics: dict, vouched: bool, budget: dict, earlier: list[dict], p
         return True, (f"promoted: {quality.name} {metrics[quality.name]:.4g} is within {promote.within:g} of the "
                       f"floor {budget[quality.budget_key]:.4g} and within the resource budgets")
     rivals = [first_rung_quality(m, quality.name) for m in earlier if "same_recipe_as_trial" not in m  # one model once
-              and not any(v > 0 for k, v in pareto.shipping_violations(m, budget).items() if k != quality.name)]
+              and not any(v > 0 for k, v in pareto.shipping_violations(m, budget).items() if k in limited)]
     if len(rivals) < MIN_RIVALS:
         return False, (f"stays at rung 0: {gap:.3g} below the floor (more than {promote.within:g}); the best is "
                        f"promoted only once {MIN_RIVALS} trials within the resource budgets compare")

@@ -3,11 +3,11 @@ of a sampled shape, prune it, quantize it, measure accuracy on the validation sp
 target (pipeline.py)."""
 from __future__ import annotations
 
+from ...errors import ConfigError
+from ...objectives import slice_values
 from ...run_dir import atomic_replace_dir, atomic_write_npy
 from ...tasks import classification
 from .. import register
-from ...errors import ConfigError
-from ...objectives import slice_values
 from ..base import Flow, slice_budget
 from . import pipeline
 from .reprice import reprice as _reprice
@@ -48,7 +48,8 @@ class TextClassification(Flow):
         return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
                 quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
                 f"{quality.budget_key}_rule": b.accuracy_floor.describe(), "confidence": b.confidence,
-                "flow": self.NAME, **slice_budget(quality, teacher, lambda name, value: b.accuracy_floor.on_slice(name).resolve(value)),
+                "flow": self.NAME,
+                **slice_budget(quality, teacher, lambda name, value: b.accuracy_floor.on_slice(name).resolve(value)),
                 **({"slices_rule": {name: f.describe() for name, f in b.accuracy_floor.slices}}
                    if b.accuracy_floor.slices else {})}
 
