@@ -158,6 +158,8 @@ def test_a_run_with_slices_goes_end_to_end(tmp_path):
     task_file = write_tiny_task(tmp_path / "task")
     data = pd.read_csv(tmp_path / "task" / "data.csv")
     data["lang"] = np.where(np.arange(len(data)) % 3 == 0, "de", "en")
+    noisy = (np.arange(len(data)) % 9 == 0)  # a third of the de rows mislabelled: no model is perfect there
+    data.loc[noisy, "y"] = np.where(data.loc[noisy, "y"] == "pos", "neg", "pos")
     data.to_csv(tmp_path / "task" / "data.csv", index=False)
     task_file.write_text(task_file.read_text().replace("label_column: y\n", "label_column: y\n  slice_column: lang\n"))
     (tmp_path / "space.yaml").write_text(SPACE)
@@ -186,6 +188,17 @@ def test_a_run_with_slices_goes_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = (out / "DEPLOY.md").read_text()
     assert "| accuracy@de |" in card and "on slice de" in card
+
+    # the same trials against a floor no candidate reaches on one slice alone: nothing ships, and why names it
+    best_de = max(pd.read_csv(run / "trials.csv")["accuracy@de"].dropna())
+    assert best_de < 0.95
+    (tmp_path / "strict.yaml").write_text(TARGET.replace(
+        "{max_drop: 0.5}", f"{{max_drop: 0.5, slices: {{de: {{absolute: {best_de + 0.01:.4f}}}}}}}"))
+    proc = run_search(results, "replan", "s", "--target", str(tmp_path / "strict.yaml"), "--run-id", "strict")
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    strict = json.loads((results / "strict" / "selected.json").read_text())
+    assert not strict["meets_budget"] and "accuracy@de" in strict["why"][0]
+    assert strict["budget"]["slices"]["en"] == budget["slices"]["en"]  # the other slice keeps the run's rule
 
 
 def _target(tmp_path, floor: str):
