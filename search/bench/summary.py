@@ -20,14 +20,21 @@ _LINE = re.compile(r"^- (date \(UTC\)|machine|commit|command): (.*)$")
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux); elsewhere what the platform says, else 'unknown'."""
+    """The CPU's name from /proc/cpuinfo (Linux), with its x86 family and model numbers where given (a virtual
+    machine may name only the vendor: "AMD EPYC"); elsewhere what the platform says, else 'unknown'."""
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Hardware", "Model")):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        fields = {}
+    name = fields.get("model name") or fields.get("Model") or fields.get("Hardware")
+    if not name:
+        return platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
 
 
 def ram_gib() -> float | None:
