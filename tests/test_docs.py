@@ -147,3 +147,30 @@ def test_every_benchmark_figure_names_its_command_and_commit():
             assert re.search(r"\b[0-9a-f]{7,9}\b", bullet) or NOT_RERUN in bullet, bullet[:60]
     for path in docs.PAGE.parent.glob("*.md"):
         assert "commit not recorded" not in path.read_text(), path.name  # the plain label instead
+
+
+def _info():
+    point = lambda trial, mb, acc: {"trial": trial, "metrics": {"memory_mb": mb, "accuracy": acc}}  # noqa: E731
+    return {"groups": {"front": [point(2, 6.4, 0.989)], "feasible": [point(5, 3.4, 0.985)],
+                       "infeasible": [point(11, 2.2, 0.972)]},
+            "teacher": {"memory_mb": 94.2, "accuracy": 0.988}, "selected": point(2, 6.4, 0.989)}
+
+
+def test_front_picture_marks_the_shipped_trial_and_carries_its_caption():
+    from search import front_picture
+
+    pts = front_picture.points(_info())
+    assert [p["kind"] for p in pts] == ["infeasible", "feasible", "front", "teacher", "shipped"]
+    picture = front_picture.svg(pts, 16.0, 0.9728, "python -m search run <x> at commit abc1234")
+    assert picture == front_picture.svg(pts, 16.0, 0.9728, "python -m search run <x> at commit abc1234")
+    assert "shipped: trial 2" in picture and "commit abc1234" in picture and "run &lt;x&gt;" in picture
+    assert "memory budget 16 MB" in picture and "accuracy floor 0.9728" in picture
+    assert "selected, not shipped" in front_picture.svg(front_picture.points(_info(), shipped=False), 16, None, "c")
+
+
+def test_readme_picture_is_committed_and_names_its_command_and_commit():
+    readme = (docs.PAGE.parent.parent / "README.md").read_text()
+    assert "](docs/front.svg)" in readme
+    picture = (docs.PAGE.parent / "front.svg").read_text()
+    caption = re.findall(r"<text[^>]*>([^<]*)</text>\n</svg>", picture)[0]
+    assert caption.startswith("python -m search run") and re.search(r"commit [0-9a-f]{7,40}\b", caption), caption

@@ -72,6 +72,11 @@ def commit(root: Path = ROOT) -> str:
     return head.stdout.strip() + (" (dirty)" if dirty else "")
 
 
+# the commit as the bench started, when its code was loaded (every bench imports this module first): a tree edited
+# while a long bench runs does not change what it measured
+_AT_START = commit()
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed: the interpreter by its name (its path is this machine's), the rest verbatim."""
     argv = list(getattr(sys, "orig_argv", sys.argv) if argv is None else argv)
@@ -83,7 +88,7 @@ def command_line(argv: list[str] | None = None) -> str:
 def header(threads: int | str | None, argv: list[str] | None = None, now_s: float | None = None,
            root: Path = ROOT) -> str:
     date = time.strftime("%Y-%m-%d %H:%M", time.gmtime(time.time() if now_s is None else now_s))
-    values = (date, machine(threads), commit(root), f"`{command_line(argv)}`")
+    values = (date, machine(threads), _AT_START if root == ROOT else commit(root), f"`{command_line(argv)}`")
     return "\n".join(f"- {k}: {v}" for k, v in zip(FIELDS, values)) + "\n\n"
 
 
