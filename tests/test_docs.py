@@ -55,6 +55,7 @@ def test_summary_header_names_date_machine_commit_and_command(tmp_path):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", head["date (UTC)"])
     assert f"{os.cpu_count()} cores" in head["machine"] and "2 thread(s) used" in head["machine"]
     assert "GiB RAM" in head["machine"] and head["machine"].startswith(summary.cpu_model())
+    assert re.search(r"load average \d+\.\d\d \(1 min\)$", head["machine"])
     assert head["command"] == "`python -m search bench x --only 'w4 g32'`"  # the interpreter by name, args quoted
     assert re.fullmatch(r"[0-9a-f]{7,40}( \(dirty\))?|unknown", head["commit"])
     assert summary.read_header("# Table written before headers\n") is None

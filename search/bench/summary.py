@@ -45,14 +45,16 @@ def ram_gib() -> float | None:
 
 
 def machine(threads: int | str | None) -> str:
-    """One line: CPU model, cores (all, and those this process may use), threads the bench used, RAM. `threads`:
+    """One line: CPU model, cores (all, and those this process may use), threads the bench used, RAM, and the load
+    average as the summary is written (on a shared host other processes' load is part of every timing). `threads`:
     a count, or words where a bench trains and measures at different counts; None where it computes nothing."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     used = "no measurement threads" if threads is None else (
         f"{threads} thread(s) used" if isinstance(threads, int) else f"threads: {threads}")
     ram = ram_gib()
+    load = f"; load average {os.getloadavg()[0]:.2f} (1 min)" if hasattr(os, "getloadavg") else ""
     return (f"{cpu_model()}; {os.cpu_count()} cores ({usable} usable by this process); {used}; "
-            f"{'RAM unknown' if ram is None else f'{ram:.1f} GiB RAM'}")
+            f"{'RAM unknown' if ram is None else f'{ram:.1f} GiB RAM'}{load}")
 
 
 def commit(root: Path = ROOT) -> str:
