@@ -72,7 +72,8 @@ def svg(pts: list[dict], memory_budget_mb: float | None, floor: float | None, ca
            'accuracy (validation split)</text>']
     if memory_budget_mb:
         x = px(memory_budget_mb)
-        el += [f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{TOP + ph}" stroke="#d62728" stroke-dasharray="5,4"/>',
+        el += [f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{TOP + ph}" stroke="#d62728" '
+               'stroke-dasharray="5,4"/>',
                f'<text x="{x + 4:.1f}" y="{TOP + 14}" fill="#d62728">memory budget {memory_budget_mb:g} MB</text>']
     if floor:
         y = py(floor)

@@ -109,3 +109,8 @@ def read_header(text: str) -> dict[str, str] | None:
             break
         fields[m.group(1)] = m.group(2)
     return fields if all(k in fields for k in FIELDS) else None
+
+
+def body(text: str) -> str:
+    """A summary without its header: what the bench itself wrote (two runs of one bench differ in the header)."""
+    return text.split("\n\n", 1)[1] if read_header(text) is not None else text
