@@ -164,7 +164,7 @@ def test_training_section_trains_one_student_equal_steps_on_each_text(tmp_path):
     fixed = students.drop(index=rung)["distill_steps"]
     assert (fixed == 12).all() and 6 < students.loc[rung, "distill_steps"] <= 12
     assert (students["distill_s"] > 0).all()
-    md = (tmp_path / "out" / "techniques-training-tiny.md").read_text()
+    md = summary.body((tmp_path / "out" / "techniques-training-tiny.md").read_text())  # after the header
     assert md.startswith("# Training a student better, at equal training steps (tiny)")
     assert "beats the labelled rows alone" in md and "20x smaller" not in md
     assert not (tmp_path / "out" / "techniques.csv").exists()  # the compression section's files are another's
