@@ -175,3 +175,12 @@ def test_readme_picture_is_committed_and_names_its_command_and_commit():
     picture = (docs.PAGE.parent / "front.svg").read_text()
     caption = re.findall(r"<text[^>]*>([^<]*)</text>\n</svg>", picture)[0]
     assert caption.startswith("python -m search run") and re.search(r"commit [0-9a-f]{7,40}\b", caption), caption
+
+
+def test_links_into_the_benchmarks_page_land_on_a_heading():
+    page = docs.PAGE.parent / "benchmarks.md"
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", page.read_text(), re.M)}
+    for path in [*docs.PAGE.parent.glob("*.md"), docs.PAGE.parent.parent / "README.md"]:
+        for anchor in re.findall(r"benchmarks\.md#([\w-]+)", path.read_text()):
+            assert anchor in anchors, (path.name, anchor)
