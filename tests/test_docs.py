@@ -1,7 +1,16 @@
 """docs/spaces.md is generated from the knob tables (search/docs.py); the deploy card's thread count is the
-target's, never invented."""
+target's, never invented; every bench summary carries its date, machine, commit and command, and the docs show the
+latest of each (search/bench/summary.py, notes.py) and name the command and commit of every figure."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
 from search import docs
 from search.backends.llama_cpp import LlamaCpp
+from search.bench import notes, summary
 from search.target import load_target
 
 
@@ -22,7 +31,6 @@ def test_deploy_card_threads_are_the_targets():
 
 def test_every_command_help_points_to_an_existing_docs_page():
     import argparse
-    import re
 
     from search.__main__ import build_parser
 
@@ -35,14 +43,6 @@ def test_every_command_help_points_to_an_existing_docs_page():
 
 
 # --- bench summaries: written with their provenance, copied into the docs by `python -m search.docs` ---
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-
-import pytest  # noqa: E402
-
-from search.bench import notes, summary  # noqa: E402
 
 NOT_RERUN = "not yet re-run with a recorded commit"
 
