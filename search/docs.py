@@ -1,7 +1,8 @@
-"""docs/spaces.md, generated from the knob tables (space.KNOBS, flows/causal_lm/space.KNOBS) and the shipped space
-files, so the page cannot drift from what `load_space` accepts: `python -m search.docs` rewrites it, `--check` exits
-1 when the committed page differs (tests/test_docs.py runs the check). Each knob's sentence is here; a knob added to
-a table without one fails the check."""
+"""Generated docs: docs/spaces.md from the knob tables (space.KNOBS, flows/causal_lm/space.KNOBS) and the shipped
+space files, so the page cannot drift from what `load_space` accepts; and the latest bench summaries (results/bench/
+*.md, git-ignored) copied to docs/bench/ and listed in docs/benchmarks.md (search/bench/notes.py). `python -m
+search.docs` rewrites both; `--check` exits 1 when a committed page differs (tests/test_docs.py runs the check). Each
+knob's sentence is here; a knob added to a table without one fails the check."""
 from __future__ import annotations
 
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 from .flows.causal_lm import space as lm_space
 from . import space
+from .run_dir import atomic_write_text
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "spaces.md"
+BENCHMARKS = PAGE.with_name("benchmarks.md")
 
 # knob -> (where it is sampled, what it does)
 CLASSIFIER = {
@@ -148,17 +151,25 @@ def missing() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    from .__main__ import RESULTS_DIR
+    from .bench import notes
+
     if missing():
         print(f"search/docs.py: no sentence for knob(s) {', '.join(missing())}", file=sys.stderr)
         return 1
     text = render()
     if "--check" in argv:
-        if not PAGE.is_file() or PAGE.read_text() != text:
-            print(f"{PAGE} differs from the knob tables: run python -m search.docs", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
+        stale = [p for p, want in ((PAGE, text), (BENCHMARKS, notes.render(BENCHMARKS.read_text())))
+                 if not p.is_file() or p.read_text() != want]
+        for p in stale:
+            print(f"{p} differs from what generates it: run python -m search.docs", file=sys.stderr)
+        return 1 if stale else 0
+    atomic_write_text(PAGE, text)
     print(f"wrote {PAGE}")
+    for line in notes.sync(RESULTS_DIR / "bench"):
+        print(line)
+    atomic_write_text(BENCHMARKS, notes.render(BENCHMARKS.read_text()))
+    print(f"wrote {BENCHMARKS} (latest bench summaries)")
     return 0
 
 

@@ -33,6 +33,6 @@ def file_lock(path: Path, blocking: bool = True):
 
 def latency_lease(lock_dir: Path, runner=None):
     """One latency measurement at a time per host (here) or per device (a runner's command): two at once
-    read 12 ms p99 for a model that measures 0.15 ms alone (issue 11)."""
+    read 12 ms p99 for a model that measures 0.15 ms alone (timed for issue 11, not by a bench)."""
     key = socket.gethostname() if runner is None else "runner-" + hashlib.sha256(runner.command.encode()).hexdigest()[:16]
     return file_lock(lock_dir / f"latency-{key}.lock")

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..families.base import ModelShape
 from ..measure import calibrate, roofline
 from ..target import Target
+from . import summary as summary_file  # `summary` names the fit's figures here
 
 # every kernel class the space can sample, the block-quantized ones at small and large blocks (a block's cost is
 # fitted per class: it needs two block sizes or more per class to be told apart from the class's efficiency)
@@ -71,8 +72,9 @@ def run(target: Target, n: int, out_dir: Path, seed: int = 0, log=print, refit: 
                    "measured_runs": summary["fitted_on"], "kernel_classes": list(fitted.fitted_kernels),
                    "code_version": _code_version(), "fitted": time.strftime("%Y-%m-%d"), **summary}
     target.calibration.write_text(json.dumps(calibration, indent=2))
-    (out_dir / "latency.md").write_text(_markdown(frame, summary, calibration))
-    log(_markdown(frame, summary, calibration))
+    md = _markdown(frame, summary, calibration)
+    summary_file.write(out_dir / "latency.md", md, dev.threads)
+    log(md)
     return frame
 
 

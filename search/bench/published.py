@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..target import load_target
+from . import summary
 
 # (target file, model, GGUF type, file MB, decode tokens/s, runtime, source)
 FIGURES = (
@@ -56,6 +57,6 @@ def run(out_dir: Path, log=print) -> pd.DataFrame:
     for device in dict.fromkeys(r["device"] for r in rows):
         errs = [abs(r["error"]) for r in rows if r["device"] == device]
         lines.append(f"- {device}: median |error| {statistics.median(errs):.0%} over {len(errs)} figure(s)")
-    (out_dir / "published.md").write_text("\n".join(lines) + "\n")
+    summary.write(out_dir / "published.md", "\n".join(lines) + "\n", threads=None)  # arithmetic on spec sheets
     log("\n".join(lines))
     return frame

@@ -24,6 +24,7 @@ import pandas as pd
 from .. import pareto
 from ..run_dir import atomic_write_text, link_copy
 from ..strategies import OURS, STRATEGIES
+from . import summary
 
 SHARE = 0.95  # of the reference hypervolume
 SPEED_UP = 3.0  # the criterion: ours reaches SHARE in at most a third of the time random sampling needs
@@ -237,7 +238,7 @@ def run(tasks: list[str | None], targets: str | list[str], seeds: list[int], min
              "## Criterion: ours reaches it in at most a third of random sampling's time, and meets the budget first",
              ""] + [f"- {v}" for v in verdict(per_run, minutes)] + [
              "", "## The threshold against the measurement's resolution", ""] + [f"- {v}" for v in resolution(runs)]
-    atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
+    summary.write(out_dir / f"{stem}.md", "\n".join(lines) + "\n", f"{threads} per run (training)")
     _plot(per_trial, out_dir / f"{stem}.html")
     log("\n".join(lines))
     return per_run

@@ -12,6 +12,7 @@ import pandas as pd
 from .. import backends
 from ..candidate import QuantParams
 from ..target import Target
+from . import summary
 from .latency import bench_shape, build
 
 TOLERANCE = 0.10  # stated: repeated p50s within +/-10% of their median
@@ -54,7 +55,7 @@ def run(target: Target, out_dir: Path, log=print) -> pd.DataFrame:
                      f"{'yes' if worst <= 100 * TOLERANCE else 'NO'} | {g['p99_ms'].median():.3f} |")
     loaded, quiet = (frame[frame.condition == c]["p50_ms"].median() for c in ("loaded", "quiet"))
     lines += ["", f"Loaded / quiet median p50: {loaded / quiet:.2f}x."]
-    (out_dir / "stability.md").write_text("\n".join(lines) + "\n")
+    summary.write(out_dir / "stability.md", "\n".join(lines) + "\n", dev.threads)
     log("\n".join(lines))
     return frame
 

@@ -24,6 +24,7 @@ from .. import backends
 from ..candidate import Candidate, DistillParams, PruneParams, QuantParams, quant_label
 from ..compress import distill
 from ..flows.text_classification.pipeline import Context, measure_artifact, run_candidate
+from . import summary
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,7 @@ def run(ctx: Context, out_dir: Path, settings: list[Setting] | None = None,
     verdicts = judge(frame, comparisons, preds, size_goal=section == "compression")
     md = markdown(frame, verdicts, len(ctx.prepared.val), failed, ctx.seed,
                   f"{SECTIONS[section]} ({'default task' if task.path is None else task.name})")
-    (out_dir / f"{stem}.md").write_text(md)
+    summary.write(out_dir / f"{stem}.md", md, f"{ctx.threads} training, {ctx.target.device.threads} measuring latency")
     log(md)
     return frame
 
@@ -312,7 +313,7 @@ def rerender(out_dir: Path, settings: list[Setting], comparisons: list[Compariso
     preds.to_csv(out_dir / f"{stem}-predictions.csv", index=False)
     md = markdown(frame, judge(frame, comparisons, preds, size_goal=section == "compression"), len(val), seed=seed,
                   title=f"{SECTIONS[section]} ({task or 'default task'})")
-    (out_dir / f"{stem}.md").write_text(md)
+    summary.write(out_dir / f"{stem}.md", md, f"{threads} scoring the saved artifacts (latency from the CSV)")
     log(md)
 
 

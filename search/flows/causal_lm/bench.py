@@ -19,6 +19,7 @@ from ...backends import llama_cpp as lc
 from ...backends.llama_cpp import gguf_file, mixes, quantize
 from ...compress import imatrix as imatrix_mod
 from ...locks import file_lock
+from ...bench import summary
 from ...run_dir import JsonCache as Rows  # measured rows, kept as they are measured
 from . import task as lm
 
@@ -166,7 +167,7 @@ def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, ela
                   f"KLD for {sum(r['no_higher'] for r in graded)}, strictly lower for "
                   f"{sum(r['strictly_lower'] for r in graded)}.", "",
               "Full table: llm.csv (bits per weight, peak RSS, perplexity, prefill and decode tokens/s)."]
-    path.write_text("\n".join(lines) + "\n")
+    summary.write(path, "\n".join(lines) + "\n", threads)
 
 
 def _write_plot(frame: pd.DataFrame, path: Path, task) -> None:

@@ -226,9 +226,10 @@ def _check_feasible_at_all(ctx: LMContext) -> None:
 
 def warm_start(ctx: LMContext, trials: int) -> list[Start]:
     """The first recipes of a new study: the least-cut model (the uncut teacher, with the shipped space) quantized at
-    the sizes the budget admits, before any training is spent on cuts. It needs none (about 40 s each here) and it
-    is what users try first by hand with llama.cpp's presets; at most a third of the run's trials, spread from the
-    smallest feasible size to the largest. Empty when the space samples types itself or always cuts."""
+    the sizes the budget admits, before any training is spent on cuts. It needs none (about 40 s each here, in
+    `run --target local_cpu_llm --task smollm2` for issue 10) and it is what users try first by hand with
+    llama.cpp's presets; at most a third of the run's trials, spread from the smallest feasible size to the largest.
+    Empty when the space samples types itself or always cuts."""
     from ...space import Choice, Range, values
 
     k = ctx.space.knobs

@@ -8,9 +8,9 @@ party-convention speeches (`political_data.csv`), evaluation is Shakespeare's Ha
 share no text.
 
 Prepared once per task and cached under results/cache/lm/<key>/: the teacher as a safetensors Hugging Face
-directory (dequantizing the GGUF takes ~25 s), the evaluation windows' token ids, and the teacher's full
-next-token log-probabilities at every scored position (float32, the reference every candidate is scored
-against)."""
+directory (dequantizing the GGUF takes ~25 s here; timed for issue 10, not by a bench), the evaluation windows'
+token ids, and the teacher's full next-token log-probabilities at every scored position (float32, the reference
+every candidate is scored against)."""
 from __future__ import annotations
 
 import hashlib
@@ -184,7 +184,7 @@ def check_files(task: LMTask) -> None:
     it refuses a damaged header or vocabulary cleanly); `prepare` counts again with the teacher's own tokenizer,
     which the windows are cut with (the two agree on the built-in texts to the token). The `gguf` reader's full
     header check (keys, tensor infos, file size against the tensors) comes last: it takes 2-3 s on a 49k-token
-    vocabulary, so a file llama.cpp already refused is not parsed again."""
+    vocabulary, so a file llama.cpp already refused is not parsed again. (Times from issue 36, not from a bench.)"""
     from ...backends import llama_cpp as lc
     from ...inputs import check_safetensors, not_gguf, read_gguf
 

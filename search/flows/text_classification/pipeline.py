@@ -231,10 +231,9 @@ def compact_form(space: Space, params: dict) -> dict:
 
 def longest_form(space: Space, params: dict) -> dict:
     """`params` distilled for the space's most epochs: the narrow bracket's student is trained once and its
-    variants all reuse it (exploit.py), and where its accuracy is a few examples above the floor each counts (on the
-    default task 2 epochs against 1 gave it 1-3 more validation examples after its second rung in 4 of 4 seeds x
-    settings). Not the compact bracket: it is there to reach the floor soon (rungs.py promotes it where it misses),
-    and on Rotten Tomatoes at one thread one epoch of its 4 x 320 student takes ~390 s of a 15-minute run."""
+    variants all reuse it (exploit.py), and where its accuracy is a few examples above the floor each counts. Not
+    the compact bracket: it is there to reach the floor soon (rungs.py promotes it where it misses), and a deep
+    student's extra epoch can take a large part of a short run. Measured: docs/search.md, variants."""
     if "distill.epochs" in params and "distill.epochs" in space.knobs:
         return {**params, "distill.epochs": max(values(space.knobs["distill.epochs"]))}
     return dict(params)
