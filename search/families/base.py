@@ -129,6 +129,30 @@ class Forward:
     attentions: tuple | None = None  # per layer [batch, heads, query, key]
 
 
+BATCH, SEQUENCE = "batch", "sequence"  # symbolic input dims: the workload's batch size and sequence length
+FILLS = ("ids", "ones", "normal")  # how a latency probe fills an input: token ids in [1, high), ones, N(0, 1)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of the exported artifact, for a latency probe that builds a random batch without the model: its
+    name, dims (ints, or BATCH / SEQUENCE for the workload's), numpy dtype name, and fill (FILLS; `high` bounds ids).
+    Token models take [BATCH, SEQUENCE] int64 ids and masks; an image model [BATCH, 3, H, W] float32 pixels."""
+
+    name: str
+    dims: tuple
+    dtype: str
+    fill: str
+    high: int = 0
+
+    def dims_for(self, batch: int, seq: int) -> list[int]:
+        return [batch if d == BATCH else seq if d == SEQUENCE else int(d) for d in self.dims]
+
+    def as_json(self, batch: int, seq: int) -> list:
+        """What the standalone probe reads (backends' probe.py): [name, fill, high, dims, dtype]."""
+        return [self.name, self.fill, self.high, self.dims_for(batch, seq), self.dtype]
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """How a runtime backend exports the model: input and output names (the tokenizer's feature names),
@@ -139,7 +163,7 @@ class ExportSpec:
     example: dict  # name -> example tensor
     dynamic_axes: dict
     optimizer_hints: dict = field(default_factory=dict)  # e.g. onnxruntime's transformer-fusion model type
-    probe_inputs: tuple = ()  # (name, "ids" | "ones") per input: how a latency probe fills a random batch
+    probe_inputs: tuple = ()  # an InputSpec per input: how a latency probe builds a random batch
 
 
 class Family(ABC):
@@ -171,6 +195,10 @@ class Family(ABC):
     # -- shape --------------------------------------------------------------------------------------------
     @abstractmethod
     def shape_of(self, model: nn.Module) -> ModelShape: ...
+
+    def shape_from_json(self, d: dict):
+        """A shape of this family as a run folder stores it (`asdict`, through JSON)."""
+        return ModelShape.from_json(d)
 
     def limits_from_config(self, model_dir: Path) -> Limits | None:
         """The knob limits read from a teacher directory's config alone (no weights), so a space can be

