@@ -9,6 +9,7 @@ import copy
 import importlib.util
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from search.errors import ConfigError
 from search.run_dir import RunDir
 from search.target import load_target
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("timm") is None or not __import__("pathlib").Path(
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("timm") is None or not Path(
     "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
     reason="timm or dataset-fashion-mnist not installed (make setup)")
 TARGET = """name: this_cpu_images
@@ -106,3 +107,50 @@ def test_a_budget_no_student_meets_is_refused_before_training(tmp_path):
     flow, target, space, prepared = _inputs(tmp_path, memory_mb=0.5)
     with pytest.raises(ConfigError, match="budget.memory_mb: 0.5 MB, but the narrowest student needs"):
         flow.prepare_run(prepared, target, space, tmp_path / "cache", 1, 0)
+
+
+class Code:  # pickled by reference: loading it would run code
+    pass
+
+
+@pytest.mark.parametrize("case, said", [
+    ("empty class folder", r"data.path: class folder \S*bird is empty"),
+    ("truncated image", r"data.path: \S*bad.png is damaged or truncated"),
+    ("mixed sizes", r"preprocessing.resize: images differ: .* name `preprocessing: \{resize"),
+    ("code in the teacher file", r"teacher: \S*weights.pth holds code, not only tensors"),
+])
+def test_bad_image_inputs_are_one_line_and_exit_2_on_the_command_line(tmp_path, case, said):
+    """A user's image task through `python -m search run` in a fresh process: refused before a run folder exists."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        for i in range(3):
+            (tmp_path / "imgs" / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    task = "task_type: image_classification\ndata: {path: imgs}\n"
+    if case == "empty class folder":
+        (tmp_path / "imgs" / "bird").mkdir()
+    elif case == "truncated image":
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "b.png")
+        (tmp_path / "imgs" / "dog" / "bad.png").write_bytes((tmp_path / "b.png").read_bytes()[:2000])
+    elif case == "mixed sizes":
+        Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(tmp_path / "imgs" / "dog" / "tall.png")
+    else:
+        torch.save({"w": torch.zeros(1), "payload": Code()}, tmp_path / "weights.pth")
+        task += "teacher: weights.pth\n"
+    (tmp_path / "task.yaml").write_text(task)
+    (tmp_path / "t.yaml").write_text(TARGET % 1000)
+    env = {**os.environ, "SEARCH_RESULTS_DIR": str(tmp_path / "results"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "search", "run", "--task", str(tmp_path / "task.yaml"), "--target",
+                           str(tmp_path / "t.yaml"), "--trials", "1", "--threads", "1"], capture_output=True,
+                          text=True, env=env, cwd=Path(__file__).parent.parent, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and re.search(said, proc.stderr), proc.stderr
+    assert f"{tmp_path / 'task.yaml'}: " in proc.stderr  # names the task file
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())  # no run folder

@@ -188,7 +188,13 @@ class EfficientNetLite(ChannelCuts):
     def load(self, model_dir: Path, num_outputs: int, file_for_errors: str, safetensors_only: bool = True):
         """The ImageNet teacher with a fresh `num_outputs`-way classifier. `model_dir`: the cache folder the mapped
         ImageNet weights are kept in (the weights themselves come from the registry package)."""
-        model = imagenet_model(Path(model_dir), file_for_errors=file_for_errors)
+        return self.load_weights(Path(model_dir), None, num_outputs, file_for_errors)
+
+    def load_weights(self, cache_dir: Path, weights: Path | None, num_outputs: int, file_for_errors: str,
+                     key: str = "teacher"):
+        """As `load`, from the Lite0 ImageNet weights a task file names (`weights`: a .pth state dict, read as
+        tensors only, or a .safetensors file; None: the registry package's)."""
+        model = imagenet_model(cache_dir, weights, file_for_errors, key)
         model.reset_classifier(num_outputs)
         return model.eval()
 

@@ -27,6 +27,7 @@ from ...locks import file_lock, latency_lease
 from ...measure import memory, roofline
 from ...run_dir import PREDICTIONS, atomic_write_npy
 from ...tasks import classification
+from ...tasks.teacher import file_sha256
 from ...train import KD, outputs_of, steps_for, train
 from .. import get, register
 from ..base import Flow, Start
@@ -93,6 +94,8 @@ def _teacher_key(task: ImageTask, train_split: ImageSplit, classes: list) -> str
     h.update(train_split.images.numpy().tobytes())
     h.update(train_split.labels.numpy().tobytes())
     h.update(json.dumps(classes).encode())
+    if task.teacher_weights is not None:
+        h.update(file_sha256(task.teacher_weights).encode())
     return h.hexdigest()[:16]
 
 
@@ -101,7 +104,8 @@ def _fine_tuned(task: ImageTask, family, classes: list, train_split: ImageSplit,
     """The teacher fine-tuned on the training split once per task and cached (safetensors), with its outputs."""
     from safetensors.torch import load_file, save_file
 
-    teacher = family.at_resolution(family.load(cache_dir, len(classes), task.source), resolution_px)
+    teacher = family.at_resolution(family.load_weights(cache_dir, task.teacher_weights, len(classes), task.source),
+                                   resolution_px)
     cached = cache_dir / f"teacher-{_teacher_key(task, train_split, classes)}"
     with file_lock(cached.with_name(f"{cached.name}.lock")):  # one worker fine-tunes; the others load it
         if (cached / OUTPUTS_FILE).is_file():

@@ -8,6 +8,8 @@ An image task file:
       path: images/            # one subfolder per class, or a .csv/.parquet table (relative to this file)
       image_column: image      # tables: image paths (relative to the table) or embedded images
       label_column: label
+    teacher: weights.pth       # optional: EfficientNet-Lite0 ImageNet weights (a .pth of tensors, lukemelas names,
+                               # or .safetensors); default: the registry package's
     preprocessing:             # optional
       resize: [64, 64]         # [height, width]; without it every image must have one size and channel count
       mean: [0.5, 0.5, 0.5]    # on pixels scaled to [0, 1]; default: what the teacher's weights expect
@@ -59,6 +61,7 @@ class ImageTask:
     finetune_epochs: float = 2.0
     finetune_learning_rate: float = 1e-3
     family: str = FAMILY
+    teacher_weights: Path | None = None  # None: the registry package's ImageNet weights
 
 
 def builtin_task(name: str = "fashion_mnist") -> ImageTask:
@@ -82,6 +85,7 @@ def load_task(arg: str | None) -> ImageTask:
     data = ImageData(resolve_path(path.parent, data_r.string("path"), data_r, "path"),
                      data_r.string("image_column", default="image"), data_r.string("label_column", default="label"))
     data_r.done()
+    weights = resolve_path(path.parent, r.string("teacher"), r, "teacher") if r.has("teacher") else None
     size, mean, std = None, None, None
     if r.has("preprocessing"):
         pre = r.section("preprocessing")
@@ -101,7 +105,8 @@ def load_task(arg: str | None) -> ImageTask:
         train_examples=r.number("max_train_examples", default=None, lo=10, integer=True),
         split_seed=r.number("split_seed", default=0, lo=0, integer=True),
         finetune_epochs=r.number("finetune_epochs", default=2.0, lo=0, hi=100),
-        finetune_learning_rate=r.number("finetune_learning_rate", default=1e-3, lo=0, lo_open=True, hi=1))
+        finetune_learning_rate=r.number("finetune_learning_rate", default=1e-3, lo=0, lo_open=True, hi=1),
+        teacher_weights=weights)
     r.done()
     return task
 
@@ -156,7 +161,11 @@ def load_space(arg: str | None) -> ImageSpace:
 
 def check(task: ImageTask, space, target):
     """The data read and checked before anything is loaded (returned: prepare reuses it); the built-in task's idx
-    files present."""
+    files present; teacher weights a task file names read as tensors (a file holding code is refused here)."""
+    if task.teacher_weights is not None:
+        from ...families.efficientnet_lite import read_tensors
+
+        read_tensors(task.teacher_weights, task.source, "teacher")
     if task.data is None:
         from .fashion_mnist import FOLDER, NAME, read_idx
 
