@@ -145,6 +145,10 @@ class InputSpec:
     fill: str
     high: int = 0
 
+    def __post_init__(self):
+        if self.fill not in FILLS:
+            raise ValueError(f"InputSpec {self.name}: fill {self.fill!r}; one of {', '.join(FILLS)}")
+
     def dims_for(self, batch: int, seq: int) -> list[int]:
         return [batch if d == BATCH else seq if d == SEQUENCE else int(d) for d in self.dims]
 

@@ -13,7 +13,6 @@ stride 2, and BatchNorm eps 1e-3). With these weights it reproduces the referenc
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -114,32 +113,26 @@ def map_names(source: dict[str, torch.Tensor], model: nn.Module, file_for_errors
     return mapped
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def imagenet_model(cache_dir: Path, weights: Path | None = None, file_for_errors="<built-in image teacher>",
                    key: str = "teacher") -> nn.Module:
     """timm's Lite0 with the ImageNet weights of `weights` (default: the packaged `.pth`), mapped once and cached as
     safetensors under `cache_dir` (keyed by the source file's sha256)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
+    from ..tasks.teacher import file_sha256
     from ..torchvision_cpu import import_timm
 
     timm = import_timm()
     weights = packaged_weights() if weights is None else Path(weights)
     model = timm.create_model(ARCHITECTURE, pretrained=False, num_classes=IMAGENET_CLASSES)
-    cached = cache_dir / f"pretrained-{ARCHITECTURE}-{_file_sha256(weights)[:16]}.safetensors" \
+    cached = cache_dir / f"pretrained-{ARCHITECTURE}-{file_sha256(weights)[:16]}.safetensors" \
         if weights.is_file() else None
     state = None
     if cached is not None and cached.is_file():
         try:
             state = load_file(str(cached))
-        except Exception:  # a damaged cache: mapped again below
+        except (SafetensorError, OSError):  # a damaged cache: mapped again below
             state = None
     if state is None:
         state = map_names(read_tensors(weights, file_for_errors, key), model, file_for_errors, key)

@@ -156,11 +156,11 @@ class OnnxRuntime(ModelBackend):
     def remeasure(self, artifact: Path, saved: dict, runner, confidence: float) -> tuple[dict, bool, str]:
         from ...confidence import latency_bound
 
-        shape = families.get(saved["teacher_shape"]["family"]).shape_from_json(saved["teacher_shape"])  # the
-        # inputs a student accepts are the teacher's; an image workload has no sequence length
+        # the inputs a student accepts are the teacher's; an image workload has no sequence length
+        teacher = saved["teacher_shape"]
+        shape = families.get(teacher["family"]).shape_from_json(teacher)
         lat = self.measure_latency(artifact, shape, saved["batch_size"], saved.get("sequence_length", 0),
-                                   saved["threads"],
-                                   rounds=10, runs_per_round=50, runner=runner)
+                                   saved["threads"], rounds=10, runs_per_round=50, runner=runner)
         upper, how = latency_bound(lat.p99_ms, lat.times_ms, "measured", None, confidence)
         return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
                  "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},

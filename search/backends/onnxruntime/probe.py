@@ -91,8 +91,8 @@ def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: 
         if spread <= MAX_SPREAD:
             break
     best.update(noisy=best["spread"] > MAX_SPREAD, max_spread=MAX_SPREAD, peak_rss_mb=peak_rss_mb() - baseline,
-                baseline_rss_mb=baseline, threads=threads, batch=batch, sequence_length=seq, rounds=rounds, runs_per_round=runs, warmup=warmup,
-                runtime=f"onnxruntime {ort.__version__}", model_sha256=_sha256(model))
+                baseline_rss_mb=baseline, threads=threads, batch=batch, sequence_length=seq, rounds=rounds,
+                runs_per_round=runs, warmup=warmup, runtime=f"onnxruntime {ort.__version__}", model_sha256=_sha256(model))
     return best
 
 
