@@ -87,6 +87,8 @@ def test_a_class_per_folder_directory_is_read_and_split(tmp_path):
     classes, train, val = splits(images, pre, 0.25, 0, "pixel_values", TASK)
     assert classes == ["cat", "dog"] and (len(train), len(val)) == (6, 2)
     assert sorted(val.labels.tolist()) == [0, 1]
+    _, capped, _ = splits(images, pre, 0.25, 0, "pixel_values", TASK, max_train=2)
+    assert sorted(capped.labels.tolist()) == [0, 1]  # a cap draws from every class, not the first folder's images
 
 
 def test_a_resize_in_the_task_makes_mixed_images_alike(tmp_path):

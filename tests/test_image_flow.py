@@ -101,6 +101,12 @@ def test_an_image_run_goes_end_to_end_through_the_engine(tmp_path):
     said = []
     flow.prepare(prepared.task, tmp_path / "cache", said.append, "fashion_mnist")
     assert any("teacher loaded from cache" in s for s in said)
+    # a damaged cache is said and fine-tuned again, not a traceback
+    [weights] = (tmp_path / "cache").glob("teacher-*/model.safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    said = []
+    again = flow.prepare(prepared.task, tmp_path / "cache", said.append, "fashion_mnist")
+    assert any("teacher cache unreadable" in s for s in said) and again.teacher_outputs.shape == (240, 10)
 
 
 def test_a_budget_no_student_meets_is_refused_before_training(tmp_path):

@@ -80,11 +80,8 @@ def _splits(task: ImageTask, checked, mean, std, input_name: str):
     from .image_files import splits
 
     pre = Preprocessing((task.resolution_px,) * 2 if task.resize else None, tuple(mean), tuple(std))
-    classes, train_split, val = splits(checked, pre, task.validation_fraction, task.split_seed, input_name,
-                                       task.source)
-    if task.train_examples is not None and len(train_split) > task.train_examples:
-        train_split = train_split.take(torch.arange(task.train_examples))  # the split is already shuffled by class
-    return classes, train_split, val
+    return splits(checked, pre, task.validation_fraction, task.split_seed, input_name, task.source,
+                  max_train=task.train_examples)
 
 
 def _teacher_key(task: ImageTask, train_split: ImageSplit, classes: list) -> str:
@@ -102,6 +99,7 @@ def _teacher_key(task: ImageTask, train_split: ImageSplit, classes: list) -> str
 def _fine_tuned(task: ImageTask, family, classes: list, train_split: ImageSplit, resolution_px: int, cache_dir: Path,
                 log) -> tuple[torch.nn.Module, torch.Tensor]:
     """The teacher fine-tuned on the training split once per task and cached (safetensors), with its outputs."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     teacher = family.at_resolution(family.load_weights(cache_dir, task.teacher_weights, len(classes), task.source),
@@ -109,9 +107,14 @@ def _fine_tuned(task: ImageTask, family, classes: list, train_split: ImageSplit,
     cached = cache_dir / f"teacher-{_teacher_key(task, train_split, classes)}"
     with file_lock(cached.with_name(f"{cached.name}.lock")):  # one worker fine-tunes; the others load it
         if (cached / OUTPUTS_FILE).is_file():
-            teacher.load_state_dict(load_file(str(cached / TEACHER_FILE)))
-            log(f"teacher loaded from cache {cached}")
-            return teacher.eval(), load_file(str(cached / OUTPUTS_FILE))["outputs"]
+            try:
+                teacher.load_state_dict(load_file(str(cached / TEACHER_FILE)))
+                outputs = load_file(str(cached / OUTPUTS_FILE))["outputs"]
+                log(f"teacher loaded from cache {cached}")
+                return teacher.eval(), outputs
+            except (SafetensorError, OSError, RuntimeError, KeyError) as exc:  # damaged, or not this model's
+                log(f"warning: teacher cache unreadable ({' '.join(str(exc).split())[:120]}); fine-tuning again")
+                shutil.rmtree(cached, ignore_errors=True)
         steps = steps_for(len(train_split), task.finetune_epochs)
         log(f"fine-tuning the image teacher at {resolution_px} px: {steps} steps ({task.finetune_epochs:g} epochs on "
             f"{len(train_split)} images); cached afterwards")
@@ -238,11 +241,11 @@ class ImageClassification(Flow):
 
     def run_inputs(self, rd, prepared, target) -> dict:
         atomic_write_npy(rd.labels, prepared.val.labels.numpy())  # what each trial's predictions are scored against
-        pre = prepared.val.preprocessing
-        return {"classes": list(prepared.classes), "resolution_px": prepared.family.shape_of(prepared.teacher)
-                .resolution_px, "preprocessing": {"size_px": pre.size_px, "mean": list(pre.mean),
-                                                  "std": list(pre.std), "resample": pre.resample},
-                **self.workload_inputs(target)}
+        pre = prepared.val.preprocessing  # what DEPLOY.md's snippet must repeat
+        resolution_px = prepared.family.shape_of(prepared.teacher).resolution_px
+        return {"classes": list(prepared.classes), "resolution_px": resolution_px,
+                "preprocessing": {"size_px": pre.size_px, "mean": list(pre.mean), "std": list(pre.std),
+                                  "resample": pre.resample}, **self.workload_inputs(target)}
 
     def workload_inputs(self, target) -> dict:
         return {"batch_size": target.workload.batch_size}

@@ -134,8 +134,9 @@ MIN_PER_CLASS = 2  # a stratified split puts at least one image of each class on
 
 
 def splits(images: Images, preprocessing, validation_fraction: float, seed: int, input_name: str,
-           file_for_errors) -> tuple[list, object, object]:
-    """(classes, train, validation): labels sorted into class indices, a seeded stratified validation split."""
+           file_for_errors, max_train: int | None = None) -> tuple[list, object, object]:
+    """(classes, train, validation): labels sorted into class indices, a seeded stratified validation split, and at
+    most `max_train` training images (a stratified draw from the rest)."""
     import torch
 
     from .data import ImageSplit, stratified_split
@@ -149,7 +150,7 @@ def splits(images: Images, preprocessing, validation_fraction: float, seed: int,
                                                         f"{MIN_PER_CLASS} images each to split and measure")
     labels = np.array([classes.index(x) for x in images.labels])
     n_val = max(len(classes), round(validation_fraction * len(labels)))
-    train_idx, val_idx = stratified_split(labels, n_val, None, seed)
+    train_idx, val_idx = stratified_split(labels, n_val, max_train, seed)
     pixels, y = torch.from_numpy(images.pixels), torch.from_numpy(labels)
     return (classes, ImageSplit(pixels[train_idx], y[train_idx], preprocessing, input_name),
             ImageSplit(pixels[val_idx], y[val_idx], preprocessing, input_name))
