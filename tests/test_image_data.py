@@ -160,3 +160,23 @@ def test_a_class_too_small_to_split_is_refused(tmp_path):
     images = read_images(ImageData(root), None, TASK)
     with pytest.raises(ConfigError, match=r"data.path: class 'bird' has 1 image\(s\)"):
         splits(images, Preprocessing(None, HALF, HALF), 0.3, 0, "pixel_values", TASK)
+
+
+def test_an_image_task_file_is_read_strictly(tmp_path):
+    from search.flows.image_classification.inputs import load_task
+
+    _folder(tmp_path / "imgs")
+    path = tmp_path / "task.yaml"
+    path.write_text("task_type: image_classification\ndata: {path: imgs}\n"
+                    "preprocessing: {resize: [48, 48], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}\n"
+                    "max_train_examples: 100\n")
+    task = load_task(str(path))
+    assert task.data.path == (tmp_path / "imgs").resolve() and (task.resolution_px, task.resize) == (48, True)
+    assert task.mean == (0.485, 0.456, 0.406) and task.train_examples == 100 and task.teacher_weights is None
+    for body, said in [("preprocessing: {resize: [48, 32]}", r"preprocessing.resize: got \[48, 32\]; .* square"),
+                       ("preprocessing: {std: [0.5, 0, 0.5]}", r"preprocessing.std: .* must be > 0"),
+                       ("preprocessing: {mean: [0.5]}", r"preprocessing.mean: got \[0.5\]; give three numbers"),
+                       ("preprocessing: {crop: 3}", r"preprocessing.crop: unknown key")]:
+        path.write_text(f"task_type: image_classification\ndata: {{path: imgs}}\n{body}\n")
+        with pytest.raises(ConfigError, match=said):
+            load_task(str(path))
