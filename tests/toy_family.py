@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-from search.families.base import ExportSpec, Forward, Importance, ModelShape, Operator, Tensor, TransformerCuts
+from search.families.base import (BATCH, SEQUENCE, ExportSpec, Forward, Importance, InputSpec, ModelShape, Operator,
+                                  Tensor, TransformerCuts)
 
 
 class Block(nn.Module):
@@ -212,7 +213,8 @@ class ToyFamily(TransformerCuts):
         return ExportSpec(inputs=("ids", "mask"), outputs=("scores",), example={"ids": ids, "mask": torch.ones_like(ids)},
                           dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"},
                                         "scores": {0: "batch"}},
-                          probe_inputs=(("ids", "ids"), ("mask", "ones")))
+                          probe_inputs=(InputSpec("ids", (BATCH, SEQUENCE), "int64", "ids", high=shape.input_vocab),
+                                        InputSpec("mask", (BATCH, SEQUENCE), "int64", "ones")))
 
     def to_standard(self, model):
         return model  # plain torch: already its own standard form

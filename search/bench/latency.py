@@ -94,11 +94,20 @@ def _code_version() -> str:
 
 
 def _random_features(model, shape: ModelShape, n: int, seq: int, seed: int) -> dict:
-    """Random token ids and full masks, named as the family's export takes them."""
+    """Random inputs (token ids and full masks for a text family), named and shaped as the family's export takes
+    them; ids start at 1000, past the special tokens."""
     spec = families.get(shape.family).export_spec(shape)
     g = torch.Generator().manual_seed(seed)
-    return {name: torch.randint(1000, shape.vocab, (n, seq), generator=g) if kind == "ids"
-            else torch.ones(n, seq, dtype=torch.long) for name, kind in spec.probe_inputs}
+
+    def fill(i):
+        dims = i.dims_for(n, seq)
+        if i.fill == "ids":
+            return torch.randint(1000, shape.vocab, dims, generator=g)
+        if i.fill == "ones":
+            return torch.ones(dims, dtype=getattr(torch, i.dtype))
+        return torch.randn(dims, generator=g, dtype=getattr(torch, i.dtype))
+
+    return {i.name: fill(i) for i in spec.probe_inputs}
 
 
 def _measure(target: Target, n: int, out_dir: Path, seed: int, log) -> list[dict]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import Family, ModelShape  # noqa: F401  (re-exported: the seam's types)
 from .bert_cls import BertClassifier
+from .efficientnet_lite import EfficientNetLite
 from .llama_lm import LlamaLM
 
 _REGISTRY: dict[str, Family] = {}
@@ -16,6 +17,7 @@ def register(family: Family) -> Family:
 
 register(BertClassifier())
 register(LlamaLM())
+register(EfficientNetLite())
 
 
 def names(task_type: str | None = None) -> list[str]:

@@ -129,6 +129,34 @@ class Forward:
     attentions: tuple | None = None  # per layer [batch, heads, query, key]
 
 
+BATCH, SEQUENCE = "batch", "sequence"  # symbolic input dims: the workload's batch size and sequence length
+FILLS = ("ids", "ones", "normal")  # how a latency probe fills an input: token ids in [1, high), ones, N(0, 1)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of the exported artifact, for a latency probe that builds a random batch without the model: its
+    name, dims (ints, or BATCH / SEQUENCE for the workload's), numpy dtype name, and fill (FILLS; `high` bounds ids).
+    Token models take [BATCH, SEQUENCE] int64 ids and masks; an image model [BATCH, 3, H, W] float32 pixels."""
+
+    name: str
+    dims: tuple
+    dtype: str
+    fill: str
+    high: int = 0
+
+    def __post_init__(self):
+        if self.fill not in FILLS:
+            raise ValueError(f"InputSpec {self.name}: fill {self.fill!r}; one of {', '.join(FILLS)}")
+
+    def dims_for(self, batch: int, seq: int) -> list[int]:
+        return [batch if d == BATCH else seq if d == SEQUENCE else int(d) for d in self.dims]
+
+    def as_json(self, batch: int, seq: int) -> list:
+        """What the standalone probe reads (backends' probe.py): [name, fill, high, dims, dtype]."""
+        return [self.name, self.fill, self.high, self.dims_for(batch, seq), self.dtype]
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """How a runtime backend exports the model: input and output names (the tokenizer's feature names),
@@ -139,7 +167,7 @@ class ExportSpec:
     example: dict  # name -> example tensor
     dynamic_axes: dict
     optimizer_hints: dict = field(default_factory=dict)  # e.g. onnxruntime's transformer-fusion model type
-    probe_inputs: tuple = ()  # (name, "ids" | "ones") per input: how a latency probe fills a random batch
+    probe_inputs: tuple = ()  # an InputSpec per input: how a latency probe builds a random batch
 
 
 class Family(ABC):
@@ -171,6 +199,10 @@ class Family(ABC):
     # -- shape --------------------------------------------------------------------------------------------
     @abstractmethod
     def shape_of(self, model: nn.Module) -> ModelShape: ...
+
+    def shape_from_json(self, d: dict):
+        """A shape of this family as a run folder stores it (`asdict`, through JSON)."""
+        return ModelShape.from_json(d)
 
     def limits_from_config(self, model_dir: Path) -> Limits | None:
         """The knob limits read from a teacher directory's config alone (no weights), so a space can be
@@ -317,3 +349,32 @@ class TransformerCuts(Family):
     @abstractmethod
     def gradient_importance(self, model: nn.Module, features: dict, labels: torch.Tensor, loss) -> Importance:
         """First-order Taylor importance of heads and FFN channels under `loss(outputs, labels)`."""
+
+
+class ChannelCuts(Family):
+    """A convolutional family's cut: output channels removed by an importance score, with every dimension coupled to
+    them (residual adds, depthwise groups, the next layer's inputs, squeeze-excite if present) found by torch-pruning's
+    dependency graph traced on an example input, not by per-model tables. The classifier's outputs (the classes) are
+    never cut."""
+
+    @abstractmethod
+    def classifier(self, model: nn.Module) -> nn.Module:
+        """The task head: its output width is the task's, not a knob."""
+
+    def cut_channels(self, model: nn.Module, channel_keep_ratio: float, round_to: int = 8) -> nn.Module:
+        """Keep about `channel_keep_ratio` of each prunable group's channels (rounded to multiples of `round_to`, what
+        vector units like), the ones with the largest L2 norm over the group's weights (Li et al. 2017); in place."""
+        import torch_pruning as tp
+
+        if not 0 < channel_keep_ratio <= 1:
+            raise ValueError(f"channel_keep_ratio {channel_keep_ratio}: keep a share in (0, 1]")
+        if channel_keep_ratio == 1:
+            return model
+        spec = self.export_spec(self.shape_of(model))
+        example = tuple(spec.example[name] for name in spec.inputs)
+        was_training = model.training
+        pruner = tp.pruner.BasePruner(model.eval(), example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=1 - channel_keep_ratio, ignored_layers=[self.classifier(model)],
+                                      round_to=round_to)
+        pruner.step()
+        return model.train(was_training)

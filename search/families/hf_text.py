@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .base import ExportSpec, Forward, ModelShape
+from .base import BATCH, SEQUENCE, ExportSpec, Forward, InputSpec, ModelShape
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logits"
@@ -74,7 +74,9 @@ class TextInputs:
             inputs=INPUTS, outputs=(OUTPUT,), example={"input_ids": ids, "attention_mask": torch.ones_like(ids)},
             dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                           OUTPUT: dict(self.output_axes)},
-            optimizer_hints=self.optimizer_hints(shape), probe_inputs=(("input_ids", "ids"), ("attention_mask", "ones")))
+            optimizer_hints=self.optimizer_hints(shape),
+            probe_inputs=(InputSpec("input_ids", (BATCH, SEQUENCE), "int64", "ids", high=shape.input_vocab),
+                          InputSpec("attention_mask", (BATCH, SEQUENCE), "int64", "ones")))
 
     def optimizer_hints(self, shape: ModelShape) -> dict:
         return {}

@@ -14,7 +14,8 @@ DEFAULT = "classification"  # the kind of a task file that names no task_type
 
 # name -> the package of its folder (imported on first use: a kind's dependencies, e.g. llama.cpp, load only when a
 # run of that kind needs them)
-_MODULES = {"classification": "search.flows.text_classification", "causal_lm": "search.flows.causal_lm"}
+_MODULES = {"classification": "search.flows.text_classification", "causal_lm": "search.flows.causal_lm",
+            "image_classification": "search.flows.image_classification"}
 # kinds whose folders live outside this package, for every command of a process: NAME=PACKAGE[,NAME=PACKAGE...]
 PLUGINS = "SEARCH_FLOWS"
 for _item in filter(None, os.environ.get(PLUGINS, "").split(",")):

@@ -145,8 +145,9 @@ class OnnxRuntime(ModelBackend):
 
     def measure_latency(self, artifact: Path, shape: ModelShape, batch: int, seq: int, threads: int,
                         runner=None, rounds: int = 5, runs_per_round: int = 40) -> Latency:
+        """`seq`: the workload's sequence length, for families whose inputs have one (an image model's do not)."""
         spec = families.get(shape.family).export_spec(shape)
-        inputs = [[name, kind, shape.input_vocab] for name, kind in spec.probe_inputs]
+        inputs = [i.as_json(batch, seq) for i in spec.probe_inputs]  # names, shapes, dtypes: the family's
         args = [str(batch), str(seq), str(threads), json.dumps(inputs, separators=(",", ":")), str(rounds),
                 str(runs_per_round)]
         answer, where = run_probe(PROBE, artifact, args, runner)
@@ -155,9 +156,11 @@ class OnnxRuntime(ModelBackend):
     def remeasure(self, artifact: Path, saved: dict, runner, confidence: float) -> tuple[dict, bool, str]:
         from ...confidence import latency_bound
 
-        shape = ModelShape.from_json(saved["teacher_shape"])  # the inputs a student accepts are the teacher's
-        lat = self.measure_latency(artifact, shape, saved["batch_size"], saved["sequence_length"], saved["threads"],
-                                   rounds=10, runs_per_round=50, runner=runner)
+        # the inputs a student accepts are the teacher's; an image workload has no sequence length
+        teacher = saved["teacher_shape"]
+        shape = families.get(teacher["family"]).shape_from_json(teacher)
+        lat = self.measure_latency(artifact, shape, saved["batch_size"], saved.get("sequence_length", 0),
+                                   saved["threads"], rounds=10, runs_per_round=50, runner=runner)
         upper, how = latency_bound(lat.p99_ms, lat.times_ms, "measured", None, confidence)
         return ({"p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms, "latency_spread": lat.spread,
                  "memory_mb": lat.peak_rss_mb, "p99_latency_ms_upper": upper, "latency_bound_method": how},

@@ -3,8 +3,10 @@
 Standalone on purpose (stdlib + numpy + onnxruntime only): the same file runs here in a fresh
 subprocess and, copied over ssh, on a remote device. Prints one JSON object.
 usage: python probe.py MODEL BATCH SEQ THREADS INPUTS_JSON [ROUNDS RUNS_PER_ROUND]
-INPUTS_JSON: [[name, "ids" | "ones", high], ...]: how to fill each model input of a random batch
-(token ids in [1, high), or ones); the model family says which inputs its artifact takes.
+INPUTS_JSON: [[name, fill, high, dims, dtype], ...]: each model input of a random batch, as the model family
+describes it (families/base.py InputSpec, dims already resolved for the workload): fill "ids" (integers in
+[1, high)), "ones" or "normal" (N(0, 1)), e.g. token ids [batch, seq] int64 or pixels [batch, 3, H, W] float32.
+BATCH and SEQ (the workload's) are reported back with the timings; the dims say the shapes.
 """
 import hashlib
 import json
@@ -53,6 +55,16 @@ def rounds_of(sess, feed, rounds: int, runs: int) -> list:
     return out
 
 
+def fill_input(rng, fill: str, high: int, dims: list, dtype: str) -> np.ndarray:
+    if fill == "ids":
+        return rng.integers(1, high, dims).astype(dtype)
+    if fill == "ones":
+        return np.ones(dims, dtype=dtype)
+    if fill == "normal":
+        return rng.standard_normal(dims).astype(dtype)
+    raise SystemExit(f"probe.py: unknown fill {fill!r} for an input (ids, ones, normal)")
+
+
 def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: int = 5, runs: int = 40,
           warmup: int = 10) -> dict:
     baseline = rss_mb()  # interpreter + onnxruntime loaded, no model yet
@@ -63,8 +75,7 @@ def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: 
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    feed = {name: (rng.integers(1, high, (batch, seq), dtype=np.int64) if kind == "ids"
-                   else np.ones((batch, seq), dtype=np.int64)) for name, kind, high in inputs}
+    feed = {name: fill_input(rng, fill, high, dims, dtype) for name, fill, high, dims, dtype in inputs}
     for _ in range(warmup):
         sess.run(None, feed)
     best = None
@@ -80,8 +91,8 @@ def probe(model: str, batch: int, seq: int, threads: int, inputs: list, rounds: 
         if spread <= MAX_SPREAD:
             break
     best.update(noisy=best["spread"] > MAX_SPREAD, max_spread=MAX_SPREAD, peak_rss_mb=peak_rss_mb() - baseline,
-                baseline_rss_mb=baseline, threads=threads, rounds=rounds, runs_per_round=runs, warmup=warmup,
-                runtime=f"onnxruntime {ort.__version__}", model_sha256=_sha256(model))
+                baseline_rss_mb=baseline, threads=threads, batch=batch, sequence_length=seq, rounds=rounds,
+                runs_per_round=runs, warmup=warmup, runtime=f"onnxruntime {ort.__version__}", model_sha256=_sha256(model))
     return best
 
 

@@ -1,0 +1,182 @@
+"""What an image-classification run reads before anything is loaded: onnxruntime targets with a batch-of-images
+workload and a classifier's budget (an accuracy floor), the built-in Fashion-MNIST task or an image task file, and
+the space of students. Light: target files are read through it.
+
+An image task file:
+    task_type: image_classification
+    data:
+      path: images/            # one subfolder per class, or a .csv/.parquet table (relative to this file)
+      image_column: image      # tables: image paths (relative to the table) or embedded images
+      label_column: label
+    teacher: weights.pth       # optional: EfficientNet-Lite0 ImageNet weights (a .pth of tensors, lukemelas names,
+                               # or .safetensors); default: the registry package's
+    preprocessing:             # optional
+      resize: [64, 64]         # [height, width]; without it every image must have one size and channel count
+      mean: [0.5, 0.5, 0.5]    # on pixels scaled to [0, 1]; default: what the teacher's weights expect
+      std: [0.5, 0.5, 0.5]
+    validation_fraction: 0.2   # drawn from the data, seeded and stratified
+    split_seed: 0
+    finetune_epochs: 2
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...exploit import Exploit
+from ...rungs import Promotion
+from ..text_classification.inputs import read_budget  # noqa: F401  (an accuracy floor, as any classifier)
+
+RUNTIMES = ("onnxruntime",)
+BUILTIN_TASKS = ("fashion_mnist",)
+DEFAULT_SPACE = "channels"
+DESCRIPTION = "image classification"
+EXAMPLE_TARGET = "a target with runtime onnxruntime and a batch_size workload"
+TASK_HINT = "--task fashion_mnist, or a task file with task_type: image_classification"
+FAMILY = "efficientnet_lite"  # the teacher's family: EfficientNet-Lite0, the only image teacher offline
+
+
+@dataclass(frozen=True)
+class ImageWorkload:
+    batch_size: int  # images per inference; their size is the task's input resolution
+
+
+def read_workload(wl) -> ImageWorkload:
+    return ImageWorkload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True))
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    name: str
+    source: str  # the task file, or the built-in task's name in brackets
+    data: object | None  # image_files.ImageData; None: the built-in Fashion-MNIST
+    resolution_px: int  # the model's input height = width
+    mean: tuple | None = None  # None: the teacher's normalisation
+    std: tuple | None = None
+    resize: bool = True  # False: the images are used at their own (square) size
+    validation_fraction: float = 0.2  # the user's data
+    train_examples: int | None = 6000  # at most this many training images (the built-in task draws this many)
+    validation_examples: int = 2000  # the built-in task's validation images (drawn from its training files)
+    split_seed: int = 0
+    finetune_epochs: float = 2.0
+    finetune_learning_rate: float = 1e-3
+    family: str = FAMILY
+    teacher_weights: Path | None = None  # None: the registry package's ImageNet weights
+
+
+def builtin_task(name: str = "fashion_mnist") -> ImageTask:
+    from .fashion_mnist import RESOLUTION_PX
+
+    return ImageTask(name=name, source=f"<built-in {name} task>", data=None, resolution_px=RESOLUTION_PX)
+
+
+def load_task(arg: str | None) -> ImageTask:
+    if arg is None or arg in BUILTIN_TASKS:
+        return builtin_task()
+    from ...schema import Reader, load_yaml, resolve
+    from ...tasks import TASKS_DIR, resolve_path
+    from .image_files import ImageData
+
+    path = resolve(arg, TASKS_DIR)
+    r = Reader(path, load_yaml(path, "task"))
+    r.string("task_type", choices=("image_classification",))
+    name = r.string("name", default=path.stem)
+    data_r = r.section("data")
+    data = ImageData(resolve_path(path.parent, data_r.string("path"), data_r, "path"),
+                     data_r.string("image_column", default="image"), data_r.string("label_column", default="label"))
+    data_r.done()
+    weights = resolve_path(path.parent, r.string("teacher"), r, "teacher") if r.has("teacher") else None
+    size, mean, std = None, None, None
+    if r.has("preprocessing"):
+        pre = r.section("preprocessing")
+        size = _pair(pre, "resize") if pre.has("resize") else None
+        mean = _triple(pre, "mean") if pre.has("mean") else None
+        std = _triple(pre, "std") if pre.has("std") else None
+        if std is not None and min(std) <= 0:
+            raise pre.error("std", f"got {list(std)}; every std must be > 0")
+        pre.done()
+    if size is not None and size[0] != size[1]:
+        raise r.error("preprocessing.resize", f"got {list(size)}; the image teacher takes square inputs for now: "
+                                              "give [N, N]")
+    task = ImageTask(
+        name=name, source=str(path), data=data, resolution_px=size[0] if size else 0, mean=mean, std=std,
+        resize=size is not None,
+        validation_fraction=r.number("validation_fraction", default=0.2, lo=0.05, hi=0.5),
+        train_examples=r.number("max_train_examples", default=None, lo=10, integer=True),
+        split_seed=r.number("split_seed", default=0, lo=0, integer=True),
+        finetune_epochs=r.number("finetune_epochs", default=2.0, lo=0, hi=100),
+        finetune_learning_rate=r.number("finetune_learning_rate", default=1e-3, lo=0, lo_open=True, hi=1),
+        teacher_weights=weights)
+    r.done()
+    return task
+
+
+def _pair(r, key: str) -> tuple:
+    value = r.raw(key)
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and 8 <= v <= 1024 for v in value)):
+        raise r.error(key, f"got {value!r}; give [HEIGHT, WIDTH] in pixels, each an integer in [8, 1024]")
+    return tuple(value)
+
+
+def _triple(r, key: str) -> tuple:
+    value = r.raw(key)
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+        raise r.error(key, f"got {value!r}; give three numbers, one per RGB channel, for pixels scaled to [0, 1]")
+    return tuple(float(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    channel_keep_ratio: float  # share of each prunable channel group kept (1.0: the teacher's widths)
+    epochs: float  # recovery by distillation on the teacher's outputs
+
+    def label(self) -> str:
+        return f"keep{self.channel_keep_ratio:g} e{self.epochs:g}"
+
+
+@dataclass(frozen=True)
+class ImageSpace:
+    """Channel cuts and recovery; depth, resolution and quantization knobs come with the space file."""
+
+    path: Path = Path("<built-in channels space>")
+    channel_keep_ratio: tuple = (0.25, 1.0, 0.25)  # low, high, step
+    epochs: tuple = (1, 2)
+    promote: Promotion = field(default_factory=Promotion)  # one rung, no variants (the engine's defaults)
+    exploit: Exploit = field(default_factory=Exploit)
+
+    def suggest(self, trial, limits=None) -> Recipe:
+        low, high, step = self.channel_keep_ratio
+        return Recipe(channel_keep_ratio=trial.suggest_float("prune.channel_keep_ratio", low, high, step=step),
+                      epochs=trial.suggest_int("train.epochs", *self.epochs))
+
+
+def load_space(arg: str | None) -> ImageSpace:
+    if arg not in (None, DEFAULT_SPACE):
+        from ...errors import ConfigError
+
+        raise ConfigError(arg, "--space", f"image classification has one built-in space ({DEFAULT_SPACE!r}) until "
+                                          "its space file lands; leave --space out")
+    return ImageSpace()
+
+
+def check(task: ImageTask, space, target):
+    """The data read and checked before anything is loaded (returned: prepare reuses it); the built-in task's idx
+    files present; teacher weights a task file names read as tensors (a file holding code is refused here)."""
+    if task.teacher_weights is not None:
+        from ...families.efficientnet_lite import read_tensors
+
+        read_tensors(task.teacher_weights, task.source, "teacher")
+    if task.data is None:
+        from .fashion_mnist import FOLDER, NAME, read_idx
+
+        read_idx(FOLDER / "train-labels-idx1-ubyte.gz")  # a missing package is one line now, not after the teacher
+        return NAME
+    from ...errors import ConfigError
+    from .image_files import read_images
+
+    images = read_images(task.data, (task.resolution_px,) * 2 if task.resize else None, task.source)
+    h, w = images.pixels.shape[-2:]
+    if h != w:
+        raise ConfigError(task.source, "preprocessing.resize", f"the images are {h}x{w}; the image teacher takes "
+                                                               "square inputs for now: give `resize: [N, N]`")
+    return images
