@@ -18,6 +18,9 @@ $(STAMP): requirements.lock requirements-assets.txt pyproject.toml
 	CMAKE_ARGS="-DGGML_NATIVE=OFF $${CMAKE_ARGS:-}" $(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# every process of the venv (not only ours: also a user's `from transformers import ...` on an exported hf/ model)
+	# imports torchvision through search/torchvision_cpu.py's finder: the registry's torchvision is a CUDA build
+	echo "import search" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/search_torchvision_cpu.pth"
 	# Debian's chromium (dashboard browser test), openssh-server (remote-runner test against a loopback sshd),
 	# postgresql (several workers on one study, against a real server on loopback) and dataset-fashion-mnist
 	# (the built-in image task's idx files); needs root, else those tests are skipped with a warning

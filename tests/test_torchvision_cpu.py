@@ -31,3 +31,13 @@ def test_timm_and_transformers_import_after_the_package_whichever_comes_first():
     proc = _fresh("from search.torchvision_cpu import import_timm\nimport_timm()\n"
                   "from transformers import BertForSequenceClassification")
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def test_any_process_of_the_venv_imports_transformers_models(tmp_path):
+    """Not only ours: a user loading an exported hf/ folder with transformers, from anywhere (make setup puts a .pth
+    in the venv that installs the finder at start-up)."""
+    proc = subprocess.run([sys.executable, "-c", "from transformers import BertForSequenceClassification\n"
+                                                 "import timm"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-1500:]
