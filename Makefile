@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEBS := chromium openssh-server postgresql dataset-fashion-mnist \
+        debian-reference-en debian-reference-es debian-reference-de debian-reference-ja
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-slow clean
 
-$(STAMP): requirements.lock requirements-assets.txt pyproject.toml
+$(STAMP): requirements.lock requirements-assets.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# pinned first: a CPU wheel on local disk; an unpinned torch would pull a multi-GB CUDA build
@@ -21,16 +23,14 @@ $(STAMP): requirements.lock requirements-assets.txt pyproject.toml
 	# every process of the venv (not only ours: also a user's `from transformers import ...` on an exported hf/ model)
 	# imports torchvision through search/torchvision_cpu.py's finder: the registry's torchvision is a CUDA build
 	echo "import search" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/search_torchvision_cpu.pth"
-	# Debian's chromium (dashboard browser test), openssh-server (remote-runner test against a loopback sshd),
-	# postgresql (several workers on one study, against a real server on loopback) and dataset-fashion-mnist
-	# (the built-in image task's idx files); needs root, else those tests are skipped with a warning
-	(command -v chromium && test -x /usr/sbin/sshd && ls /usr/lib/postgresql/*/bin/initdb && \
-	  test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz) >/dev/null 2>&1 || \
-	  apt-get install -y -q chromium openssh-server postgresql dataset-fashion-mnist >/dev/null 2>&1 || \
-	  (apt-get update -q >/dev/null 2>&1 && \
-	   apt-get install -y -q chromium openssh-server postgresql dataset-fashion-mnist >/dev/null 2>&1) || \
-	  echo "warning: chromium/openssh-server/postgresql/dataset-fashion-mnist not installed; the browser, ssh," \
-	       "worker and Fashion-MNIST tests will be skipped"
+	# Debian packages, needing root (else the tests that use them are skipped with a warning): chromium (dashboard
+	# browser test), openssh-server (remote-runner test against a loopback sshd), postgresql (several workers on one
+	# study, against a real server on loopback), dataset-fashion-mnist (the built-in image task's idx files) and
+	# debian-reference-* (the same guide in four languages: the built-in multilingual LM task's slices)
+	dpkg -s $(DEBS) >/dev/null 2>&1 || apt-get install -y -q $(DEBS) >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(DEBS) >/dev/null 2>&1) || \
+	  echo "warning: not all of $(DEBS) installed; the browser, ssh, worker, Fashion-MNIST and multilingual tests" \
+	       "will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

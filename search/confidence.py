@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objectives import Objective, constraints, for_budget, slice_key, slice_limits
+from .objectives import SE_WINDOWS, Objective, constraints, for_budget, slice_key, slice_limits
 
 DEFAULT_CONFIDENCE = 0.95
 
@@ -153,12 +153,10 @@ def _quality_bound(o: Objective, m: dict, teacher: dict, budget: dict, evidence:
         if relative and paired is None:
             method += " (the teacher's predictions are not stored: not paired)"
         return value, method
-    se = {"kld_mean": "kld_mean_se", "top1_agreement": "top1_agreement_se",
-          "perplexity_ratio": "perplexity_ratio_se"}.get(o.name)
-    se = se if se is None or slice_name is None else slice_key(se, slice_name)
-    if se is None or m.get(se) is None:
+    se = o.se if slice_name is None or not o.se else slice_key(o.se, slice_name)
+    if not se or m.get(se) is None:
         return None, f"no standard error of {key} stored"
-    windows = m.get(slice_key("se_windows", slice_name) if slice_name else "se_windows")
+    windows = m.get(slice_key(SE_WINDOWS, slice_name) if slice_name else SE_WINDOWS)
     sign = "-" if o.sign > 0 else "+"
     if windows and windows > 1:  # few windows: Student's t, not the normal quantile
         from scipy.stats import t

@@ -122,6 +122,17 @@ def read_text(path: Path, column: str, file_for_errors, key: str) -> str:
     except OSError as exc:
         raise ConfigError(file_for_errors, key, f"cannot read {path} ({exc.strerror or exc}); check its "
                                                 "permissions") from None
+    kind = path.suffix.lower()
+    if kind == ".gz":  # e.g. Debian's /usr/share texts
+        import gzip
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ConfigError(file_for_errors, key, f"{path} is not a readable gzip file ({exc}); give it whole, "
+                                                    "or unpacked") from None
+        kind = Path(path.stem).suffix.lower()  # what it holds: name.txt or name.csv
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -130,7 +141,7 @@ def read_text(path: Path, column: str, file_for_errors, key: str) -> str:
     if "\x00" in text:  # valid UTF-8 can still be binary
         raise ConfigError(file_for_errors, key, f"{path} is binary (it holds NUL bytes); give a UTF-8 .txt or .csv "
                                                 "file")
-    if path.suffix.lower() == ".csv":
+    if kind == ".csv":
         import pandas as pd
 
         try:

@@ -17,6 +17,7 @@ class Objective:
     budget_key: str  # the resolved budget's key: a floor for maximized objectives, a ceiling otherwise
     unit: str
     p50: str = ""  # a latency objective's typical-case companion metric (its median), reported beside it
+    se: str = ""  # a quality objective measured as a mean: the metric holding its standard error
 
     @property
     def sign(self) -> int:
@@ -33,9 +34,10 @@ class Objective:
 
 ACCURACY = Objective("accuracy", "maximize", "accuracy_floor", "fraction")
 # a language model against its teacher on held-out text (tasks/causal_lm.py measures them)
-KLD_MEAN = Objective("kld_mean", "minimize", "kld_ceiling", "nats/token")
-TOP1_AGREEMENT = Objective("top1_agreement", "maximize", "top1_agreement_floor", "fraction")
-PERPLEXITY_RATIO = Objective("perplexity_ratio", "minimize", "perplexity_ratio_ceiling", "x teacher")
+KLD_MEAN = Objective("kld_mean", "minimize", "kld_ceiling", "nats/token", se="kld_mean_se")
+TOP1_AGREEMENT = Objective("top1_agreement", "maximize", "top1_agreement_floor", "fraction", se="top1_agreement_se")
+PERPLEXITY_RATIO = Objective("perplexity_ratio", "minimize", "perplexity_ratio_ceiling", "x teacher",
+                             se="perplexity_ratio_se")
 P99_LATENCY = Objective("p99_latency_ms", "minimize", "p99_latency_ms", "ms", p50="p50_latency_ms")
 # a language model: p99 over every generated token of the time one decode step takes; time to first token
 # (prefill of the prompt, median over rounds) is a budget, not an objective
@@ -90,6 +92,19 @@ def slice_limits(budget: dict) -> tuple[SliceLimit, ...]:
     """Each slice's quality limit, in the order the task names its slices (none: the task has no slices)."""
     q = quality(budget)
     return tuple(SliceLimit(q, name, float(limit)) for name, limit in budget.get("slices", {}).items())
+
+
+SE_WINDOWS = "se_windows"  # a metric: how many evaluation windows a mean's standard error is across
+
+
+def slice_columns(budget: dict) -> tuple[str, ...]:
+    """The metrics each slice adds to a trial's row: the quality objective on it, and what its bound needs."""
+    out = []
+    for s in slice_limits(budget):
+        out.append(s.key)
+        if s.objective.se:
+            out += [slice_key(s.objective.se, s.slice), slice_key(SE_WINDOWS, s.slice)]
+    return tuple(out)
 
 
 def slice_values(metrics: dict, name: str) -> dict:

@@ -10,20 +10,16 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from . import budget_cost, confidence, flows, pareto, report
-from .objectives import LATENCY, QUALITY, SLICE_SEP, constraints, for_budget, slice_limits
+from .objectives import LATENCY, QUALITY, SLICE_SEP, constraints, for_budget, slice_columns, slice_limits
 from .run_dir import RunDir, atomic_replace_dir, atomic_write_json, atomic_write_text, read_json, read_npy
 from .target import Target
 
-def _slice_columns(budget: dict) -> tuple:
-    return tuple(s.key for s in slice_limits(budget))
-
-
 def metric_columns(budget: dict) -> tuple:
-    return flows.of_budget(budget).METRIC_COLUMNS + _slice_columns(budget)
+    return flows.of_budget(budget).METRIC_COLUMNS + slice_columns(budget)
 
 
 def summary_keys(budget: dict) -> tuple:
-    return flows.of_budget(budget).SUMMARY_KEYS + _slice_columns(budget)
+    return flows.of_budget(budget).SUMMARY_KEYS + slice_columns(budget)
 
 
 def _limit_text(o, budget: dict) -> str:

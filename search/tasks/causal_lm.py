@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..objectives import KLD_MEAN, PERPLEXITY_RATIO, TOP1_AGREEMENT
+from ..objectives import KLD_MEAN, PERPLEXITY_RATIO, SE_WINDOWS, TOP1_AGREEMENT, slice_key
 
 NAME = "causal_lm"
 OBJECTIVE = KLD_MEAN  # the default quality objective; a task's budget may name another of OBJECTIVES
@@ -121,7 +121,21 @@ def summarize(s: TokenScores) -> dict:
     }
 
 
-SE_WINDOWS = "se_windows"  # how many windows the standard errors are across
+def summarize_slices(s: TokenScores, window_slices) -> dict:
+    """The metrics on each slice (`kld_mean@es`, its error across that slice's windows, ...): `window_slices` names
+    the slice of each evaluation window, in window order."""
+    out = {}
+    names = np.asarray(window_slices)
+    for name in dict.fromkeys(names.tolist()):
+        rows = np.isin(s.window, np.flatnonzero(names == name))
+        part = TokenScores(s.kld[rows], s.same_top[rows], s.nll[rows], s.teacher_nll[rows], s.window[rows])
+        out.update({slice_key(k, name): v for k, v in summarize(part).items() if k in SLICED})
+    return out
+
+
+# the metrics reported per slice: each quality objective with its error, and the teacher's own perplexity there
+SLICED = ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "top1_agreement_se", "perplexity_ratio",
+          "perplexity_ratio_se", "teacher_perplexity", SE_WINDOWS)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -75,9 +75,10 @@ def build(f32: Path, mix: Mix, out: Path, imatrix: dict | None = None, threads: 
     return quantize.quantize(f32, out, mix, imatrix, threads)
 
 
-def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
+def quality(path: Path, w, reference_path: Path, threads: int, window_slices=None, rows=None) -> dict:
     """Score the GGUF's next-token distributions on held-out windows `w` (causal_lm.Windows) against the
-    teacher's log-probabilities in `reference_path` (flows/causal_lm/task.py: write_reference)."""
+    teacher's log-probabilities in `reference_path` (flows/causal_lm/task.py: write_reference); with
+    `window_slices` (the slice of each window), on each slice too; `rows`: only these windows (default all)."""
     import llama_cpp
 
     from ...tasks import causal_lm
@@ -90,7 +91,8 @@ def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
         raise CandidateError(f"llama.cpp cannot load {path.name}: {exc}") from None
     try:
         parts = []
-        for i, row in enumerate(w.ids):
+        for i in range(len(w.ids)) if rows is None else rows:
+            row = w.ids[i]
             llm.reset()
             llm.eval(row.tolist())
             outputs = np.asarray(llm.scores[w.first_scored:w.length - 1])
@@ -98,7 +100,9 @@ def quality(path: Path, w, reference_path: Path, threads: int) -> dict:
             parts.append(causal_lm.score_window(teacher, outputs, row[w.first_scored + 1:]))
     finally:
         llm.close()
-    return causal_lm.summarize(causal_lm.TokenScores.concat(parts))
+    scores = causal_lm.TokenScores.concat(parts)
+    by_slice = {} if window_slices is None else causal_lm.summarize_slices(scores, window_slices)
+    return {**causal_lm.summarize(scores), **by_slice}
 
 
 def measure_speed(path: Path, workload: LMWorkload, threads: int, runner=None, rounds: int = 3) -> dict:

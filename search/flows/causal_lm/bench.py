@@ -146,8 +146,9 @@ def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, ela
     rows = compare(frame)
     lines = [f"# llama.cpp presets against the search's mixes ({task.name})", "",
              f"Teacher: {task.teacher_note}. Quality on {task.eval_windows} windows of {task.window_tokens} tokens "
-             f"of {task.evaluation_path.name} (second half of each scored), against the fp32 teacher; "
-             f"importance matrices on {task.calibration_tokens} tokens of {task.calibration_path.name}. Speed: "
+             f"of {task.evaluation_text} (second half of each scored), against the fp32 teacher; "
+             f"importance matrices on {task.calibration_tokens} tokens of "
+             f"{', '.join(p.calibration.describe() for p in task.parts())}. Speed: "
              f"prompt {workload.prompt_tokens}, {workload.gen_tokens} generated, context {workload.context_tokens}, "
              f"{threads} thread(s), this machine. {(frame.measured == 'this run').sum()} of {len(frame)} rows measured in "
              f"this run ({elapsed_s / 60:.0f} min), the others in an earlier run of this bench on the same cache "

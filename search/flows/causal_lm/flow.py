@@ -9,7 +9,7 @@ from ...objectives import QUALITY, TPOT_P99, TTFT
 from ...run_dir import atomic_replace_dir
 from ...tasks import causal_lm
 from .. import register
-from ..base import Flow
+from ..base import Flow, slice_budget
 from . import pipeline
 from .reprice import reprice as _reprice
 
@@ -47,7 +47,9 @@ class CausalLM(Flow):
                "quality": q.name, q.budget_key: b.quality_limit.value, f"{q.budget_key}_rule": b.quality_limit.describe()}
         if b.ttft_ms is not None:
             out[TTFT.budget_key] = b.ttft_ms
-        return out | {"confidence": b.confidence, "flow": self.NAME}
+        # an absolute limit: the same on every slice the task names (each language must stay within it)
+        return out | {"confidence": b.confidence, "flow": self.NAME} | slice_budget(q, teacher,
+                                                                                    lambda name, v: b.quality_limit.value)
 
     def metrics_text(self, m: dict, source: str) -> str:
         return (f"KLD {m['kld_mean']:.4f}  top1 {m['top1_agreement']:.3f}  ppl x{m['perplexity_ratio']:.3f}  "
@@ -60,7 +62,7 @@ class CausalLM(Flow):
         return {**self.workload_inputs(target), "hf_auto_class": prepared.family.hf_auto_class, "classes": None, "max_length": None,
                 "teacher_note": prepared.task.teacher_note,
                 "quality_source": f"measured: this GGUF in llama.cpp against the fp32 teacher on {w.ids.shape[0]} "
-                                  f"windows of {w.length} tokens of {prepared.task.evaluation_path.name} "
+                                  f"windows of {w.length} tokens of {prepared.task.evaluation_text} "
                                   f"({w.ids.shape[0] * w.scored_tokens} scored tokens)"}
 
     def workload_inputs(self, target) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...target import Budget, LMWorkload, QualityLimit
 
 RUNTIMES = ("llama.cpp",)
-BUILTIN_TASKS = ("smollm2",)  # --task NAME (task.py)
+BUILTIN_TASKS = ("smollm2", "smollm2_languages")  # --task NAME (task.py)
 DEFAULT_SPACE = "llm"
 DESCRIPTION = "language-model"
 EXAMPLE_TARGET = "local_cpu_llm"

@@ -118,11 +118,24 @@ def prepare_run(prepared: PreparedLM, target: Target, space, cache_dir: Path, th
             _build_student_files(prepared, prepared.teacher, teacher_dir, {"recovery_steps": 0})
         if space.solver:
             log("teacher: sensitivity of each tensor class to each GGML type (once; cached) ...")
-            score = lambda p: lc.quality(p, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
+            rows = sweep_windows(prepared)
+            score = lambda p: lc.quality(p, prepared.windows, prepared.reference_path, threads,  # noqa: E731
+                                         rows=rows)["kld_mean"]
             ctx.sensitivity = mixes.measure_sensitivity(
                 ctx.teacher_f32, _load_imatrix(teacher_dir / "imatrix.npz"), mixes.class_shapes_of(ctx.teacher_f32),
                 space.excluded_types, score, work, JsonCache(work / "sensitivity.json"), threads, log)
     return ctx
+
+
+def sweep_windows(prepared) -> list[int] | None:
+    """The evaluation windows the sensitivity sweep scores: all of them for a task without slices; with slices, as
+    many as one slice has, taken equally from every slice (the sweep's cost does not grow with the slices, and its
+    bit allocation weighs every language alike)."""
+    names = prepared.window_slices
+    if names is None:
+        return None
+    per_slice = max(1, prepared.task.eval_windows // len(set(names.tolist())))
+    return [int(i) for name in dict.fromkeys(names.tolist()) for i in np.flatnonzero(names == name)[:per_slice]]
 
 
 def planned_shape(teacher: ModelShape, recipe: LMRecipe) -> ModelShape:
@@ -344,7 +357,7 @@ def measure_gguf(ctx: LMContext, path: Path, shape: ModelShape, recipe: LMRecipe
     for t in written.values():
         counts[t] = counts.get(t, 0) + 1
     p = ctx.prepared
-    return {**lc.quality(path, p.windows, p.reference_path, ctx.threads), **speed(ctx.family, ctx.target, ctx.cache_dir / "locks", path, shape, recipe),
+    return {**lc.quality(path, p.windows, p.reference_path, ctx.threads, p.window_slices), **speed(ctx.family, ctx.target, ctx.cache_dir / "locks", path, shape, recipe),
             "weight_mb": quantize.weight_bytes(path) / 2**20, "file_mb": lc.file_mb(path),
             "kv_cache_mb": decode.kv_bytes(shape, ctx.target.workload.context_tokens) / 2**20,
             "bits_per_weight": quantize.bits_per_weight(path),

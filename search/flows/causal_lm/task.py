@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,45 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
+class TextPart:
+    """A text file, or a share of its lines: one file per language split into disjoint calibration and evaluation
+    text (`lines` = (from, to) as fractions of the file's lines)."""
+
+    path: Path
+    lines: tuple[float, float] = (0.0, 1.0)
+
+    def read(self, column: str, file_for_errors: str, key: str) -> str:
+        text = read_text(self.path, column, file_for_errors, key)
+        if self.lines == (0.0, 1.0):
+            return text
+        rows = text.splitlines()
+        return "\n".join(rows[int(len(rows) * self.lines[0]):int(len(rows) * self.lines[1])])
+
+    def describe(self) -> str:
+        whole = self.lines == (0.0, 1.0)
+        return self.path.name + ("" if whole else f" (lines {self.lines[0]:.0%}-{self.lines[1]:.0%})")
+
+
+# one text per slice: its first 45% of lines calibrate, its last half is held out (a gap between the two)
+CALIBRATION_LINES, EVALUATION_LINES = (0.0, 0.45), (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class LMSlice:
+    """One evaluation slice (a language, a domain): its held-out text and its calibration text."""
+
+    name: str
+    evaluation: TextPart
+    calibration: TextPart
+
+
+@dataclass(frozen=True)
 class LMTask:
     name: str
     teacher_gguf: Path | None  # a GGUF teacher (dequantized to fp32 once), or
     teacher_dir: Path | None  # a local Hugging Face directory (safetensors)
-    calibration_path: Path
-    evaluation_path: Path
+    calibration_path: Path | None  # None where the task has slices (each has its own texts)
+    evaluation_path: Path | None
     text_column: str = "text"  # for CSV text files
     window_tokens: int = 512  # evaluation window; the second half of each is scored (llama-perplexity)
     eval_windows: int = 8  # 8 x 255 = 2040 scored tokens, the same for every trial
@@ -49,6 +82,17 @@ class LMTask:
     family: str = "llama_lm"
     task_type: str = causal_lm.NAME
     tokenizer_gguf: Path | None = None  # a Hugging Face teacher: a GGUF of the same tokenizer (its keys are copied)
+    slices: tuple[LMSlice, ...] = ()  # evaluation slices: eval_windows windows of each; calibration mixed from all
+
+    def parts(self) -> list[LMSlice]:
+        """The task's texts as slices (one unnamed slice where the task names none)."""
+        return list(self.slices) or [LMSlice("", TextPart(self.evaluation_path), TextPart(self.calibration_path))]
+
+    @property
+    def evaluation_text(self) -> str:
+        """What the held-out text is, in words (the deploy card, the bench summary)."""
+        return ", ".join(f"{s.name}: {s.evaluation.describe()}" if s.name else s.evaluation.describe()
+                         for s in self.parts())
 
     @property
     def gguf_template(self) -> Path:
@@ -60,6 +104,7 @@ class LMTask:
         parts = [str(p) for p in (teacher, self.calibration_path, self.evaluation_path)]
         parts += [str(x) for x in (self.text_column, self.window_tokens, self.eval_windows, self.calibration_tokens)]
         parts += [str(self.tokenizer_gguf)] if self.tokenizer_gguf else []
+        parts += [f"{s.name}:{s.evaluation}:{s.calibration}" for s in self.slices]  # only where given: keys stay
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -81,7 +126,30 @@ def default_lm_task() -> LMTask:
                      "group-32 grid, so Q4_1 re-quantization is falsely lossless")
 
 
-BUILTIN_LM_TASKS = dict(zip(BUILTIN_TASKS, [default_lm_task]))  # --task NAME (the names: inputs.py)
+DEBIAN_REFERENCE = Path("/usr/share/debian-reference")
+LANGUAGES = ("en", "es", "de", "ja")  # the built-in multilingual task's slices
+
+
+def debian_reference(lang: str) -> Path:
+    """The Debian Reference guide in one language (Debian package debian-reference-LANG, which make setup
+    installs): the same technical text in every language, so the slices differ by language, not by content."""
+    path = DEBIAN_REFERENCE / f"debian-reference.{lang}.txt.gz"
+    if not path.is_file():
+        raise ConfigError("<built-in LM task smollm2_languages>", f"data.slices.{lang}",
+                          f"{path} is missing; install the Debian package debian-reference-{lang} (make setup)")
+    return path
+
+
+def languages_lm_task() -> LMTask:
+    """SmolLM2 against the same guide in English, Spanish, German and Japanese: the KLD ceiling must hold in each
+    language, and importance matrices and recovery calibrate on all four (an equal share of each)."""
+    base = default_lm_task()
+    slices = tuple(LMSlice(lang, TextPart(debian_reference(lang), EVALUATION_LINES),
+                           TextPart(debian_reference(lang), CALIBRATION_LINES)) for lang in LANGUAGES)
+    return replace(base, name="smollm2_languages", slices=slices, calibration_path=None, evaluation_path=None)
+
+
+BUILTIN_LM_TASKS = dict(zip(BUILTIN_TASKS, [default_lm_task, languages_lm_task]))  # --task NAME (names: inputs.py)
 
 
 GGUF_SIZES = ("{arch}.block_count", "{arch}.feed_forward_length", "{arch}.attention.head_count_kv")
@@ -150,24 +218,62 @@ def load_lm_task(path_str: str) -> LMTask:
     else:
         raise top.error("teacher", f"{teacher} is neither a .gguf file nor a Hugging Face directory with config.json")
     d = top.section("data")
-    calibration = (path.parent / d.string("calibration")).resolve()
-    evaluation = (path.parent / d.string("evaluation")).resolve()
-    if calibration == evaluation:
-        raise d.error("evaluation", "the same file as data.calibration; held-out text must be disjoint from it")
+    slices = _slices(d, path.parent)
+    if slices:
+        calibration = evaluation = None
+    else:
+        calibration = (path.parent / d.string("calibration")).resolve()
+        evaluation = (path.parent / d.string("evaluation")).resolve()
+        if calibration == evaluation:
+            raise d.error("evaluation", "the same file as data.calibration; held-out text must be disjoint from it")
     task = LMTask(name=top.string("name", default=path.stem), teacher_gguf=teacher_gguf, teacher_dir=teacher_dir,
-                  calibration_path=calibration, evaluation_path=evaluation,
+                  calibration_path=calibration, evaluation_path=evaluation, slices=slices,
                   text_column=d.string("text_column", default="text"),
                   window_tokens=d.number("window_tokens", default=512, lo=16, hi=1 << 16, integer=True),
                   eval_windows=d.number("eval_windows", default=8, lo=1, hi=10000, integer=True),
                   calibration_tokens=d.number("calibration_tokens", default=16384, lo=512, hi=1 << 26, integer=True),
                   source=str(path), tokenizer_gguf=tokenizer_gguf)
-    for p in (calibration, evaluation):
+    for p in (calibration, evaluation) if not slices else ():
         if not p.is_file():
             raise d.error("calibration" if p == calibration else "evaluation", f"{p} does not exist; give a .txt "
                                                                                 "file or a CSV with a text column")
     d.done()
     top.done()
     return task
+
+
+def _slices(d: Reader, base: Path) -> tuple[LMSlice, ...]:
+    """`data.slices: {name: {evaluation: FILE, calibration: FILE} or {text: FILE}}`: with one `text`, its first
+    45% of lines calibrate and its last half is held out."""
+    if not d.has("slices"):
+        return ()
+    for key in ("calibration", "evaluation"):
+        if d.has(key):
+            raise d.error(key, "given with data.slices, where each slice names its own texts; remove it")
+    given = d.section("slices")
+    if not isinstance(given.data, dict) or len(given.data) < 2:
+        raise d.error("slices", "give at least two slices, e.g. {en: {text: guide.en.txt}, es: {text: guide.es.txt}}")
+    out = []
+    for name in given.data:
+        r = given.section(str(name))
+        if not isinstance(r.data, dict):
+            raise given.error(str(name), "give {text: FILE} or {evaluation: FILE, calibration: FILE}")
+        if r.has("text"):
+            text = (base / r.string("text")).resolve()
+            part = LMSlice(str(name), TextPart(text, EVALUATION_LINES), TextPart(text, CALIBRATION_LINES))
+        else:
+            evaluation, calibration = ((base / r.string(k)).resolve() for k in ("evaluation", "calibration"))
+            if evaluation == calibration:
+                raise r.error("evaluation", "the same file as calibration; held-out text must be disjoint from it "
+                                            "(or give one `text`, split into both)")
+            part = LMSlice(str(name), TextPart(evaluation), TextPart(calibration))
+        r.done()
+        for key, t in (("evaluation", part.evaluation), ("calibration", part.calibration)):
+            if not t.path.is_file():
+                raise r.error("text" if r.has("text") else key, f"{t.path} does not exist; give a .txt file or a CSV "
+                                                                 "with a text column")
+        out.append(part)
+    return tuple(out)
 
 
 def read_text(path: Path, column: str, file_for_errors: str, key: str) -> str:
@@ -188,31 +294,62 @@ def check_files(task: LMTask) -> None:
     from ...backends import llama_cpp as lc
     from ...inputs import check_safetensors, not_gguf, read_gguf
 
-    evaluation = read_text(task.evaluation_path, task.text_column, task.source, "data.evaluation")
-    calibration = read_text(task.calibration_path, task.text_column, task.source, "data.calibration")
+    texts = [text for part in task.parts() for text in _read_part(task, part)]
     if task.teacher_dir is not None:
         check_safetensors(task.teacher_dir, task.source, "teacher")
     key, needs = ("teacher", GGUF_SIZES) if task.teacher_gguf is not None else ("tokenizer_gguf", ())
     needs += ("tokenizer.ggml.model",)
     try:
-        (eval_ids, calib_ids), bos = lc.tokenize(task.gguf_template, [evaluation, calibration])
+        ids, bos = lc.tokenize(task.gguf_template, texts)
     except ValueError:  # llama.cpp cannot load it (it checks the header, vocabulary and file size)
         raise not_gguf(task.gguf_template, task.source, key, "llama.cpp cannot load it") \
             from None
-    _check_counts(task, eval_ids, calib_ids, bos)
+    for i, part in enumerate(task.parts()):
+        _check_counts(task, ids[2 * i], ids[2 * i + 1], bos, part)
     read_gguf(task.gguf_template, task.source, key, needs)
 
 
-def _check_counts(task: LMTask, eval_ids, calib_ids, bos) -> causal_lm.Windows:
-    if len(calib_ids) < task.calibration_tokens:
-        raise ConfigError(task.source, "data.calibration", f"{len(calib_ids)} tokens; need at least "
-                                                           f"{task.calibration_tokens} (data.calibration_tokens): "
-                                                           "give more text or lower calibration_tokens")
+def _keys(part: LMSlice) -> tuple[str, str]:
+    """Where a slice's texts are named in the task file (for its errors)."""
+    return ((f"data.slices.{part.name}.evaluation", f"data.slices.{part.name}.calibration") if part.name
+            else ("data.evaluation", "data.calibration"))
+
+
+def _read_part(task: LMTask, part: LMSlice) -> tuple[str, str]:
+    """A slice's (evaluation, calibration) text."""
+    key_eval, key_calib = _keys(part)
+    return (part.evaluation.read(task.text_column, task.source, key_eval),
+            part.calibration.read(task.text_column, task.source, key_calib))
+
+
+def calibration_share(task: LMTask) -> int:
+    """Calibration tokens each slice gives: an equal share of calibration_tokens."""
+    return -(-task.calibration_tokens // len(task.parts()))
+
+
+CALIBRATION_BLOCK = 512  # slices' calibration text interleaved in blocks of this many tokens
+
+
+def mixed_calibration(per_slice: list[np.ndarray]) -> np.ndarray:
+    """Every slice's calibration tokens interleaved block by block, so any prefix (the sensitivity sweep's first
+    windows, a short recovery) sees every slice in the same proportion."""
+    blocks = [[ids[i:i + CALIBRATION_BLOCK] for i in range(0, len(ids), CALIBRATION_BLOCK)] for ids in per_slice]
+    out = [b for group in zip(*blocks) for b in group]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _check_counts(task: LMTask, eval_ids, calib_ids, bos, part: LMSlice) -> causal_lm.Windows:
+    key_eval, key_calib = _keys(part)
+    need = calibration_share(task)
+    if len(calib_ids) < need:
+        raise ConfigError(task.source, key_calib, f"{len(calib_ids)} tokens; need at least {need} "
+                                                  f"(data.calibration_tokens{' over the slices' if part.name else ''})"
+                                                  ": give more text or lower calibration_tokens")
     try:
         return causal_lm.windows(eval_ids, task.window_tokens, task.eval_windows, bos)
     except ValueError as exc:
-        raise ConfigError(task.source, "data.evaluation", f"{exc}; give more text, or lower data.window_tokens or "
-                                                          "data.eval_windows") from None
+        raise ConfigError(task.source, key_eval, f"{exc}; give more text, or lower data.window_tokens or "
+                                                 "data.eval_windows") from None
 
 
 @dataclass
@@ -227,6 +364,7 @@ class PreparedLM:
     key: str
     teacher_scores: dict = field(default_factory=dict)  # the fp32 teacher against itself (perplexity)
     family: object = None
+    window_slices: np.ndarray | None = None  # the slice of each evaluation window (a task with slices), else None
 
     def teacher_logp(self, window: int) -> torch.Tensor:
         return causal_lm.teacher_logp(self.reference_path, window)
@@ -273,23 +411,30 @@ def prepare(task: LMTask, cache_root: Path, log=print) -> PreparedLM:
 
         tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
         bos = tokenizer.bos_token_id
-        eval_ids = family.encode(tokenizer, read_text(task.evaluation_path, task.text_column, task.source,
-                                                      "data.evaluation"))
-        calib_ids = family.encode(tokenizer, read_text(task.calibration_path, task.text_column, task.source,
-                                                       "data.calibration"))
-        wins = _check_counts(task, eval_ids, calib_ids, bos)
+        share, rows, calibration, names = calibration_share(task), [], [], []
+        for part in task.parts():
+            eval_text, calib_text = _read_part(task, part)
+            eval_ids, calib_ids = family.encode(tokenizer, eval_text), family.encode(tokenizer, calib_text)
+            wins = _check_counts(task, eval_ids, calib_ids, bos, part)
+            rows.append(wins.ids)
+            calibration.append(np.asarray(calib_ids[:share]))
+            names += [part.name] * len(wins.ids)
+        wins = causal_lm.Windows(np.concatenate(rows))
+        window_slices = np.array(names) if task.slices else None
         reference = cache / "teacher_logp.safetensors"
         meta_path = cache / "teacher_scores.json"
         if not reference.is_file() or not meta_path.is_file():
-            log(f"teacher: reference log-probabilities on {wins.ids.shape[0]} x {wins.length} held-out tokens")
-            atomic_write_json(meta_path, write_reference(family, teacher, wins, reference))
+            log(f"teacher: reference log-probabilities on {wins.ids.shape[0]} x {wins.length} held-out tokens"
+                + (f" ({task.eval_windows} windows per slice: {', '.join(s.name for s in task.slices)})"
+                   if task.slices else ""))
+            atomic_write_json(meta_path, write_reference(family, teacher, wins, reference, window_slices))
         scores = json.loads(meta_path.read_text())
         atomic_write_json(cache / "task.json", {k: str(v) for k, v in asdict(task).items()})
-    return PreparedLM(task, teacher, tokenizer, teacher_dir, wins, np.asarray(calib_ids[: task.calibration_tokens]),
-                      reference, key, scores, family)
+    return PreparedLM(task, teacher, tokenizer, teacher_dir, wins, mixed_calibration(calibration)[: task.calibration_tokens],
+                      reference, key, scores, family, window_slices)
 
 
-def write_reference(family, teacher, wins: causal_lm.Windows, path: Path) -> dict:
+def write_reference(family, teacher, wins: causal_lm.Windows, path: Path, window_slices=None) -> dict:
     """The teacher's float32 log-probabilities at every scored position of every window, one tensor per window
     (`w0`, `w1`, ...), written atomically; returns the teacher's own scores (its perplexity)."""
     tensors, parts = {}, []
@@ -301,7 +446,9 @@ def write_reference(family, teacher, wins: causal_lm.Windows, path: Path) -> dic
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path)
-    return causal_lm.summarize(causal_lm.TokenScores.concat(parts))
+    scores = causal_lm.TokenScores.concat(parts)
+    return {**causal_lm.summarize(scores),
+            **({} if window_slices is None else causal_lm.summarize_slices(scores, window_slices))}
 
 
 @torch.no_grad()
