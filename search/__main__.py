@@ -308,7 +308,10 @@ def _cmd_bench(args) -> int:
         from .flows.causal_lm import bench as llm
 
         torch.set_num_threads(args.threads)
-        llm.run(out, RESULTS_DIR / "cache", threads=args.threads, log=lambda s: print(s, flush=True))
+        from .flows.causal_lm.inputs import load_task as load_lm_task
+
+        llm.run(out, RESULTS_DIR / "cache", threads=args.threads, log=lambda s: print(s, flush=True),
+                task=load_lm_task(args.task) if args.task else None)
     else:
         from .bench.stability import run
 
@@ -430,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "(seed N != 0 writes techniques-seedN.csv/.md beside)")
     ben.add_argument("--refit", action="store_true", help="latency: re-fit from results/bench/latency.csv's "
                                                           "measurements instead of measuring again")
-    ben.add_argument("--task", default=None, help="techniques: a task name or YAML (default: the built-in task)")
+    ben.add_argument("--task", default=None, help="techniques: a task name or YAML (default: the built-in task); "
+                                                  "llm: an LM task (default smollm2; smollm2_languages adds a table "
+                                                  "per language and a calibration-mix comparison)")
     ben.add_argument("--section", choices=("compression", "training"), default="compression",
                      help="techniques: compression (each technique beside its alternative) or training (ways to "
                           "train one student better at equal steps; for a harder task, e.g. --task "

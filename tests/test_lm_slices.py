@@ -143,3 +143,25 @@ def test_the_built_in_multilingual_task_holds_the_same_guide_in_four_languages()
     es = task.slices[1]
     held_out, calibration = es.evaluation.read("text", "t", "k"), es.calibration.read("text", "t", "k")
     assert "Debian" in held_out and not set(held_out.splitlines()[:50]) & set(calibration.splitlines()[-50:]) - {""}
+
+
+def test_the_llm_bench_says_which_rows_meet_the_ceiling_in_one_language_and_miss_it_in_another():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from search.flows.causal_lm import bench
+
+    task = SimpleNamespace(slices=[SimpleNamespace(name="en"), SimpleNamespace(name="es")], eval_windows=8)
+
+    def row(setting, kind, en, es):
+        return {"setting": setting, "kind": kind, "file_mb": 80.0, "kld_mean@en": en, "kld_mean_se@en": 0.003,
+                "kld_mean@es": es, "kld_mean_se@es": 0.004}
+    frame = pd.DataFrame([row("Q8_0", "preset", 0.004, 0.007), row("Q4_K_M", "preset", 0.05, 0.11),
+                          row("Q4_K_M+imatrix calibration en only", "calibration en only", 0.04, 0.12),
+                          row("Q4_K_M+imatrix calibration mixed", "calibration mixed", 0.045, 0.09)])
+    text = "\n".join(bench._slices_md(frame, task))
+    assert "Ceiling 0.1 (the `kld_ceiling` of targets/raspberry_pi5_llm.yaml)" in text
+    assert "| Q4_K_M | 80.0 | 0.0500 ± 0.0030 | **0.1100** ± 0.0040 | en |" in text
+    assert "over it on another slice: 2 row(s): Q4_K_M (es); Q4_K_M+imatrix calibration en only (es)" in text
+    assert "| Q4_K_M+imatrix | mixed | 0.0450 ± 0.0030 | 0.0900 ± 0.0040 |" in text

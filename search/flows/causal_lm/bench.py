@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ...backends import llama_cpp as lc
 from ...backends.llama_cpp import gguf_file, mixes, quantize
 from ...compress import imatrix as imatrix_mod
 from ...locks import file_lock
+from ...objectives import slice_key
 from ...bench import summary
 from ...run_dir import JsonCache as Rows  # measured rows, kept as they are measured
 from . import task as lm
@@ -35,28 +37,48 @@ TEACHER_GRIDS = {"smollm2": ("Q4_1", "Q5_1")}
 NEAR_GRIDS = {"smollm2": ("Q4_K", "Q5_K")}
 
 
+def _slice_columns(prepared) -> list[str]:
+    """The per-slice columns of a task with slices: each slice's mean KLD and its error across that slice's windows."""
+    if prepared.window_slices is None:
+        return []
+    names = dict.fromkeys(prepared.window_slices.tolist())
+    return [c for name in names for c in (slice_key("kld_mean", name), slice_key("kld_mean_se", name))]
+
+
 def _row(setting: str, kind: str, path: Path, prepared, workload, threads: int, note: str = "") -> dict:
-    q = lc.quality(path, prepared.windows, prepared.reference_path, threads)
+    q = lc.quality(path, prepared.windows, prepared.reference_path, threads, prepared.window_slices)
     s = lc.measure_speed(path, workload, threads, rounds=3)
     types = quantize.tensor_types(path)
     counts = pd.Series([t for t in types.values() if t != "F32"]).value_counts()
     return {"setting": setting, "kind": kind, "measured": "this run", "bits_per_weight": quantize.bits_per_weight(path),
             "file_mb": lc.file_mb(path), "types": " ".join(f"{k}x{v}" for k, v in counts.items()), "note": note,
             **{k: q[k] for k in ("kld_mean", "kld_mean_se", "kld_p99", "top1_agreement", "perplexity",
-                                 "perplexity_se")},
+                                 "perplexity_se", *_slice_columns(prepared))},
             **{k: s[k] for k in ("peak_rss_mb", "prefill_tok_s", "decode_tok_s", "ttft_ms", "tpot_p99_ms")}}
 
 
+# the presets an importance matrix is built for twice on a task with slices: from the first slice's calibration
+# text alone (what a user with English-only text does) and from every slice's (the task's mix)
+CALIBRATION_MIX_PRESETS = ("Q4_K_M", "IQ4_NL", "Q3_K_M", "Q2_K")
+
+
+def output_stem(task) -> str:
+    """llm for the built-in teacher's bench; llm-<task> for another task's (both kept side by side)."""
+    return "llm" if task.name == lm.default_lm_task().name and not task.slices else f"llm-{task.name}"
+
+
 def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorkload | None = None,
-        presets: tuple = tuple(quantize.PRESETS), log=print) -> pd.DataFrame:
+        presets: tuple = tuple(quantize.PRESETS), log=print, task=None) -> pd.DataFrame:
     workload = workload or lc.LMWorkload()
-    task = lm.default_lm_task()
+    task = task or lm.default_lm_task()
     prepared = lm.prepare(task, cache_root, log=log)
+    stem = output_stem(task)
     work = cache_root / "lm" / prepared.key / "bench"
     work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     grids, near = TEACHER_GRIDS.get(task.name, ()), NEAR_GRIDS.get(task.name, ())
-    cache = Rows(work / f"rows-{workload.prompt_tokens}-{workload.gen_tokens}-{workload.context_tokens}-t{threads}.json")
+    cache = Rows(work / f"rows-{workload.prompt_tokens}-{workload.gen_tokens}-{workload.context_tokens}-t{threads}"
+                        f"{'-sliced' if task.slices else ''}.json")  # rows of a sliced task carry its slice columns
     t0 = time.perf_counter()
     f32 = lc.write_f32(prepared.teacher, work, task.gguf_template)
     log(f"teacher written as F32 GGUF ({lc.file_mb(f32):.0f} MB); importance matrix on "
@@ -115,12 +137,43 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
                                               note_for(row["types"])]))
         rows.append(row)
         log(f"search {row['file_mb']:6.1f} MB  KLD {row['kld_mean']:.4f} (predicted {p.kld:.4f})  {label}")
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame.to_csv(out_dir / "llm.csv", index=False)
-    _write_md(frame, out_dir / "llm.md", task, workload, threads, time.perf_counter() - t0)
-    _write_plot(frame, out_dir / "llm.html", task)
-    log((out_dir / "llm.md").read_text())
+    if task.slices:
+        rows += _calibration_mix(prepared, f32, im, work, cache, workload, threads, log)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS) + _slice_columns(prepared))
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    _write_md(frame, out_dir / f"{stem}.md", task, workload, threads, time.perf_counter() - t0, stem)
+    _write_plot(frame, out_dir / f"{stem}.html", task)
+    log((out_dir / f"{stem}.md").read_text())
     return frame
+
+
+def _calibration_mix(prepared, f32: Path, mixed_im: dict, work: Path, cache, workload, threads: int, log) -> list:
+    """The same presets with an importance matrix from the first slice's calibration text alone (as many tokens
+    as the mixed one), beside the mixed one's rows: which slices the mix protects, measured."""
+    task, first = prepared.task, prepared.task.slices[0]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(prepared.teacher_dir)
+    text = first.calibration.read(task.text_column, task.source, f"data.slices.{first.name}.calibration")
+    ids = np.asarray(prepared.family.encode(tokenizer, text)[: len(prepared.calibration_ids)])
+    if len(ids) < len(prepared.calibration_ids):
+        log(f"calibration mix: {first.name} has {len(ids)} calibration tokens, fewer than the mix's "
+            f"{len(prepared.calibration_ids)}: compared at unequal size")
+    log(f"importance matrix on {len(ids)} tokens of {first.name} alone ...")
+    only = imatrix_mod.collect(prepared.teacher, prepared.family, gguf_file.linears_of(prepared.teacher), ids,
+                               window=task.window_tokens)
+    rows = []
+    for name in CALIBRATION_MIX_PRESETS:
+        for label, im in ((f"{first.name} only", only), ("mixed", mixed_im)):
+            mix = quantize.Mix(name, {}, True)
+            key = f"{mix.label()} calibration {label}"
+            row = cache.get(key)
+            if row is None:
+                path = lc.build(f32, mix, work / f"{name}-imatrix-{label.replace(' ', '-')}.gguf", im, threads)
+                row = cache.put(key, _row(key, f"calibration {label}", path, prepared, workload, threads))
+            rows.append(row)
+            log(f"{key:34s} {row['file_mb']:6.1f} MB  KLD {row['kld_mean']:.4f}")
+    return rows
 
 
 def compare(frame: pd.DataFrame) -> list[dict]:
@@ -142,8 +195,48 @@ def compare(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, elapsed_s: float) -> None:
-    rows = compare(frame)
+def _slices_md(frame: pd.DataFrame, task) -> list[str]:
+    """Per slice: every row's KLD with its standard error, whether it is within the LM targets' ceiling there, and
+    the rows that meet it on the first slice and miss it on another; then the calibration-mix comparison."""
+    from ...target import load_target
+
+    target = load_target(CEILING_TARGET)
+    ceiling = target.budget.quality_limit.value
+    names = [s.name for s in task.slices]
+    lines = ["", f"## Per slice: mean KLD ± SE across each slice's {task.eval_windows} windows", "",
+             f"Ceiling {ceiling} (the `{target.budget.quality_limit.key}` of targets/{CEILING_TARGET}.yaml); "
+             "**bold**: over it.", "",
+             "| setting | MB | " + " | ".join(names) + " | within the ceiling on |", "|---|---|" + "---|" * (len(names) + 1)]
+    split = []
+    for _, r in frame.iterrows():
+        cells, within = [], []
+        for n in names:
+            v, se = r[slice_key("kld_mean", n)], r[slice_key("kld_mean_se", n)]
+            cells.append(f"**{v:.4f}** ± {se:.4f}" if v > ceiling else f"{v:.4f} ± {se:.4f}")
+            within += [n] if v <= ceiling else []
+        lines.append(f"| {r.setting} | {r.file_mb:.1f} | " + " | ".join(cells) + f" | {', '.join(within) or 'none'} |")
+        if names[0] in within and len(within) < len(names):
+            split.append(f"{r.setting} ({', '.join(n for n in names if n not in within)})")
+    lines += ["", (f"Within the ceiling on {names[0]} but over it on another slice: {len(split)} row(s): "
+                   + "; ".join(split)) if split else
+              f"No row meets the ceiling on {names[0]} and misses it on another slice, at these sizes."]
+    mix = frame[frame.kind.str.startswith("calibration")]
+    if len(mix):
+        lines += ["", f"## Calibration: {names[0]} only against every slice's text (importance matrix; same presets)",
+                  "", "| preset | calibration | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for _, r in mix.iterrows():
+            lines.append(f"| {r.setting.split(' calibration')[0]} | {r.kind.removeprefix('calibration ')} | "
+                         + " | ".join(f"{r[slice_key('kld_mean', n)]:.4f} ± {r[slice_key('kld_mean_se', n)]:.4f}"
+                                      for n in names) + " |")
+    return lines
+
+
+CEILING_TARGET = "raspberry_pi5_llm"  # the shipped LM target whose KLD ceiling the per-slice table reads
+
+
+def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, elapsed_s: float,
+              stem: str = "llm") -> None:
+    rows = compare(frame[~frame.kind.str.startswith("calibration")])
     lines = [f"# llama.cpp presets against the search's mixes ({task.name})", "",
              f"Teacher: {task.teacher_note}. Quality on {task.eval_windows} windows of {task.window_tokens} tokens "
              f"of {task.evaluation_text} (second half of each scored), against the fp32 teacher; "
@@ -167,7 +260,9 @@ def _write_md(frame: pd.DataFrame, path: Path, task, workload, threads: int, ela
     lines += ["", f"Presets off the teacher's grid: {len(graded)}; the search has a point no larger with no higher "
                   f"KLD for {sum(r['no_higher'] for r in graded)}, strictly lower for "
                   f"{sum(r['strictly_lower'] for r in graded)}.", "",
-              "Full table: llm.csv (bits per weight, peak RSS, perplexity, prefill and decode tokens/s)."]
+              f"Full table: {stem}.csv (bits per weight, peak RSS, perplexity, prefill and decode tokens/s)."]
+    if task.slices:
+        lines += _slices_md(frame, task)
     summary.write(path, "\n".join(lines) + "\n", threads)
 
 
