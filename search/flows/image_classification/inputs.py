@@ -31,18 +31,26 @@ RUNTIMES = ("onnxruntime",)
 BUILTIN_TASKS = ("fashion_mnist",)
 DEFAULT_SPACE = "channels"
 DESCRIPTION = "image classification"
-EXAMPLE_TARGET = "a target with runtime onnxruntime and a batch_size workload"
+EXAMPLE_TARGET = "local_cpu_vision"  # also jetson_orin_vision, raspberry_pi5_vision
 TASK_HINT = "--task fashion_mnist, or a task file with task_type: image_classification"
 FAMILY = "efficientnet_lite"  # the teacher's family: EfficientNet-Lite0, the only image teacher offline
 
 
 @dataclass(frozen=True)
 class ImageWorkload:
-    batch_size: int  # images per inference; their size is the task's input resolution
+    batch_size: int  # images per inference
+    # the square images the device is handed (height = width); the task's input resolution must equal it, a student
+    # may run at less (resized). None: whatever the task's resolution is
+    image_size_px: int | None = None
 
 
 def read_workload(wl) -> ImageWorkload:
-    return ImageWorkload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True))
+    if wl.has("sequence_length"):  # the one key every text target has: say what the file is, not "unknown key"
+        raise wl.error("sequence_length", "this is a text target (a sequence length); an image task needs an image "
+                                          f"target (workload: batch_size, image_size_px), e.g. --target "
+                                          f"{EXAMPLE_TARGET}")
+    return ImageWorkload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
+                         image_size_px=wl.number("image_size_px", default=None, lo=8, hi=1024, integer=True))
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,7 @@ def check(task: ImageTask, space, target):
         from .fashion_mnist import FOLDER, NAME, read_idx
 
         read_idx(FOLDER / "train-labels-idx1-ubyte.gz")  # a missing package is one line now, not after the teacher
+        _same_size(task, task.resolution_px, target)
         return NAME
     from ...errors import ConfigError
     from .image_files import read_images
@@ -179,4 +188,18 @@ def check(task: ImageTask, space, target):
     if h != w:
         raise ConfigError(task.source, "preprocessing.resize", f"the images are {h}x{w}; the image teacher takes "
                                                                "square inputs for now: give `resize: [N, N]`")
+    _same_size(task, int(h), target)
     return images
+
+
+def _same_size(task: ImageTask, resolution_px: int, target) -> None:
+    """The teacher runs at the size the target's device is handed: a task at another size is refused, not resized
+    behind the user's back (the fine-tuned teacher, the budgets and the latency all depend on it)."""
+    wanted = getattr(target.workload, "image_size_px", None)
+    if wanted is not None and wanted != resolution_px:
+        from ...errors import ConfigError
+
+        fix = "give a target at that size" if task.data is None else \
+            f"give the task `preprocessing: {{resize: [{wanted}, {wanted}]}}` or a target at {resolution_px} px"
+        raise ConfigError(target.path, "workload.image_size_px", f"{wanted}, but the task {task.name} gives "
+                                                                 f"{resolution_px}x{resolution_px} images; {fix}")
