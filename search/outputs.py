@@ -238,7 +238,8 @@ def select_confirmed(rows: list[dict], rd: RunDir, saved: dict, policy: str, log
         row = choice["selected"]
         log(f"re-measuring trial {row['trial']} in a fresh process ...")
         runner = latency.Runner(**saved["runner"]) if saved.get("runner") else None
-        fresh, noisy, detail = backend.remeasure(rd.artifact(row["trial"]), saved, runner, level)
+        fresh, noisy, detail = backend.remeasure(rd.artifact(row["trial"]), {
+            **saved, "candidate_shape": row["metrics"].get("shape")}, runner, level)
         if fresh["memory_mb"] is None:  # the runtime reports no peak memory: the search's figure stands
             fresh["memory_mb"] = row["metrics"]["memory_mb"]
         lat_name = for_budget(budget)[1].name

@@ -233,6 +233,10 @@ def load_target(name_or_path: str, calibrated: bool = True, kind: str | None = N
                   asked_by=asked_by)
 
 
+def _a(words: str) -> str:
+    return f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
+
+
 def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | None = None,
            asked_by: str = "the task") -> Target:
     """A target from its YAML mapping (bases merged in); errors name `path`."""
@@ -273,15 +277,19 @@ def _parse(path: Path, raw, device_file: Path, calibrated: bool, kind: str | Non
     spec = _apply_calibration(spec, device_file) if calibrated else spec  # an inherited device: the base's fit
 
     # the workload and the budget are the task kind's (flows/*/inputs.py)
-    native = flows.for_runtime(spec.runtime)
+    # the workload's keys tell kinds on one runtime apart (batch_size + sequence_length: text; + image_size_px: images)
+    accepted = flows.of_workload(spec.runtime, raw.get("workload"))
+    native = accepted[0] if accepted else flows.for_runtime(spec.runtime)
     kind = kind or native
     schema = flows.inputs(kind)
-    if spec.runtime not in schema.RUNTIMES:
-        mine = flows.inputs(native)
-        raise ConfigError(path, "device.runtime", f"{spec.runtime} (a {mine.DESCRIPTION} target), but {asked_by} is a "
-                                                  f"{schema.DESCRIPTION} task; give a {mine.DESCRIPTION} task "
-                                                  f"({mine.TASK_HINT}) or a {schema.DESCRIPTION} target (e.g. "
-                                                  f"--target {schema.EXAMPLE_TARGET})")
+    mine = flows.inputs(native)
+    mismatch = ("device.runtime", spec.runtime) if spec.runtime not in schema.RUNTIMES else \
+        ("workload", "its workload") if accepted and kind not in accepted else None
+    if mismatch:
+        raise ConfigError(path, mismatch[0], f"{mismatch[1]} ({_a(mine.DESCRIPTION)} target), but {asked_by} is "
+                                             f"{_a(schema.DESCRIPTION)} task; give {_a(mine.DESCRIPTION)} task "
+                                             f"({mine.TASK_HINT}) or {_a(schema.DESCRIPTION)} target (e.g. "
+                                             f"--target {schema.EXAMPLE_TARGET})")
     wl = top.section("workload")
     workload = schema.read_workload(wl)
     wl.done()

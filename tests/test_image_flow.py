@@ -46,7 +46,7 @@ def _inputs(tmp_path, memory_mb: float = 1000):
     target = load_target(str(tmp_path / "t.yaml"), kind="image_classification")
     task = replace(spec.load_task("fashion_mnist"), resolution_px=32, train_examples=240, validation_examples=100,
                    finetune_epochs=4)
-    space = spec.load_space(None)
+    space = spec.load_space("channels")  # the channel knob alone (the other knobs: test_image_knobs.py)
     flow = flows.get("image_classification")
     prepared = flow.prepare(task, tmp_path / "cache", lambda s: None, spec.check(task, space, target))
     return flow, target, space, prepared

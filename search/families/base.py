@@ -168,6 +168,8 @@ class ExportSpec:
     dynamic_axes: dict
     optimizer_hints: dict = field(default_factory=dict)  # e.g. onnxruntime's transformer-fusion model type
     probe_inputs: tuple = ()  # an InputSpec per input: how a latency probe builds a random batch
+    # what a static int8 build quantizes (onnxruntime op types): a transformer's MatMuls, a CNN's convolutions too
+    quantize_ops: tuple = ("MatMul",)
 
 
 class Family(ABC):
@@ -228,6 +230,12 @@ class Family(ABC):
     # -- leaving the search -------------------------------------------------------------------------------
     @abstractmethod
     def export_spec(self, shape: ModelShape) -> ExportSpec: ...
+
+    def probe_shape(self, teacher_shape, student_shape):
+        """The shape whose inputs re-measure a student's artifact (JSON mappings; `student_shape` may be None): the
+        teacher's by default, since a text student takes the teacher's tokens; a family whose students take inputs
+        of their own (an image student at its own resolution) returns the student's."""
+        return teacher_shape
 
     @abstractmethod
     def to_standard(self, model: nn.Module) -> nn.Module:

@@ -204,6 +204,55 @@ class EfficientNetLite(ChannelCuts):
     def forward(self, model, features: dict, hidden_states: bool = False, attentions: bool = False) -> Forward:
         return Forward(model(features[INPUT]))
 
+    # -- depth -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def droppable_blocks(model) -> list[tuple[int, int]]:
+        """(stage, index) of every MBConv block with a residual add (same width in and out, stride 1): dropping one
+        leaves the add's identity branch, so the network still runs. A stage's first block changes the width or the
+        stride and is never dropped; an already dropped block is an Identity and not listed."""
+        return [(s, i) for s, stage in enumerate(model.blocks) for i, block in enumerate(stage)
+                if getattr(block, "has_skip", False)]
+
+    @torch.no_grad()
+    def block_importance(self, model, features: dict) -> dict[tuple[int, int], float]:
+        """Each droppable block's share of its stream: ||block(x) - x|| / ||x|| on `features` (training images), the
+        residual branch's relative contribution (the smallest is the least missed when dropped; Veit et al. 2016
+        showed residual networks degrade gracefully when such blocks are removed)."""
+        scores, hooks = {}, []
+        for s, i in self.droppable_blocks(model):
+            def hook(_m, inp, out, key=(s, i)):
+                scores[key] = float((out - inp[0]).norm() / inp[0].norm().clamp_min(1e-12))
+            hooks.append(model.blocks[s][i].register_forward_hook(hook))
+        was_training = model.training
+        try:
+            model.eval()(features[INPUT])
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+        return scores
+
+    def cut_depth(self, model, depth_keep_ratio: float, features: dict) -> nn.Module:
+        """Keep about `depth_keep_ratio` of each stage's blocks (at least its first, which cannot be dropped), the
+        least important residual blocks dropped (replaced by an Identity: the surviving blocks keep their names, so a
+        state dict still says which were kept); in place. Returns the model."""
+        if not 0 < depth_keep_ratio <= 1:
+            raise ValueError(f"depth_keep_ratio {depth_keep_ratio}: keep a share in (0, 1]")
+        if depth_keep_ratio == 1:
+            return model
+        scores = self.block_importance(model, features)
+        for s, stage in enumerate(model.blocks):
+            drop = len(stage) - max(1, round(depth_keep_ratio * len(stage)))
+            ranked = sorted((k for k in scores if k[0] == s), key=lambda k: (scores[k], k))
+            for _, i in ranked[:drop]:
+                stage[i] = nn.Identity()
+        return model
+
+    @staticmethod
+    def kept_blocks(model) -> list[list[int]]:
+        """Per stage, the indices of the blocks still there (what rebuilds a depth-cut student)."""
+        return [[i for i, b in enumerate(stage) if not isinstance(b, nn.Identity)] for stage in model.blocks]
+
     # -- shape ------------------------------------------------------------------------------------------------
     def shape_of(self, model, resolution_px: int | None = None) -> ConvShape:
         if resolution_px is None:
@@ -266,7 +315,12 @@ class EfficientNetLite(ChannelCuts):
         r = shape.resolution_px
         return ExportSpec(inputs=(INPUT,), outputs=(OUTPUT,), example={INPUT: torch.zeros(1, 3, r, r)},
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                          probe_inputs=(InputSpec(INPUT, (BATCH, 3, r, r), "float32", "normal"),))
+                          probe_inputs=(InputSpec(INPUT, (BATCH, 3, r, r), "float32", "normal"),),
+                          quantize_ops=("Conv", "MatMul", "Gemm"))
+
+    def probe_shape(self, teacher_shape, student_shape):
+        """A student runs at its own resolution (the space's resolution knob): its inputs are its own."""
+        return student_shape or teacher_shape
 
     def to_standard(self, model):
         """Already a stock timm model: `timm.create_model(ARCHITECTURE, num_classes=...)` + its state dict."""

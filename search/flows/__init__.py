@@ -77,6 +77,26 @@ def for_runtime(runtime: str) -> str:
     raise KeyError(f"no task kind ships on runtime {runtime!r}")
 
 
+def of_workload(runtime: str, workload) -> list[str]:
+    """The kinds shipping on `runtime` whose workload reader accepts `workload` (a target's mapping): a text and an
+    image target both run on onnxruntime, and their workloads tell them apart."""
+    from ..errors import ConfigError
+    from ..schema import Reader
+
+    accepted = []
+    for name in _MODULES if isinstance(workload, dict) else ():
+        if runtime not in inputs(name).RUNTIMES:
+            continue
+        reader = Reader("<workload>", workload)
+        try:
+            inputs(name).read_workload(reader)
+            reader.done()
+        except ConfigError:
+            continue
+        accepted.append(name)
+    return accepted
+
+
 def of_task(arg: str | None, tasks_dir) -> str | None:
     """The kind a `--task` names: a kind's built-in task name, or a task file's `task_type` (none: the default
     kind). None when no task is given, or when the file cannot be read (its loader then says why, in one line)."""

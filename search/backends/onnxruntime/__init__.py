@@ -105,6 +105,11 @@ class OnnxRuntime(ModelBackend):
             return 4 * vectors + emb + head_params + matrix
         if scheme is Scheme.INT8_STATIC:  # encoder MatMuls int8 with a scale + zero point per output channel
             smoothing = 4 * sum(t.cols for t in encoder) if quant.smooth_alpha else 0  # SmoothQuant's 1/s vectors
+            if "Conv" in families.get(shape.family).export_spec(shape).quantize_ops:
+                # a CNN's QDQ graph: every conv and the Gemm head int8, each bias int32 (the vectors' 4 bytes) with
+                # an fp32 scale and an int32 zero point per output channel
+                quantized = encoder + head
+                return 4 * (vectors + emb) + sum(t.elements + 13 * t.rows for t in quantized) + smoothing
             return 4 * (vectors + emb + head_params) + sum(t.elements + 5 * t.rows for t in encoder) + smoothing
 
         def blocked(i, o, bits, group=quant.group_size):  # MatMulNBits: K padded to whole blocks, fp32 scale/block
@@ -156,9 +161,10 @@ class OnnxRuntime(ModelBackend):
     def remeasure(self, artifact: Path, saved: dict, runner, confidence: float) -> tuple[dict, bool, str]:
         from ...confidence import latency_bound
 
-        # the inputs a student accepts are the teacher's; an image workload has no sequence length
-        teacher = saved["teacher_shape"]
-        shape = families.get(teacher["family"]).shape_from_json(teacher)
+        # the inputs a student accepts: the teacher's, or its own where its family says so; an image workload has
+        # no sequence length
+        family = families.get(saved["teacher_shape"]["family"])
+        shape = family.shape_from_json(family.probe_shape(saved["teacher_shape"], saved.get("candidate_shape")))
         lat = self.measure_latency(artifact, shape, saved["batch_size"], saved.get("sequence_length", 0),
                                    saved["threads"], rounds=10, runs_per_round=50, runner=runner)
         upper, how = latency_bound(lat.p99_ms, lat.times_ms, "measured", None, confidence)

@@ -124,7 +124,7 @@ def _build(raw: Path, out: Path, params: QuantParams, shape: ModelShape, workdir
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         fused.unlink()
     elif params.scheme is Scheme.INT8_STATIC:
-        _static_int8(raw, out, calibration)
+        _static_int8(raw, out, calibration, families.get(shape.family).export_spec(shape).quantize_ops)
     elif weight_codes is not None:
         _weight_only(raw, out, weight_codes, embeddings_4bit=params.bits <= weight_only.EMBEDDING_BITS,
                      group_size=block_size_for(shape.hidden, params.group_size))
@@ -132,7 +132,7 @@ def _build(raw: Path, out: Path, params: QuantParams, shape: ModelShape, workdir
         raise CandidateError(f"no onnxruntime recipe for {params}")
 
 
-def _static_int8(src: Path, dst: Path, calibration: dict, batch_size: int = 16) -> None:
+def _static_int8(src: Path, dst: Path, calibration: dict, op_types: tuple = ("MatMul",), batch_size: int = 16) -> None:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -146,10 +146,11 @@ def _static_int8(src: Path, dst: Path, calibration: dict, batch_size: int = 16) 
         def get_next(self):
             return next(self.batches, None)
 
-    # MatMul only: the Gemm pooler's int32 bias needs an input scale ORT cannot infer through Gather
+    # the family's op types: a transformer's MatMuls only (the Gemm pooler's int32 bias needs an input scale ORT
+    # cannot infer through Gather); a CNN's convolutions and head too
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul"],
+                    calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(op_types),
                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 

@@ -42,6 +42,15 @@ class ImageSplit:
         std = torch.tensor(self.preprocessing.std).view(1, -1, 1, 1)
         return {self.input_name: (x - mean) / std}, self.labels[idx]
 
+    def at_size(self, size_px: int) -> "ImageSplit":
+        """The same images, in the same order, resized to size_px x size_px (a student at a lower input resolution:
+        the task's resize, then this one, as DEPLOY.md repeats)."""
+        if tuple(self.images.shape[-2:]) == (size_px, size_px):
+            return self
+        x = self.images.numpy().transpose(0, 2, 3, 1)
+        small = resized(x[..., 0] if x.shape[-1] == 1 else x, (size_px, size_px), self.preprocessing.resample)
+        return ImageSplit(torch.from_numpy(small), self.labels, self.preprocessing, self.input_name)
+
     def take(self, idx) -> "ImageSplit":
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ImageSplit(self.images[idx], self.labels[idx], self.preprocessing, self.input_name)

@@ -1,11 +1,13 @@
 """Image classification shipped as ONNX for onnxruntime: EfficientNet-Lite0 (ImageNet weights, fine-tuned once per
-task and cached) cut to a sampled share of its channels (torch-pruning's dependency graph, by weight norm), recovered
-by distillation on the teacher's cached outputs, exported, and measured as it ships: accuracy of the artifact on the
-validation split (onnxruntime), weight bytes from the file, latency and peak memory by the backend's probe (or the
-roofline where the target's latency is estimated; convolutions are priced as linears until their classes are fitted).
+task and cached) cut by the space's knobs: the least important residual MBConv blocks dropped per stage, set to the
+student's input resolution, a share of its channels cut (torch-pruning's dependency graph, by weight norm); recovered
+by distillation on the teacher's cached outputs (the training images resized to the student's size, same order),
+exported in fp32 or static int8 (QDQ convolutions, per-channel weights, ranges from training images), and measured as
+it ships: accuracy of the artifact on the validation split (onnxruntime), weight bytes from the file, latency and peak
+memory by the backend's probe (or the roofline where the target's latency is estimated; convolutions are priced as
+linears until their classes are fitted).
 
-Groundwork of issue 31: fp32 artifacts and one knob (channels); depth, resolution, quantization and the NNCF bench
-come next."""
+Issue 31: fp16, the convolution cost model, the export of a vision run and the NNCF bench come next."""
 from __future__ import annotations
 
 import copy
@@ -34,7 +36,9 @@ from ..base import Flow, Start
 from .data import ImageSplit, Preprocessing
 from .inputs import ImageSpace, ImageTask, Recipe
 
-FP32 = QuantParams()  # quantization knobs come with the space file
+QUANT = {"fp32": QuantParams(), "int8_static": QuantParams(bits=8, activations="static_int8")}
+CALIBRATION_IMAGES = 128  # training images whose activation ranges static int8 is calibrated on (MinMax)
+IMPORTANCE_IMAGES = 64  # training images a depth cut's block importance is measured on
 RECOVERY_LEARNING_RATE = 1e-3  # AdamW, cosine; a CNN's recovery takes larger steps than a transformer's
 TEACHER_FILE, OUTPUTS_FILE, META_FILE = "model.safetensors", "train_outputs.safetensors", "teacher.json"
 
@@ -58,7 +62,9 @@ class Context:
     threads: int
     seed: int
     backend: object
-    shapes: dict = field(default_factory=dict)  # channel_keep_ratio -> the cut model's shape (screen, cached)
+    space: ImageSpace = field(default_factory=ImageSpace)
+    shapes: dict = field(default_factory=dict)  # (channels, depth, resolution) -> the cut model's shape (cached)
+    splits: dict = field(default_factory=dict)  # resolution -> (train, val) at that size (cached)
     task_type = classification
     limits = None  # the channel space needs no teacher limits to suggest
 
@@ -136,36 +142,59 @@ def _fine_tuned(task: ImageTask, family, classes: list, train_split: ImageSplit,
 
 
 # -- one candidate -------------------------------------------------------------------------------------------------
-def _cut(family, teacher, recipe: Recipe):
-    student = copy.deepcopy(teacher)
-    return family.cut_channels(student, recipe.channel_keep_ratio)
+def _resolution(ctx: Context, recipe: Recipe) -> int:
+    return recipe.resolution_px or ctx.family.shape_of(ctx.prepared.teacher).resolution_px
+
+
+def _splits_at(ctx: Context, resolution_px: int) -> tuple[ImageSplit, ImageSplit]:
+    """Training and validation images at the student's resolution (same order: the teacher's outputs align)."""
+    if resolution_px not in ctx.splits:
+        p = ctx.prepared
+        ctx.splits[resolution_px] = (p.train.at_size(resolution_px), p.val.at_size(resolution_px))
+    return ctx.splits[resolution_px]
+
+
+def _cut(ctx: Context, recipe: Recipe):
+    """The teacher's copy with the least important blocks dropped (importance at the task's resolution), set to the
+    student's resolution, then its channels cut (the dependency graph traced at that resolution)."""
+    p = ctx.prepared
+    student = copy.deepcopy(p.teacher)
+    if recipe.depth_keep_ratio < 1:
+        features, _ = p.train.batch(torch.arange(min(IMPORTANCE_IMAGES, len(p.train))))
+        p.family.cut_depth(student, recipe.depth_keep_ratio, features)
+    student = p.family.at_resolution(student, _resolution(ctx, recipe))
+    return p.family.cut_channels(student, recipe.channel_keep_ratio)
 
 
 def _shape(ctx: Context, recipe: Recipe):
-    """The cut model's shape (a cut takes ~0.5 s on the full model: once per distinct ratio)."""
-    if recipe.channel_keep_ratio not in ctx.shapes:
-        p = ctx.prepared
-        ctx.shapes[recipe.channel_keep_ratio] = p.family.shape_of(_cut(p.family, p.teacher, recipe))
-    return ctx.shapes[recipe.channel_keep_ratio]
+    """The cut model's shape (a cut takes ~0.5 s on the full model: once per distinct cut)."""
+    key = (recipe.channel_keep_ratio, recipe.depth_keep_ratio, _resolution(ctx, recipe))
+    if key not in ctx.shapes:
+        ctx.shapes[key] = ctx.family.shape_of(_cut(ctx, recipe))
+    return ctx.shapes[key]
 
 
-def _latency(ctx: Context, shape, artifact: Path | None):
+def _latency(ctx: Context, shape, quant: QuantParams, artifact: Path | None):
     wl, dev = ctx.target.workload, ctx.target.device
     if dev.latency == "estimated":
-        return roofline.estimate(shape, FP32, dev, wl.batch_size, 0, False)
+        return roofline.estimate(shape, quant, dev, wl.batch_size, 0, False)
     with latency_lease(ctx.cache_dir / "locks", dev.runner):  # one measurement per host/device at a time
         return ctx.backend.measure_latency(artifact, shape, wl.batch_size, 0, dev.threads, runner=dev.runner)
 
 
-def _measure(ctx: Context, model: torch.nn.Module, workdir: Path) -> dict:
-    wl, val = ctx.target.workload, ctx.prepared.val
+def _measure(ctx: Context, model: torch.nn.Module, workdir: Path, quant: str = "fp32") -> dict:
+    wl = ctx.target.workload
     shape = ctx.family.shape_of(model)
-    path = ctx.backend.build(model, FP32, workdir)
+    train_split, val = _splits_at(ctx, shape.resolution_px)
+    calibration = None
+    if QUANT[quant].scheme is not QUANT["fp32"].scheme:  # ranges from training images, never the validation ones
+        calibration, _ = train_split.batch(torch.arange(min(CALIBRATION_IMAGES, len(train_split))))
+    path = ctx.backend.build(model, QUANT[quant], workdir, calibration)
     outputs = ctx.backend.outputs(path, val, ctx.threads)  # onnxruntime scores the file that ships
     atomic_write_npy(path.parent / PREDICTIONS, outputs.argmax(-1).astype(np.int32))  # the accuracy bound's evidence
     weights = ctx.backend.weight_bytes(path)
     activations = ctx.family.activation_bytes(shape, wl.batch_size)
-    lat = _latency(ctx, shape, path)
+    lat = _latency(ctx, shape, QUANT[quant], path)
     memory_mb = lat.peak_rss_mb if lat.peak_rss_mb is not None else (weights + activations) / memory.MB
     upper, how = confidence.latency_bound(lat.p99_ms, lat.times_ms, lat.source, ctx.target.device,
                                           ctx.target.budget.confidence)
@@ -174,7 +203,20 @@ def _measure(ctx: Context, model: torch.nn.Module, workdir: Path) -> dict:
             "peak_rss_mb": lat.peak_rss_mb, "p50_latency_ms": lat.p50_ms, "p99_latency_ms": lat.p99_ms,
             "p99_latency_ms_upper": upper, "latency_bound_method": how, "latency_spread": lat.spread,
             "latency_noisy": lat.noisy, "latency_source": lat.source,
-            "parameters": sum(p.numel() for p in model.parameters()), "shape": asdict(shape), "artifact": str(path)}
+            "parameters": sum(p.numel() for p in model.parameters()), "shape": asdict(shape), "artifact": str(path),
+            "quant": quant, "kept_blocks": ctx.family.kept_blocks(model)}
+
+
+class _Fixed:
+    """A trial stand-in that answers every suggestion from fixed parameters (the screen of the cheapest recipe)."""
+
+    def __init__(self, params: dict):
+        self.params = params
+
+    def suggest_float(self, name, *a, **k):
+        return self.params[name]
+
+    suggest_int = suggest_categorical = suggest_float
 
 
 class ImageClassification(Flow):
@@ -197,8 +239,8 @@ class ImageClassification(Flow):
         return Prepared(task, family, teacher, classes, train_split, val, outputs)
 
     def prepare_run(self, prepared, target, space, cache_dir, threads, seed, log=print):
-        ctx = Context(prepared, target, cache_dir, threads, seed, backends.get(target.device.runtime))
-        smallest, _ = self.screen(ctx, Recipe(channel_keep_ratio=space.channel_keep_ratio[0], epochs=1))
+        ctx = Context(prepared, target, cache_dir, threads, seed, backends.get(target.device.runtime), space=space)
+        smallest, _ = self.screen(ctx, space.suggest(_Fixed(space.cheapest())))
         if smallest["predicted_memory_mb"] > target.budget.memory_mb:
             raise ConfigError(target.path, "budget.memory_mb", f"{target.budget.memory_mb} MB, but the narrowest "
                                                                f"student needs {smallest['predicted_memory_mb']:.2f} MB")
@@ -211,7 +253,7 @@ class ImageClassification(Flow):
         """Predicted memory: fp32 weights as onnxruntime stores them plus the largest feature maps; a measured
         target's latency is not predicted yet (the convolution cost model comes next)."""
         shape, wl, budget = _shape(ctx, recipe), ctx.target.workload, ctx.target.budget
-        memory_mb = (ctx.backend.predicted_weight_bytes(shape, FP32)
+        memory_mb = (ctx.backend.predicted_weight_bytes(shape, QUANT[recipe.quant])
                      + ctx.family.activation_bytes(shape, wl.batch_size)) / memory.MB
         reasons = [f"predicted memory {memory_mb:.2f} MB > budget {budget.memory_mb} MB"] \
             if memory_mb > budget.memory_mb else []
@@ -219,17 +261,18 @@ class ImageClassification(Flow):
 
     def run_candidate(self, ctx, recipe: Recipe, workdir: Path, log=print, more=None) -> dict:
         p = ctx.prepared
-        student = _cut(p.family, p.teacher, recipe)
-        train(student, p.train, steps=steps_for(len(p.train), recipe.epochs), kd=KD(p.teacher_outputs),
+        student = _cut(ctx, recipe)
+        train_split, _ = _splits_at(ctx, _resolution(ctx, recipe))
+        train(student, train_split, steps=steps_for(len(train_split), recipe.epochs), kd=KD(p.teacher_outputs),
               lr=RECOVERY_LEARNING_RATE, seed=ctx.seed, desc="recovery", log=log)
-        return _measure(ctx, student.eval(), workdir)
+        return _measure(ctx, student.eval(), workdir, recipe.quant)
 
     def measure_teacher(self, ctx, workdir: Path) -> dict:
         return _measure(ctx, ctx.prepared.teacher, workdir)
 
     def warm_start(self, ctx, trials: int) -> list[Start]:
-        """The narrowest student first: the cheapest that could ship."""
-        return [Start({"prune.channel_keep_ratio": ImageSpace().channel_keep_ratio[0], "train.epochs": 1})]
+        """The cheapest student first: the narrowest, shallowest, smallest, most quantized that could ship."""
+        return [Start(ctx.space.cheapest())]
 
     def resolved_budget(self, target, teacher: dict) -> dict:
         """A classifier's budget (an accuracy floor made absolute from the teacher's), as the text kind words it."""

@@ -20,7 +20,7 @@ An image task file:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ...exploit import Exploit
@@ -29,20 +29,28 @@ from ..text_classification.inputs import read_budget  # noqa: F401  (an accuracy
 
 RUNTIMES = ("onnxruntime",)
 BUILTIN_TASKS = ("fashion_mnist",)
-DEFAULT_SPACE = "channels"
+DEFAULT_SPACE = "vision"  # spaces/vision.yaml; `channels`: the channel knob alone
 DESCRIPTION = "image classification"
-EXAMPLE_TARGET = "a target with runtime onnxruntime and a batch_size workload"
+EXAMPLE_TARGET = "local_cpu_vision"  # also jetson_orin_vision, raspberry_pi5_vision
 TASK_HINT = "--task fashion_mnist, or a task file with task_type: image_classification"
 FAMILY = "efficientnet_lite"  # the teacher's family: EfficientNet-Lite0, the only image teacher offline
 
 
 @dataclass(frozen=True)
 class ImageWorkload:
-    batch_size: int  # images per inference; their size is the task's input resolution
+    batch_size: int  # images per inference
+    # the square images the device is handed (height = width); the task's input resolution must equal it, a student
+    # may run at less (resized). None: whatever the task's resolution is
+    image_size_px: int | None = None
 
 
 def read_workload(wl) -> ImageWorkload:
-    return ImageWorkload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True))
+    if wl.has("sequence_length"):  # the one key every text target has: say what the file is, not "unknown key"
+        raise wl.error("sequence_length", "this is a text target (a sequence length); an image task needs an image "
+                                          f"target (workload: batch_size, image_size_px), e.g. --target "
+                                          f"{EXAMPLE_TARGET}")
+    return ImageWorkload(batch_size=wl.number("batch_size", lo=1, hi=4096, integer=True),
+                         image_size_px=wl.number("image_size_px", default=None, lo=8, hi=1024, integer=True))
 
 
 @dataclass(frozen=True)
@@ -125,43 +133,129 @@ def _triple(r, key: str) -> tuple:
     return tuple(float(v) for v in value)
 
 
+QUANT_SCHEMES = ("fp32", "int8_static")  # int8_static: QDQ convolutions, per-channel weights, calibrated ranges
+
+
 @dataclass(frozen=True)
 class Recipe:
     channel_keep_ratio: float  # share of each prunable channel group kept (1.0: the teacher's widths)
     epochs: float  # recovery by distillation on the teacher's outputs
+    depth_keep_ratio: float = 1.0  # share of each stage's MBConv blocks kept (the least important residual ones go)
+    resolution_px: int | None = None  # the student's input height = width; None: the task's
+    quant: str = "fp32"  # one of QUANT_SCHEMES
 
     def label(self) -> str:
-        return f"keep{self.channel_keep_ratio:g} e{self.epochs:g}"
+        extra = (f" d{self.depth_keep_ratio:g}" if self.depth_keep_ratio != 1 else "") + \
+            (f" {self.resolution_px}px" if self.resolution_px else "") + (f" {self.quant}" if self.quant != "fp32" else "")
+        return f"keep{self.channel_keep_ratio:g}{extra} e{self.epochs:g}"
 
 
 @dataclass(frozen=True)
 class ImageSpace:
-    """Channel cuts and recovery; depth, resolution and quantization knobs come with the space file."""
+    """Ranges of every image knob: (low, high, step) for the numeric ones (ordered, for TPE), the quantization
+    schemes as choices. The built-in `channels` space is the channel knob alone, at the task's resolution, in fp32."""
 
     path: Path = Path("<built-in channels space>")
     channel_keep_ratio: tuple = (0.25, 1.0, 0.25)  # low, high, step
     epochs: tuple = (1, 2)
+    depth_keep_ratio: tuple = (1.0, 1.0, 0.25)  # low, high, step: (1, 1) keeps every block
+    resolution_px: tuple | None = None  # low, high, step; None: the task's resolution only
+    quant: tuple = ("fp32",)
     promote: Promotion = field(default_factory=Promotion)  # one rung, no variants (the engine's defaults)
     exploit: Exploit = field(default_factory=Exploit)
 
     def suggest(self, trial, limits=None) -> Recipe:
         low, high, step = self.channel_keep_ratio
-        return Recipe(channel_keep_ratio=trial.suggest_float("prune.channel_keep_ratio", low, high, step=step),
-                      epochs=trial.suggest_int("train.epochs", *self.epochs))
+        recipe = Recipe(channel_keep_ratio=trial.suggest_float("prune.channel_keep_ratio", low, high, step=step),
+                        epochs=trial.suggest_int("train.epochs", *self.epochs))
+        if self.depth_keep_ratio[0] < self.depth_keep_ratio[1]:
+            recipe = replace(recipe, depth_keep_ratio=trial.suggest_float("prune.depth_keep_ratio",
+                                                                          *self.depth_keep_ratio[:2],
+                                                                          step=self.depth_keep_ratio[2]))
+        if self.resolution_px is not None:
+            low, high, step = self.resolution_px
+            recipe = replace(recipe, resolution_px=trial.suggest_int("input.resolution_px", low, high, step=step))
+        if len(self.quant) > 1:
+            recipe = replace(recipe, quant=trial.suggest_categorical("quant.scheme", list(self.quant)))
+        return recipe
+
+    def cheapest(self) -> dict:
+        """The warm start's parameters: the narrowest, shallowest, smallest, most quantized student."""
+        params = {"prune.channel_keep_ratio": self.channel_keep_ratio[0], "train.epochs": self.epochs[0]}
+        if self.depth_keep_ratio[0] < self.depth_keep_ratio[1]:
+            params["prune.depth_keep_ratio"] = self.depth_keep_ratio[0]
+        if self.resolution_px is not None:
+            params["input.resolution_px"] = self.resolution_px[0]
+        if len(self.quant) > 1:
+            params["quant.scheme"] = self.quant[-1]
+        return params
 
 
 def load_space(arg: str | None) -> ImageSpace:
-    if arg not in (None, DEFAULT_SPACE):
-        from ...errors import ConfigError
+    """The built-in `channels` space, or a space file (spaces/vision.yaml; default: that one):
+        prune: {channel_keep_ratio: [low, high, step], depth_keep_ratio: [low, high, step]}
+        input: {resolution_px: [low, high, step]}   # at most the task's resolution (checked when the task is read)
+        quant: {schemes: [fp32, int8_static]}
+        train: {epochs: [low, high]}"""
+    from ...schema import Reader, load_yaml, resolve
+    from ...space import SPACES_DIR
 
-        raise ConfigError(arg, "--space", f"image classification has one built-in space ({DEFAULT_SPACE!r}) until "
-                                          "its space file lands; leave --space out")
-    return ImageSpace()
+    if arg == "channels":
+        return ImageSpace()
+    path = resolve(arg or DEFAULT_SPACE, SPACES_DIR)
+    r = Reader(path, load_yaml(path, "space"))
+    r.string("kind", choices=("image_classification",))
+    prune = r.section("prune")
+    channel = _range(prune, "channel_keep_ratio", 0.05, 1.0)
+    depth = _range(prune, "depth_keep_ratio", 0.1, 1.0) if prune.has("depth_keep_ratio") else (1.0, 1.0, 0.25)
+    prune.done()
+    resolution = None
+    if r.has("input"):
+        inp = r.section("input")
+        resolution = tuple(int(v) for v in _range(inp, "resolution_px", 8, 1024, integer=True))
+        inp.done()
+    quant = ("fp32",)
+    if r.has("quant"):
+        q = r.section("quant")
+        quant = tuple(q.raw("schemes"))
+        if not quant or any(v not in QUANT_SCHEMES for v in quant) or len(set(quant)) != len(quant):
+            raise q.error("schemes", f"got {list(quant)}; a list of distinct schemes from {list(QUANT_SCHEMES)}")
+        q.done()
+    epochs = (1, 2)
+    if r.has("train"):
+        t = r.section("train")
+        value = t.raw("epochs")
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)
+                and 0 <= value[0] <= value[1] <= 20):
+            raise t.error("epochs", f"got {value!r}; give [low, high], integers with 0 <= low <= high <= 20")
+        epochs = tuple(value)
+        t.done()
+    r.done()
+    return ImageSpace(path=path, channel_keep_ratio=channel, epochs=epochs, depth_keep_ratio=depth,
+                      resolution_px=resolution, quant=quant)
+
+
+def _range(r, key: str, lo: float, hi: float, integer: bool = False) -> tuple:
+    value = r.raw(key)
+    kind = int if integer else (int, float)
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, kind) for v in value)
+            and lo <= value[0] <= value[1] <= hi and value[2] > 0
+            and abs((value[1] - value[0]) / value[2] - round((value[1] - value[0]) / value[2])) < 1e-9):
+        what = "integers" if integer else "numbers"
+        raise r.error(key, f"got {value!r}; give [low, high, step], {what} with {lo:g} <= low <= high <= {hi:g} and "
+                           "high - low a whole number of steps")
+    return tuple(float(v) if not integer else int(v) for v in value)
 
 
 def check(task: ImageTask, space, target):
     """The data read and checked before anything is loaded (returned: prepare reuses it); the built-in task's idx
     files present; teacher weights a task file names read as tensors (a file holding code is refused here)."""
+    if space.resolution_px is not None and task.resolution_px and space.resolution_px[1] > task.resolution_px:
+        from ...errors import ConfigError
+
+        raise ConfigError(space.path, "input.resolution_px", f"up to {space.resolution_px[1]} px, but the task "
+                                                             f"{task.name} is at {task.resolution_px} px; a student "
+                                                             "runs at most at the task's resolution: lower it")
     if task.teacher_weights is not None:
         from ...families.efficientnet_lite import read_tensors
 
@@ -170,6 +264,7 @@ def check(task: ImageTask, space, target):
         from .fashion_mnist import FOLDER, NAME, read_idx
 
         read_idx(FOLDER / "train-labels-idx1-ubyte.gz")  # a missing package is one line now, not after the teacher
+        _same_size(task, task.resolution_px, target)
         return NAME
     from ...errors import ConfigError
     from .image_files import read_images
@@ -179,4 +274,18 @@ def check(task: ImageTask, space, target):
     if h != w:
         raise ConfigError(task.source, "preprocessing.resize", f"the images are {h}x{w}; the image teacher takes "
                                                                "square inputs for now: give `resize: [N, N]`")
+    _same_size(task, int(h), target)
     return images
+
+
+def _same_size(task: ImageTask, resolution_px: int, target) -> None:
+    """The teacher runs at the size the target's device is handed: a task at another size is refused, not resized
+    behind the user's back (the fine-tuned teacher, the budgets and the latency all depend on it)."""
+    wanted = getattr(target.workload, "image_size_px", None)
+    if wanted is not None and wanted != resolution_px:
+        from ...errors import ConfigError
+
+        fix = "give a target at that size" if task.data is None else \
+            f"give the task `preprocessing: {{resize: [{wanted}, {wanted}]}}` or a target at {resolution_px} px"
+        raise ConfigError(target.path, "workload.image_size_px", f"{wanted}, but the task {task.name} gives "
+                                                                 f"{resolution_px}x{resolution_px} images; {fix}")
