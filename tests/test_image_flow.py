@@ -73,6 +73,7 @@ def test_channel_cuts_follow_the_dependency_graph():
     assert len(stage_outputs) == 1
 
 
+@pytest.mark.slow  # ~30 s: with the slow checks (.ci/run), keeping make test under 10 min
 def test_an_image_run_goes_end_to_end_through_the_engine(tmp_path):
     flow, target, space, prepared = _inputs(tmp_path)
     assert prepared.teacher_outputs.shape == (240, 10) and len(prepared.val) == 100

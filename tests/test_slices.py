@@ -154,6 +154,7 @@ budget:
 """
 
 
+@pytest.mark.slow  # ~25 s: with the slow checks (.ci/run), keeping make test under 10 min
 def test_a_run_with_slices_goes_end_to_end(tmp_path):
     task_file = write_tiny_task(tmp_path / "task")
     data = pd.read_csv(tmp_path / "task" / "data.csv")
