@@ -24,6 +24,7 @@ from ...objectives import slice_key
 from ...bench import summary
 from ...run_dir import JsonCache as Rows  # measured rows, kept as they are measured
 from . import task as lm
+from .pipeline import sweep_windows
 
 COLUMNS = ("setting", "kind", "measured", "bits_per_weight", "file_mb", "peak_rss_mb", "kld_mean", "kld_mean_se", "kld_p99",
            "top1_agreement", "perplexity", "perplexity_se", "prefill_tok_s", "decode_tok_s", "ttft_ms",
@@ -110,7 +111,9 @@ def run(out_dir: Path, cache_root: Path, threads: int = 2, workload: lc.LMWorklo
 
     # the search's mixes: sensitivity per class and type, then the exact front, measured at each preset's size
     shapes = mixes.class_shapes_of(f32)
-    score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads)["kld_mean"]  # noqa: E731
+    rows_scored = sweep_windows(prepared)  # the run's sweep windows: the two share one sensitivity cache
+    score = lambda path: lc.quality(path, prepared.windows, prepared.reference_path, threads,  # noqa: E731
+                                    rows=rows_scored)["kld_mean"]
     # the search takes no credit from the teacher's grid
     # the same cache as a run's (flows/causal_lm/pipeline.py), under its lock: sensitivities do not depend on the speed workload.
     # The search may use what the graded presets use: every type but the exact teacher grids (the near ones, Q4_K
