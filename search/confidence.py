@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objectives import SE_WINDOWS, Objective, constraints, for_budget, slice_key, slice_limits
+from .objectives import SE_WINDOWS, Objective, for_budget, limits, slice_key, slice_limits
 
 DEFAULT_CONFIDENCE = 0.95
 
@@ -175,18 +175,18 @@ def bounds(metrics: dict, teacher: dict, budget: dict, evidence: dict | None = N
     budget (nothing unvouched ships)."""
     confidence = budget.get("confidence", DEFAULT_CONFIDENCE)
     quality, latency, _ = for_budget(budget)
-    out, limits = {}, {}
+    out = {}
     value, method = _quality_bound(quality, metrics, teacher, budget, evidence, confidence)
-    out[quality.name], limits[quality.name] = {"bound": value, "method": method}, (quality, budget[quality.budget_key])
+    out[quality.name] = {"bound": value, "method": method}
     for s in slice_limits(budget):
         value, method = _quality_bound(quality, metrics, teacher, budget, evidence, confidence, s.slice)
-        out[s.key], limits[s.key] = {"bound": value, "method": method}, (quality, s.limit)
+        out[s.key] = {"bound": value, "method": method}
     upper = metrics.get(f"{latency.name}_upper")
     out[latency.name] = {"bound": upper, "method": metrics.get("latency_bound_method")
                          or "no bound stored for this trial (a run made before bounds existed)"}
-    limits[latency.name] = (latency, budget[latency.budget_key])
+    limit_of = {name: (o, limit) for name, o, limit in limits(budget)}
     for name, b in out.items():
-        o, limit = limits[name]
+        o, limit = limit_of[name]
         b["meets"] = b["bound"] is not None and o.violation(b["bound"], limit) <= 0
     return out
 
@@ -194,9 +194,7 @@ def bounds(metrics: dict, teacher: dict, budget: dict, evidence: dict | None = N
 def problems(bound: dict, budget: dict) -> list[str]:
     """Why a candidate cannot be vouched for (empty: it can)."""
     out = []
-    limited = [(o, o.name, budget[o.budget_key]) for o in constraints(budget)]
-    limited += [(s.objective, s.key, s.limit) for s in slice_limits(budget)]
-    for o, name, limit in limited:
+    for name, o, limit in limits(budget):
         b = bound.get(name)
         if b is None or b["meets"]:
             continue

@@ -94,6 +94,13 @@ def slice_limits(budget: dict) -> tuple[SliceLimit, ...]:
     return tuple(SliceLimit(q, name, float(limit)) for name, limit in budget.get("slices", {}).items())
 
 
+def limits(budget: dict) -> tuple[tuple[str, Objective, float], ...]:
+    """Every limit the budget sets, as (name, objective, limit): each constraint, then the quality objective on each
+    slice (`accuracy@tweets`). What violations, bounds and their reasons all iterate."""
+    return (tuple((o.name, o, budget[o.budget_key]) for o in constraints(budget))
+            + tuple((s.key, s.objective, s.limit) for s in slice_limits(budget)))
+
+
 SE_WINDOWS = "se_windows"  # a metric: how many evaluation windows a mean's standard error is across
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .confidence import DEFAULT_CONFIDENCE
-from .objectives import constraints, for_budget, slice_limits
+from .objectives import constraints, for_budget, limits, slice_limits
 
 DEFAULT_OBJECTIVES = for_budget({})  # a classification run's: accuracy up, p99 latency down, memory down
 
@@ -10,9 +10,7 @@ DEFAULT_OBJECTIVES = for_budget({})  # a classification run's: accuracy up, p99 
 def violations(metrics: dict, budget: dict) -> dict:
     """Amount by which each budget is missed (<= 0 means met), keyed by objective name, then by the quality
     objective on each slice the task names (`accuracy@tweets`)."""
-    out = {o.name: o.violation(metrics[o.name], budget[o.budget_key]) for o in constraints(budget)}
-    out.update({s.key: s.objective.violation(metrics[s.key], s.limit) for s in slice_limits(budget)})
-    return out
+    return {name: o.violation(metrics[name], limit) for name, o, limit in limits(budget)}
 
 
 def shipping_violations(metrics: dict, budget: dict) -> dict:
@@ -55,8 +53,8 @@ def _margin(o, name: str, value: float, limit: float) -> str:
 def binding_slice(values: dict, budget: dict):
     """The slice with the least margin to its limit, from `values` ({slice key: value}: a trial's metrics, or its
     bounds); None where the task names no slices."""
-    limits = slice_limits(budget)
-    return min(limits, key=lambda s: -s.objective.violation(values[s.key], s.limit)) if limits else None
+    sliced = slice_limits(budget)
+    return min(sliced, key=lambda s: -s.objective.violation(values[s.key], s.limit)) if sliced else None
 
 
 def slices_text(metrics: dict, budget: dict) -> str | None:

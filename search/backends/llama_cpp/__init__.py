@@ -100,8 +100,9 @@ def quality(path: Path, w, reference_path: Path, threads: int, window_slices=Non
             parts.append(causal_lm.score_window(teacher, outputs, row[w.first_scored + 1:]))
     finally:
         llm.close()
-    scores = causal_lm.TokenScores.concat(parts)
-    by_slice = {} if window_slices is None else causal_lm.summarize_slices(scores, window_slices)
+    scores = causal_lm.TokenScores.concat(parts)  # its windows numbered as scored: the slices of those rows
+    names = None if window_slices is None else np.asarray(window_slices)[list(rows) if rows is not None else slice(None)]
+    by_slice = {} if names is None else causal_lm.summarize_slices(scores, names)
     return {**causal_lm.summarize(scores), **by_slice}
 
 

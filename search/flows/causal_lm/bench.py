@@ -154,11 +154,8 @@ def _calibration_mix(prepared, f32: Path, mixed_im: dict, work: Path, cache, wor
     """The same presets with an importance matrix from the first slice's calibration text alone (as many tokens
     as the mixed one), beside the mixed one's rows: which slices the mix protects, measured."""
     task, first = prepared.task, prepared.task.slices[0]
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(prepared.teacher_dir)
     text = first.calibration.read(task.text_column, task.source, f"data.slices.{first.name}.calibration")
-    ids = np.asarray(prepared.family.encode(tokenizer, text)[: len(prepared.calibration_ids)])
+    ids = np.asarray(prepared.family.encode(prepared.tokenizer, text)[: len(prepared.calibration_ids)])
     if len(ids) < len(prepared.calibration_ids):
         log(f"calibration mix: {first.name} has {len(ids)} calibration tokens, fewer than the mix's "
             f"{len(prepared.calibration_ids)}: compared at unequal size")

@@ -3,13 +3,13 @@ of a sampled shape, prune it, quantize it, measure accuracy on the validation sp
 target (pipeline.py)."""
 from __future__ import annotations
 
-from ...errors import ConfigError
 from ...objectives import slice_values
 from ...run_dir import atomic_replace_dir, atomic_write_npy
 from ...tasks import classification
 from .. import register
 from ..base import Flow, slice_budget
 from . import pipeline
+from .inputs import check_slice_floors
 from .reprice import reprice as _reprice
 
 
@@ -40,11 +40,7 @@ class TextClassification(Flow):
 
     def resolved_budget(self, target, teacher: dict) -> dict:
         b, quality = target.budget, classification.OBJECTIVE  # a floor relative to the teacher, made absolute
-        have = slice_values(teacher, quality.name)
-        for name, _ in b.accuracy_floor.slices:  # a replan onto another target: its slices must be the run's
-            if name not in have:
-                raise ConfigError(target.path, f"budget.accuracy_floor.slices.{name}",
-                                  f"the run's task has no slice {name!r}; its slices are {', '.join(have) or 'none'}")
+        check_slice_floors(target, list(slice_values(teacher, quality.name)), "the run's task")  # a replan's target
         return {"memory_mb": b.memory_mb, "p99_latency_ms": b.p99_latency_ms, "quality": quality.name,
                 quality.budget_key: round(b.accuracy_floor.resolve(teacher[quality.name]), 6),
                 f"{quality.budget_key}_rule": b.accuracy_floor.describe(), "confidence": b.confidence,

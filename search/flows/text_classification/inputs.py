@@ -69,12 +69,17 @@ def check(task, space, target):
         raise ConfigError(target.path, "workload.sequence_length", f"got {n}; the teacher ({task.teacher_dir}) takes "
                                                                    f"at most {limits.positions} tokens: lower it to "
                                                                    f"{limits.positions} or less")
-    named = [name for name, _ in target.budget.accuracy_floor.slices]
-    have = sorted(set(frame["slice"])) if "slice" in frame else []
-    for name in named:
+    check_slice_floors(target, sorted(set(frame["slice"])) if "slice" in frame else [], f"the task ({task.source})")
+    return frame
+
+
+def check_slice_floors(target, have, whose: str) -> None:
+    """Every slice the target gives its own floor is one of the task's (`have`), before a run and on replan."""
+    from ...errors import ConfigError
+
+    for name, _ in target.budget.accuracy_floor.slices:
         if name not in have:
             raise ConfigError(target.path, f"budget.accuracy_floor.slices.{name}",
-                              f"the task ({task.source}) has no slice {name!r}; "
+                              f"{whose} has no slice {name!r}; "
                               + (f"its slices are {', '.join(have)}" if have else "it names no slices "
                                  "(data.slice_column, or data.path as {slice: table})"))
-    return frame
